@@ -1,0 +1,9 @@
+//! placeholder being written
+
+use axum::Router;
+
+use super::MockCloud;
+
+pub fn routes() -> Router<MockCloud> {
+    Router::new()
+}

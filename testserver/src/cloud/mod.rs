@@ -1,0 +1,477 @@
+//! The mock cloud: AWS, GCP and Azure metadata services plus the global services
+//! clients reach from a VM (AWS STS, Google `iamcredentials`, Azure AD's token
+//! endpoint), all routed by path on one listener, the way 169.254.169.254 serves
+//! every cloud's paths on the real thing:
+//!
+//! | paths                                   | service                              | module  |
+//! |-----------------------------------------|--------------------------------------|---------|
+//! | `/latest/...`                           | AWS IMDS (v2 tokens, v1 fallback)    | `aws`   |
+//! | `/v2/credentials/{id}`, `/v1/credentials` | ECS / EKS Pod Identity container credentials | `aws` |
+//! | `POST /` (form), `GET /?Action=`        | AWS STS query API                    | `sts`   |
+//! | `/computeMetadata/v1/...`               | GCE metadata server                  | `gcp`   |
+//! | `/v1/projects/-/serviceAccounts/{sa}:generateIdToken` | IAM Credentials API    | `gcp`   |
+//! | `/metadata/...`                         | Azure IMDS (instance, managed identity) | `azure` |
+//! | `/msi/token`                            | App Service / Container Apps identity endpoint | `azure` |
+//! | `POST /{tenant}/oauth2/v2.0/token`      | Azure AD (workload identity exchange) | `azure` |
+//! | `/.well-known/...`, `/jwks/{issuer}`    | issuers' JWKS                        | here    |
+//!
+//! A cloud that is switched off in [`CloudConfig`] answers 404 on its metadata paths,
+//! as another cloud's metadata server would; the global services always answer.
+
+pub mod aws;
+pub mod azure;
+pub mod gcp;
+pub mod sigv4;
+pub mod sts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{Issuer, KeySet};
+use crate::util::{now_unix, random_from};
+
+/// Which clouds answer, and who the workload is on each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudConfig {
+    pub aws: Option<AwsIdentity>,
+    pub gcp: Option<GcpIdentity>,
+    pub azure: Option<AzureIdentity>,
+    /// Lifetime of every credential and token the cloud issues.
+    #[serde(with = "crate::util::serde_secs")]
+    pub token_ttl: Duration,
+}
+
+impl CloudConfig {
+    /// Every cloud off: metadata paths all answer 404.
+    pub fn none() -> Self {
+        Self {
+            aws: None,
+            gcp: None,
+            azure: None,
+            token_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn aws() -> Self {
+        Self {
+            aws: Some(AwsIdentity::default()),
+            ..Self::none()
+        }
+    }
+
+    pub fn gcp() -> Self {
+        Self {
+            gcp: Some(GcpIdentity::default()),
+            ..Self::none()
+        }
+    }
+
+    pub fn azure() -> Self {
+        Self {
+            azure: Some(AzureIdentity::default()),
+            ..Self::none()
+        }
+    }
+
+    /// Parses `aws`, `gcp`, `azure` or `none`.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "aws" => Some(Self::aws()),
+            "gcp" => Some(Self::gcp()),
+            "azure" => Some(Self::azure()),
+            "none" => Some(Self::none()),
+            _ => None,
+        }
+    }
+}
+
+/// An EC2 instance (or ECS task / EKS pod) and its role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwsIdentity {
+    pub account_id: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub instance_id: String,
+    /// The instance profile's role; `None` means no role is attached, so
+    /// `iam/security-credentials/` is empty (404), like a real instance.
+    pub role_name: Option<String>,
+    /// IMDSv1 (no session token) allowed; `false` is `HttpTokens=required`.
+    pub imds_v1: bool,
+    /// The `Authorization` value the EKS Pod Identity endpoint requires.
+    pub container_auth_token: String,
+    /// Roles `AssumeRole` may assume; empty means any role in any account.
+    pub assumable_roles: Vec<String>,
+}
+
+impl Default for AwsIdentity {
+    fn default() -> Self {
+        Self {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            availability_zone: "us-east-1a".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            role_name: Some("s2iam-test-role".into()),
+            imds_v1: true,
+            container_auth_token: "s2iam-test-pod-identity-token".into(),
+            assumable_roles: Vec::new(),
+        }
+    }
+}
+
+/// A GCE instance and its service account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcpIdentity {
+    pub project_id: String,
+    pub project_number: String,
+    pub zone: String,
+    pub instance_id: String,
+    pub instance_name: String,
+    /// The default service account; `None` means the instance has none, so identity
+    /// requests answer 404 like a real instance without a service account.
+    pub service_account: Option<ServiceAccount>,
+    /// Service accounts the default one may impersonate with `generateIdToken`.
+    pub impersonable: Vec<ServiceAccount>,
+}
+
+/// A Google service account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccount {
+    pub email: String,
+    /// The numeric `sub` of its tokens.
+    pub unique_id: String,
+}
+
+impl ServiceAccount {
+    /// An account whose unique id is derived from its email, stable across runs.
+    pub fn new(email: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(email.as_bytes());
+        let n = digest[..8]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        Self {
+            email: email.to_string(),
+            unique_id: format!("1{:020}", n),
+        }
+    }
+}
+
+impl Default for GcpIdentity {
+    fn default() -> Self {
+        Self {
+            project_id: "s2iam-test-project".into(),
+            project_number: "123456789012".into(),
+            zone: "us-central1-a".into(),
+            instance_id: "4520031799277581759".into(),
+            instance_name: "s2iam-test-vm".into(),
+            service_account: Some(ServiceAccount::new(
+                "s2iam-test@s2iam-test-project.iam.gserviceaccount.com",
+            )),
+            impersonable: vec![ServiceAccount::new(
+                "s2iam-target@s2iam-test-project.iam.gserviceaccount.com",
+            )],
+        }
+    }
+}
+
+/// An Azure VM and its managed identities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AzureIdentity {
+    pub tenant_id: String,
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub location: String,
+    pub vm_name: String,
+    pub vm_id: String,
+    /// The system-assigned identity; `None` with no user-assigned ones is the real
+    /// "Identity not found" case.
+    pub system_identity: Option<ManagedIdentity>,
+    pub user_identities: Vec<ManagedIdentity>,
+    /// The `X-IDENTITY-HEADER` value the App Service identity endpoint requires.
+    pub identity_header: String,
+    /// Client ids that AKS workload identity may exchange a federated token for.
+    pub workload_client_ids: Vec<String>,
+}
+
+/// A managed identity: the three ids a client may select it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedIdentity {
+    pub client_id: String,
+    pub object_id: String,
+    /// The ARM resource id (`xms_mirid`).
+    pub resource_id: String,
+}
+
+impl Default for AzureIdentity {
+    fn default() -> Self {
+        let sub = "11111111-2222-3333-4444-555555555555";
+        let rg = "s2iam-test-rg";
+        Self {
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            subscription_id: sub.into(),
+            resource_group: rg.into(),
+            location: "eastus".into(),
+            vm_name: "s2iam-test-vm".into(),
+            vm_id: "02aab8a4-74ef-476e-8182-f6d2ba4166a6".into(),
+            system_identity: Some(ManagedIdentity {
+                client_id: "9a1c3f55-0000-4000-8000-00000000c1d1".into(),
+                object_id: "6e4f2a10-0000-4000-8000-0000000000a1".into(),
+                resource_id: format!(
+                    "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Compute/virtualMachines/s2iam-test-vm"
+                ),
+            }),
+            user_identities: vec![ManagedIdentity {
+                client_id: "0d3c6a77-0000-4000-8000-00000000c1d2".into(),
+                object_id: "7f5e3b21-0000-4000-8000-0000000000a2".into(),
+                resource_id: format!(
+                    "/subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/s2iam-test-uami"
+                ),
+            }],
+            identity_header: "s2iam-test-identity-header".into(),
+            workload_client_ids: vec!["0d3c6a77-0000-4000-8000-00000000c1d2".into()],
+        }
+    }
+}
+
+/// Credentials the mock STS has issued (or the long-lived user keys it knows), by
+/// access key id. The STS verifies signatures against these secrets.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AwsCredential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `None` for long-lived IAM user keys (`AKIA...`).
+    pub session_token: Option<String>,
+    /// The caller ARN `GetCallerIdentity` reports.
+    pub arn: String,
+    pub user_id: String,
+    pub account: String,
+    /// Unix seconds; `None` never expires.
+    pub expires: Option<u64>,
+}
+
+impl std::fmt::Debug for AwsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredential")
+            .field("access_key_id", &self.access_key_id)
+            .field("arn", &self.arn)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The mock cloud's shared state. Cheap to clone (everything is behind `Arc`s).
+#[derive(Clone)]
+pub struct MockCloud {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RwLock<CloudConfig>,
+    keys: KeySet,
+    credentials: Mutex<HashMap<String, AwsCredential>>,
+    imds_tokens: Mutex<HashMap<String, u64>>,
+    user_key: AwsCredential,
+}
+
+impl MockCloud {
+    pub fn new(config: CloudConfig, keys: KeySet) -> Self {
+        let account = config
+            .aws
+            .as_ref()
+            .map(|a| a.account_id.clone())
+            .unwrap_or_else(|| AwsIdentity::default().account_id);
+        let user_key = AwsCredential {
+            access_key_id: format!("AKIA{}", random_from(KEY_ALPHABET, 16)),
+            secret_access_key: random_from(SECRET_ALPHABET, 40),
+            session_token: None,
+            arn: format!("arn:aws:iam::{account}:user/s2iam-test-user"),
+            user_id: format!("AIDA{}", random_from(KEY_ALPHABET, 17)),
+            account,
+            expires: None,
+        };
+        let mut credentials = HashMap::new();
+        credentials.insert(user_key.access_key_id.clone(), user_key.clone());
+        Self {
+            inner: Arc::new(Inner {
+                config: RwLock::new(config),
+                keys,
+                credentials: Mutex::new(credentials),
+                imds_tokens: Mutex::new(HashMap::new()),
+                user_key,
+            }),
+        }
+    }
+
+    /// A snapshot of the current configuration.
+    pub fn config(&self) -> CloudConfig {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the configuration of the running cloud (e.g. detach a role).
+    pub fn update(&self, f: impl FnOnce(&mut CloudConfig)) {
+        f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.inner.keys
+    }
+
+    /// Long-lived IAM user keys (`AKIA...`), for the "environment keys" credential
+    /// source: the STS accepts them and `GetSessionToken` turns them into a session.
+    pub fn user_key(&self) -> AwsCredential {
+        self.inner.user_key.clone()
+    }
+
+    /// Issues session credentials (`ASIA...`) for `arn` valid for the token TTL.
+    pub fn issue_session(&self, arn: &str, user_id: &str, account: &str) -> AwsCredential {
+        self.issue_session_for(arn, user_id, account, self.config().token_ttl)
+    }
+
+    /// Issues session credentials valid for `ttl`.
+    pub fn issue_session_for(
+        &self,
+        arn: &str,
+        user_id: &str,
+        account: &str,
+        ttl: Duration,
+    ) -> AwsCredential {
+        let cred = AwsCredential {
+            access_key_id: format!("ASIA{}", random_from(KEY_ALPHABET, 16)),
+            secret_access_key: random_from(SECRET_ALPHABET, 40),
+            session_token: Some(format!(
+                "IQoJb3JpZ2luX2VjE{}",
+                random_from(SECRET_ALPHABET, 200)
+            )),
+            arn: arn.to_string(),
+            user_id: user_id.to_string(),
+            account: account.to_string(),
+            expires: Some(now_unix() + ttl.as_secs()),
+        };
+        self.lock_credentials()
+            .insert(cred.access_key_id.clone(), cred.clone());
+        cred
+    }
+
+    /// The credential with this access key id, if the STS issued or knows it.
+    pub fn credential(&self, access_key_id: &str) -> Option<AwsCredential> {
+        self.lock_credentials().get(access_key_id).cloned()
+    }
+
+    /// Issues an IMDSv2 session token valid for `ttl_secs`.
+    pub fn issue_imds_token(&self, ttl_secs: u64) -> String {
+        let token = crate::util::random_hex(28);
+        self.inner
+            .imds_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), now_unix() + ttl_secs);
+        token
+    }
+
+    /// Whether `token` is a live IMDSv2 session token.
+    pub fn imds_token_valid(&self, token: &str) -> bool {
+        self.inner
+            .imds_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .is_some_and(|exp| *exp > now_unix())
+    }
+
+    /// Mints the token an EKS cluster's OIDC issuer projects into a pod for IRSA
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE`), for `sub` (e.g.
+    /// `system:serviceaccount:default:app`).
+    pub fn mint_eks_web_identity_token(&self, sub: &str) -> String {
+        let now = now_unix();
+        let claims = serde_json::json!({
+            "iss": EKS_ISSUER,
+            "sub": sub,
+            "aud": ["sts.amazonaws.com"],
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.config().token_ttl.as_secs(),
+        });
+        self.inner
+            .keys
+            .eks
+            .sign(&claims)
+            .expect("signing with a generated RSA key cannot fail")
+    }
+
+    /// Mints the token AKS projects into a pod for workload identity
+    /// (`AZURE_FEDERATED_TOKEN_FILE`).
+    pub fn mint_aks_federated_token(&self, sub: &str) -> String {
+        let now = now_unix();
+        let claims = serde_json::json!({
+            "iss": AKS_ISSUER,
+            "sub": sub,
+            "aud": ["api://AzureADTokenExchange"],
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.config().token_ttl.as_secs(),
+        });
+        self.inner
+            .keys
+            .eks
+            .sign(&claims)
+            .expect("signing with a generated RSA key cannot fail")
+    }
+
+    fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, AwsCredential>> {
+        self.inner
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The router for every path in the module table.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(aws::routes())
+            .merge(sts::routes())
+            .merge(gcp::routes())
+            .merge(azure::routes())
+            .route("/jwks/{issuer}", get(jwks))
+            .with_state(self.clone())
+    }
+}
+
+/// The issuer of projected Kubernetes service-account tokens in the mock (EKS and
+/// AKS clusters share one mock OIDC issuer key).
+pub const EKS_ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/S2IAMTESTCLUSTER";
+pub const AKS_ISSUER: &str = "https://eastus.oic.prod-aks.azure.com/s2iam-test-tenant/s2iam-test-cluster/";
+
+/// `GET /jwks/{google|azure|eks|auth}`: the JWKS of one mock issuer, for clients
+/// that want to verify what the mock cloud minted.
+async fn jwks(
+    State(cloud): State<MockCloud>,
+    Path(issuer): Path<String>,
+) -> axum::response::Response {
+    let issuer = match issuer.as_str() {
+        "google" => Issuer::Google,
+        "azure" => Issuer::Azure,
+        "eks" | "aks" => Issuer::Eks,
+        _ => {
+            return crate::util::json_error(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "unknown issuer; use google, azure or eks",
+            )
+        }
+    };
+    use axum::response::IntoResponse;
+    Json(cloud.keys().get(issuer).jwks()).into_response()
+}

@@ -1,0 +1,218 @@
+//! `s2iam-testserver`: the cloud and the auth service in a box.
+//!
+//! One process plays every party s2iam talks to: the AWS, GCP and Azure metadata
+//! services with the global services behind them (AWS STS, Google IAM Credentials,
+//! Azure AD), and the SingleStore auth service. Each mock checks what the real one
+//! checks (headers, signatures, audiences, expiry) and can be made to misbehave
+//! (see [`faults`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), s2iam_testserver::StartError> {
+//! use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
+//! let server = TestServer::start(TestServerConfig::new(CloudConfig::gcp())).await?;
+//! println!("metadata at {}, auth at {}", server.cloud_url(), server.auth_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod cloud;
+pub mod faults;
+pub mod info;
+pub mod keys;
+pub mod server;
+pub mod util;
+
+use std::net::SocketAddr;
+
+pub use auth::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
+pub use cloud::{
+    AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, ManagedIdentity,
+    MockCloud, ServiceAccount,
+};
+pub use faults::{FaultAction, FaultRule, Faults};
+pub use keys::KeySet;
+pub use server::{RequestLog, SeenRequest};
+
+/// Why a test server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error("cannot build the HTTP client the auth service uses to reach STS: {0}")]
+    Http(reqwest::Error),
+}
+
+/// Everything needed to start a [`TestServer`].
+#[derive(Debug, Clone)]
+pub struct TestServerConfig {
+    pub cloud: CloudConfig,
+    pub auth: AuthConfig,
+    /// Addresses the mock cloud listens on (all serve the same cloud). Port 0 picks a
+    /// free port. Inside an isolated network namespace this is
+    /// `169.254.169.254:80` (plus `169.254.170.2:80` for ECS).
+    pub cloud_addrs: Vec<SocketAddr>,
+    pub auth_addr: SocketAddr,
+    /// RSA key size for fresh keys; `None` shares one 2048-bit key set per process.
+    pub key_size: Option<usize>,
+}
+
+impl TestServerConfig {
+    /// Both mocks on random loopback ports.
+    pub fn new(cloud: CloudConfig) -> Self {
+        Self {
+            cloud,
+            auth: AuthConfig::default(),
+            cloud_addrs: vec![loopback_any_port()],
+            auth_addr: loopback_any_port(),
+            key_size: None,
+        }
+    }
+
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+}
+
+fn loopback_any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A running mock cloud and mock auth service.
+pub struct TestServer {
+    cloud: MockCloud,
+    auth: MockAuth,
+    cloud_listeners: Vec<server::Listener>,
+    auth_listener: server::Listener,
+    cloud_faults: Faults,
+    auth_faults: Faults,
+    cloud_log: RequestLog,
+    auth_log: RequestLog,
+}
+
+impl TestServer {
+    pub async fn start(config: TestServerConfig) -> Result<Self, StartError> {
+        let keys = match config.key_size {
+            Some(bits) => KeySet::generate(bits)?,
+            None => KeySet::shared()?,
+        };
+        let cloud = MockCloud::new(config.cloud, keys.clone());
+        let cloud_faults = Faults::default();
+        let cloud_log = RequestLog::default();
+        let mut cloud_listeners = Vec::new();
+        for addr in &config.cloud_addrs {
+            let listener = bind(*addr).await?;
+            cloud_listeners.push(server::spawn(
+                listener,
+                cloud.router(),
+                cloud_faults.clone(),
+                cloud_log.clone(),
+            ));
+        }
+        let sts_url = cloud_listeners
+            .first()
+            .map(|l| l.url())
+            .unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(StartError::Http)?;
+        let verifier = auth::verify::Verifier {
+            cloud: cloud.clone(),
+            sts_url,
+            http,
+        };
+        let auth = MockAuth::new(config.auth, keys.auth.clone(), verifier);
+        let auth_faults = Faults::default();
+        let auth_log = RequestLog::default();
+        let auth_listener = server::spawn(
+            bind(config.auth_addr).await?,
+            auth.router(),
+            auth_faults.clone(),
+            auth_log.clone(),
+        );
+        Ok(Self {
+            cloud,
+            auth,
+            cloud_listeners,
+            auth_listener,
+            cloud_faults,
+            auth_faults,
+            cloud_log,
+            auth_log,
+        })
+    }
+
+    /// `http://127.0.0.1:port` of the (first) mock cloud listener.
+    pub fn cloud_url(&self) -> String {
+        self.cloud_listeners
+            .first()
+            .map(|l| l.url())
+            .unwrap_or_default()
+    }
+
+    pub fn cloud_addrs(&self) -> Vec<SocketAddr> {
+        self.cloud_listeners.iter().map(|l| l.addr()).collect()
+    }
+
+    /// `http://127.0.0.1:port` of the mock auth service.
+    pub fn auth_url(&self) -> String {
+        self.auth_listener.url()
+    }
+
+    pub fn auth_addr(&self) -> SocketAddr {
+        self.auth_listener.addr()
+    }
+
+    /// The exchange URL template clients take (`.../auth/iam/:jwtType`).
+    pub fn exchange_url_template(&self) -> String {
+        format!("{}/auth/iam/:jwtType", self.auth_url())
+    }
+
+    pub fn cloud(&self) -> &MockCloud {
+        &self.cloud
+    }
+
+    pub fn auth(&self) -> &MockAuth {
+        &self.auth
+    }
+
+    pub fn cloud_faults(&self) -> &Faults {
+        &self.cloud_faults
+    }
+
+    pub fn auth_faults(&self) -> &Faults {
+        &self.auth_faults
+    }
+
+    /// Every request the mock cloud listeners saw.
+    pub fn cloud_requests(&self) -> &RequestLog {
+        &self.cloud_log
+    }
+
+    /// Every request the auth listener saw (details of exchanges are in
+    /// [`MockAuth::records`]).
+    pub fn auth_requests(&self) -> &RequestLog {
+        &self.auth_log
+    }
+
+    /// Stops every listener, letting in-flight requests finish briefly.
+    pub async fn shutdown(self) {
+        for l in self.cloud_listeners {
+            l.shutdown().await;
+        }
+        self.auth_listener.shutdown().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    server::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
