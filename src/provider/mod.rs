@@ -1,0 +1,296 @@
+//! Which cloud am I on, and who am I there.
+//!
+//! Each cloud is a small type in its own module ([`aws`], [`gcp`], [`azure`]) with the
+//! same four operations: a fast, I/O-free detection from the environment
+//! (`fast_detect`), a network probe of its metadata service (`probe`), an
+//! identity for an alternate role (`assume_role`, returning a new value) and the
+//! identity headers the auth service verifies (`identity`). [`Provider`] is the
+//! closed set of them; [`detect::detect_provider`] picks one.
+
+pub mod aws;
+pub mod azure;
+pub mod config;
+pub mod detect;
+pub mod gcp;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+pub use config::ProviderConfig;
+
+/// A cloud s2iam knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudProvider {
+    Aws,
+    Gcp,
+    Azure,
+}
+
+impl CloudProvider {
+    pub const ALL: [CloudProvider; 3] =
+        [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudProvider::Aws => "aws",
+            CloudProvider::Gcp => "gcp",
+            CloudProvider::Azure => "azure",
+        }
+    }
+}
+
+impl fmt::Display for CloudProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown provider name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown cloud provider {0:?}: expected aws, gcp or azure")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for CloudProvider {
+    type Err = UnknownProvider;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "aws" => Ok(CloudProvider::Aws),
+            "gcp" | "google" => Ok(CloudProvider::Gcp),
+            "azure" => Ok(CloudProvider::Azure),
+            _ => Err(UnknownProvider(s.to_string())),
+        }
+    }
+}
+
+/// Who the workload is, as far as the client can tell. The auth service derives
+/// the authoritative identity itself from the headers; this is for display, logs and
+/// the request body the reference clients send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudIdentity {
+    pub provider: CloudProvider,
+    /// AWS caller ARN, GCP service-account email (or numeric id), Azure object id.
+    pub identifier: String,
+    pub account_id: String,
+    pub region: String,
+    pub resource_type: String,
+    #[serde(default)]
+    pub additional_claims: BTreeMap<String, String>,
+}
+
+/// HTTP headers that prove the identity to the auth service. Values are secrets;
+/// `Debug` shows header names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IdentityHeaders(pub Vec<(String, Secret)>);
+
+impl IdentityHeaders {
+    pub fn push(&mut self, name: &str, value: impl Into<Secret>) {
+        self.0.push((name.to_string(), value.into()));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Secret> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Secret)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+impl fmt::Debug for IdentityHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| format!("{n}: <redacted>")))
+            .finish()
+    }
+}
+
+/// Default audience of GCP ID tokens (the reference clients' default).
+pub const DEFAULT_GCP_AUDIENCE: &str = "https://authsvc.singlestore.com";
+/// Default resource of Azure managed-identity tokens.
+pub const DEFAULT_AZURE_RESOURCE: &str = "https://management.azure.com/";
+/// Default AWS `RoleSessionName` for assume-role.
+pub const DEFAULT_ROLE_SESSION_NAME: &str = "s2iam-session";
+
+/// Per-call parameters of an identity request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdentityRequest {
+    pub gcp_audience: String,
+    pub azure_resource: String,
+    pub role_session_name: String,
+}
+
+impl Default for IdentityRequest {
+    fn default() -> Self {
+        Self {
+            gcp_audience: DEFAULT_GCP_AUDIENCE.into(),
+            azure_resource: DEFAULT_AZURE_RESOURCE.into(),
+            role_session_name: DEFAULT_ROLE_SESSION_NAME.into(),
+        }
+    }
+}
+
+/// Why one cloud's network probe said "not here".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connection refused by {url}")]
+    Refused { url: String },
+    #[error("no answer from {url} within {timeout_ms} ms")]
+    Timeout { url: String, timeout_ms: u64 },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    NotThisCloud(String),
+}
+
+/// Errors of identity operations. Messages never contain credential values.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: provider not detected; run detection (or choose the provider explicitly) first")]
+    NotDetected { provider: CloudProvider },
+    #[error("{provider} detected, but no identity is available: {reason}")]
+    NoIdentity {
+        provider: CloudProvider,
+        reason: String,
+    },
+    #[error("{provider} does not support assume-role{hint}")]
+    AssumeRoleNotSupported {
+        provider: CloudProvider,
+        hint: String,
+    },
+    #[error("{provider}: invalid role identifier {role:?}: {reason}")]
+    InvalidRole {
+        provider: CloudProvider,
+        role: String,
+        reason: String,
+    },
+    #[error("{provider}: {what} failed: {reason}")]
+    Upstream {
+        provider: CloudProvider,
+        what: String,
+        reason: String,
+    },
+}
+
+/// A detected cloud, ready to produce identity headers.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    Aws(aws::AwsProvider),
+    Gcp(gcp::GcpProvider),
+    Azure(azure::AzureProvider),
+}
+
+impl Provider {
+    /// The provider for `kind` without detection (an explicit `--provider`).
+    pub fn for_kind(kind: CloudProvider) -> Self {
+        match kind {
+            CloudProvider::Aws => Provider::Aws(aws::AwsProvider::default()),
+            CloudProvider::Gcp => Provider::Gcp(gcp::GcpProvider::default()),
+            CloudProvider::Azure => Provider::Azure(azure::AzureProvider::default()),
+        }
+    }
+
+    pub fn kind(&self) -> CloudProvider {
+        match self {
+            Provider::Aws(_) => CloudProvider::Aws,
+            Provider::Gcp(_) => CloudProvider::Gcp,
+            Provider::Azure(_) => CloudProvider::Azure,
+        }
+    }
+
+    /// A provider acting as `role` (AWS role ARN, GCP service-account email, Azure
+    /// user-assigned identity client id). The detected provider is left untouched.
+    pub fn assume_role(&self, role: &str) -> Result<Provider, ProviderError> {
+        Ok(match self {
+            Provider::Aws(p) => Provider::Aws(p.assume_role(role)?),
+            Provider::Gcp(p) => Provider::Gcp(p.assume_role(role)?),
+            Provider::Azure(p) => Provider::Azure(p.assume_role(role)?),
+        })
+    }
+
+    /// The headers the auth service verifies, and the identity they prove.
+    pub async fn identity(
+        &self,
+        cfg: &ProviderConfig,
+        req: &IdentityRequest,
+    ) -> Result<(IdentityHeaders, CloudIdentity), ProviderError> {
+        match self {
+            Provider::Aws(p) => p.identity(cfg, req).await,
+            Provider::Gcp(p) => p.identity(cfg, req).await,
+            Provider::Azure(p) => p.identity(cfg, req).await,
+        }
+    }
+}
+
+/// Maps a transport error to a [`ProbeError`] naming the URL, never the headers.
+pub(crate) fn probe_error(
+    url: &str,
+    timeout: std::time::Duration,
+    e: &reqwest::Error,
+) -> ProbeError {
+    if e.is_timeout() {
+        return ProbeError::Timeout {
+            url: url.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+    }
+    let text = error_chain(e);
+    if text.contains("refused") {
+        ProbeError::Refused {
+            url: url.to_string(),
+        }
+    } else {
+        ProbeError::Unreachable {
+            url: url.to_string(),
+            reason: text,
+        }
+    }
+}
+
+/// The error and its sources on one line (reqwest's top-level message alone is
+/// "error sending request").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_round_trip() {
+        for p in CloudProvider::ALL {
+            assert_eq!(p.as_str().parse::<CloudProvider>().unwrap(), p);
+        }
+        assert!("moon".parse::<CloudProvider>().is_err());
+    }
+
+    #[test]
+    fn headers_debug_hides_values() {
+        let mut h = IdentityHeaders::default();
+        h.push("Authorization", "Bearer secret-token");
+        let s = format!("{h:?}");
+        assert!(s.contains("Authorization"));
+        assert!(!s.contains("secret-token"));
+    }
+}
