@@ -5,6 +5,7 @@
 //! [`provider`] gets the workload's identity headers there, and the exchange turns
 //! them into a JWT.
 
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod endpoints;
