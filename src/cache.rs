@@ -175,7 +175,11 @@ where
 
     /// Marks `key` as kept warm (never evicted) and fetches it now.
     pub async fn pin(&self, key: K) -> Result<V, CacheError<E>> {
-        self.entry(&key).slot.lock().unwrap_or_else(|p| p.into_inner()).pinned = true;
+        self.entry(&key)
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pinned = true;
         self.get(key).await
     }
 
@@ -250,7 +254,8 @@ where
             let mut entries = lock(&self.entries);
             entries.retain(|_, e| {
                 let slot = lock(&e.slot);
-                let keep = slot.pinned || now.duration_since(slot.last_access) < self.policy.idle_evict;
+                let keep =
+                    slot.pinned || now.duration_since(slot.last_access) < self.policy.idle_evict;
                 if !keep {
                     self.stats.evictions.fetch_add(1, Ordering::Relaxed);
                 }
@@ -270,7 +275,10 @@ where
                 let Ok(_flight) = entry.flight.try_lock() else {
                     return; // a caller is already fetching it
                 };
-                if lock(&entry.slot).refresh_due.is_some_and(|t| t > Instant::now()) {
+                if lock(&entry.slot)
+                    .refresh_due
+                    .is_some_and(|t| t > Instant::now())
+                {
                     return;
                 }
                 if cache.fetch_into(&key, &entry).await.is_err() || lock(&entry.slot).failures > 0 {
@@ -348,7 +356,10 @@ where
         let fraction = (self.policy.refresh_at + jitter).clamp(0.05, 0.95);
         let at = v.received() + lifetime.mul_f64(fraction);
         // Never later than the point where the value stops being servable.
-        let latest = v.expires().checked_sub(self.policy.min_remaining).unwrap_or(v.received());
+        let latest = v
+            .expires()
+            .checked_sub(self.policy.min_remaining)
+            .unwrap_or(v.received());
         at.min(latest.max(v.received()))
     }
 
@@ -407,7 +418,11 @@ mod tests {
     fn counting(
         lifetime: Duration,
         delay: Duration,
-    ) -> (Fetcher<u8, V, String>, Arc<AtomicU32>, Arc<std::sync::atomic::AtomicBool>) {
+    ) -> (
+        Fetcher<u8, V, String>,
+        Arc<AtomicU32>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let calls = Arc::new(AtomicU32::new(0));
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c, f) = (calls.clone(), fail.clone());
@@ -420,7 +435,11 @@ mod tests {
                     return Err(format!("upstream down (call {n})"));
                 }
                 let now = Instant::now();
-                Ok(V { n, received: now, expires: now + lifetime })
+                Ok(V {
+                    n,
+                    received: now,
+                    expires: now + lifetime,
+                })
             })
         });
         (fetch, calls, fail)
@@ -471,10 +490,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(220)).await;
         cache.refresh_due().await;
         assert_eq!(cache.stats().refresh_failures.load(Ordering::SeqCst), 1);
-        assert_eq!(cache.get(1).await.unwrap().n, 2, "stale but valid value served");
+        assert_eq!(
+            cache.get(1).await.unwrap().n,
+            2,
+            "stale but valid value served"
+        );
 
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(cache.get(1).await.is_err(), "expired values are never served");
+        assert!(
+            cache.get(1).await.is_err(),
+            "expired values are never served"
+        );
         fail.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(cache.get(1).await.is_ok(), "recovers");

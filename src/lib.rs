@@ -8,10 +8,12 @@
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod endpoints;
 pub mod exchange;
 pub mod provider;
 pub mod secret;
+pub mod serve;
 pub mod token;
 pub mod util;
 

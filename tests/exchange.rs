@@ -74,7 +74,9 @@ async fn exchange(
         headers: &id.0,
         identity: &id.1,
     };
-    client.exchange(&server, req, timeout, SystemTime::now).await
+    client
+        .exchange(&server, req, timeout, SystemTime::now)
+        .await
 }
 
 #[tokio::test]
@@ -84,18 +86,38 @@ async fn database_and_api_tokens_carry_the_verified_identity() {
     let client = ExchangeClient::new(fast_retries());
     let template = server.exchange_url_template();
 
-    let db = exchange(&client, &template, JwtType::Database, Some("wg-1"), &id, Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(db.claims.sub.as_deref(), Some("app@proj.iam.gserviceaccount.com"));
+    let db = exchange(
+        &client,
+        &template,
+        JwtType::Database,
+        Some("wg-1"),
+        &id,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.claims.sub.as_deref(),
+        Some("app@proj.iam.gserviceaccount.com")
+    );
     assert_eq!(db.claims.provider.as_deref(), Some("gcp"));
     assert_eq!(db.claims.jwt_type.as_deref(), Some("database"));
     assert_eq!(db.claims.workspace_group_id.as_deref(), Some("wg-1"));
-    assert!(db.remaining() > Duration::from_secs(3000), "expires_at honoured");
+    assert!(
+        db.remaining() > Duration::from_secs(3000),
+        "expires_at honoured"
+    );
 
-    let api = exchange(&client, &template, JwtType::Api, None, &id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let api = exchange(
+        &client,
+        &template,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(api.claims.jwt_type.as_deref(), Some("api"));
 
     let records = server.auth().records();
@@ -104,7 +126,10 @@ async fn database_and_api_tokens_carry_the_verified_identity() {
     assert!(records[0].query.contains("workspaceGroupID=wg-1"));
     assert_eq!(records[0].workspace_group_id.as_deref(), Some("wg-1"));
     assert_eq!(
-        records[0].headers.get("x-s2iam-identity-format-preference").map(String::as_str),
+        records[0]
+            .headers
+            .get("x-s2iam-identity-format-preference")
+            .map(String::as_str),
         Some("aws-iam-role-arn,aws-arn,gcp-sa-email,gcp-sa-unique-id,azure-object-id")
     );
     assert_eq!(records[1].path, "/auth/iam/api");
@@ -116,9 +141,16 @@ async fn database_token_without_workspace_group_fails_before_any_io() {
     let server = server().await;
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
-    let err = exchange(&client, &server.exchange_url_template(), JwtType::Database, Some(""), &id, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = exchange(
+        &client,
+        &server.exchange_url_template(),
+        JwtType::Database,
+        Some(""),
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExchangeError::MissingWorkspaceGroup), "{err}");
     assert_eq!(server.auth_requests().count("/auth/iam"), 0);
 }
@@ -129,13 +161,26 @@ async fn failure_toggles_map_to_clear_errors_and_only_transient_ones_retry() {
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
     let template = server.exchange_url_template();
-    let call = || exchange(&client, &template, JwtType::Api, None, &id, Duration::from_secs(10));
+    let call = || {
+        exchange(
+            &client,
+            &template,
+            JwtType::Api,
+            None,
+            &id,
+            Duration::from_secs(10),
+        )
+    };
 
     server.auth().update(|c| c.fail_verification = true);
     let err = call().await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
     assert!(err.to_string().contains("verification"), "{err}");
-    assert_eq!(server.auth_requests().count("/auth/iam"), 1, "401 is not retried");
+    assert_eq!(
+        server.auth_requests().count("/auth/iam"),
+        1,
+        "401 is not retried"
+    );
 
     server.auth().update(|c| {
         c.fail_verification = false;
@@ -146,7 +191,11 @@ async fn failure_toggles_map_to_clear_errors_and_only_transient_ones_retry() {
     let err = call().await.unwrap_err();
     assert_eq!(err.status(), Some(503));
     assert!(err.to_string().contains("maintenance window"), "{err}");
-    assert_eq!(server.auth_requests().count("/auth/iam"), 1 + 3, "5xx retried up to max_attempts");
+    assert_eq!(
+        server.auth_requests().count("/auth/iam"),
+        1 + 3,
+        "5xx retried up to max_attempts"
+    );
 
     server.auth().update(|c| {
         c.error_code = 404;
@@ -155,7 +204,11 @@ async fn failure_toggles_map_to_clear_errors_and_only_transient_ones_retry() {
     let err = call().await.unwrap_err();
     assert_eq!(err.status(), Some(404));
     assert!(err.to_string().contains("no matching principal"), "{err}");
-    assert_eq!(server.auth_requests().count("/auth/iam"), 5, "404 is not retried");
+    assert_eq!(
+        server.auth_requests().count("/auth/iam"),
+        5,
+        "404 is not retried"
+    );
 
     server.auth().update(|c| {
         c.return_error = false;
@@ -172,12 +225,23 @@ async fn failure_toggles_map_to_clear_errors_and_only_transient_ones_retry() {
 async fn transient_failures_are_retried_and_visible_in_the_request_log() {
     let server = server().await;
     let id = gcp_identity(&server);
-    server.auth_faults().add(FaultRule::status("/auth/iam", 503).times(1));
-    server.auth_faults().add(FaultRule::status("/auth/iam", 429).times(1));
+    server
+        .auth_faults()
+        .add(FaultRule::status("/auth/iam", 503).times(1));
+    server
+        .auth_faults()
+        .add(FaultRule::status("/auth/iam", 429).times(1));
     let client = ExchangeClient::new(fast_retries());
-    let token = exchange(&client, &server.exchange_url_template(), JwtType::Api, None, &id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let token = exchange(
+        &client,
+        &server.exchange_url_template(),
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert!(!token.jwt().is_empty());
     let statuses: Vec<u16> = server
         .auth_requests()
@@ -194,9 +258,19 @@ async fn transient_failures_are_retried_and_visible_in_the_request_log() {
 async fn connection_resets_are_retried() {
     let server = server().await;
     let id = gcp_identity(&server);
-    server.auth_faults().add(FaultRule::reset("/auth/iam").times(2));
+    server
+        .auth_faults()
+        .add(FaultRule::reset("/auth/iam").times(2));
     let client = ExchangeClient::new(fast_retries());
-    let token = exchange(&client, &server.exchange_url_template(), JwtType::Api, None, &id, Duration::from_secs(10)).await;
+    let token = exchange(
+        &client,
+        &server.exchange_url_template(),
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(token.is_ok(), "{token:?}");
     assert_eq!(server.auth_requests().count("/auth/iam"), 3);
     server.shutdown().await;
@@ -209,11 +283,22 @@ async fn a_slow_server_hits_the_timeout() {
     server.auth_faults().add(FaultRule::blackhole("/auth/iam"));
     let client = ExchangeClient::new(fast_retries());
     let started = Instant::now();
-    let err = exchange(&client, &server.exchange_url_template(), JwtType::Api, None, &id, Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let err = exchange(
+        &client,
+        &server.exchange_url_template(),
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExchangeError::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "timeout respected: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeout respected: {:?}",
+        started.elapsed()
+    );
     server.shutdown().await;
 }
 
@@ -227,9 +312,16 @@ async fn unreachable_server_is_a_transport_error_naming_the_url() {
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
     let template = format!("http://127.0.0.1:{port}/auth/iam/:jwtType");
-    let err = exchange(&client, &template, JwtType::Api, None, &id, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = exchange(
+        &client,
+        &template,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     match &err {
         ExchangeError::Transport { url, attempts, .. } => {
             assert!(url.contains(&port.to_string()));
@@ -244,10 +336,20 @@ async fn url_template_fills_jwt_type_and_cloud_provider() {
     let server = server().await;
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
-    let template = format!("{}/auth/iam/:jwtType?cloud=:cloudProvider", server.auth_url());
-    exchange(&client, &template, JwtType::Api, None, &id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let template = format!(
+        "{}/auth/iam/:jwtType?cloud=:cloudProvider",
+        server.auth_url()
+    );
+    exchange(
+        &client,
+        &template,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let record = &server.auth().records()[0];
     assert_eq!(record.path, "/auth/iam/api");
     assert_eq!(record.query, "cloud=gcp");
@@ -278,12 +380,21 @@ async fn jwks_validation_accepts_the_servers_tokens() {
     });
     let template = server.exchange_url_template();
     for _ in 0..2 {
-        exchange(&client, &template, JwtType::Api, None, &id, Duration::from_secs(10))
-            .await
-            .unwrap();
+        exchange(
+            &client,
+            &template,
+            JwtType::Api,
+            None,
+            &id,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(
-        server.auth_requests().count("/auth/oidc/op/Customer/.well-known/jwks.json"),
+        server
+            .auth_requests()
+            .count("/auth/oidc/op/Customer/.well-known/jwks.json"),
         1,
         "the JWKS is cached"
     );
@@ -324,15 +435,47 @@ async fn malformed_and_oversized_responses_are_clear_errors() {
     let jwks = serde_json::json!({"keys": []});
 
     let url = fixed_server(200, b"<html>oops</html>".to_vec(), jwks.clone()).await;
-    let err = exchange(&client, &url, JwtType::Api, None, &id, Duration::from_secs(5)).await.unwrap_err();
+    let err = exchange(
+        &client,
+        &url,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExchangeError::MalformedResponse(_)), "{err}");
 
     let url = fixed_server(200, vec![b' '; 2 * 1024 * 1024], jwks.clone()).await;
-    let err = exchange(&client, &url, JwtType::Api, None, &id, Duration::from_secs(5)).await.unwrap_err();
+    let err = exchange(
+        &client,
+        &url,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExchangeError::ResponseTooLarge), "{err}");
 
-    let url = fixed_server(200, br#"{"jwt":"a.b.c","expires_at":"tomorrow"}"#.to_vec(), jwks).await;
-    let err = exchange(&client, &url, JwtType::Api, None, &id, Duration::from_secs(5)).await.unwrap_err();
+    let url = fixed_server(
+        200,
+        br#"{"jwt":"a.b.c","expires_at":"tomorrow"}"#.to_vec(),
+        jwks,
+    )
+    .await;
+    let err = exchange(
+        &client,
+        &url,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("RFC 3339"), "{err}");
     server.shutdown().await;
 }
@@ -358,8 +501,20 @@ async fn jwks_validation_rejects_a_token_from_another_key() {
         validate_jwks: true,
         ..fast_retries()
     });
-    let err = exchange(&client, &url, JwtType::Api, None, &id, Duration::from_secs(5)).await.unwrap_err();
+    let err = exchange(
+        &client,
+        &url,
+        JwtType::Api,
+        None,
+        &id,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ExchangeError::Jwks(_)), "{err}");
-    assert!(!err.to_string().contains(&foreign), "the token is not in the message");
+    assert!(
+        !err.to_string().contains(&foreign),
+        "the token is not in the message"
+    );
     server.shutdown().await;
 }
