@@ -11,6 +11,8 @@
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
 //! requests finish, remove the socket file.
 
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
