@@ -261,17 +261,17 @@ fn parse_selector(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SelectorKind {
-    ClientId,
-    ObjectId,
-    ResourceId,
+    Client,
+    Object,
+    Resource,
 }
 
 impl SelectorKind {
     fn select(self, value: String) -> Selector {
         match self {
-            SelectorKind::ClientId => Selector::ClientId(value),
-            SelectorKind::ObjectId => Selector::ObjectId(value),
-            SelectorKind::ResourceId => Selector::ResourceId(value),
+            SelectorKind::Client => Selector::ClientId(value),
+            SelectorKind::Object => Selector::ObjectId(value),
+            SelectorKind::Resource => Selector::ResourceId(value),
         }
     }
 }
@@ -341,27 +341,28 @@ fn valid_api_version(v: &str) -> bool {
     shape_ok && date >= OLDEST_API_VERSION
 }
 
-/// The checks every IMDS request goes through, in the order IMDS applies them.
-fn imds_gate(api: Api, headers: &HeaderMap, query: Option<&str>) -> Result<(), Response> {
+/// The checks every IMDS request goes through, in the order IMDS applies them; the
+/// rejection, if any.
+fn imds_rejection(api: Api, headers: &HeaderMap, query: Option<&str>) -> Option<Response> {
     if headers.contains_key("x-forwarded-for") {
         let message = match api {
             Api::Instance => "Bad request. Requests with an X-Forwarded-For header are refused.",
             Api::Identity => "Requests with an X-Forwarded-For header are refused.",
         };
-        return Err(imds_error(api, StatusCode::BAD_REQUEST, message));
+        return Some(imds_error(api, StatusCode::BAD_REQUEST, message));
     }
     if headers.get("metadata").map(|v| v.as_bytes()) != Some(b"true".as_slice()) {
         let message = match api {
             Api::Instance => "Bad request. Required metadata header not specified",
             Api::Identity => "Required metadata header not specified",
         };
-        return Err(imds_error(api, StatusCode::BAD_REQUEST, message));
+        return Some(imds_error(api, StatusCode::BAD_REQUEST, message));
     }
     let version = query_param(query, "api-version").unwrap_or_default();
     if valid_api_version(&version) {
-        return Ok(());
+        return None;
     }
-    Err(match api {
+    Some(match api {
         Api::Instance => {
             let message = if version.is_empty() {
                 "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds"
@@ -402,8 +403,8 @@ async fn imds(State(cloud): State<MockCloud>, uri: Uri, headers: HeaderMap) -> R
     } else {
         Api::Instance
     };
-    if let Err(resp) = imds_gate(api, &headers, query) {
-        return resp;
+    if let Some(rejection) = imds_rejection(api, &headers, query) {
+        return rejection;
     }
     if rel == "identity/oauth2/token" {
         return imds_token(&cloud, az, query);
@@ -495,10 +496,10 @@ fn instance(az: &AzureIdentity, sub: &str, query: Option<&str>) -> Response {
 }
 
 const IMDS_SELECTORS: [(&str, SelectorKind); 4] = [
-    ("client_id", SelectorKind::ClientId),
-    ("object_id", SelectorKind::ObjectId),
-    ("msi_res_id", SelectorKind::ResourceId),
-    ("mi_res_id", SelectorKind::ResourceId),
+    ("client_id", SelectorKind::Client),
+    ("object_id", SelectorKind::Object),
+    ("msi_res_id", SelectorKind::Resource),
+    ("mi_res_id", SelectorKind::Resource),
 ];
 
 fn imds_token(cloud: &MockCloud, az: &AzureIdentity, query: Option<&str>) -> Response {
@@ -545,10 +546,10 @@ fn imds_token(cloud: &MockCloud, az: &AzureIdentity, query: Option<&str>) -> Res
 // ---------------------------------------------------------------------------
 
 const APP_SERVICE_SELECTORS: [(&str, SelectorKind); 4] = [
-    ("client_id", SelectorKind::ClientId),
-    ("principal_id", SelectorKind::ObjectId),
-    ("object_id", SelectorKind::ObjectId),
-    ("mi_res_id", SelectorKind::ResourceId),
+    ("client_id", SelectorKind::Client),
+    ("principal_id", SelectorKind::Object),
+    ("object_id", SelectorKind::Object),
+    ("mi_res_id", SelectorKind::Resource),
 ];
 
 fn app_service_error(status: StatusCode, message: &str) -> Response {
@@ -582,12 +583,14 @@ async fn app_service_token(
     let query = uri.query();
     match query_param(query, "api-version") {
         Some(v) if v == APP_SERVICE_API_VERSION => {}
-        Some(v) if !v.is_empty() => return app_service_error(
-            StatusCode::BAD_REQUEST,
-            &format!(
+        Some(v) if !v.is_empty() => {
+            return app_service_error(
+                StatusCode::BAD_REQUEST,
+                &format!(
                 "Unsupported api-version '{v}'; this endpoint speaks {APP_SERVICE_API_VERSION}."
             ),
-        ),
+            )
+        }
         _ => return app_service_error(StatusCode::BAD_REQUEST, "api-version is required."),
     }
     let resource = query_param(query, "resource").unwrap_or_default();
