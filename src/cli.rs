@@ -123,6 +123,63 @@ pub enum Command {
     Detect(DetectArgs),
     /// Show the workload's cloud identity (no secrets).
     Identity(IdentityArgs),
+    /// Run the sidecar: keep tokens warm and serve them locally.
+    Serve(ServeArgs),
+    /// Run a mock cloud, a mock auth service and the sidecar on loopback (a demo
+    /// that never touches a real metadata service).
+    #[cfg(feature = "dev")]
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (default: $S2IAM_CONFIG, else built-in defaults).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Unix socket path (default /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// Serve no Unix socket (TCP only).
+    #[arg(long)]
+    pub no_socket: bool,
+    /// Also serve loopback HTTP on this address, e.g. 127.0.0.1:7869.
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Allow a non-loopback --tcp address (tokens would be reachable from the network).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Authentication server URL template.
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The cloud to pretend to be: aws, gcp or azure.
+    #[arg(long, default_value = "gcp")]
+    pub cloud: String,
+    /// Directory for the socket and the token file (default: a new temporary one).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Loopback HTTP address of the sidecar.
+    #[arg(long, default_value = "127.0.0.1:7869")]
+    pub tcp: std::net::SocketAddr,
+    /// Workspace group of the database token kept warm.
+    #[arg(long, default_value = "dev-workspace-group")]
+    pub workspace_group_id: String,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub exit_after: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +205,13 @@ pub struct IdentityArgs {
 pub enum CliError {
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[cfg(feature = "dev")]
+    #[error(transparent)]
+    Dev(#[from] crate::serve::dev::DevError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error("cannot write output: {0}")]
@@ -372,6 +436,99 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `s2iam serve`.
+pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let overrides = crate::config::ServeOverrides {
+        config: args.config.clone(),
+        socket: args.socket.clone(),
+        no_socket: args.no_socket,
+        tcp: args.tcp.clone(),
+        allow_non_loopback: args.allow_non_loopback,
+        server_url: args.server_url.clone(),
+        allow_http: args.allow_http,
+        log_format: args.log_format.clone(),
+    };
+    let provider_config = ProviderConfig::from_env();
+    let config = crate::config::ServeConfig::load(&provider_config.env, &overrides)?;
+    // Checked like the client does, before anything starts.
+    crate::exchange::ServerUrl::parse(
+        config
+            .server_url
+            .as_deref()
+            .unwrap_or(&provider_config.endpoints.auth_server),
+        config.allow_http,
+    )
+    .map_err(|e| CliError::Flow(e.into()))?;
+    if args.check {
+        writeln!(out, "configuration is valid:\n{config:#?}")?;
+        return Ok(());
+    }
+    init_serve_logging(&config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "s2iam sidecar starting"
+    );
+    crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `s2iam dev`.
+#[cfg(feature = "dev")]
+pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
+    let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
+        cloud: args.cloud.clone(),
+        dir,
+        tcp: args.tcp,
+        workspace_group_id: args.workspace_group_id.clone(),
+    })
+    .await?;
+    writeln!(out, "{}", dev.banner())?;
+    out.flush()?;
+    match args.exit_after {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+    dev.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_serve_logging(config: &crate::config::ServeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match config.log_format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
 }
 
 /// Installs the stderr logger: warnings only, or debug with `--verbose`

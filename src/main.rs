@@ -12,8 +12,17 @@ fn main() -> ExitCode {
         None => cli.token.identity.verbose,
         Some(Command::Detect(a)) => a.identity.verbose,
         Some(Command::Identity(a)) => a.identity.verbose,
+        Some(Command::Serve(_)) => false,
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(_)) => false,
     };
-    cli::init_logging(verbose);
+    match &cli.command {
+        // The sidecar configures its own (text or JSON) logging.
+        Some(Command::Serve(_)) => {}
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(_)) => cli::init_logging(false),
+        _ => cli::init_logging(verbose),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -32,6 +41,9 @@ fn main() -> ExitCode {
             None => cli::run_token(&cli.token, &mut out, &mut err).await,
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
+            Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
+            #[cfg(feature = "dev")]
+            Some(Command::Dev(args)) => cli::run_dev(args, &mut out).await,
         }
     });
     match result {

@@ -32,7 +32,10 @@ pub enum DevError {
     #[error("unknown --cloud {0:?}: use aws, gcp or azure")]
     UnknownCloud(String),
     #[error("cannot create {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the mock cloud and auth service: {0}")]
     TestServer(#[from] s2iam_testserver::StartError),
     #[error(transparent)]
@@ -49,7 +52,9 @@ pub struct Dev {
 impl Dev {
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let cloud = match options.cloud.as_str() {
-            "aws" | "gcp" | "azure" => CloudConfig::named(&options.cloud).unwrap_or_else(CloudConfig::none),
+            "aws" | "gcp" | "azure" => {
+                CloudConfig::named(&options.cloud).unwrap_or_else(CloudConfig::none)
+            }
             other => return Err(DevError::UnknownCloud(other.to_string())),
         };
         std::fs::create_dir_all(&options.dir).map_err(|source| DevError::Dir {
@@ -62,13 +67,26 @@ impl Dev {
         let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
         let config = serve_config(&options, &mocks, &env);
         let sidecar = Sidecar::start(config, provider_config).await?;
-        Ok(Self { mocks, sidecar, options })
+        Ok(Self {
+            mocks,
+            sidecar,
+            options,
+        })
     }
 
     /// The text printed at start: where things are and how to use them.
     pub fn banner(&self) -> String {
-        let socket = self.sidecar.socket_path().unwrap_or_default().display().to_string();
-        let tcp = self.sidecar.tcp_addr().map(|a| a.to_string()).unwrap_or_default();
+        let socket = self
+            .sidecar
+            .socket_path()
+            .unwrap_or_default()
+            .display()
+            .to_string();
+        let tcp = self
+            .sidecar
+            .tcp_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let wg = &self.options.workspace_group_id;
         format!(
             "s2iam dev: a mock {cloud} cloud and a mock auth service on loopback, and the sidecar in front of them.\n\
