@@ -194,6 +194,18 @@ where
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(v.clone());
             }
+            // The last fetch failed and its retry is not due yet: serve the still
+            // valid value rather than sending every caller upstream.
+            let backing_off =
+                slot.last_error.is_some() && slot.refresh_due.is_some_and(|t| t > Instant::now());
+            if let Some(v) = slot
+                .value
+                .as_ref()
+                .filter(|v| backing_off && still_valid(*v))
+            {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                return Ok(v.clone());
+            }
             slot.generation
         };
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -538,5 +550,29 @@ mod tests {
         cache.get(1).await.unwrap();
         cache.get(1).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failing_upstream_is_not_hammered_while_backing_off() {
+        let (fetch, calls, fail) = counting(Duration::from_millis(500), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                min_remaining: Duration::from_secs(10),
+                retry_base: Duration::from_secs(5),
+                retry_max: Duration::from_secs(5),
+                ..policy()
+            },
+            fetch,
+        );
+        cache.get(1).await.unwrap();
+        fail.store(true, Ordering::SeqCst);
+        for _ in 0..20 {
+            assert_eq!(cache.get(1).await.unwrap().n, 1, "stale but valid");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one failed fetch, then backoff"
+        );
     }
 }
