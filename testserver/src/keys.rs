@@ -52,9 +52,7 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -62,8 +60,8 @@ impl SigningKey {
     /// Generates a fresh key. `kid` names it in token headers and the JWKS.
     pub fn generate(kid: &str, bits: usize) -> Result<Self, KeyError> {
         let mut rng = rand::thread_rng();
-        let private = RsaPrivateKey::new(&mut rng, bits)
-            .map_err(|source| KeyError::Generate { bits, source })?;
+        let private =
+            RsaPrivateKey::new(&mut rng, bits).map_err(|source| KeyError::Generate { bits, source })?;
         let der = private
             .to_pkcs1_der()
             .map_err(|e| KeyError::Encode(e.to_string()))?;

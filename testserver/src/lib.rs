@@ -115,7 +115,10 @@ impl TestServer {
                 cloud_log.clone(),
             ));
         }
-        let sts_url = cloud_listeners.first().map(|l| l.url()).unwrap_or_default();
+        let sts_url = cloud_listeners
+            .first()
+            .map(|l| l.url())
+            .unwrap_or_default();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -111,9 +111,7 @@ impl Listener {
 
 /// Serves `app` on `listener` with fault injection and request logging.
 pub fn spawn(listener: TcpListener, app: Router, faults: Faults, log: RequestLog) -> Listener {
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+    let addr = listener.local_addr().expect("a bound listener has an address");
     let app = app
         .merge(admin_routes(faults.clone(), log.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
@@ -177,8 +175,8 @@ impl Connection {
             let raw = raw.clone();
             async move { conn.handle(req.map(Body::new), &raw).await }
         });
-        let http =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        let http = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc);
         let watched = graceful.watch(http);
         Some(async move {
             let _ = watched.await;
@@ -210,8 +208,8 @@ impl Connection {
             match d.action {
                 FaultAction::Delay => {}
                 FaultAction::Status => {
-                    let status =
-                        StatusCode::from_u16(d.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let status = StatusCode::from_u16(d.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     seen.status = status.as_u16();
                     self.log.push(seen);
                     return Ok(crate::util::json_error(
@@ -250,12 +248,11 @@ fn admin_routes(faults: Faults, log: RequestLog) -> Router {
         .with_state(faults)
         .route(
             "/_mock/requests",
-            get(|State(log): State<RequestLog>| async move { Json(log.entries()) }).delete(
-                |State(log): State<RequestLog>| async move {
+            get(|State(log): State<RequestLog>| async move { Json(log.entries()) })
+                .delete(|State(log): State<RequestLog>| async move {
                     log.clear();
                     StatusCode::NO_CONTENT
-                },
-            ),
+                }),
         )
         .with_state(log)
 }

@@ -112,14 +112,8 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(
-            parse_go_duration("1h30m").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_go_duration("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("5x").is_err());
