@@ -452,8 +452,7 @@ impl MockCloud {
 /// The issuer of projected Kubernetes service-account tokens in the mock (EKS and
 /// AKS clusters share one mock OIDC issuer key).
 pub const EKS_ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/S2IAMTESTCLUSTER";
-pub const AKS_ISSUER: &str =
-    "https://eastus.oic.prod-aks.azure.com/s2iam-test-tenant/s2iam-test-cluster/";
+pub const AKS_ISSUER: &str = "https://eastus.oic.prod-aks.azure.com/s2iam-test-tenant/s2iam-test-cluster/";
 
 /// `GET /jwks/{google|azure|eks|auth}`: the JWKS of one mock issuer, for clients
 /// that want to verify what the mock cloud minted.
