@@ -280,6 +280,8 @@ struct Inner {
     credentials: Mutex<HashMap<String, AwsCredential>>,
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
+    aws: aws::AwsState,
+    sts: sts::StsState,
 }
 
 impl MockCloud {
@@ -307,6 +309,8 @@ impl MockCloud {
                 credentials: Mutex::new(credentials),
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
+                aws: Default::default(),
+                sts: Default::default(),
             }),
         }
     }
