@@ -1409,6 +1409,22 @@ async fn actions_and_bodies() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        error_code(&resp.text().await.unwrap()),
+        "RequestEntityTooLarge"
+    );
+
+    // A POST whose body is not a form carries no parameters.
+    let json = r#"{"Action":"GetCallerIdentity","Version":"2011-06-15"}"#;
+    let resp = c
+        .post(format!("{}/", server.cloud_url()))
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&resp.text().await.unwrap()), "MissingAction");
     let resp = c
         .put(format!("{}/", server.cloud_url()))
         .send()

@@ -346,7 +346,8 @@ fn handle(
         Action::GetCallerIdentity => get_caller_identity(cloud, &caller),
         Action::GetSessionToken => get_session_token(cloud, &caller, &params),
         Action::AssumeRole => assume_role(cloud, &caller, &params),
-        Action::AssumeRoleWithWebIdentity => unreachable!("handled above"),
+        // Unsigned; answered above, before authentication.
+        Action::AssumeRoleWithWebIdentity => assume_role_with_web_identity(cloud, &params),
     }?;
     Ok((action, result))
 }
