@@ -280,12 +280,9 @@ struct Inner {
     credentials: Mutex<HashMap<String, AwsCredential>>,
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
-<<<<<<< HEAD
     gcp_access_tokens: gcp::AccessTokens,
-=======
     aws: aws::AwsState,
     sts: sts::StsState,
->>>>>>> wt-aws
 }
 
 impl MockCloud {
@@ -313,12 +310,9 @@ impl MockCloud {
                 credentials: Mutex::new(credentials),
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
-<<<<<<< HEAD
                 gcp_access_tokens: gcp::AccessTokens::default(),
-=======
                 aws: Default::default(),
                 sts: Default::default(),
->>>>>>> wt-aws
             }),
         }
     }
