@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod azure;
+mod cloud_http;
 pub mod config;
 pub mod detect;
 pub mod gcp;
@@ -20,6 +21,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+pub use cloud_http::RetryPolicy;
 pub use config::ProviderConfig;
 
 /// A cloud s2iam knows.

@@ -1,0 +1,180 @@
+//! Service-account impersonation with the IAM Credentials API:
+//!
+//! ```text
+//! POST {gcp_iamcredentials}/v1/projects/-/serviceAccounts/{email}:generateIdToken
+//! Authorization: Bearer <the instance's access token>
+//! {"audience": "<aud>", "includeEmail": true}
+//! → 200 {"token": "<ID token of {email}>"}
+//! ```
+//!
+//! Google errors come as `{"error": {"code", "message", "status"}}`; a 403 means the
+//! caller lacks `roles/iam.serviceAccountTokenCreator` on the target.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::super::cloud_http::{fetch, retry, FetchError, GaveUp, Reply, RetryPolicy, Step};
+use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use crate::Secret;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `email`'s ID token for `audience`, minted with the caller's `access` token.
+pub(super) async fn generate_id_token(
+    cfg: &ProviderConfig,
+    policy: &RetryPolicy,
+    email: &str,
+    audience: &str,
+    access: &Secret,
+) -> Result<Secret, ProviderError> {
+    let url = format!(
+        "{}/v1/projects/-/serviceAccounts/{email}:generateIdToken",
+        cfg.endpoints.gcp_iamcredentials
+    );
+    let body = serde_json::json!({"audience": audience, "includeEmail": true});
+    retry(
+        policy,
+        |_| {
+            let req = cfg
+                .http
+                .post(&url)
+                .header("Authorization", format!("Bearer {}", access.expose()))
+                .json(&body);
+            let url = &url;
+            async move { classify(email, fetch(req, url, TIMEOUT).await) }
+        },
+        |g: GaveUp| upstream(email, g.to_string()),
+    )
+    .await
+}
+
+fn classify(email: &str, result: Result<Reply, FetchError>) -> Step<Secret, ProviderError> {
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) if e.is_transient() => {
+            return Step::Retry {
+                reason: e.to_string(),
+                after: None,
+            }
+        }
+        Err(e) => return Step::Fail(upstream(email, e.to_string())),
+    };
+    match reply.status {
+        200..=299 => Step::Done(match token_of(&reply.body) {
+            Some(t) => t,
+            None => {
+                return Step::Fail(upstream(
+                    email,
+                    "the answer has no \"token\" (expected {\"token\": \"...\"})",
+                ))
+            }
+        }),
+        429 | 500..=599 => Step::Retry {
+            reason: format!("HTTP {}: {}", reply.status, google_message(&reply)),
+            after: None,
+        },
+        status => Step::Fail(upstream(
+            email,
+            format!(
+                "HTTP {status}: {}{}",
+                google_message(&reply),
+                hint(status, email)
+            ),
+        )),
+    }
+}
+
+fn token_of(body: &str) -> Option<Secret> {
+    #[derive(Deserialize)]
+    struct Answer {
+        token: Option<String>,
+    }
+    let token = serde_json::from_str::<Answer>(body).ok()?.token?;
+    (!token.trim().is_empty()).then(|| Secret::new(token.trim()))
+}
+
+/// `error.message` (with `error.status`) of a Google error, else the body's start.
+fn google_message(reply: &Reply) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Option<GoogleError>,
+    }
+    #[derive(Deserialize)]
+    struct GoogleError {
+        message: Option<String>,
+        status: Option<String>,
+    }
+    match serde_json::from_str::<Envelope>(&reply.body) {
+        Ok(Envelope {
+            error:
+                Some(GoogleError {
+                    message: Some(m),
+                    status,
+                }),
+        }) => match status {
+            Some(s) => format!("{s}: {}", super::super::cloud_http::snippet(&m)),
+            None => super::super::cloud_http::snippet(&m),
+        },
+        _ => reply.snippet(),
+    }
+}
+
+fn hint(status: u16, email: &str) -> String {
+    match status {
+        403 => format!(
+            " (the instance's service account needs roles/iam.serviceAccountTokenCreator on {email})"
+        ),
+        404 => format!(" (does the service account {email} exist?)"),
+        _ => String::new(),
+    }
+}
+
+fn upstream(email: &str, reason: impl Into<String>) -> ProviderError {
+    ProviderError::Upstream {
+        provider: CloudProvider::Gcp,
+        what: format!("impersonating {email} (IAM Credentials generateIdToken)"),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Result<Reply, FetchError> {
+        Ok(Reply {
+            status,
+            headers: Default::default(),
+            body: body.into(),
+        })
+    }
+
+    #[test]
+    fn denied_names_the_missing_role() {
+        let body = r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getOpenIdToken' denied","status":"PERMISSION_DENIED"}}"#;
+        match classify("t@p.iam.gserviceaccount.com", reply(403, body)) {
+            Step::Fail(ProviderError::Upstream { reason, what, .. }) => {
+                assert!(what.contains("t@p.iam.gserviceaccount.com"));
+                assert!(reason.contains("PERMISSION_DENIED: Permission"), "{reason}");
+                assert!(reason.contains("serviceAccountTokenCreator"), "{reason}");
+            }
+            _ => panic!("expected a final failure"),
+        }
+    }
+
+    #[test]
+    fn answers_without_a_token_are_errors() {
+        for body in ["", "{}", r#"{"token": ""}"#, "[1]", r#"{"token": 5}"#] {
+            assert!(
+                matches!(classify("e", reply(200, body)), Step::Fail(_)),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            classify("e", reply(200, r#"{"token": "a.b.c"}"#)),
+            Step::Done(t) if t.expose() == "a.b.c"
+        ));
+        assert!(matches!(classify("e", reply(503, "x")), Step::Retry { .. }));
+    }
+}
