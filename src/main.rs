@@ -1,1 +1,65 @@
-fn main() {}
+//! The `s2iam` binary: parse the command line, run the library, map errors to the
+//! reference CLI's output and exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use s2iam::cli::{self, Cli, CliError, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
+    let verbose = match &cli.command {
+        None => cli.token.identity.verbose,
+        Some(Command::Detect(a)) => a.identity.verbose,
+        Some(Command::Identity(a)) => a.identity.verbose,
+        Some(Command::Serve(_)) => false,
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(_)) => false,
+    };
+    match &cli.command {
+        // The sidecar configures its own (text or JSON) logging.
+        Some(Command::Serve(_)) => {}
+        #[cfg(feature = "dev")]
+        Some(Command::Dev(_)) => cli::init_logging(false),
+        _ => cli::init_logging(verbose),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    let result: Result<(), CliError> = runtime.block_on(async {
+        match &cli.command {
+            None => cli::run_token(&cli.token, &mut out, &mut err).await,
+            Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
+            Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
+            Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
+            #[cfg(feature = "dev")]
+            Some(Command::Dev(args)) => cli::run_dev(args, &mut out).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Usage errors come before any attempt: the reference prints no status.
+            if let (None, Some(status), false) = (
+                &cli.command,
+                &cli.token.env_status,
+                matches!(e, CliError::Usage(_)),
+            ) {
+                use std::io::Write;
+                let _ = writeln!(out, "{status}=1");
+            }
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

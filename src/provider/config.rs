@@ -140,6 +140,27 @@ impl Clock for OffsetClock {
     }
 }
 
+/// A clock whose offset from the system clock can be changed at run time, to
+/// test what a wall-clock jump does to cached credentials.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    /// Moves the clock to `SystemTime::now() + offset_secs`.
+    pub fn set_offset(&self, offset_secs: i64) {
+        self.offset_secs
+            .store(offset_secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        OffsetClock(self.offset_secs.load(std::sync::atomic::Ordering::SeqCst)).now()
+    }
+}
+
 /// What every credential source is given.
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {

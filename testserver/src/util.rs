@@ -104,6 +104,49 @@ pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(total))
 }
 
+/// The first value of query parameter `name`, form-decoded. Never fails: garbage in a
+/// query string decodes lossily, the way lenient real servers read it.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Decodes `%XX` escapes in a URL path segment (lossy on invalid UTF-8; a `%` not
+/// followed by two hex digits is kept as is). Unlike form decoding, `+` stays `+`.
+pub fn percent_decode_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A random version-4-shaped UUID, for object ids, trace and correlation ids.
+pub fn random_uuid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        ["8", "9", "a", "b"][usize::from(h.as_bytes()[16] % 4)],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +172,32 @@ mod tests {
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn query_param_takes_first_and_survives_garbage() {
+        assert_eq!(
+            query_param(Some("a=1&a=2&b=x%20y"), "a").as_deref(),
+            Some("1")
+        );
+        assert_eq!(query_param(Some("b=x%20y"), "b").as_deref(), Some("x y"));
+        assert_eq!(query_param(Some("%%%&&=&a"), "a").as_deref(), Some(""));
+        assert_eq!(query_param(None, "a"), None);
+    }
+
+    #[test]
+    fn path_decoding_keeps_plus_and_bad_escapes() {
+        assert_eq!(percent_decode_path("a%40b.com"), "a@b.com");
+        assert_eq!(percent_decode_path("a+b%2"), "a+b%2");
+        assert_eq!(percent_decode_path("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode_path("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn uuids_are_uuid_shaped() {
+        let u = random_uuid();
+        let parts: Vec<_> = u.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_eq!(&u[14..15], "4");
     }
 }

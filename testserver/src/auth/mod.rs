@@ -1,21 +1,24 @@
 //! The mock SingleStore auth service: a stricter twin of the reference
 //! `s2iam_test_server`.
 //!
-//! Endpoints:
-//! - `POST /auth/iam/{database|api}` (`?workspaceGroupID=` for database; the Python
+//! Endpoints (details in [`exchange`] and [`verify`]):
+//! - `POST /auth/iam/{database|api}` (optional `?workspaceGroupID=`; the Python
 //!   client sends `workspace_group_id` in its JSON body instead, which is accepted
 //!   too). Identity comes from headers: `X-AWS-Access-Key-ID` /
 //!   `X-AWS-Secret-Access-Key` / `X-AWS-Session-Token` (verified by calling the mock
 //!   STS `GetCallerIdentity` signed with them), or `Authorization: Bearer <JWT>` from
-//!   Google or Azure AD (verified by signature, issuer, audience and expiry).
-//!   `X-S2IAM-Identity-Format-Preference` picks the identity format of `sub`.
-//!   200 → `{"jwt", "expires_at", "audience"?}`; errors are JSON
-//!   `{"error", "message"}`: 400 malformed request, 401 verification failed,
-//!   404 unknown path, 413 body too large, and the configured status for
-//!   `--return-error`.
+//!   Google or Azure AD (verified by signature, issuer, audience, tenant and expiry).
+//!   `X-Cloud-Provider`, when sent, must agree. `X-S2IAM-Identity-Format-Preference`
+//!   picks the identity format of `sub`.
+//!   200 → `{"jwt", "expires_at", "identityFormat"}` (`{"jwt": ""}` with
+//!   `return_empty_jwt`); errors are JSON `{"error", "message"}`: 400 malformed
+//!   request, 401 verification failed (the reference answers 400 for every
+//!   verification failure), 404 unknown JWT type or path, 405 wrong method, 413 body
+//!   too large, 502 STS unavailable, and the configured status for `return_error`.
 //! - `GET /auth/oidc/op/Customer/.well-known/jwks.json`: the issuing key.
 //! - `GET /info/public-key`: the same key as a PKCS#1 PEM.
-//! - `GET /info/requests`: every exchange request, secrets redacted.
+//! - `GET /info/requests`: every exchange attempt, credential headers redacted;
+//!   `DELETE` clears it.
 //! - `GET /health`.
 //! - `GET|PUT /_mock/behaviour`: read or replace [`AuthConfig`] at run time.
 

@@ -280,6 +280,9 @@ struct Inner {
     credentials: Mutex<HashMap<String, AwsCredential>>,
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
+    gcp_access_tokens: gcp::AccessTokens,
+    aws: aws::AwsState,
+    sts: sts::StsState,
 }
 
 impl MockCloud {
@@ -307,6 +310,9 @@ impl MockCloud {
                 credentials: Mutex::new(credentials),
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
+                gcp_access_tokens: gcp::AccessTokens::default(),
+                aws: Default::default(),
+                sts: Default::default(),
             }),
         }
     }
@@ -428,6 +434,12 @@ impl MockCloud {
             .eks
             .sign(&claims)
             .expect("signing with a generated RSA key cannot fail")
+    }
+
+    /// OAuth access tokens the GCE metadata server minted, so the IAM Credentials
+    /// API can tell which service account a bearer token belongs to.
+    pub fn gcp_access_tokens(&self) -> &gcp::AccessTokens {
+        &self.inner.gcp_access_tokens
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, AwsCredential>> {

@@ -1,0 +1,575 @@
+//! The command line: a drop-in for the reference `s2iam` command (same flags, same
+//! defaults, same output and exit codes), plus subcommands.
+//!
+//! Reference behaviour kept: Go-style single-dash long flags (`-jwt-type api`) are
+//! accepted; the token goes to stdout alone, or as `NAME=<jwt>` with `--env-name`
+//! (preceded by `STATUS=0` with `--env-status`); on failure `STATUS=1` is printed
+//! to stdout with `--env-status`, the error goes to stderr as `Error: ...`, and the
+//! exit code is 1; a malformed command line exits with 2.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, Error, JwtOptions, TokenRequest};
+use crate::exchange::{ExchangeConfig, JwtType};
+use crate::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
+use crate::provider::{
+    CloudProvider, ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
+};
+use crate::util::{parse_duration, rfc3339};
+
+const EXAMPLES: &str = "\
+Examples:
+  # A database JWT for a workspace group
+  s2iam --workspace-group-id=my-workspace-group
+
+  # An API JWT
+  s2iam --jwt-type=api
+
+  # For shell evaluation
+  eval $(s2iam --env-status=STATUS --env-name=TOKEN --workspace-group-id=wg)
+
+  # A specific provider and role
+  s2iam --provider=aws --assume-role=arn:aws:iam::123456789012:role/MyRole --jwt-type=api
+
+  # Token, expiry and identity as JSON
+  s2iam --jwt-type=api --json
+
+  # Which cloud is this, and who am I there?
+  s2iam detect
+  s2iam identity --json";
+
+/// Obtain a JWT from SingleStore IAM authentication using this workload's cloud
+/// identity (AWS, GCP or Azure). No keys in config.
+#[derive(Debug, Parser)]
+#[command(name = "s2iam", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub token: TokenArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The reference CLI's flags.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// JWT type: 'database' or 'api'.
+    #[arg(long, default_value = "database")]
+    pub jwt_type: String,
+    /// Workspace group ID (required for database JWT).
+    #[arg(long, default_value = "")]
+    pub workspace_group_id: String,
+    #[command(flatten)]
+    pub identity: IdentityFlags,
+    /// Comma-separated identity-format preference (overrides
+    /// S2IAM_IDENTITY_FORMAT_PREFERENCE).
+    #[arg(long)]
+    pub identity_format_preference: Option<String>,
+    /// Authentication server URL (default: $S2IAM_JWT_SERVER_URL, else production).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow http:// authentication server URLs (for testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Environment variable name for JWT output (prints NAME=<jwt>).
+    #[arg(long)]
+    pub env_name: Option<String>,
+    /// Environment variable name for status output (NAME=0 or NAME=1).
+    #[arg(long)]
+    pub env_status: Option<String>,
+    /// Print the issued JWT's 'sub' claim (the verified identity) to stderr.
+    #[arg(long)]
+    pub print_sub: bool,
+    /// Verify the issued JWT against the server's JWKS before printing it.
+    #[arg(long)]
+    pub validate: bool,
+    /// Print {"jwt","expires_at","provider","identity"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags shared by every command that gets an identity.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityFlags {
+    /// Cloud provider: 'aws', 'gcp', or 'azure' (auto-detect if not specified).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Force provider detection even if a provider is specified.
+    #[arg(long)]
+    pub force_detect: bool,
+    /// Role to assume (ARN for AWS, service account for GCP, managed identity
+    /// client id for Azure).
+    #[arg(long)]
+    pub assume_role: Option<String>,
+    /// AWS STS RoleSessionName for --assume-role.
+    #[arg(long, default_value = DEFAULT_ROLE_SESSION_NAME)]
+    pub assume_role_session_name: String,
+    /// GCP audience for the identity token.
+    #[arg(long, default_value = DEFAULT_GCP_AUDIENCE)]
+    pub gcp_audience: String,
+    /// Timeout for operations (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Enable verbose logging (stderr; secrets are never logged).
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect the cloud provider and say how it was found.
+    Detect(DetectArgs),
+    /// Show the workload's cloud identity (no secrets).
+    Identity(IdentityArgs),
+    /// Run the sidecar: keep tokens warm and serve them locally.
+    Serve(ServeArgs),
+    /// Run a mock cloud, a mock auth service and the sidecar on loopback (a demo
+    /// that never touches a real metadata service).
+    #[cfg(feature = "dev")]
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (default: $S2IAM_CONFIG, else built-in defaults).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Unix socket path (default /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// Serve no Unix socket (TCP only).
+    #[arg(long)]
+    pub no_socket: bool,
+    /// Also serve loopback HTTP on this address, e.g. 127.0.0.1:7869.
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// Allow a non-loopback --tcp address (tokens would be reachable from the network).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Authentication server URL template.
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[cfg(feature = "dev")]
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The cloud to pretend to be: aws, gcp or azure.
+    #[arg(long, default_value = "gcp")]
+    pub cloud: String,
+    /// Directory for the socket and the token file (default: a new temporary one).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Loopback HTTP address of the sidecar.
+    #[arg(long, default_value = "127.0.0.1:7869")]
+    pub tcp: std::net::SocketAddr,
+    /// Workspace group of the database token kept warm.
+    #[arg(long, default_value = "dev-workspace-group")]
+    pub workspace_group_id: String,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub exit_after: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub identity: IdentityFlags,
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    pub identity: IdentityFlags,
+    /// Output as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Errors of the command line, each with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[cfg(feature = "dev")]
+    #[error(transparent)]
+    Dev(#[from] crate::serve::dev::DevError),
+    #[error(transparent)]
+    Flow(#[from] Error),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Rewrites Go-style `-flag` into `--flag` for the reference's long flags.
+pub fn normalize_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    const LONG: &[&str] = &[
+        "jwt-type",
+        "workspace-group-id",
+        "gcp-audience",
+        "provider",
+        "assume-role",
+        "assume-role-session-name",
+        "identity-format-preference",
+        "timeout",
+        "server-url",
+        "allow-http",
+        "env-name",
+        "env-status",
+        "verbose",
+        "print-sub",
+        "force-detect",
+        "help",
+    ];
+    args.into_iter()
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
+                return a;
+            };
+            let name = rest.split('=').next().unwrap_or("");
+            if LONG.contains(&name) {
+                format!("-{s}").into()
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn parse_provider(flags: &IdentityFlags) -> Result<Option<CloudProvider>, CliError> {
+    flags
+        .provider
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<CloudProvider>().map_err(|_| {
+                CliError::Usage(format!(
+                    "invalid provider: {p} (must be 'aws', 'gcp', or 'azure')"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn jwt_options(flags: &IdentityFlags, args: Option<&TokenArgs>) -> Result<JwtOptions, CliError> {
+    let cfg = ProviderConfig::from_env();
+    let mut exchange = ExchangeConfig::default();
+    if let Some(args) = args {
+        let pref = args
+            .identity_format_preference
+            .clone()
+            .or_else(|| cfg.env.get("S2IAM_IDENTITY_FORMAT_PREFERENCE"));
+        if let Some(pref) = pref {
+            exchange.identity_format_preference = pref
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        exchange.validate_jwks = args.validate;
+    }
+    Ok(JwtOptions {
+        server_url: args
+            .and_then(|a| a.server_url.clone())
+            .filter(|s| !s.is_empty()),
+        allow_http: args.is_some_and(|a| a.allow_http),
+        provider: parse_provider(flags)?,
+        force_detect: flags.force_detect,
+        timeout: flags.timeout,
+        detect_timeout: flags.timeout,
+        exchange,
+        provider_config: Some(cfg),
+    })
+}
+
+fn token_request(
+    flags: &IdentityFlags,
+    jwt_type: JwtType,
+    workspace_group_id: &str,
+) -> TokenRequest {
+    TokenRequest {
+        jwt_type,
+        workspace_group_id: Some(workspace_group_id.to_string()).filter(|s| !s.is_empty()),
+        assume_role: flags.assume_role.clone().filter(|s| !s.is_empty()),
+        role_session_name: flags.assume_role_session_name.clone(),
+        gcp_audience: flags.gcp_audience.clone(),
+    }
+}
+
+/// The default command: get a token and print it.
+pub async fn run_token(
+    args: &TokenArgs,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<(), CliError> {
+    let jwt_type: JwtType = args.jwt_type.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "invalid JWT type: {} (must be 'database' or 'api')",
+            args.jwt_type
+        ))
+    })?;
+    if jwt_type == JwtType::Database && args.workspace_group_id.is_empty() {
+        return Err(CliError::Usage(
+            "--workspace-group-id is required for database JWT".into(),
+        ));
+    }
+    let options = jwt_options(&args.identity, Some(args))?;
+    let client = Client::new(options)?;
+    let req = token_request(&args.identity, jwt_type, &args.workspace_group_id);
+    let (token, identity) = client.token_with_identity(&req).await?;
+    if args.print_sub {
+        writeln!(err, "{}", token.claims.sub.as_deref().unwrap_or(""))?;
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "jwt": token.jwt().expose(),
+            "expires_at": rfc3339(token.expires_at),
+            "expires_in": token.remaining().as_secs(),
+            "jwt_type": jwt_type,
+            "provider": identity.provider,
+            "identity": identity,
+            "sub": token.claims.sub,
+        });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        )?;
+    } else if let Some(name) = &args.env_name {
+        if let Some(status) = &args.env_status {
+            writeln!(out, "{status}=0")?;
+        }
+        writeln!(out, "{name}={}", token.jwt().expose())?;
+    } else {
+        writeln!(out, "{}", token.jwt().expose())?;
+    }
+    Ok(())
+}
+
+/// `s2iam detect`.
+pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let cfg = ProviderConfig::from_env();
+    let opts = DetectOptions {
+        timeout: args.identity.timeout,
+        provider: if args.identity.force_detect {
+            None
+        } else {
+            parse_provider(&args.identity)?
+        },
+        skip_fast_path: args.identity.force_detect,
+    };
+    let detection = detect_provider(&cfg, &opts).await.map_err(Error::from)?;
+    let (method, evidence) = match &detection.method {
+        DetectionMethod::Explicit => ("explicit", None),
+        DetectionMethod::Environment(e) => ("environment", Some(e.clone())),
+        DetectionMethod::Metadata => ("metadata", None),
+    };
+    let provider = detection.provider.kind();
+    if args.json {
+        let doc = serde_json::json!({
+            "provider": provider,
+            "method": method,
+            "evidence": evidence,
+            "elapsed_ms": detection.elapsed.as_millis() as u64,
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        let how = match (&detection.method, evidence) {
+            (_, Some(e)) => format!("from the environment: {e}"),
+            (DetectionMethod::Explicit, _) => "chosen explicitly".into(),
+            _ => "its metadata service answered".into(),
+        };
+        writeln!(
+            out,
+            "{provider} ({how}; {} ms)",
+            detection.elapsed.as_millis()
+        )?;
+    }
+    Ok(())
+}
+
+/// `s2iam identity`.
+pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let options = jwt_options(&args.identity, None)?;
+    let client = Client::new(JwtOptions {
+        // Identity never reaches the auth service; any valid URL will do.
+        server_url: Some(crate::endpoints::DEFAULT_AUTH_SERVER.into()),
+        ..options
+    })?;
+    let req = token_request(&args.identity, JwtType::Api, "");
+    let (_headers, identity) = client.identity(&req).await?;
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&identity).unwrap_or_default()
+        )?;
+    } else {
+        writeln!(out, "provider:      {}", identity.provider)?;
+        writeln!(out, "identifier:    {}", identity.identifier)?;
+        writeln!(out, "account:       {}", identity.account_id)?;
+        writeln!(out, "region:        {}", identity.region)?;
+        writeln!(out, "resource type: {}", identity.resource_type)?;
+        for (k, v) in &identity.additional_claims {
+            writeln!(out, "{k}: {v}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `s2iam serve`.
+pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let overrides = crate::config::ServeOverrides {
+        config: args.config.clone(),
+        socket: args.socket.clone(),
+        no_socket: args.no_socket,
+        tcp: args.tcp.clone(),
+        allow_non_loopback: args.allow_non_loopback,
+        server_url: args.server_url.clone(),
+        allow_http: args.allow_http,
+        log_format: args.log_format.clone(),
+    };
+    let provider_config = ProviderConfig::from_env();
+    let config = crate::config::ServeConfig::load(&provider_config.env, &overrides)?;
+    // Checked like the client does, before anything starts.
+    crate::exchange::ServerUrl::parse(
+        config
+            .server_url
+            .as_deref()
+            .unwrap_or(&provider_config.endpoints.auth_server),
+        config.allow_http,
+    )
+    .map_err(|e| CliError::Flow(e.into()))?;
+    if args.check {
+        writeln!(out, "configuration is valid:\n{config:#?}")?;
+        return Ok(());
+    }
+    init_serve_logging(&config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "s2iam sidecar starting"
+    );
+    crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `s2iam dev`.
+#[cfg(feature = "dev")]
+pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
+    let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
+        cloud: args.cloud.clone(),
+        dir,
+        tcp: args.tcp,
+        workspace_group_id: args.workspace_group_id.clone(),
+    })
+    .await?;
+    writeln!(out, "{}", dev.banner())?;
+    out.flush()?;
+    match args.exit_after {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+    dev.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_serve_logging(config: &crate::config::ServeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = match config.log_format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Installs the stderr logger: warnings only, or debug with `--verbose`
+/// (`S2IAM_LOG` overrides, e.g. `S2IAM_LOG=s2iam=trace`).
+pub fn init_logging(verbose: bool) {
+    let default = if verbose { "s2iam=debug,info" } else { "warn" };
+    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_flags_are_normalized() {
+        let args = normalize_args(
+            [
+                "s2iam",
+                "-jwt-type",
+                "api",
+                "-timeout=5s",
+                "-x",
+                "--verbose",
+            ]
+            .map(Into::into),
+        );
+        let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "s2iam",
+                "--jwt-type",
+                "api",
+                "--timeout=5s",
+                "-x",
+                "--verbose"
+            ]
+        );
+    }
+}

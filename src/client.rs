@@ -1,0 +1,240 @@
+//! The whole flow in one reusable value: detect once, then identity headers and
+//! exchange for every token request.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), s2iam::Error> {
+//! let token = s2iam::get_database_jwt("my-workspace-group", &s2iam::JwtOptions::default()).await?;
+//! println!("{}", token.jwt().expose());
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::exchange::{
+    ExchangeClient, ExchangeConfig, ExchangeError, ExchangeRequest, JwtType, ServerUrl,
+};
+use crate::provider::detect::{detect_provider, DetectOptions, DEFAULT_DETECT_TIMEOUT};
+use crate::provider::{
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderConfig,
+    ProviderError, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
+};
+use crate::token::Token;
+use crate::DetectError;
+
+/// Any failure of the flow.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+}
+
+/// Options of [`Client`] and the one-call helpers. `Default` is the production
+/// setup: auto-detection, the production auth service (or `S2IAM_JWT_SERVER_URL`).
+#[derive(Debug, Clone)]
+pub struct JwtOptions {
+    /// Server URL template; `None` takes `S2IAM_JWT_SERVER_URL`, else production.
+    pub server_url: Option<String>,
+    /// Permit `http://` server URLs (testing only).
+    pub allow_http: bool,
+    /// Use this provider instead of detecting.
+    pub provider: Option<CloudProvider>,
+    /// Always probe the metadata services, ignoring environment hints.
+    pub force_detect: bool,
+    /// Overall time for one token request (detection excluded).
+    pub timeout: Duration,
+    pub detect_timeout: Duration,
+    pub exchange: ExchangeConfig,
+    /// Environment, files, clock and endpoints; `None` is the real process's.
+    pub provider_config: Option<ProviderConfig>,
+}
+
+impl Default for JwtOptions {
+    fn default() -> Self {
+        Self {
+            server_url: None,
+            allow_http: false,
+            provider: None,
+            force_detect: false,
+            timeout: Duration::from_secs(10),
+            detect_timeout: DEFAULT_DETECT_TIMEOUT,
+            exchange: ExchangeConfig::default(),
+            provider_config: None,
+        }
+    }
+}
+
+/// One token to get. Also the key of the sidecar's cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenRequest {
+    pub jwt_type: JwtType,
+    pub workspace_group_id: Option<String>,
+    pub assume_role: Option<String>,
+    pub role_session_name: String,
+    pub gcp_audience: String,
+}
+
+impl TokenRequest {
+    pub fn database(workspace_group_id: &str) -> Self {
+        Self {
+            jwt_type: JwtType::Database,
+            workspace_group_id: Some(workspace_group_id.to_string()),
+            ..Self::api()
+        }
+    }
+
+    pub fn api() -> Self {
+        Self {
+            jwt_type: JwtType::Api,
+            workspace_group_id: None,
+            assume_role: None,
+            role_session_name: DEFAULT_ROLE_SESSION_NAME.into(),
+            gcp_audience: DEFAULT_GCP_AUDIENCE.into(),
+        }
+    }
+
+    fn identity_request(&self) -> IdentityRequest {
+        IdentityRequest {
+            gcp_audience: self.gcp_audience.clone(),
+            role_session_name: self.role_session_name.clone(),
+            ..IdentityRequest::default()
+        }
+    }
+}
+
+/// Detects once and serves any number of token requests.
+#[derive(Debug)]
+pub struct Client {
+    cfg: ProviderConfig,
+    server: ServerUrl,
+    exchange: ExchangeClient,
+    options: JwtOptions,
+    provider: OnceCell<Provider>,
+}
+
+impl Client {
+    /// Validates the server URL (no I/O yet).
+    pub fn new(options: JwtOptions) -> Result<Self, Error> {
+        let cfg = options
+            .provider_config
+            .clone()
+            .unwrap_or_else(ProviderConfig::from_env);
+        let template = options
+            .server_url
+            .clone()
+            .unwrap_or_else(|| cfg.endpoints.auth_server.clone());
+        let server = ServerUrl::parse(&template, options.allow_http)?;
+        Ok(Self {
+            exchange: ExchangeClient::new(options.exchange.clone()),
+            cfg,
+            server,
+            options,
+            provider: OnceCell::new(),
+        })
+    }
+
+    pub fn provider_config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    pub fn server_url(&self) -> &ServerUrl {
+        &self.server
+    }
+
+    /// The detected (or chosen) provider; detection runs on first use and is
+    /// retried on the next call if it failed.
+    pub async fn provider(&self) -> Result<&Provider, Error> {
+        let opts = DetectOptions {
+            timeout: self.options.detect_timeout,
+            provider: if self.options.force_detect {
+                None
+            } else {
+                self.options.provider
+            },
+            skip_fast_path: self.options.force_detect,
+        };
+        self.provider
+            .get_or_try_init(|| async {
+                detect_provider(&self.cfg, &opts)
+                    .await
+                    .map(|d| d.provider)
+                    .map_err(Error::from)
+            })
+            .await
+    }
+
+    /// Identity headers (for the role, if any) and the identity they prove.
+    pub async fn identity(
+        &self,
+        req: &TokenRequest,
+    ) -> Result<(IdentityHeaders, CloudIdentity), Error> {
+        let detected = self.provider().await?;
+        let provider = match &req.assume_role {
+            Some(role) => detected.assume_role(role)?,
+            None => detected.clone(),
+        };
+        Ok(provider
+            .identity(&self.cfg, &req.identity_request())
+            .await?)
+    }
+
+    /// A fresh token from the auth service.
+    pub async fn token(&self, req: &TokenRequest) -> Result<Token, Error> {
+        self.token_with_identity(req).await.map(|(token, _)| token)
+    }
+
+    /// A fresh token and the identity the client presented for it.
+    pub async fn token_with_identity(
+        &self,
+        req: &TokenRequest,
+    ) -> Result<(Token, CloudIdentity), Error> {
+        if req.jwt_type == JwtType::Database
+            && req.workspace_group_id.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ExchangeError::MissingWorkspaceGroup.into());
+        }
+        let (headers, identity) = self.identity(req).await?;
+        let exchange_req = ExchangeRequest {
+            jwt_type: req.jwt_type,
+            workspace_group_id: req.workspace_group_id.as_deref(),
+            headers: &headers,
+            identity: &identity,
+        };
+        let clock = self.cfg.clock.clone();
+        let token = self
+            .exchange
+            .exchange(
+                &self.server,
+                exchange_req,
+                self.options.timeout,
+                move || clock.now(),
+            )
+            .await?;
+        Ok((token, identity))
+    }
+}
+
+/// A database JWT for `workspace_group_id`, detecting the cloud.
+pub async fn get_database_jwt(
+    workspace_group_id: &str,
+    options: &JwtOptions,
+) -> Result<Token, Error> {
+    if workspace_group_id.is_empty() {
+        return Err(ExchangeError::MissingWorkspaceGroup.into());
+    }
+    Client::new(options.clone())?
+        .token(&TokenRequest::database(workspace_group_id))
+        .await
+}
+
+/// An API JWT, detecting the cloud.
+pub async fn get_api_jwt(options: &JwtOptions) -> Result<Token, Error> {
+    Client::new(options.clone())?
+        .token(&TokenRequest::api())
+        .await
+}

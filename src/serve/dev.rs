@@ -1,0 +1,152 @@
+//! `s2iam dev`: the whole system on one machine, like `vault server -dev`. It
+//! starts the mock cloud and the mock auth service in-process on loopback, then the
+//! sidecar pointed at them — every endpoint overridden, so it never touches a real
+//! metadata address — and prints the commands that fetch a token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
+
+use super::{ServeError, Sidecar};
+use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
+use crate::endpoints::mock_env;
+use crate::exchange::JwtType;
+use crate::provider::config::{Env, Fs};
+use crate::provider::ProviderConfig;
+
+/// What `s2iam dev` runs.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// `aws`, `gcp` or `azure`.
+    pub cloud: String,
+    pub dir: PathBuf,
+    pub tcp: SocketAddr,
+    pub workspace_group_id: String,
+}
+
+/// Why `s2iam dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("unknown --cloud {0:?}: use aws, gcp or azure")]
+    UnknownCloud(String),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the mock cloud and auth service: {0}")]
+    TestServer(#[from] s2iam_testserver::StartError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The running demo.
+pub struct Dev {
+    pub mocks: TestServer,
+    pub sidecar: Sidecar,
+    pub options: DevOptions,
+}
+
+impl Dev {
+    pub async fn start(options: DevOptions) -> Result<Self, DevError> {
+        let cloud = match options.cloud.as_str() {
+            "aws" | "gcp" | "azure" => {
+                CloudConfig::named(&options.cloud).unwrap_or_else(CloudConfig::none)
+            }
+            other => return Err(DevError::UnknownCloud(other.to_string())),
+        };
+        std::fs::create_dir_all(&options.dir).map_err(|source| DevError::Dir {
+            path: options.dir.clone(),
+            source,
+        })?;
+        let mocks = TestServer::start(TestServerConfig::new(cloud)).await?;
+        // A fixed environment: nothing from the real one can point s2iam elsewhere.
+        let env = Env::from_pairs(mock_env(&mocks.cloud_url()));
+        let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
+        let config = serve_config(&options, &mocks, &env);
+        let sidecar = Sidecar::start(config, provider_config).await?;
+        Ok(Self {
+            mocks,
+            sidecar,
+            options,
+        })
+    }
+
+    /// The text printed at start: where things are and how to use them.
+    pub fn banner(&self) -> String {
+        let socket = self
+            .sidecar
+            .socket_path()
+            .unwrap_or_default()
+            .display()
+            .to_string();
+        let tcp = self
+            .sidecar
+            .tcp_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let wg = &self.options.workspace_group_id;
+        format!(
+            "s2iam dev: a mock {cloud} cloud and a mock auth service on loopback, and the sidecar in front of them.\n\
+             \n\
+             mock cloud:    {cloud_url}\n\
+             mock auth:     {auth_url}\n\
+             socket:        {socket}\n\
+             http:          http://{tcp}\n\
+             token file:    {sink}\n\
+             \n\
+             Fetch a token:\n\
+             \x20 curl --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}'\n\
+             \x20 curl -s 'http://{tcp}/v1/token/api?format=raw'\n\
+             \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
+             \x20 curl --unix-socket {socket} http://localhost/metrics\n\
+             \n\
+             Make the auth service fail (the sidecar keeps serving its valid token):\n\
+             \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
+             \n\
+             Ctrl-C stops everything.",
+            cloud = self.options.cloud,
+            cloud_url = self.mocks.cloud_url(),
+            auth_url = self.mocks.auth_url(),
+            sink = self.options.dir.join("database-token").display(),
+        )
+    }
+
+    pub async fn shutdown(self) {
+        self.sidecar.shutdown().await;
+        self.mocks.shutdown().await;
+    }
+}
+
+fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeConfig {
+    let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
+        .expect("the built-in defaults are valid");
+    config.socket = Some(options.dir.join("s2iam.sock"));
+    config.tcp = Some(options.tcp);
+    config.server_url = Some(mocks.exchange_url_template());
+    config.allow_http = true;
+    config.log_format = LogFormat::Text;
+    config.startup_timeout = Duration::from_secs(30);
+    config.tokens = vec![
+        WarmToken {
+            jwt_type: JwtType::Database,
+            workspace_group_id: Some(options.workspace_group_id.clone()),
+            assume_role: None,
+            gcp_audience: config.gcp_audience.clone(),
+            sink: Some(Sink {
+                path: options.dir.join("database-token"),
+                mode: 0o600,
+            }),
+        },
+        WarmToken {
+            jwt_type: JwtType::Api,
+            workspace_group_id: None,
+            assume_role: None,
+            gcp_audience: config.gcp_audience.clone(),
+            sink: None,
+        },
+    ];
+    config
+}

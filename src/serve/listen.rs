@@ -1,0 +1,307 @@
+//! The sidecar's listeners: a Unix socket (default `/run/s2iam/s2iam.sock`, mode
+//! 0660) and optionally loopback TCP, both HTTP/1.1 with keep-alive, both
+//! shutting down gracefully.
+//!
+//! Callers are checked here: on the Unix socket by the peer's uid (`SO_PEERCRED`)
+//! against `listen.allowed_uids`; on TCP by the `Host` header (loopback names only,
+//! against DNS rebinding) and, when `tcp_token_file` is set, an exact
+//! `Authorization: Bearer <token>`.
+//!
+//! A socket file left behind by a crashed sidecar is replaced; one that a live
+//! sidecar still answers on, or a path that is not a socket, is an error.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::serve::IncomingStream;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use super::routes::{self, api_error};
+use super::{AppState, ServeError};
+
+/// The peer of a Unix-socket connection.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixPeer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Self {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+/// A listener being served.
+pub enum Running {
+    Unix {
+        path: PathBuf,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Tcp {
+        addr: SocketAddr,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Running {
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        match self {
+            Running::Unix { path, .. } => Some(path.clone()),
+            Running::Tcp { .. } => None,
+        }
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Running::Tcp { addr, .. } => Some(*addr),
+            Running::Unix { .. } => None,
+        }
+    }
+
+    /// Waits for the server to finish its in-flight requests (after the stop
+    /// signal), then removes the socket file.
+    pub async fn wait(self) {
+        match self {
+            Running::Unix { path, task } => {
+                let _ = task.await;
+                let _ = std::fs::remove_file(&path);
+            }
+            Running::Tcp { task, .. } => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Binds every configured listener and serves the API on each.
+pub async fn start_all(
+    state: Arc<AppState>,
+    stopped: watch::Receiver<bool>,
+) -> Result<Vec<Running>, ServeError> {
+    let mut running = Vec::new();
+    if let Some(path) = state.config.socket.clone() {
+        running.push(start_unix(state.clone(), &path, stopped.clone()).await?);
+    }
+    if let Some(addr) = state.config.tcp {
+        running.push(start_tcp(state.clone(), addr, stopped).await?);
+    }
+    Ok(running)
+}
+
+async fn start_unix(
+    state: Arc<AppState>,
+    path: &Path,
+    stopped: watch::Receiver<bool>,
+) -> Result<Running, ServeError> {
+    let listen_err = |source| ServeError::Listen {
+        what: path.display().to_string(),
+        source,
+    };
+    prepare_socket_path(path).await.map_err(listen_err)?;
+    let listener = UnixListener::bind(path).map_err(listen_err)?;
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(state.config.socket_mode),
+    )
+    .map_err(listen_err)?;
+    let app = routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, check_unix_peer))
+        .into_make_service_with_connect_info::<UnixPeer>();
+    tracing::info!(socket = %path.display(), "listening on unix socket");
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal(stopped))
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "unix socket server failed");
+        }
+    });
+    Ok(Running::Unix {
+        path: path.to_path_buf(),
+        task,
+    })
+}
+
+async fn start_tcp(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    stopped: watch::Receiver<bool>,
+) -> Result<Running, ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            what: addr.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let app = routes::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            check_tcp_caller,
+        ))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tracing::info!(%addr, "listening on tcp");
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal(stopped))
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "tcp server failed");
+        }
+    });
+    Ok(Running::Tcp { addr, task })
+}
+
+async fn stop_signal(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Creates the socket's directory, and removes a stale socket file.
+async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; refusing to replace it",
+        ));
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process is serving on this socket",
+        )),
+        Err(_) => {
+            tracing::info!(socket = %path.display(), "replacing stale socket file");
+            std::fs::remove_file(path)
+        }
+    }
+}
+
+async fn check_unix_peer(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<UnixPeer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let allowed = &state.config.allowed_uids;
+    if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
+        tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, path = %req.uri().path(), "refused unix-socket caller");
+        return api_error(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "this user is not allowed to use the s2iam socket (listen.allowed_uids)",
+        );
+    }
+    next.run(req).await
+}
+
+async fn check_tcp_caller(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::http::StatusCode;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_is_loopback(host) && !state.config.tcp.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the Host header must name a loopback address",
+        );
+    }
+    if let Some(expected) = &state.tcp_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+            tracing::warn!(%peer, path = %req.uri().path(), "refused tcp caller without the bearer token");
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <token from listen.tcp_token_file>",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:80",
+            "localhost",
+            "LOCALHOST:7869",
+            "[::1]:1",
+            "127.0.0.5",
+        ] {
+            assert!(host_is_loopback(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:80",
+            "10.0.0.1",
+            "",
+            "[fe80::1]:1",
+        ] {
+            assert!(!host_is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

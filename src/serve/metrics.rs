@@ -1,0 +1,158 @@
+//! Prometheus text exposition of the sidecar's counters (`GET /metrics`):
+//!
+//! - `s2iam_requests_total{route,status}`: local API requests;
+//! - `s2iam_upstream_exchanges_total`, `s2iam_upstream_failures_total`: token fetches;
+//! - `s2iam_refresh_failures_total`: background refreshes that failed;
+//! - `s2iam_cache_hits_total`, `s2iam_cache_misses_total`, `s2iam_stale_served_total`,
+//!   `s2iam_cache_evictions_total`;
+//! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
+//! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::cache::CacheStats;
+
+/// Counters the routes update.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    pub sink_write_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_request(&self, route: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// Renders everything in the text format.
+    pub fn render(
+        &self,
+        cache: &CacheStats,
+        tokens: &[(String, String, f64)],
+        ready: bool,
+    ) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_requests_total Local API requests by route and status."
+        );
+        let _ = writeln!(out, "# TYPE s2iam_requests_total counter");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "s2iam_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        let counters = [
+            (
+                "s2iam_upstream_exchanges_total",
+                "Token fetches from the auth service.",
+                &cache.fetches,
+            ),
+            (
+                "s2iam_upstream_failures_total",
+                "Token fetches that failed.",
+                &cache.fetch_failures,
+            ),
+            (
+                "s2iam_refresh_failures_total",
+                "Background refreshes that failed.",
+                &cache.refresh_failures,
+            ),
+            (
+                "s2iam_cache_hits_total",
+                "Requests answered from the cache.",
+                &cache.hits,
+            ),
+            (
+                "s2iam_cache_misses_total",
+                "Requests that needed a fetch.",
+                &cache.misses,
+            ),
+            (
+                "s2iam_stale_served_total",
+                "Still-valid tokens served after a failed fetch.",
+                &cache.stale_served,
+            ),
+            (
+                "s2iam_cache_evictions_total",
+                "Idle tokens dropped.",
+                &cache.evictions,
+            ),
+            (
+                "s2iam_sink_write_failures_total",
+                "Failed file-sink writes.",
+                &self.sink_write_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_token_seconds_to_expiry Seconds until each cached token expires."
+        );
+        let _ = writeln!(out, "# TYPE s2iam_token_seconds_to_expiry gauge");
+        for (jwt_type, wg, secs) in tokens {
+            let _ = writeln!(
+                out,
+                "s2iam_token_seconds_to_expiry{{jwt_type=\"{}\",workspace_group=\"{}\"}} {secs:.0}",
+                escape(jwt_type),
+                escape(wg)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_ready 1 when identity works and every configured token is warm."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE s2iam_ready gauge\ns2iam_ready {}",
+            u8::from(ready)
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let m = Metrics::default();
+        m.count_request("/v1/token/api", 200);
+        m.count_request("/v1/token/api", 200);
+        let stats = CacheStats::default();
+        stats.hits.store(5, Ordering::Relaxed);
+        let text = m.render(&stats, &[("database".into(), "w\"g".into(), 12.4)], true);
+        assert!(text.contains("s2iam_requests_total{route=\"/v1/token/api\",status=\"200\"} 2"));
+        assert!(text.contains("s2iam_cache_hits_total 5"));
+        assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
+        assert!(text.contains("s2iam_ready 1"));
+    }
+}

@@ -1,0 +1,360 @@
+//! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
+//! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//!
+//! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
+//! with backoff within `startup_timeout` (and more slowly after it: a metadata service
+//! that comes up late still gets used), then every configured token. `/readyz` stays
+//! 503 until identity works and every configured token is warm, so a Kubernetes
+//! native sidecar's startup probe holds the application back until then.
+//!
+//! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
+//! requests finish, remove the socket file.
+
+#[cfg(feature = "dev")]
+pub mod dev;
+pub mod listen;
+pub mod metrics;
+pub mod routes;
+pub mod sinks;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, CacheError, Fetcher};
+use crate::client::{Client, Error, JwtOptions, TokenRequest};
+use crate::config::{ServeConfig, Sink};
+use crate::exchange::ExchangeConfig;
+use crate::provider::{CloudIdentity, ProviderConfig};
+use crate::secret::Secret;
+use crate::token::Token;
+use crate::util::rfc3339;
+
+/// The token cache of the sidecar.
+pub type TokenCache = Cache<TokenRequest, Token, Error>;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Client(#[from] Error),
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the TCP bearer token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where detection stands.
+#[derive(Debug, Clone)]
+pub enum DetectState {
+    Pending,
+    Detected(crate::provider::CloudProvider),
+    Failed(String),
+}
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub config: ServeConfig,
+    pub client: Arc<Client>,
+    pub cache: TokenCache,
+    pub metrics: Arc<metrics::Metrics>,
+    pub detect: Mutex<DetectState>,
+    pub tcp_token: Option<Secret>,
+    identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
+}
+
+impl AppState {
+    /// The token request for each configured token.
+    pub fn warm_requests(&self) -> Vec<TokenRequest> {
+        warm_requests(&self.config)
+    }
+
+    /// Identity works and every configured token has a valid value.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        match &*self.detect.lock().unwrap_or_else(|p| p.into_inner()) {
+            DetectState::Detected(_) => {}
+            DetectState::Pending => problems.push("identity: detection in progress".to_string()),
+            DetectState::Failed(e) => problems.push(format!("identity: {e}")),
+        }
+        let status = self.cache.status();
+        for req in self.warm_requests() {
+            let warm = status
+                .iter()
+                .any(|s| s.key == req && s.remaining.is_some_and(|r| !r.is_zero()));
+            if !warm {
+                problems.push(format!("token {} not warm", describe(&req)));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The workload identity, cached for a few minutes (each lookup may mint a
+    /// cloud token).
+    pub async fn identity(&self) -> Result<CloudIdentity, Error> {
+        let mut cached = self.identity.lock().await;
+        if let Some((at, id)) = cached.as_ref() {
+            if at.elapsed() < Duration::from_secs(300) {
+                return Ok(id.clone());
+            }
+        }
+        let req = TokenRequest {
+            gcp_audience: self.config.gcp_audience.clone(),
+            ..TokenRequest::api()
+        };
+        let (_, id) = self.client.identity(&req).await?;
+        *cached = Some((Instant::now(), id.clone()));
+        Ok(id)
+    }
+}
+
+fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
+    config
+        .tokens
+        .iter()
+        .map(|t| TokenRequest {
+            jwt_type: t.jwt_type,
+            workspace_group_id: t.workspace_group_id.clone(),
+            assume_role: t.assume_role.clone(),
+            role_session_name: config.role_session_name.clone(),
+            gcp_audience: t.gcp_audience.clone(),
+        })
+        .collect()
+}
+
+/// `database/wg-1` style name of a token request, for logs and errors.
+pub fn describe(req: &TokenRequest) -> String {
+    let mut s = req.jwt_type.to_string();
+    if let Some(wg) = &req.workspace_group_id {
+        s.push('/');
+        s.push_str(wg);
+    }
+    if let Some(role) = &req.assume_role {
+        s.push_str(" as ");
+        s.push_str(role);
+    }
+    s
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub state: Arc<AppState>,
+    listeners: Vec<listen::Running>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Sidecar {
+    /// Binds the listeners and starts detection, warm-up and refresh in the
+    /// background.
+    pub async fn start(
+        config: ServeConfig,
+        provider_config: ProviderConfig,
+    ) -> Result<Self, ServeError> {
+        let tcp_token = match &config.tcp_token_file {
+            Some(path) => Some(read_token_file(path)?),
+            None => None,
+        };
+        let client = Arc::new(Client::new(jwt_options(&config, provider_config))?);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let sinks = warm_requests(&config)
+            .into_iter()
+            .zip(config.tokens.iter())
+            .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
+            .collect::<HashMap<_, _>>();
+        let state = Arc::new(AppState {
+            cache: Cache::new(
+                config.cache.clone(),
+                fetcher(client.clone(), sinks, metrics.clone()),
+            ),
+            client,
+            metrics,
+            detect: Mutex::new(DetectState::Pending),
+            tcp_token,
+            identity: tokio::sync::Mutex::new(None),
+            config,
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let mut background = Vec::new();
+        background.push(tokio::spawn(startup(state.clone())));
+        let refresher = state.cache.clone();
+        let tick = state.config.tick;
+        let mut stop_rx = stopped.clone();
+        background.push(tokio::spawn(async move {
+            refresher
+                .run_refresher(tick, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+        Ok(Self {
+            state,
+            listeners,
+            background,
+            stop,
+        })
+    }
+
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        self.listeners.iter().find_map(|l| l.socket_path())
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find_map(|l| l.tcp_addr())
+    }
+
+    /// Stops accepting, waits for in-flight requests, removes the socket file.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for l in self.listeners {
+            l.wait().await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        tracing::info!("s2iam sidecar stopped");
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn run(
+    config: ServeConfig,
+    provider_config: ProviderConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let sidecar = Sidecar::start(config, provider_config).await?;
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    sidecar.shutdown().await;
+    Ok(())
+}
+
+fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
+    let mut exchange = ExchangeConfig {
+        validate_jwks: config.validate_jwks,
+        ..ExchangeConfig::default()
+    };
+    if let Some(pref) = &config.identity_format_preference {
+        exchange.identity_format_preference = pref.clone();
+    }
+    JwtOptions {
+        server_url: config.server_url.clone(),
+        allow_http: config.allow_http,
+        provider: config.provider,
+        force_detect: false,
+        timeout: config.timeout,
+        detect_timeout: config.detect_timeout,
+        exchange,
+        provider_config: Some(provider_config),
+    }
+}
+
+/// Fetches a token and, for configured tokens with a sink, writes it to its file.
+fn fetcher(
+    client: Arc<Client>,
+    sinks: HashMap<TokenRequest, Sink>,
+    metrics: Arc<metrics::Metrics>,
+) -> Fetcher<TokenRequest, Token, Error> {
+    let sinks = Arc::new(sinks);
+    Arc::new(move |req: TokenRequest| {
+        let client = client.clone();
+        let sinks = sinks.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let token = client.token(&req).await;
+            match &token {
+                Ok(t) => {
+                    tracing::info!(token = %describe(&req), expires_at = %rfc3339(t.expires_at), "token fetched");
+                    if let Some(sink) = sinks.get(&req) {
+                        write_sink(sink, t, &metrics).await;
+                    }
+                }
+                Err(e) => tracing::warn!(token = %describe(&req), error = %e, "token fetch failed"),
+            }
+            token
+        })
+    })
+}
+
+async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) {
+    let (path, mode) = (sink.path.clone(), sink.mode);
+    let body = token.jwt().expose().as_bytes().to_vec();
+    let result = tokio::task::spawn_blocking(move || sinks::write_atomic(&path, &body, mode)).await;
+    match result {
+        Ok(Ok(())) => tracing::debug!(path = %sink.path.display(), "sink written"),
+        Ok(Err(e)) => {
+            metrics
+                .sink_write_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(path = %sink.path.display(), error = %e, "cannot write token sink");
+        }
+        Err(e) => tracing::error!(error = %e, "sink writer task failed"),
+    }
+}
+
+/// Detection with retries, then the configured tokens.
+async fn startup(state: Arc<AppState>) {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match state.client.provider().await {
+            Ok(p) => {
+                tracing::info!(provider = %p.kind(), elapsed_ms = started.elapsed().as_millis() as u64, "identity detected");
+                *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
+                    DetectState::Detected(p.kind());
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "detection failed; retrying");
+                *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
+                    DetectState::Failed(e.to_string());
+                let cap = if started.elapsed() < state.config.startup_timeout {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(60)
+                };
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(cap);
+            }
+        }
+    }
+    for req in state.warm_requests() {
+        if let Err(CacheError { error }) = state.cache.pin(req.clone()).await {
+            // The refresher retries it with backoff.
+            tracing::warn!(token = %describe(&req), error = %error, "could not warm token yet");
+        }
+    }
+}
+
+fn read_token_file(path: &std::path::Path) -> Result<Secret, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.len() < 16 {
+        return Err(ServeError::TokenFile {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the token must be at least 16 characters",
+            ),
+        });
+    }
+    Ok(Secret::new(token))
+}

@@ -1,0 +1,301 @@
+//! The local API, the same on the Unix socket and on TCP:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v1/token/database?workspaceGroupID=<id>` | `{"token","expires_at","expires_in","jwt_type","workspace_group_id"}` |
+//! | `GET /v1/token/api` | same, for an API token |
+//! | `GET /v1/identity` | the workload's cloud identity (no secrets) |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once identity works and every configured token is warm, else 503 with the reasons |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Token routes also take `assumeRole` (if allowed by `access.assume_roles`) and
+//! `audience` (GCP). `?format=raw` or `Accept: text/plain` returns the bare token.
+//! Errors are JSON `{"error","message"}`: 400 bad parameters, 403 not allowed,
+//! 404 unknown route, 405 wrong method, 502 the auth service refused, 503 the
+//! identity or the auth service is unavailable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::{describe, AppState};
+use crate::client::{Error, TokenRequest};
+use crate::exchange::{ExchangeError, JwtType};
+use crate::util::rfc3339;
+
+/// Builds the API router (caller checks are layered on by the listener).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/token/database", get(database_token))
+        .route("/v1/token/api", get(api_token))
+        .route("/v1/identity", get(identity))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /healthz, /readyz, /metrics") })
+        .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// A JSON error response.
+pub fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    state.metrics.count_request(&route, resp.status().as_u16());
+    resp
+}
+
+async fn database_token(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    token(state, JwtType::Database, query, headers).await
+}
+
+async fn api_token(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    token(state, JwtType::Api, query, headers).await
+}
+
+const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
+
+async fn token(
+    state: Arc<AppState>,
+    jwt_type: JwtType,
+    query: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let params = match parse_query(query.as_deref(), TOKEN_PARAMS) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let raw = match params.get("format").map(String::as_str) {
+        None | Some("json") => wants_text(&headers),
+        Some("raw") => true,
+        Some(other) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("format {other:?} is not json or raw"),
+            )
+        }
+    };
+    let req = match token_request(&state, jwt_type, &params) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match state.cache.get(req.clone()).await {
+        Ok(token) => {
+            if raw {
+                return (
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    token.jwt().expose().to_string(),
+                )
+                    .into_response();
+            }
+            Json(serde_json::json!({
+                "token": token.jwt().expose(),
+                "expires_at": rfc3339(token.expires_at),
+                "expires_in": token.remaining().as_secs(),
+                "jwt_type": jwt_type,
+                "workspace_group_id": req.workspace_group_id,
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(token = %describe(&req), error = %e, "cannot serve token");
+            upstream_error(&e.error)
+        }
+    }
+}
+
+fn token_request(
+    state: &AppState,
+    jwt_type: JwtType,
+    params: &HashMap<String, String>,
+) -> Result<TokenRequest, Response> {
+    let cfg = &state.config;
+    let workspace_group_id = params
+        .get("workspaceGroupID")
+        .filter(|s| !s.is_empty())
+        .cloned();
+    match (jwt_type, &workspace_group_id) {
+        (JwtType::Database, None) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "workspaceGroupID is required for database tokens",
+            ))
+        }
+        (JwtType::Api, Some(_)) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "workspaceGroupID applies to database tokens only",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(wg) = &workspace_group_id {
+        let configured = cfg
+            .tokens
+            .iter()
+            .any(|t| t.workspace_group_id.as_ref() == Some(wg));
+        if !cfg.allowed_workspace_groups.is_empty()
+            && !cfg.allowed_workspace_groups.contains(wg)
+            && !configured
+        {
+            return Err(api_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("workspace group {wg:?} is not in access.workspace_groups"),
+            ));
+        }
+        if wg.len() > 256 {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "workspaceGroupID is too long",
+            ));
+        }
+    }
+    let assume_role = params.get("assumeRole").filter(|s| !s.is_empty()).cloned();
+    if let Some(role) = &assume_role {
+        let configured = cfg
+            .tokens
+            .iter()
+            .any(|t| t.assume_role.as_ref() == Some(role));
+        if !cfg.allowed_assume_roles.contains(role) && !configured {
+            return Err(api_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this role is not in access.assume_roles",
+            ));
+        }
+    }
+    Ok(TokenRequest {
+        jwt_type,
+        workspace_group_id,
+        assume_role,
+        role_session_name: cfg.role_session_name.clone(),
+        gcp_audience: params
+            .get("audience")
+            .cloned()
+            .unwrap_or_else(|| cfg.gcp_audience.clone()),
+    })
+}
+
+/// Parses a query string, refusing unknown and repeated parameters.
+fn parse_query(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, Response> {
+    let mut params = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if !known.contains(&k.as_ref()) {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown parameter {k:?}; known: {}", known.join(", ")),
+            ));
+        }
+        if params.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("parameter {k:?} given twice"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+fn wants_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/plain")))
+}
+
+/// Maps a flow error to a status: the auth service said no → 502; anything
+/// unavailable (identity, network, auth 5xx) → 503.
+fn upstream_error(e: &Error) -> Response {
+    let message = e.to_string();
+    match e {
+        Error::Exchange(ExchangeError::Status { status, .. })
+            if (400..500).contains(status) && *status != 429 =>
+        {
+            api_error(StatusCode::BAD_GATEWAY, "auth_rejected", message)
+        }
+        Error::Exchange(
+            ExchangeError::EmptyJwt | ExchangeError::MalformedResponse(_) | ExchangeError::Jwks(_),
+        ) => api_error(StatusCode::BAD_GATEWAY, "auth_bad_response", message),
+        Error::Detect(_) | Error::Provider(_) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable",
+            message,
+        ),
+        Error::Exchange(_) => {
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable", message)
+        }
+    }
+}
+
+async fn identity(State(state): State<Arc<AppState>>) -> Response {
+    match state.identity().await {
+        Ok(id) => Json(id).into_response(),
+        Err(e) => upstream_error(&e),
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.readiness() {
+        Ok(()) => Json(serde_json::json!({"ready": true})).into_response(),
+        Err(problems) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "problems": problems})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let tokens: Vec<(String, String, f64)> = state
+        .cache
+        .status()
+        .into_iter()
+        .filter_map(|s| {
+            let remaining = s.remaining?;
+            Some((
+                s.key.jwt_type.to_string(),
+                s.key.workspace_group_id.clone().unwrap_or_default(),
+                remaining.as_secs_f64(),
+            ))
+        })
+        .collect();
+    let body = state
+        .metrics
+        .render(state.cache.stats(), &tokens, state.readiness().is_ok());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

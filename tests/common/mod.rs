@@ -1,0 +1,106 @@
+//! Shared test helpers: a mock cloud and auth service, ProviderConfigs pointed at
+//! them, and a tiny HTTP client for Unix sockets.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use s2iam::provider::config::{Env, Fs};
+use s2iam::provider::ProviderConfig;
+use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
+
+pub async fn mocks(cloud: CloudConfig) -> TestServer {
+    TestServer::start(TestServerConfig::new(cloud))
+        .await
+        .expect("test server starts")
+}
+
+/// Environment pointing every endpoint at `server`, plus `extra`.
+pub fn mock_env(server: &TestServer, extra: &[(&str, &str)]) -> Env {
+    Env::from_pairs(
+        s2iam::endpoints::mock_env(&server.cloud_url())
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+    )
+}
+
+pub fn provider_config(server: &TestServer) -> ProviderConfig {
+    ProviderConfig::with_env(mock_env(server, &[]), Fs::from_files::<PathBuf, String>([]))
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "s2iam-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One HTTP/1.1 request over a Unix socket: (status, content-type, body).
+pub async fn uds_request(
+    socket: &Path,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, ctype, String::from_utf8_lossy(&body).into_owned()))
+}
+
+pub async fn uds_get(socket: &Path, path_and_query: &str) -> (u16, String) {
+    let (status, _, body) = uds_request(socket, "GET", path_and_query, &[])
+        .await
+        .expect("request over the unix socket");
+    (status, body)
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// The `sub` claim of a JWT (unverified).
+pub fn sub_of(jwt: &str) -> Option<String> {
+    s2iam::token::Claims::decode_unverified(jwt).and_then(|c| c.sub)
+}
