@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use s2iam::provider::aws::{AwsProvider, CredentialSource};
 use s2iam::provider::config::{Env, Fs};
-use s2iam::{CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError};
+use s2iam::provider::ProbeError;
+use s2iam::{CloudProvider, IdentityRequest, ProviderConfig, ProviderError};
 use s2iam_testserver::{AwsIdentity, CloudConfig, FaultRule, TestServer, TestServerConfig};
 
 const ACCOUNT: &str = "123456789012";
@@ -314,6 +315,22 @@ async fn eks_pod_identity_with_a_wrong_token_fails_and_does_not_fall_back_to_imd
     assert!(text.contains("InvalidTokenException"), "{text}");
     assert!(!text.contains("not-the-pod-token"), "{text}");
     assert_eq!(server.cloud_requests().count("/latest"), 0);
+
+    // No token at all: the error says which variable is missing.
+    let cfg = config(
+        &server,
+        &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full_uri)],
+        vec![],
+    );
+    let text = AwsProvider::default()
+        .credentials(&cfg)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -722,7 +739,8 @@ async fn rejected_signature_is_a_clear_error_without_the_secret() {
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ProviderError::Upstream { .. }), "{text}");
-    assert!(text.contains("GetSessionToken"), "{text}");
+    assert!(text.contains("STS GetSessionToken failed"), "{text}");
+    assert_eq!(text.matches("GetSessionToken").count(), 1, "{text}");
     assert!(text.contains("SignatureDoesNotMatch"), "{text}");
     assert!(!text.contains(wrong), "{text}");
     assert!(!text.contains(&user.secret_access_key), "{text}");

@@ -113,7 +113,7 @@ impl AwsProvider {
         let caller = sts
             .get_caller_identity(&session.credentials)
             .await
-            .map_err(|e| upstream("STS GetCallerIdentity", &e))?;
+            .map_err(|e| upstream(&e))?;
         let creds = &session.credentials;
         let mut headers = IdentityHeaders::default();
         headers.push("X-AWS-Access-Key-ID", creds.access_key_id.as_str());
@@ -170,13 +170,13 @@ impl AwsProvider {
                 let req = AssumeRoleRequest::new(role, role_session_name);
                 sts.assume_role(&loaded.credentials, &req)
                     .await
-                    .map_err(|e| upstream("STS AssumeRole", &e))?
+                    .map_err(|e| upstream(&e))?
                     .credentials
             }
             None if !loaded.credentials.is_temporary() => sts
                 .get_session_token(&loaded.credentials, None)
                 .await
-                .map_err(|e| upstream("STS GetSessionToken", &e))?,
+                .map_err(|e| upstream(&e))?,
             None => loaded.credentials,
         };
         Ok(Session {
@@ -195,11 +195,11 @@ pub fn region_from_env(cfg: &ProviderConfig) -> Option<String> {
         .map(|r| r.trim().to_string())
 }
 
-fn upstream(what: &str, e: &StsError) -> ProviderError {
+fn upstream(e: &StsError) -> ProviderError {
     ProviderError::Upstream {
         provider: CloudProvider::Aws,
-        what: what.to_string(),
-        reason: e.to_string(),
+        what: format!("STS {}", e.action()),
+        reason: e.reason(),
     }
 }
 

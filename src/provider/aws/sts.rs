@@ -100,13 +100,12 @@ pub enum StsErrorKind {
 
 /// An STS failure. Messages never contain credential values.
 #[derive(Debug, Clone, thiserror::Error)]
+#[error("STS {}: {}", self.action(), self.reason())]
 pub enum StsError {
-    #[error("STS {action}: {source}")]
     Transport {
         action: &'static str,
         source: TransportError,
     },
-    #[error("STS {action} at {endpoint} refused (HTTP {status}) {code}: {message}")]
     Service {
         action: &'static str,
         endpoint: String,
@@ -114,22 +113,54 @@ pub enum StsError {
         code: String,
         message: String,
     },
-    #[error("STS {action} at {endpoint} answered HTTP {status} without an STS error document")]
     Status {
         action: &'static str,
         endpoint: String,
         status: u16,
     },
-    #[error("STS {action}: malformed response: {reason}")]
     Malformed {
         action: &'static str,
         reason: String,
     },
-    #[error("STS endpoint {endpoint:?} is not a valid URL")]
-    BadEndpoint { endpoint: String },
+    BadEndpoint {
+        action: &'static str,
+        endpoint: String,
+    },
 }
 
 impl StsError {
+    /// The STS action that failed.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Transport { action, .. }
+            | Self::Service { action, .. }
+            | Self::Status { action, .. }
+            | Self::Malformed { action, .. }
+            | Self::BadEndpoint { action, .. } => action,
+        }
+    }
+
+    /// What went wrong, without the action.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Transport { source, .. } => source.to_string(),
+            Self::Service {
+                endpoint,
+                status,
+                code,
+                message,
+                ..
+            } => format!("{endpoint} answered HTTP {status} {code}: {message}"),
+            Self::Status {
+                endpoint, status, ..
+            } => format!("{endpoint} answered HTTP {status} without an STS error document"),
+            Self::Malformed { reason, .. } => format!("malformed response: {reason}"),
+            Self::BadEndpoint { endpoint, .. } => {
+                format!("the endpoint {endpoint:?} is not a valid URL")
+            }
+        }
+    }
+
     pub fn kind(&self) -> StsErrorKind {
         let Self::Service { code, .. } = self else {
             return StsErrorKind::Other;
@@ -271,6 +302,7 @@ impl StsClient {
         extra_secrets: &[&str],
     ) -> Result<String, StsError> {
         let url = url::Url::parse(&self.endpoint).map_err(|_| StsError::BadEndpoint {
+            action,
             endpoint: self.endpoint.clone(),
         })?;
         let body = form(action, params);

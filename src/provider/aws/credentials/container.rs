@@ -98,10 +98,17 @@ impl ContainerCredentials {
         .await?;
         let secrets: Vec<&str> = token.iter().map(|t| t.expose()).collect();
         if !answer.ok() {
+            let mut message = http::scrub(&error_message(&answer.body), &secrets);
+            if token.is_none() && matches!(answer.status, 401 | 403) {
+                message.push_str(
+                    " (no Authorization token was sent: set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE \
+                     or AWS_CONTAINER_AUTHORIZATION_TOKEN)",
+                );
+            }
             return Err(ContainerError::Status {
                 url,
                 status: answer.status,
-                message: http::scrub(&error_message(&answer.body), &secrets),
+                message,
             });
         }
         parse(&url, &answer.body)
