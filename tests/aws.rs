@@ -859,3 +859,49 @@ async fn detection_picks_aws_from_the_metadata_service() {
         .unwrap();
     assert_eq!(detection.provider.kind(), CloudProvider::Aws);
 }
+
+// ---- end to end ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn headers_are_accepted_by_the_auth_service() {
+    use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
+
+    let server = start(CloudConfig::aws()).await;
+    let cfg = config(&server, &[], vec![]);
+    let (headers, identity) = AwsProvider::default()
+        .identity(&cfg, &IdentityRequest::default())
+        .await
+        .unwrap();
+    let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
+    let req = ExchangeRequest {
+        jwt_type: JwtType::Api,
+        workspace_group_id: None,
+        headers: &headers,
+        identity: &identity,
+    };
+    let token = ExchangeClient::new(ExchangeConfig::default())
+        .exchange(
+            &url,
+            req,
+            Duration::from_secs(10),
+            std::time::SystemTime::now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.claims.provider.as_deref(), Some("aws"));
+    let sub = token.claims.sub.clone().unwrap_or_default();
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/{INSTANCE_ROLE}");
+    assert!(sub == role || sub == instance_arn(), "{sub}");
+    // The auth service checked the presented keys with STS itself.
+    let presented = header(&headers, "X-AWS-Access-Key-ID");
+    let verifications = server
+        .cloud()
+        .sts_calls()
+        .into_iter()
+        .filter(|c| {
+            c.action == "GetCallerIdentity"
+                && c.caller_access_key_id.as_deref() == Some(presented.as_str())
+        })
+        .count();
+    assert_eq!(verifications, 2, "ours and the auth service's");
+}
