@@ -59,7 +59,7 @@ pub struct AwsProvider {
 
 /// Temporary credentials ready to present, and how they were obtained.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct AwsSession {
     pub credentials: AwsCredentials,
     pub source: CredentialSource,
     pub region: String,
@@ -140,7 +140,7 @@ impl AwsProvider {
         &self,
         cfg: &ProviderConfig,
         role_session_name: &str,
-    ) -> Result<Session, ProviderError> {
+    ) -> Result<AwsSession, ProviderError> {
         let env_region = region_from_env(cfg);
         let arn_region = self
             .role_arn
@@ -179,7 +179,7 @@ impl AwsProvider {
                 .map_err(|e| upstream(&e))?,
             None => loaded.credentials,
         };
-        Ok(Session {
+        Ok(AwsSession {
             credentials,
             source: loaded.source,
             region,
