@@ -1,0 +1,79 @@
+//! IRSA-style web identity: the token in `AWS_WEB_IDENTITY_TOKEN_FILE` (re-read on
+//! every load: the kubelet rotates it) is exchanged for `AWS_ROLE_ARN`'s credentials
+//! with STS `AssumeRoleWithWebIdentity` (unsigned), session name
+//! `AWS_ROLE_SESSION_NAME` or `s2iam-session`.
+
+use std::path::PathBuf;
+
+use super::{AwsCredentials, SourceError};
+use crate::provider::aws::sts::{StsClient, StsError};
+use crate::provider::{ProviderConfig, DEFAULT_ROLE_SESSION_NAME};
+use crate::secret::Secret;
+
+/// The web identity source, as configured by the environment.
+#[derive(Debug, Clone)]
+pub struct WebIdentity {
+    token_file: Option<PathBuf>,
+    role_arn: Option<String>,
+    session_name: String,
+    sts_region: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WebIdentityError {
+    #[error("AWS_WEB_IDENTITY_TOKEN_FILE is not set")]
+    NotSet,
+    #[error("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not")]
+    NoRoleArn,
+    #[error("cannot read the web identity token file {path}: {reason}")]
+    TokenFile { path: String, reason: String },
+    #[error("the web identity token file {path} is empty")]
+    EmptyToken { path: String },
+    #[error(transparent)]
+    Sts(#[from] StsError),
+}
+
+impl SourceError for WebIdentityError {
+    fn is_not_configured(&self) -> bool {
+        matches!(self, Self::NotSet)
+    }
+}
+
+impl WebIdentity {
+    pub fn from_env(cfg: &ProviderConfig, sts_region: &str) -> Self {
+        Self {
+            token_file: cfg
+                .env
+                .get("AWS_WEB_IDENTITY_TOKEN_FILE")
+                .map(PathBuf::from),
+            role_arn: cfg.env.get("AWS_ROLE_ARN"),
+            session_name: cfg
+                .env
+                .get("AWS_ROLE_SESSION_NAME")
+                .unwrap_or_else(|| DEFAULT_ROLE_SESSION_NAME.to_string()),
+            sts_region: sts_region.to_string(),
+        }
+    }
+
+    pub async fn load(&self, cfg: &ProviderConfig) -> Result<AwsCredentials, WebIdentityError> {
+        let path = self.token_file.as_ref().ok_or(WebIdentityError::NotSet)?;
+        let role_arn = self.role_arn.as_ref().ok_or(WebIdentityError::NoRoleArn)?;
+        let shown = path.display().to_string();
+        let token = cfg
+            .fs
+            .read_to_string(path)
+            .map_err(|e| WebIdentityError::TokenFile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        let token = Secret::new(token.trim());
+        if token.is_empty() {
+            return Err(WebIdentityError::EmptyToken { path: shown });
+        }
+        let sts = StsClient::new(cfg, &self.sts_region);
+        let assumed = sts
+            .assume_role_with_web_identity(role_arn, &self.session_name, &token)
+            .await?;
+        Ok(assumed.credentials)
+    }
+}

@@ -1,0 +1,611 @@
+//! An AWS STS client for the Query API.
+//!
+//! Protocol: `POST {sts}/` with an `application/x-www-form-urlencoded` body
+//! `Action=<action>&Version=2011-06-15&<params>`, SigV4-signed for service `sts`
+//! (except `AssumeRoleWithWebIdentity`, whose proof is the web identity token). The
+//! endpoint is `https://sts.{region}.amazonaws.com` unless overridden (see
+//! [`crate::endpoints`]). Answers are XML: `<{Action}Response><{Action}Result>...`
+//! on success, `<ErrorResponse><Error><Code/><Message/></Error></ErrorResponse>` on
+//! failure. A tiny tag extractor reads them: STS responses are flat, fixed documents
+//! and an XML crate would be the largest dependency here.
+//!
+//! Actions: `GetCallerIdentity`, `GetSessionToken`, `AssumeRole` (with the optional
+//! `DurationSeconds`, `ExternalId` and session `Policy` that credential vending
+//! uses), `AssumeRoleWithWebIdentity`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::credentials::AwsCredentials;
+use super::http::{self, TransportError};
+use super::sigv4;
+use crate::provider::config::{Clock, ProviderConfig};
+use crate::secret::Secret;
+
+pub const STS_VERSION: &str = "2011-06-15";
+/// Per-request timeout: STS is a regional HTTPS service, normally well under 1 s.
+pub const STS_TIMEOUT: Duration = Duration::from_secs(10);
+const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// Who the credentials belong to (`GetCallerIdentity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity {
+    pub arn: String,
+    pub account: String,
+    pub user_id: String,
+}
+
+/// `AssumeRole` parameters. Build with [`AssumeRoleRequest::new`] and the setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRoleRequest {
+    pub role_arn: String,
+    pub role_session_name: String,
+    /// 900 s to the role's maximum session duration; STS defaults to 3600.
+    pub duration_seconds: Option<u32>,
+    pub external_id: Option<String>,
+    /// A session policy (JSON) that further restricts the role's permissions.
+    pub policy: Option<String>,
+}
+
+impl AssumeRoleRequest {
+    pub fn new(role_arn: impl Into<String>, role_session_name: impl Into<String>) -> Self {
+        Self {
+            role_arn: role_arn.into(),
+            role_session_name: role_session_name.into(),
+            duration_seconds: None,
+            external_id: None,
+            policy: None,
+        }
+    }
+
+    pub fn duration_seconds(mut self, secs: u32) -> Self {
+        self.duration_seconds = Some(secs);
+        self
+    }
+
+    pub fn external_id(mut self, id: impl Into<String>) -> Self {
+        self.external_id = Some(id.into());
+        self
+    }
+
+    pub fn policy(mut self, policy_json: impl Into<String>) -> Self {
+        self.policy = Some(policy_json.into());
+        self
+    }
+}
+
+/// Credentials of an assumed role and the session they belong to.
+#[derive(Debug, Clone)]
+pub struct AssumedRole {
+    pub credentials: AwsCredentials,
+    /// `arn:aws:sts::{account}:assumed-role/{role}/{session}`.
+    pub arn: String,
+    /// `{role id}:{session}`.
+    pub assumed_role_id: String,
+}
+
+/// What kind of STS error, for callers that react differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StsErrorKind {
+    /// The caller may not do this (e.g. the role's trust policy refuses it).
+    AccessDenied,
+    /// The key id is unknown or the signature does not match the secret.
+    InvalidCredentials,
+    ExpiredToken,
+    /// The web identity token was rejected.
+    InvalidIdentityToken,
+    Throttled,
+    Other,
+}
+
+/// An STS failure. Messages never contain credential values.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("STS {}: {}", self.action(), self.reason())]
+pub enum StsError {
+    Transport {
+        action: &'static str,
+        source: TransportError,
+    },
+    Service {
+        action: &'static str,
+        endpoint: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    Status {
+        action: &'static str,
+        endpoint: String,
+        status: u16,
+    },
+    Malformed {
+        action: &'static str,
+        reason: String,
+    },
+    BadEndpoint {
+        action: &'static str,
+        endpoint: String,
+    },
+}
+
+impl StsError {
+    /// The STS action that failed.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Transport { action, .. }
+            | Self::Service { action, .. }
+            | Self::Status { action, .. }
+            | Self::Malformed { action, .. }
+            | Self::BadEndpoint { action, .. } => action,
+        }
+    }
+
+    /// What went wrong, without the action.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Transport { source, .. } => source.to_string(),
+            Self::Service {
+                endpoint,
+                status,
+                code,
+                message,
+                ..
+            } => format!("{endpoint} answered HTTP {status} {code}: {message}"),
+            Self::Status {
+                endpoint, status, ..
+            } => format!("{endpoint} answered HTTP {status} without an STS error document"),
+            Self::Malformed { reason, .. } => format!("malformed response: {reason}"),
+            Self::BadEndpoint { endpoint, .. } => {
+                format!("the endpoint {endpoint:?} is not a valid URL")
+            }
+        }
+    }
+
+    pub fn kind(&self) -> StsErrorKind {
+        let Self::Service { code, .. } = self else {
+            return StsErrorKind::Other;
+        };
+        match code.as_str() {
+            "AccessDenied" | "AccessDeniedException" => StsErrorKind::AccessDenied,
+            "SignatureDoesNotMatch"
+            | "InvalidClientTokenId"
+            | "IncompleteSignature"
+            | "InvalidAccessKeyId"
+            | "MissingAuthenticationToken" => StsErrorKind::InvalidCredentials,
+            "ExpiredToken" | "ExpiredTokenException" => StsErrorKind::ExpiredToken,
+            "InvalidIdentityToken" | "IDPRejectedClaim" | "IDPCommunicationError" => {
+                StsErrorKind::InvalidIdentityToken
+            }
+            "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
+                StsErrorKind::Throttled
+            }
+            _ => StsErrorKind::Other,
+        }
+    }
+}
+
+/// An STS client for one endpoint and signing region.
+#[derive(Debug, Clone)]
+pub struct StsClient {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+}
+
+impl StsClient {
+    /// The client for `region`'s endpoint (or the configured override).
+    pub fn new(cfg: &ProviderConfig, region: &str) -> Self {
+        Self {
+            http: cfg.http.clone(),
+            endpoint: cfg.endpoints.sts_for(Some(region)),
+            region: region.to_string(),
+            clock: cfg.clock.clone(),
+            timeout: STS_TIMEOUT,
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub async fn get_caller_identity(
+        &self,
+        creds: &AwsCredentials,
+    ) -> Result<CallerIdentity, StsError> {
+        const ACTION: &str = "GetCallerIdentity";
+        let xml = self.call(ACTION, &[], Some(creds), &[]).await?;
+        let result = section(&xml, "GetCallerIdentityResult", ACTION)?;
+        Ok(CallerIdentity {
+            arn: required(result, "Arn", ACTION)?,
+            account: required(result, "Account", ACTION)?,
+            user_id: xml::tag(result, "UserId").unwrap_or_default(),
+        })
+    }
+
+    /// Session credentials for long-lived keys.
+    pub async fn get_session_token(
+        &self,
+        creds: &AwsCredentials,
+        duration_seconds: Option<u32>,
+    ) -> Result<AwsCredentials, StsError> {
+        const ACTION: &str = "GetSessionToken";
+        let duration = duration_seconds.map(|d| d.to_string());
+        let mut params = Vec::new();
+        if let Some(d) = &duration {
+            params.push(("DurationSeconds", d.as_str()));
+        }
+        let xml = self.call(ACTION, &params, Some(creds), &[]).await?;
+        let result = section(&xml, "GetSessionTokenResult", ACTION)?;
+        parse_credentials(result, ACTION)
+    }
+
+    pub async fn assume_role(
+        &self,
+        creds: &AwsCredentials,
+        req: &AssumeRoleRequest,
+    ) -> Result<AssumedRole, StsError> {
+        const ACTION: &str = "AssumeRole";
+        let duration = req.duration_seconds.map(|d| d.to_string());
+        let mut params = vec![
+            ("RoleArn", req.role_arn.as_str()),
+            ("RoleSessionName", req.role_session_name.as_str()),
+        ];
+        if let Some(d) = &duration {
+            params.push(("DurationSeconds", d.as_str()));
+        }
+        if let Some(id) = &req.external_id {
+            params.push(("ExternalId", id.as_str()));
+        }
+        if let Some(p) = &req.policy {
+            params.push(("Policy", p.as_str()));
+        }
+        let xml = self.call(ACTION, &params, Some(creds), &[]).await?;
+        parse_assumed(&xml, "AssumeRoleResult", ACTION)
+    }
+
+    /// Unsigned: the web identity token is the proof.
+    pub async fn assume_role_with_web_identity(
+        &self,
+        role_arn: &str,
+        role_session_name: &str,
+        web_identity_token: &Secret,
+    ) -> Result<AssumedRole, StsError> {
+        const ACTION: &str = "AssumeRoleWithWebIdentity";
+        let params = [
+            ("RoleArn", role_arn),
+            ("RoleSessionName", role_session_name),
+            ("WebIdentityToken", web_identity_token.expose()),
+        ];
+        let xml = self
+            .call(ACTION, &params, None, &[web_identity_token.expose()])
+            .await?;
+        parse_assumed(&xml, "AssumeRoleWithWebIdentityResult", ACTION)
+    }
+
+    /// One Query API call; the response XML on HTTP 2xx.
+    async fn call(
+        &self,
+        action: &'static str,
+        params: &[(&str, &str)],
+        creds: Option<&AwsCredentials>,
+        extra_secrets: &[&str],
+    ) -> Result<String, StsError> {
+        let url = url::Url::parse(&self.endpoint).map_err(|_| StsError::BadEndpoint {
+            action,
+            endpoint: self.endpoint.clone(),
+        })?;
+        let body = form(action, params);
+        let headers = vec![("content-type".to_string(), FORM.to_string())];
+        let signed = creds.map(|c| self.signature_headers(&url, &headers, &body, c));
+        let answer = http::send(url.as_str(), self.timeout, || {
+            let mut req = self.http.post(url.clone()).body(body.clone());
+            for (n, v) in headers.iter().chain(signed.iter().flatten()) {
+                req = req.header(n, v);
+            }
+            req
+        })
+        .await
+        .map_err(|source| StsError::Transport { action, source })?;
+        if answer.ok() {
+            return Ok(answer.body);
+        }
+        let mut secrets: Vec<&str> = extra_secrets.to_vec();
+        if let Some(c) = creds {
+            secrets.push(c.secret.expose());
+            if let Some(t) = &c.session_token {
+                secrets.push(t.expose());
+            }
+        }
+        Err(self.error(action, answer.status, &answer.body, &secrets))
+    }
+
+    fn signature_headers(
+        &self,
+        url: &url::Url,
+        headers: &[(String, String)],
+        body: &str,
+        creds: &AwsCredentials,
+    ) -> Vec<(String, String)> {
+        let params = sigv4::SigningParams {
+            access_key_id: &creds.access_key_id,
+            secret_access_key: creds.secret.expose(),
+            session_token: creds.session_token.as_ref().map(|t| t.expose()),
+            region: &self.region,
+            service: "sts",
+            time: self.clock.now(),
+        };
+        sigv4::sign("POST", url, headers, body.as_bytes(), &params)
+    }
+
+    fn error(&self, action: &'static str, status: u16, body: &str, secrets: &[&str]) -> StsError {
+        let error = xml::tag(body, "Error");
+        match error.as_deref().and_then(|e| xml::tag(e, "Code")) {
+            Some(code) => StsError::Service {
+                action,
+                endpoint: self.endpoint.clone(),
+                status,
+                code: http::scrub(&code, secrets),
+                message: http::scrub(
+                    &error
+                        .as_deref()
+                        .and_then(|e| xml::tag(e, "Message"))
+                        .unwrap_or_default(),
+                    secrets,
+                ),
+            },
+            None => StsError::Status {
+                action,
+                endpoint: self.endpoint.clone(),
+                status,
+            },
+        }
+    }
+}
+
+fn form(action: &str, params: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    s.append_pair("Action", action);
+    s.append_pair("Version", STS_VERSION);
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+fn section<'a>(xml: &'a str, name: &str, action: &'static str) -> Result<&'a str, StsError> {
+    xml::element(xml, name).ok_or_else(|| StsError::Malformed {
+        action,
+        reason: format!("no <{name}> element"),
+    })
+}
+
+fn required(xml: &str, name: &str, action: &'static str) -> Result<String, StsError> {
+    xml::tag(xml, name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| StsError::Malformed {
+            action,
+            reason: format!("no <{name}>"),
+        })
+}
+
+fn parse_credentials(result: &str, action: &'static str) -> Result<AwsCredentials, StsError> {
+    let creds = section(result, "Credentials", action)?;
+    let expiration = match xml::tag(creds, "Expiration") {
+        Some(text) => Some(parse_time(&text).ok_or_else(|| StsError::Malformed {
+            action,
+            reason: format!("Expiration {text:?} is not an RFC 3339 time"),
+        })?),
+        None => None,
+    };
+    Ok(AwsCredentials {
+        access_key_id: required(creds, "AccessKeyId", action)?,
+        secret: Secret::new(required(creds, "SecretAccessKey", action)?),
+        session_token: Some(Secret::new(required(creds, "SessionToken", action)?)),
+        expiration,
+        account_id: None,
+    })
+}
+
+fn parse_assumed(xml: &str, result: &str, action: &'static str) -> Result<AssumedRole, StsError> {
+    let result = section(xml, result, action)?;
+    let mut credentials = parse_credentials(result, action)?;
+    let user = section(result, "AssumedRoleUser", action)?;
+    let arn = required(user, "Arn", action)?;
+    credentials.account_id = super::Arn::parse(&arn).map(|a| a.account.to_string());
+    Ok(AssumedRole {
+        credentials,
+        arn,
+        assumed_role_id: xml::tag(user, "AssumedRoleId").unwrap_or_default(),
+    })
+}
+
+/// An RFC 3339 time (what STS, IMDS and container endpoints send).
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let t =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A tag extractor for STS's flat XML documents: first element by name, entity
+/// unescaping, no namespaces, attributes skipped.
+pub mod xml {
+    /// The raw inner text of the first `<name>` element (markup and all).
+    pub fn element<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
+        let mut from = 0;
+        while let Some(pos) = doc[from..].find(&format!("<{name}")) {
+            let start = from + pos;
+            let after = start + 1 + name.len();
+            let rest = &doc[after..];
+            match rest.chars().next() {
+                Some('>') => {
+                    let inner_start = after + 1;
+                    let end = doc[inner_start..].find(&format!("</{name}>"))?;
+                    return Some(&doc[inner_start..inner_start + end]);
+                }
+                Some(c) if c.is_whitespace() || c == '/' => {
+                    let close = rest.find('>')?;
+                    if rest[..close].ends_with('/') {
+                        return Some("");
+                    }
+                    let inner_start = after + close + 1;
+                    let end = doc[inner_start..].find(&format!("</{name}>"))?;
+                    return Some(&doc[inner_start..inner_start + end]);
+                }
+                _ => from = after,
+            }
+        }
+        None
+    }
+
+    /// The unescaped, trimmed text of the first `<name>` element.
+    pub fn tag(doc: &str, name: &str) -> Option<String> {
+        element(doc, name).map(|t| unescape(t.trim()))
+    }
+
+    pub fn unescape(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(amp) = rest.find('&') {
+            out.push_str(&rest[..amp]);
+            rest = &rest[amp..];
+            let Some(semi) = rest.find(';').filter(|s| *s <= 10) else {
+                out.push('&');
+                rest = &rest[1..];
+                continue;
+            };
+            match entity(&rest[1..semi]) {
+                Some(c) => {
+                    out.push(c);
+                    rest = &rest[semi + 1..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &rest[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn entity(name: &str) -> Option<char> {
+        match name {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => {
+                let n = if let Some(hex) = name.strip_prefix("#x") {
+                    u32::from_str_radix(hex, 16).ok()?
+                } else {
+                    name.strip_prefix('#')?.parse().ok()?
+                };
+                char::from_u32(n)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult>
+    <Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn>
+    <UserId>AROAEXAMPLE:s</UserId>
+    <Account>123456789012</Account>
+  </GetCallerIdentityResult>
+  <ResponseMetadata><RequestId>x</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>"#;
+
+    #[test]
+    fn extracts_tags() {
+        let r = xml::element(CALLER, "GetCallerIdentityResult").unwrap();
+        assert_eq!(xml::tag(r, "Account").unwrap(), "123456789012");
+        assert_eq!(xml::tag(r, "UserId").unwrap(), "AROAEXAMPLE:s");
+        assert!(xml::tag(r, "Missing").is_none());
+        assert_eq!(xml::tag("<A/>", "A").unwrap(), "");
+        assert_eq!(xml::tag("<AB>1</AB><A x=\"1\">2</A>", "A").unwrap(), "2");
+        assert!(xml::tag("<A>unterminated", "A").is_none());
+    }
+
+    #[test]
+    fn unescapes_entities() {
+        assert_eq!(
+            xml::unescape("a&amp;b&lt;&#65;&#x42;&bogus;&"),
+            "a&b<AB&bogus;&"
+        );
+    }
+
+    #[test]
+    fn parses_assumed_role() {
+        let doc = r#"<AssumeRoleResponse><AssumeRoleResult>
+          <Credentials><AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>sec</SecretAccessKey>
+          <SessionToken>tok+/=</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration></Credentials>
+          <AssumedRoleUser><Arn>arn:aws:sts::111122223333:assumed-role/r/s</Arn><AssumedRoleId>AROA1:s</AssumedRoleId></AssumedRoleUser>
+        </AssumeRoleResult></AssumeRoleResponse>"#;
+        let a = parse_assumed(doc, "AssumeRoleResult", "AssumeRole").unwrap();
+        assert_eq!(a.credentials.access_key_id, "ASIAX");
+        assert_eq!(a.credentials.session_token.unwrap().expose(), "tok+/=");
+        assert_eq!(a.credentials.account_id.as_deref(), Some("111122223333"));
+        assert_eq!(
+            a.credentials.expiration,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+        );
+        assert_eq!(a.assumed_role_id, "AROA1:s");
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        for doc in [
+            "",
+            "not xml",
+            "<AssumeRoleResult><Credentials></Credentials>",
+        ] {
+            assert!(matches!(
+                parse_assumed(doc, "AssumeRoleResult", "AssumeRole"),
+                Err(StsError::Malformed { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn form_body() {
+        assert_eq!(
+            form("AssumeRole", &[("RoleArn", "arn:aws:iam::1:role/a b")]),
+            "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa+b"
+        );
+    }
+
+    #[test]
+    fn error_kinds() {
+        let e = |code: &str| StsError::Service {
+            action: "X",
+            endpoint: "e".into(),
+            status: 403,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert_eq!(e("AccessDenied").kind(), StsErrorKind::AccessDenied);
+        assert_eq!(
+            e("SignatureDoesNotMatch").kind(),
+            StsErrorKind::InvalidCredentials
+        );
+        assert_eq!(e("Whatever").kind(), StsErrorKind::Other);
+    }
+}
