@@ -122,9 +122,11 @@ struct Entry<V, E> {
     flight: tokio::sync::Mutex<()>,
 }
 
+type Entries<K, V, E> = Arc<Mutex<HashMap<K, Arc<Entry<V, E>>>>>;
+
 /// The cache. Clone to share.
 pub struct Cache<K, V, E> {
-    entries: Arc<Mutex<HashMap<K, Arc<Entry<V, E>>>>>,
+    entries: Entries<K, V, E>,
     fetch: Fetcher<K, V, E>,
     policy: CachePolicy,
     stats: Arc<CacheStats>,

@@ -125,6 +125,9 @@ pub enum Command {
     Identity(IdentityArgs),
     /// Run the sidecar: keep tokens warm and serve them locally.
     Serve(ServeArgs),
+    /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
+    /// GET PATH answers 200, else 1.
+    Probe(crate::probe::ProbeArgs),
     /// Run a mock cloud, a mock auth service and the sidecar on loopback (a demo
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
@@ -212,6 +215,8 @@ pub enum CliError {
     #[cfg(feature = "dev")]
     #[error(transparent)]
     Dev(#[from] crate::serve::dev::DevError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error("cannot write output: {0}")]

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod endpoints;
 pub mod exchange;
+pub mod probe;
 pub mod provider;
 pub mod secret;
 pub mod serve;

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some(Command::Detect(a)) => a.identity.verbose,
         Some(Command::Identity(a)) => a.identity.verbose,
         Some(Command::Serve(_)) => false,
+        Some(Command::Probe(_)) => false,
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => false,
     };
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
+            Some(Command::Probe(args)) => s2iam::probe::run(args).await.map_err(CliError::from),
             #[cfg(feature = "dev")]
             Some(Command::Dev(args)) => cli::run_dev(args, &mut out).await,
         }

@@ -226,7 +226,7 @@ async fn check_tcp_caller(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !host_is_loopback(host) && !state.config.tcp.is_some_and(|a| !a.ip().is_loopback()) {
+    if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
         tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,

@@ -46,12 +46,44 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// A JSON error response.
-pub fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": code, "message": message.into()})),
-    )
-        .into_response()
+pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+/// A request the API refuses: `{"error": code, "message"}` with `status`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -91,7 +123,7 @@ async fn token(
 ) -> Response {
     let params = match parse_query(query.as_deref(), TOKEN_PARAMS) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let raw = match params.get("format").map(String::as_str) {
         None | Some("json") => wants_text(&headers),
@@ -106,7 +138,7 @@ async fn token(
     };
     let req = match token_request(&state, jwt_type, &params) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     match state.cache.get(req.clone()).await {
         Ok(token) => {
@@ -137,7 +169,7 @@ fn token_request(
     state: &AppState,
     jwt_type: JwtType,
     params: &HashMap<String, String>,
-) -> Result<TokenRequest, Response> {
+) -> Result<TokenRequest, ApiError> {
     let cfg = &state.config;
     let workspace_group_id = params
         .get("workspaceGroupID")
@@ -145,16 +177,12 @@ fn token_request(
         .cloned();
     match (jwt_type, &workspace_group_id) {
         (JwtType::Database, None) => {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+            return Err(ApiError::bad_request(
                 "workspaceGroupID is required for database tokens",
             ))
         }
         (JwtType::Api, Some(_)) => {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+            return Err(ApiError::bad_request(
                 "workspaceGroupID applies to database tokens only",
             ))
         }
@@ -169,18 +197,12 @@ fn token_request(
             && !cfg.allowed_workspace_groups.contains(wg)
             && !configured
         {
-            return Err(api_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("workspace group {wg:?} is not in access.workspace_groups"),
-            ));
+            return Err(ApiError::forbidden(format!(
+                "workspace group {wg:?} is not in access.workspace_groups"
+            )));
         }
         if wg.len() > 256 {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "workspaceGroupID is too long",
-            ));
+            return Err(ApiError::bad_request("workspaceGroupID is too long"));
         }
     }
     let assume_role = params.get("assumeRole").filter(|s| !s.is_empty()).cloned();
@@ -190,9 +212,7 @@ fn token_request(
             .iter()
             .any(|t| t.assume_role.as_ref() == Some(role));
         if !cfg.allowed_assume_roles.contains(role) && !configured {
-            return Err(api_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
         }
@@ -210,22 +230,19 @@ fn token_request(
 }
 
 /// Parses a query string, refusing unknown and repeated parameters.
-fn parse_query(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, Response> {
+fn parse_query(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut params = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&k.as_ref()) {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("unknown parameter {k:?}; known: {}", known.join(", ")),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {k:?}; known: {}",
+                known.join(", ")
+            )));
         }
         if params.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("parameter {k:?} given twice"),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "parameter {k:?} given twice"
+            )));
         }
     }
     Ok(params)

@@ -1,0 +1,185 @@
+//! `s2iam probe`: one `GET` to the sidecar over its Unix socket; success if it
+//! answers 200. Made for Kubernetes exec probes:
+//!
+//! ```yaml
+//! startupProbe:
+//!   exec:
+//!     command: ["/usr/local/bin/s2iam", "probe", "--socket", "/run/s2iam/s2iam.sock", "/readyz"]
+//! ```
+//!
+//! Why not an `httpGet` probe: the kubelet probes from the node to the pod IP, so
+//! it would need the sidecar to listen on a non-loopback TCP address, which would
+//! serve tokens to the network (and `/healthz` cannot be separated from the token
+//! routes there). The container image has no shell and no curl, so the binary
+//! itself does the one request. The body of a non-200 answer (for `/readyz`, the
+//! reasons) goes into the error, which the kubelet records in the pod's events.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::parse_duration;
+
+/// Bytes of the answer read at most (the probe routes answer a few hundred).
+const MAX_ANSWER: u64 = 64 * 1024;
+/// Characters of a failed answer's body put in the error.
+const MAX_REASON: usize = 512;
+
+/// `s2iam probe` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Give up after this long (keep it below the probe's timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The route to GET: /readyz, /healthz, ...
+    #[arg(default_value = "/readyz")]
+    pub path: String,
+}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probe path {0:?} must start with '/'")]
+    BadPath(String),
+    #[error("cannot reach the sidecar on {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("GET {path} on {socket}: no answer within {timeout:?}")]
+    Timeout {
+        path: String,
+        socket: PathBuf,
+        timeout: Duration,
+    },
+    #[error("GET {path} on {socket}: {message}")]
+    Protocol {
+        path: String,
+        socket: PathBuf,
+        message: String,
+    },
+    #[error("GET {path} answered {status}: {reason}")]
+    Status {
+        path: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+/// Runs `s2iam probe`: Ok only if the sidecar answered 200.
+pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
+    let socket = args
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("S2IAM_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET));
+    let (status, body) = get(&socket, &args.path, args.timeout).await?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(ProbeError::Status {
+            path: args.path.clone(),
+            status,
+            reason: body.trim().chars().take(MAX_REASON).collect(),
+        })
+    }
+}
+
+/// One `GET path` over the Unix socket at `socket`: (status, body).
+pub async fn get(
+    socket: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ProbeError> {
+    if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
+        return Err(ProbeError::BadPath(path.to_string()));
+    }
+    let exchange = async {
+        let mut stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ProbeError::Connect {
+                socket: socket.to_path_buf(),
+                source,
+            })?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: s2iam-probe\r\nConnection: close\r\n\r\n");
+        let protocol = |message: String| ProbeError::Protocol {
+            path: path.to_string(),
+            socket: socket.to_path_buf(),
+            message,
+        };
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| protocol(format!("cannot send the request: {e}")))?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(MAX_ANSWER)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| protocol(format!("cannot read the answer: {e}")))?;
+        parse_answer(&answer).map_err(protocol)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            path: path.to_string(),
+            socket: socket.to_path_buf(),
+            timeout,
+        })?
+}
+
+/// Status and body of an HTTP/1.1 answer.
+fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP answer ({} bytes)", answer.len()))?;
+    let status_line = head.lines().next().unwrap_or("");
+    let mut parts = status_line.split(' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(format!("bad status line {status_line:?}"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status = code
+        .parse::<u16>()
+        .map_err(|_| format!("bad status line {status_line:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_and_body() {
+        let a = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 5\r\n\r\nnope!";
+        assert_eq!(parse_answer(a).unwrap(), (503, "nope!".to_string()));
+        let a = b"HTTP/1.1 200 OK\r\n\r\n";
+        assert_eq!(parse_answer(a).unwrap(), (200, String::new()));
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(parse_answer(b"").is_err());
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_answer(b"HTTP/1.1 abc\r\n\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_paths_that_would_break_the_request_line() {
+        for p in ["readyz", "/a b", "/a\r\nX: y"] {
+            let err = get(Path::new("/nonexistent"), p, Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ProbeError::BadPath(_)), "{p}: {err}");
+        }
+    }
+}
