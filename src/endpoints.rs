@@ -13,7 +13,7 @@
 //! | Azure IMDS | `http://169.254.169.254` | `S2IAM_AZURE_IMDS_ENDPOINT` |
 //! | Azure AD authority | `https://login.microsoftonline.com` | `AZURE_AUTHORITY_HOST` |
 //! | Azure App Service identity | — | `IDENTITY_ENDPOINT` (+ `IDENTITY_HEADER`) |
-//! | SingleStore auth service | `https://authsvc.singlestore.com/auth/iam/:jwtType` | `S2IAM_JWT_SERVER_URL`, `--server-url` |
+//! | SingleStore auth service | `https://authsvc.singlestore.com/auth/iam/:jwtType` | `--server-url`, `S2IAM_JWT_SERVER_URL` (Python reference), `S2IAM_SERVER_URL` (Go reference) |
 //!
 //! The `S2IAM_*` names exist where the ecosystem has no standard variable, and they
 //! deliberately do not trigger fast-path detection the way `GCE_METADATA_HOST` does,
@@ -73,8 +73,10 @@ impl Endpoints {
                 .unwrap_or_else(|| DEFAULT_AZURE_IMDS.into()),
             azure_authority: first(&["AZURE_AUTHORITY_HOST"])
                 .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY.into()),
+            // The Python reference reads S2IAM_JWT_SERVER_URL, the Go one S2IAM_SERVER_URL.
             auth_server: env
                 .get("S2IAM_JWT_SERVER_URL")
+                .or_else(|| env.get("S2IAM_SERVER_URL"))
                 .unwrap_or_else(|| DEFAULT_AUTH_SERVER.into()),
         }
     }

@@ -16,7 +16,7 @@
 //!   **Azure**. The token is then verified for real: RS256 with the mock issuer's
 //!   key (`kid` must match), `exp`/`nbf`/`iat` with 60 s leeway, issuer, audience
 //!   (GCP: `required_audience` when set, else one of `allowed_audiences`; Azure:
-//!   `https://management.azure.com/` or one of `allowed_audiences`) and, for Azure,
+//!   `https://management.azure.com[/]` or one of `allowed_audiences`) and, for Azure,
 //!   the tenant (`tid`, consistent with `iss`, equal to `azure_tenant` unless that is
 //!   `common`).
 //! - `X-Cloud-Provider`, when sent (the Python client sends it for AWS and Azure),
@@ -278,7 +278,10 @@ impl Verifier {
         }
         let aud =
             str_claim(&claims, "aud").ok_or_else(|| rejected("Azure token has no audience"))?;
-        if aud != AZURE_MANAGEMENT_AUDIENCE && !config.allowed_audiences.iter().any(|a| a == aud) {
+        // ARM tokens carry the resource with or without its trailing slash,
+        // depending on how the client named it (`resource=` vs `scope=.../.default`).
+        let arm = aud.trim_end_matches('/') == AZURE_MANAGEMENT_AUDIENCE.trim_end_matches('/');
+        if !arm && !config.allowed_audiences.iter().any(|a| a == aud) {
             return Err(rejected(format!("Azure token has invalid audience {aud}")));
         }
         azure_identity(&claims, tid)
