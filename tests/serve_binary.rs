@@ -45,7 +45,10 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -64,16 +67,37 @@ async fn sigterm_finishes_in_flight_requests_and_removes_the_socket() {
             .unwrap(),
     );
     assert!(eventually(Duration::from_secs(20), async || socket.exists()).await);
-    assert!(eventually(Duration::from_secs(20), async || uds_get(&socket, "/readyz").await.0 == 200).await);
+    assert!(
+        eventually(Duration::from_secs(20), async || uds_get(
+            &socket, "/readyz"
+        )
+        .await
+        .0 == 200)
+        .await
+    );
 
     // A request that takes a while upstream is in flight when SIGTERM arrives.
-    server.auth_faults().add(FaultRule::latency("/auth/iam", Duration::from_millis(1500)));
+    server
+        .auth_faults()
+        .add(FaultRule::latency("/auth/iam", Duration::from_millis(1500)));
     let in_flight = {
         let socket = socket.clone();
-        tokio::spawn(async move { uds_get(&socket, "/v1/token/database?workspaceGroupID=wg-term&format=raw").await })
+        tokio::spawn(async move {
+            uds_get(
+                &socket,
+                "/v1/token/database?workspaceGroupID=wg-term&format=raw",
+            )
+            .await
+        })
     };
     // The request has reached the (slow) auth service.
-    assert!(eventually(Duration::from_secs(5), async || server.auth_faults().list()[0].hits > 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), async || server.auth_faults().list()
+            [0]
+        .hits
+            > 0)
+        .await
+    );
     signal(&child.0, "TERM");
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed: {body}");
@@ -98,7 +122,14 @@ async fn sigint_stops_an_idle_sidecar_cleanly() {
             .unwrap(),
     );
     assert!(eventually(Duration::from_secs(20), async || socket.exists()).await);
-    assert!(eventually(Duration::from_secs(20), async || uds_get(&socket, "/readyz").await.0 == 200).await);
+    assert!(
+        eventually(Duration::from_secs(20), async || uds_get(
+            &socket, "/readyz"
+        )
+        .await
+        .0 == 200)
+        .await
+    );
     signal(&child.0, "INT");
     let exit = wait_exit(&mut child.0, Duration::from_secs(15)).await;
     assert!(exit.success());
@@ -115,17 +146,36 @@ async fn sigint_stops_an_idle_sidecar_cleanly() {
 async fn check_validates_a_config_and_exits() {
     let dir = temp_dir("check");
     let good = dir.join("good.toml");
-    std::fs::write(&good, "[listen]\nsocket = \"/tmp/x.sock\"\n[[token]]\ntype = \"api\"\n").unwrap();
-    let out = s2iam(None).args(["serve", "--check", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        "[listen]\nsocket = \"/tmp/x.sock\"\n[[token]]\ntype = \"api\"\n",
+    )
+    .unwrap();
+    let out = s2iam(None)
+        .args(["serve", "--check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[listen]\ntcp = \"0.0.0.0:80\"\n").unwrap();
-    let out = s2iam(None).args(["serve", "--check", "--config"]).arg(&bad).output().unwrap();
+    let out = s2iam(None)
+        .args(["serve", "--check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listen.tcp") && err.contains("loopback"), "{err}");
+    assert!(
+        err.contains("listen.tcp") && err.contains("loopback"),
+        "{err}"
+    );
 
     let out = s2iam(None)
         .args(["serve", "--check", "--config"])
@@ -136,19 +186,39 @@ async fn check_validates_a_config_and_exits() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 
     let out = s2iam(None)
-        .args(["serve", "--check", "--server-url", "http://example.invalid/auth/iam/:jwtType"])
+        .args([
+            "serve",
+            "--check",
+            "--server-url",
+            "http://example.invalid/auth/iam/:jwtType",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "http refused without --allow-http");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "http refused without --allow-http"
+    );
 }
 
 #[tokio::test]
 async fn dev_serves_tokens_as_the_readme_says() {
     let dir = temp_dir("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Proc(
         s2iam(None)
-            .args(["dev", "--exit-after", "60s", "--tcp", &format!("127.0.0.1:{port}"), "--dir"])
+            .args([
+                "dev",
+                "--exit-after",
+                "60s",
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--dir",
+            ])
             .arg(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -157,17 +227,37 @@ async fn dev_serves_tokens_as_the_readme_says() {
     );
     let socket = dir.join("s2iam.sock");
     assert!(eventually(Duration::from_secs(20), async || socket.exists()).await);
-    assert!(eventually(Duration::from_secs(20), async || uds_get(&socket, "/readyz").await.0 == 200).await);
-    let (status, body) = uds_get(&socket, "/v1/token/database?workspaceGroupID=dev-workspace-group").await;
+    assert!(
+        eventually(Duration::from_secs(20), async || uds_get(
+            &socket, "/readyz"
+        )
+        .await
+        .0 == 200)
+        .await
+    );
+    let (status, body) = uds_get(
+        &socket,
+        "/v1/token/database?workspaceGroupID=dev-workspace-group",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(doc["token"].as_str().unwrap().starts_with("ey"));
-    let raw = reqwest::get(format!("http://127.0.0.1:{port}/v1/token/api?format=raw")).await.unwrap();
+    let raw = reqwest::get(format!("http://127.0.0.1:{port}/v1/token/api?format=raw"))
+        .await
+        .unwrap();
     assert_eq!(raw.status(), 200);
-    assert!(std::fs::read_to_string(dir.join("database-token")).unwrap().starts_with("ey"));
+    assert!(std::fs::read_to_string(dir.join("database-token"))
+        .unwrap()
+        .starts_with("ey"));
     signal(&child.0, "TERM");
-    assert!(wait_exit(&mut child.0, Duration::from_secs(15)).await.success());
+    assert!(wait_exit(&mut child.0, Duration::from_secs(15))
+        .await
+        .success());
     let mut banner = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut banner).unwrap();
-    assert!(banner.contains(&format!("curl --unix-socket {}", socket.display())), "{banner}");
+    assert!(
+        banner.contains(&format!("curl --unix-socket {}", socket.display())),
+        "{banner}"
+    );
 }
