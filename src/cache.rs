@@ -336,7 +336,12 @@ where
     }
 
     fn entry(&self, key: &K) -> Arc<Entry<V, E>> {
-        lock(&self.entries)
+        let mut entries = lock(&self.entries);
+        // The hot path: the key exists, no clone of it needed.
+        if let Some(e) = entries.get(key) {
+            return e.clone();
+        }
+        entries
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Entry {

@@ -3,13 +3,14 @@
 
 use std::fmt;
 
-/// A credential value (secret key, session token, bearer token, JWT).
+/// A credential value (secret key, session token, bearer token, JWT). Shared, so
+/// handing a cached token to many callers copies no bytes.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+pub struct Secret(std::sync::Arc<str>);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(value.into().into())
     }
 
     /// The value itself, for the one place that must send it.
@@ -36,13 +37,13 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self(value.into())
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Self(value.to_string())
+        Self(value.into())
     }
 }
 

@@ -24,12 +24,17 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_request(&self, route: &str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route.to_string(), status))
-            .or_default() += 1;
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        // Look up before inserting so the common case allocates nothing.
+        match requests
+            .iter_mut()
+            .find(|((r, s), _)| *s == status && r == route)
+        {
+            Some((_, n)) => *n += 1,
+            None => {
+                requests.insert((route.to_string(), status), 1);
+            }
+        }
     }
 
     /// Renders everything in the text format.
