@@ -1,9 +1,40 @@
 //! s2iam: turn a workload's cloud identity into SingleStore JWTs, with no keys in
 //! config.
 //!
-//! The flow, one module per step: [`provider::detect`] finds the cloud,
-//! [`provider`] gets the workload's identity headers there, and the exchange turns
-//! them into a JWT.
+//! The flow, one module per step, data flowing one way:
+//!
+//! | step | module |
+//! |---|---|
+//! | every endpoint and its override | [`endpoints`] |
+//! | environment, files, clock, HTTP client | [`provider::config`] |
+//! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
+//! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
+//! | headers → JWT | [`exchange`] → [`token`] |
+//! | the whole flow, reusable | [`client`] |
+//! | keep tokens warm | [`cache`] |
+//! | the sidecar | [`config`], [`serve`] |
+//!
+//! A database JWT in three lines:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), s2iam::Error> {
+//! let token = s2iam::get_database_jwt("my-workspace-group", &s2iam::JwtOptions::default()).await?;
+//! let jwt: &str = token.jwt().expose();
+//! println!("{} bytes, expires at {:?}", jwt.len(), token.expires_at);
+//! # Ok(()) }
+//! ```
+//!
+//! Detection and identity on their own:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use s2iam::{detect_provider, DetectOptions, IdentityRequest, ProviderConfig};
+//! let cfg = ProviderConfig::from_env();
+//! let detection = detect_provider(&cfg, &DetectOptions::default()).await?;
+//! let (_headers, identity) = detection.provider.identity(&cfg, &IdentityRequest::default()).await?;
+//! println!("{} on {}", identity.identifier, identity.provider);
+//! # Ok(()) }
+//! ```
 
 pub mod cache;
 pub mod cli;
