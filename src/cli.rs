@@ -128,6 +128,14 @@ pub enum Command {
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(crate::probe::ProbeArgs),
+    /// Print AWS credentials of a profile for `credential_process` (from the
+    /// running sidecar, else resolved in-process from the config file).
+    CredentialProcess(CredentialProcessArgs),
+    /// S3 helpers (presigned URLs).
+    S3 {
+        #[command(subcommand)]
+        command: S3Command,
+    },
     /// Run a mock cloud, a mock auth service and the sidecar on loopback (a demo
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
@@ -203,6 +211,102 @@ pub struct IdentityArgs {
     pub json: bool,
 }
 
+/// Where AWS commands get credentials: the sidecar's socket, else the config file.
+#[derive(Debug, Clone, Args)]
+pub struct AwsSourceArgs {
+    /// The credential profile ([[aws_profile]] name).
+    #[arg(long)]
+    pub profile: String,
+    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// Config file to resolve the profile in-process when no sidecar answers
+    /// (default: $S2IAM_CONFIG).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl AwsSourceArgs {
+    fn options(&self) -> crate::aws_creds::local::LocalOptions {
+        crate::aws_creds::local::LocalOptions {
+            socket: crate::aws_creds::local::default_socket(self.socket.as_deref()),
+            config: self.config.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialProcessArgs {
+    #[command(flatten)]
+    pub source: AwsSourceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum S3Command {
+    /// Print a presigned S3 URL (GET to download, PUT to upload).
+    Presign(PresignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PresignArgs {
+    #[command(flatten)]
+    pub source: AwsSourceArgs,
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long)]
+    pub key: String,
+    /// GET or PUT.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Validity: seconds or a duration (15m, 1h); default 1 hour, at most 7 days
+    /// and the credentials' remaining lifetime.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print {"url","method","expires_at","expires_in"} instead of the URL alone.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `s2iam credential-process`: one line of JSON on stdout, nothing secret on stderr.
+pub async fn run_credential_process(
+    args: &CredentialProcessArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let v =
+        crate::aws_creds::local::credentials(&args.source.options(), &args.source.profile).await?;
+    writeln!(out, "{}", v.credential_process_json())?;
+    Ok(())
+}
+
+/// `s2iam s3 presign`.
+pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), CliError> {
+    let S3Command::Presign(args) = command;
+    let expires = args
+        .expires
+        .as_deref()
+        .map(crate::serve::aws::parse_expires)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let req = crate::aws_creds::PresignRequest {
+        profile: args.source.profile.clone(),
+        bucket: args.bucket.clone(),
+        key: args.key.clone(),
+        method: Some(args.method.clone()),
+        expires,
+    };
+    let p = crate::aws_creds::local::presign(&args.source.options(), &req).await?;
+    if args.json {
+        writeln!(out, "{}", p.json())?;
+    } else {
+        writeln!(out, "{}", p.url)?;
+    }
+    Ok(())
+}
+
 /// Errors of the command line, each with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -219,6 +323,8 @@ pub enum CliError {
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     Flow(#[from] Error),
+    #[error(transparent)]
+    Aws(#[from] crate::aws_creds::local::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aws_creds;
 pub mod cache;
 pub mod cli;
 pub mod client;

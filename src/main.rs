@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Some(Command::Identity(a)) => a.identity.verbose,
         Some(Command::Serve(_)) => false,
         Some(Command::Probe(_)) => false,
+        Some(Command::CredentialProcess(_)) | Some(Command::S3 { .. }) => false,
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => false,
     };
@@ -44,6 +45,10 @@ fn main() -> ExitCode {
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
             Some(Command::Probe(args)) => s2iam::probe::run(args).await.map_err(CliError::from),
+            Some(Command::CredentialProcess(args)) => {
+                cli::run_credential_process(args, &mut out).await
+            }
+            Some(Command::S3 { command }) => cli::run_s3(command, &mut out).await,
             #[cfg(feature = "dev")]
             Some(Command::Dev(args)) => cli::run_dev(args, &mut out).await,
         }

@@ -5,7 +5,8 @@
 //! Callers are checked here: on the Unix socket by the peer's uid (`SO_PEERCRED`)
 //! against `listen.allowed_uids`; on TCP by the `Host` header (loopback names only,
 //! against DNS rebinding) and, when `tcp_token_file` is set, an exact
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>` (except on the AWS routes, which take the raw
+//! container-credentials token instead; see [`super::aws`]).
 //!
 //! A socket file left behind by a crashed sidecar is replaced; one that a live
 //! sidecar still answers on, or a path that is not a socket, is an error.
@@ -234,6 +235,12 @@ async fn check_tcp_caller(
             "the Host header must name a loopback address",
         );
     }
+    let mut req = req;
+    req.extensions_mut().insert(super::aws::ViaTcp);
+    if super::aws::is_aws_path(req.uri().path()) {
+        // These routes check the raw AWS container-credentials token themselves.
+        return next.run(req).await;
+    }
     if let Some(expected) = &state.tcp_token {
         let given = req
             .headers()
@@ -265,7 +272,7 @@ fn host_is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -11,6 +11,7 @@
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
 //! requests finish, remove the socket file.
 
+pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod listen;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::aws_creds::AwsCredentialVendor;
 use crate::cache::{Cache, CacheError, Fetcher};
 use crate::client::{Client, Error, JwtOptions, TokenRequest};
 use crate::config::{ServeConfig, Sink};
@@ -45,6 +47,11 @@ pub enum ServeError {
     #[error("cannot listen on {what}: {source}")]
     Listen {
         what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the AWS authorization token file {path}: {source}")]
+    AwsTokenFile {
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("cannot read the TCP bearer token file {path}: {source}")]
@@ -70,6 +77,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub detect: Mutex<DetectState>,
     pub tcp_token: Option<Secret>,
+    /// AWS credential profiles and presigning.
+    pub aws: AwsCredentialVendor,
+    /// The container-credentials token written to `aws.authorization_token_file`.
+    pub aws_token: Option<Secret>,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -176,7 +187,12 @@ impl Sidecar {
             .zip(config.tokens.iter())
             .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
             .collect::<HashMap<_, _>>();
+        let aws_token = start_aws_token(&config)?;
+        let aws =
+            AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
         let state = Arc::new(AppState {
+            aws,
+            aws_token,
             cache: Cache::new(
                 config.cache.clone(),
                 fetcher(client.clone(), sinks, metrics.clone()),
@@ -197,6 +213,15 @@ impl Sidecar {
         let mut stop_rx = stopped.clone();
         background.push(tokio::spawn(async move {
             refresher
+                .run_refresher(tick, async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        }));
+        let aws_refresher = state.aws.cache().clone();
+        let mut stop_rx = stopped.clone();
+        background.push(tokio::spawn(async move {
+            aws_refresher
                 .run_refresher(tick, async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 })
@@ -244,7 +269,28 @@ pub async fn run(
     Ok(())
 }
 
-fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
+/// With AWS profiles and a token file configured: a fresh random token, written
+/// to the file (atomically, with its mode) for the applications' SDKs to read.
+fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
+    let aws = &config.aws;
+    if aws.profiles.is_empty() {
+        return Ok(None);
+    }
+    let Some(path) = &aws.authorization_token_file else {
+        tracing::warn!("AWS profiles are configured without aws.authorization_token_file: the credential routes answer on the Unix socket only");
+        return Ok(None);
+    };
+    let token = crate::aws_creds::generate_authorization_token();
+    crate::aws_creds::write_authorization_token(path, &token, aws.authorization_token_mode)
+        .map_err(|source| ServeError::AwsTokenFile {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::info!(path = %path.display(), profiles = aws.profiles.len(), "AWS container-credentials token written");
+    Ok(Some(token))
+}
+
+pub(crate) fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
     let mut exchange = ExchangeConfig {
         validate_jwks: config.validate_jwks,
         ..ExchangeConfig::default()

@@ -8,6 +8,8 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once identity works and every configured token is warm, else 503 with the reasons |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/aws/credentials/{profile}` | AWS container credentials (see [`super::aws`]) |
+//! | `GET /v1/s3/presign?...` | a presigned S3 URL (see [`super::aws`]) |
 //!
 //! Token routes also take `assumeRole` (if allowed by `access.assume_roles`) and
 //! `audience` (GCP). `?format=raw` or `Accept: text/plain` returns the bare token.
@@ -36,10 +38,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/token/database", get(database_token))
         .route("/v1/token/api", get(api_token))
         .route("/v1/identity", get(identity))
+        .route("/v1/aws/credentials/{profile}", get(super::aws::credentials))
+        .route("/v1/s3/presign", get(super::aws::presign))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /healthz, /readyz, /metrics") })
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /v1/aws/credentials/{profile}, /v1/s3/presign, /healthz, /readyz, /metrics") })
         .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -55,7 +59,7 @@ pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<Stri
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {
@@ -230,7 +234,10 @@ fn token_request(
 }
 
 /// Parses a query string, refusing unknown and repeated parameters.
-fn parse_query(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn parse_query(
+    query: Option<&str>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
     let mut params = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&k.as_ref()) {

@@ -281,12 +281,33 @@ impl StsClient {
         role_session_name: &str,
         web_identity_token: &Secret,
     ) -> Result<AssumedRole, StsError> {
+        self.assume_role_with_web_identity_request(
+            &AssumeRoleRequest::new(role_arn, role_session_name),
+            web_identity_token,
+        )
+        .await
+    }
+
+    /// `AssumeRoleWithWebIdentity` with the optional `DurationSeconds` and session
+    /// `Policy` of `req` (`ExternalId` does not apply and is not sent).
+    pub async fn assume_role_with_web_identity_request(
+        &self,
+        req: &AssumeRoleRequest,
+        web_identity_token: &Secret,
+    ) -> Result<AssumedRole, StsError> {
         const ACTION: &str = "AssumeRoleWithWebIdentity";
-        let params = [
-            ("RoleArn", role_arn),
-            ("RoleSessionName", role_session_name),
+        let duration = req.duration_seconds.map(|d| d.to_string());
+        let mut params = vec![
+            ("RoleArn", req.role_arn.as_str()),
+            ("RoleSessionName", req.role_session_name.as_str()),
             ("WebIdentityToken", web_identity_token.expose()),
         ];
+        if let Some(d) = &duration {
+            params.push(("DurationSeconds", d.as_str()));
+        }
+        if let Some(p) = &req.policy {
+            params.push(("Policy", p.as_str()));
+        }
         let xml = self
             .call(ACTION, &params, None, &[web_identity_token.expose()])
             .await?;

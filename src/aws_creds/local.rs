@@ -1,0 +1,154 @@
+//! `s2iam credential-process` and `s2iam s3 presign`: ask the running sidecar over
+//! its Unix socket (`GET /v1/aws/credentials/{profile}`, `GET /v1/s3/presign`; no
+//! token needed there, the socket's mode and uid allow-list guard it), and when no
+//! sidecar answers on the socket, resolve the profile in this process from the
+//! config file (`--config` or `S2IAM_CONFIG`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{AwsCredentialVendor, PresignRequest, Presigned, VendedCredentials};
+use crate::client::Client;
+use crate::config::{ServeConfig, ServeOverrides};
+use crate::probe::ProbeError;
+use crate::provider::ProviderConfig;
+
+/// Why the command failed. Never contains a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("the sidecar answered {status}: {message}")]
+    Sidecar { status: u16, message: String },
+    #[error("the sidecar's answer is not what was expected: {0}")]
+    Malformed(String),
+    #[error("cannot ask the sidecar: {0}")]
+    Probe(ProbeError),
+    #[error("no sidecar answers on {socket} ({reason}), and no config file to resolve the profile in-process: give --config or set S2IAM_CONFIG")]
+    NoSource { socket: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Client(#[from] crate::client::Error),
+    #[error(transparent)]
+    Aws(#[from] super::AwsCredsError),
+}
+
+/// Where to look.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub socket: PathBuf,
+    pub config: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+enum Answer {
+    /// The sidecar's JSON.
+    Sidecar(Value),
+    /// No sidecar: resolve in-process.
+    Local { socket_error: String },
+}
+
+async fn ask(opts: &LocalOptions, path: &str) -> Result<Answer, LocalError> {
+    match crate::probe::get(&opts.socket, path, opts.timeout).await {
+        Ok((200, body)) => serde_json::from_str(&body)
+            .map(Answer::Sidecar)
+            .map_err(|e| LocalError::Malformed(e.to_string())),
+        Ok((status, body)) => {
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| crate::util::snippet(&body, 300));
+            Err(LocalError::Sidecar { status, message })
+        }
+        Err(ProbeError::Connect { source, .. }) => Ok(Answer::Local {
+            socket_error: source.to_string(),
+        }),
+        Err(e) => Err(LocalError::Probe(e)),
+    }
+}
+
+/// The in-process vendor from the config file.
+fn vendor(opts: &LocalOptions, socket_error: String) -> Result<AwsCredentialVendor, LocalError> {
+    let cfg = ProviderConfig::from_env();
+    let config_path = opts
+        .config
+        .clone()
+        .or_else(|| cfg.env.get("S2IAM_CONFIG").map(PathBuf::from))
+        .ok_or_else(|| LocalError::NoSource {
+            socket: opts.socket.clone(),
+            reason: socket_error.clone(),
+        })?;
+    tracing::debug!(socket = %opts.socket.display(), reason = %socket_error, "no sidecar; resolving in-process");
+    let config = ServeConfig::load(
+        &cfg.env,
+        &ServeOverrides {
+            config: Some(config_path),
+            ..Default::default()
+        },
+    )?;
+    let client = Arc::new(Client::new(crate::serve::jwt_options(&config, cfg))?);
+    Ok(AwsCredentialVendor::new(
+        config.aws.clone(),
+        client,
+        config.cache.clone(),
+    ))
+}
+
+/// The profile's credentials, from the sidecar or in-process.
+pub async fn credentials(
+    opts: &LocalOptions,
+    profile: &str,
+) -> Result<VendedCredentials, LocalError> {
+    super::validate_profile_name(profile)
+        .map_err(|e| LocalError::Aws(super::AwsCredsError::BadRequest(e)))?;
+    match ask(opts, &format!("/v1/aws/credentials/{profile}")).await? {
+        Answer::Sidecar(doc) => VendedCredentials::from_container_json(&doc)
+            .ok_or_else(|| LocalError::Malformed("not a container-credentials document".into())),
+        Answer::Local { socket_error } => {
+            Ok(vendor(opts, socket_error)?.credentials(profile).await?)
+        }
+    }
+}
+
+/// A presigned URL, from the sidecar or in-process.
+pub async fn presign(opts: &LocalOptions, req: &PresignRequest) -> Result<Presigned, LocalError> {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("profile", &req.profile)
+        .append_pair("bucket", &req.bucket)
+        .append_pair("key", &req.key);
+    if let Some(m) = &req.method {
+        q.append_pair("method", m);
+    }
+    if let Some(e) = req.expires {
+        q.append_pair("expires", &e.to_string());
+    }
+    match ask(opts, &format!("/v1/s3/presign?{}", q.finish())).await? {
+        Answer::Sidecar(doc) => {
+            let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+            let url = s("url").ok_or_else(|| LocalError::Malformed("no url".into()))?;
+            let expires_in = doc.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
+            Ok(Presigned {
+                url,
+                method: if s("method").as_deref() == Some("PUT") {
+                    "PUT"
+                } else {
+                    "GET"
+                },
+                expires_at: s("expires_at")
+                    .and_then(|t| crate::util::parse_rfc3339(&t))
+                    .unwrap_or_else(std::time::SystemTime::now),
+                expires_in,
+            })
+        }
+        Answer::Local { socket_error } => Ok(vendor(opts, socket_error)?.presign(req).await?),
+    }
+}
+
+/// The default socket: `S2IAM_SOCKET`, else `/run/s2iam/s2iam.sock`.
+pub fn default_socket(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("S2IAM_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
+}

@@ -1,0 +1,173 @@
+//! The AWS routes of the local API:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v1/aws/credentials/{profile}` | the AWS container-credentials document: `{"AccessKeyId","SecretAccessKey","Token","Expiration","AccountId"?}` |
+//! | `GET /v1/s3/presign?profile=&bucket=&key=&method=GET\|PUT&expires=` | `{"url","method","expires_at","expires_in"}` |
+//!
+//! Errors are `{"code","message"}` (the container-credentials error shape): 400 bad
+//! parameters, 401 missing or wrong authorization, 403 bucket or key outside the
+//! profile's rules, 404 unknown profile, 502 STS refused, 503 identity or STS
+//! unavailable or credentials too close to expiry.
+//!
+//! Authorization: on loopback TCP, `Authorization: <token>` — the raw random token
+//! the sidecar wrote to `aws.authorization_token_file` at start, exactly what AWS
+//! SDKs send from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` — is required (the
+//! `listen.tcp_token_file` bearer token does not apply to these routes). On the Unix
+//! socket no token is needed: the socket is already guarded by its file mode and
+//! `listen.allowed_uids`. Every refusal is logged, never with the token or a
+//! credential.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use super::AppState;
+use crate::aws_creds::{AwsCredsError, PresignRequest};
+
+/// Marks a request that came in over TCP (set by the TCP listener's caller check).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaTcp;
+
+/// Paths whose TCP callers are checked against the AWS token instead of the
+/// `listen.tcp_token_file` bearer token.
+pub fn is_aws_path(path: &str) -> bool {
+    path.starts_with("/v1/aws/") || path.starts_with("/v1/s3/")
+}
+
+/// A refusal in the container-credentials error shape.
+pub fn aws_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn from_error(e: &AwsCredsError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    aws_error(status, e.code(), e.to_string())
+}
+
+/// On TCP, the exact raw token is required.
+fn check_token(
+    state: &AppState,
+    via_tcp: bool,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(), Response> {
+    if !via_tcp {
+        return Ok(());
+    }
+    let Some(expected) = &state.aws_token else {
+        tracing::warn!(
+            path,
+            reason = "no aws.authorization_token_file configured",
+            "refused AWS request on tcp"
+        );
+        return Err(aws_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "AWS routes on TCP need aws.authorization_token_file in the sidecar's config (or use the Unix socket)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim);
+    let reason = match given {
+        None | Some("") => "missing Authorization header",
+        Some(g) if super::listen::constant_time_eq(g.as_bytes(), expected.expose().as_bytes()) => {
+            return Ok(())
+        }
+        Some(_) => "wrong Authorization token",
+    };
+    tracing::warn!(path, reason, "refused AWS request on tcp");
+    Err(aws_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("{reason}: send Authorization: <the token in aws.authorization_token_file> (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
+    ))
+}
+
+pub async fn credentials(
+    State(state): State<Arc<AppState>>,
+    Path(profile): Path<String>,
+    via_tcp: Option<Extension<ViaTcp>>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if let Err(r) = check_token(&state, via_tcp.is_some(), req.headers(), &path) {
+        return r;
+    }
+    match state.aws.credentials(&profile).await {
+        Ok(v) => Json(v.container_json()).into_response(),
+        Err(e) => {
+            tracing::warn!(path, status = e.status(), error = %e, "refused AWS credentials request");
+            from_error(&e)
+        }
+    }
+}
+
+const PRESIGN_PARAMS: &[&str] = &["profile", "bucket", "key", "method", "expires"];
+
+pub async fn presign(
+    State(state): State<Arc<AppState>>,
+    via_tcp: Option<Extension<ViaTcp>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let path = "/v1/s3/presign";
+    if let Err(r) = check_token(&state, via_tcp.is_some(), &headers, path) {
+        return r;
+    }
+    let req = match presign_request(query.as_deref()) {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::warn!(path, error = %message, "refused presign request");
+            return aws_error(StatusCode::BAD_REQUEST, "bad_request", message);
+        }
+    };
+    match state.aws.presign(&req).await {
+        Ok(p) => Json(p.json()).into_response(),
+        Err(e) => {
+            tracing::warn!(path, profile = %crate::util::snippet(&req.profile, 80), bucket = %crate::util::snippet(&req.bucket, 80), status = e.status(), error = %e, "refused presign request");
+            from_error(&e)
+        }
+    }
+}
+
+fn presign_request(query: Option<&str>) -> Result<PresignRequest, String> {
+    let params = super::routes::parse_query(query, PRESIGN_PARAMS).map_err(|e| e.message)?;
+    let required = |name: &str| {
+        params
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| format!("parameter {name} is required"))
+    };
+    Ok(PresignRequest {
+        profile: required("profile")?,
+        bucket: required("bucket")?,
+        key: required("key")?,
+        method: params.get("method").cloned(),
+        expires: params
+            .get("expires")
+            .map(|e| parse_expires(e))
+            .transpose()?,
+    })
+}
+
+/// Seconds (`3600`) or a duration (`15m`, `1h`).
+pub fn parse_expires(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(n);
+    }
+    crate::util::parse_duration(text)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("expires={:?}: {e}", crate::util::snippet(text, 40)))
+}
