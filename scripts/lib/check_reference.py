@@ -167,12 +167,16 @@ class TestServer:
         return http_json(self.loopback_cloud_url + "/_mock/requests")
 
     def public_key(self) -> str:
-        with urllib.request.urlopen(self.info["endpoints"]["public_key"], timeout=5) as r:
+        with OPENER.open(self.info["endpoints"]["public_key"], timeout=5) as r:
             return r.read().decode()
 
 
+# Never through a proxy from the environment: every server here is on loopback.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with OPENER.open(url, timeout=5) as r:
         return json.loads(r.read())
 
 
