@@ -148,6 +148,35 @@ mod tests {
         );
     }
 
+    /// The same URL botocore 1.44 (`generate_presigned_url("put_object", ...)`,
+    /// path style, s3v4, its clock fixed at 2024-01-02T03:04:05Z) produces.
+    #[test]
+    fn matches_botocore_with_a_session_token() {
+        let endpoint = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let url = presign(&PresignParams {
+            method: "PUT",
+            endpoint: &endpoint,
+            path_style: true,
+            bucket: "b-x",
+            key: "dir/a b.txt",
+            region: "us-east-1",
+            expires_secs: 600,
+            time: UNIX_EPOCH + Duration::from_secs(1_704_164_645),
+            access_key_id: "ASIAX",
+            secret_access_key: "sec",
+            session_token: Some("tok+/="),
+        })
+        .unwrap();
+        assert_eq!(
+            url,
+            "http://127.0.0.1:9/b-x/dir/a%20b.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+             &X-Amz-Credential=ASIAX%2F20240102%2Fus-east-1%2Fs3%2Faws4_request\
+             &X-Amz-Date=20240102T030405Z&X-Amz-Expires=600\
+             &X-Amz-Security-Token=tok%2B%2F%3D&X-Amz-SignedHeaders=host\
+             &X-Amz-Signature=3716248a225a21e569f0db2e97623555f1f8b2313405945f6a293ef848a44ac9"
+        );
+    }
+
     fn params<'a>(endpoint: &'a url::Url, bucket: &'a str, key: &'a str) -> PresignParams<'a> {
         PresignParams {
             method: "PUT",
