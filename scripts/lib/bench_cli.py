@@ -40,6 +40,13 @@ def pick_binary(name: str) -> tuple[str, str]:
     raise SystemExit(f"error: target/release/{name} and target/debug/{name} are missing: run `cargo build --workspace` first")
 
 
+def server_env() -> dict:
+    """The test server's environment: ours without proxy variables. Its AWS
+    verifier calls the mock STS over loopback with an HTTP client that honours
+    HTTP_PROXY/ALL_PROXY, so a proxy in the caller's environment would break it."""
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+
+
 def start_testserver(testserver: str, workdir: str):
     info_path = os.path.join(workdir, "info.json")
     log = open(os.path.join(workdir, "testserver.log"), "wb")
@@ -48,7 +55,7 @@ def start_testserver(testserver: str, workdir: str):
             testserver, "--port", "0", "--info-file", info_path, "--shutdown-on-stdin-close",
             "--cloud", "gcp", "--cloud-listen", "169.254.169.254:80",
         ],  # fmt: skip
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=server_env(),
     )  # fmt: skip
     deadline = time.monotonic() + INFO_FILE_WAIT
     while time.monotonic() < deadline:

@@ -81,6 +81,13 @@ def short(value, limit: int = 300) -> str:
 # --------------------------------------------------------------------------- test server
 
 
+def server_env() -> dict:
+    """The test server's environment: ours without proxy variables. Its AWS
+    verifier calls the mock STS over loopback with an HTTP client that honours
+    HTTP_PROXY/ALL_PROXY, so a proxy in the caller's environment would break it."""
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+
+
 class TestServer:
     """`s2iam-testserver --cloud <cloud>` on the metadata address; stopped on exit
     (stdin is closed and it shuts down; killed if it does not)."""
@@ -105,7 +112,7 @@ class TestServer:
         ]  # fmt: skip
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, cwd=self.dir
+            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, cwd=self.dir, env=server_env()
         )
         deadline = time.monotonic() + INFO_FILE_WAIT
         while time.monotonic() < deadline:
