@@ -310,8 +310,18 @@ def claim_problems(claims: dict, cloud: str, jwt_type: str) -> list[str]:
     return problems
 
 
-def identity_header_names(headers: dict) -> list[str]:
-    return sorted(h for h in headers if h == "authorization" or h.startswith("x-aws-"))
+# HTTP plumbing each client library adds its own way; every other header counts.
+TRANSPORT_HEADERS = {"accept", "accept-encoding", "connection", "content-length", "host", "user-agent"}
+
+
+def header_names(headers: dict) -> list[str]:
+    return sorted(h for h in headers if h not in TRANSPORT_HEADERS)
+
+
+def other_header_values(headers: dict) -> dict:
+    """Values of the non-credential headers not compared on their own."""
+    skip = TRANSPORT_HEADERS | {PREFERENCE_HEADER, CLOUD_PROVIDER_HEADER}
+    return {k: v for k, v in sorted(headers.items()) if k not in skip and v != "<redacted>"}
 
 
 def wire_view(rec: dict) -> dict:
@@ -325,9 +335,10 @@ def wire_view(rec: dict) -> dict:
         "jwt_type": rec.get("jwt_type"),
         "workspace_group_id": rec.get("workspace_group_id"),
         "verified provider": ident.get("provider"),
-        "identity headers": identity_header_names(h),
+        "header names": header_names(h),
         PREFERENCE_HEADER: h.get(PREFERENCE_HEADER),
         CLOUD_PROVIDER_HEADER: h.get(CLOUD_PROVIDER_HEADER),
+        "other header values": other_header_values(h),
         "negotiated identity format": ident.get("identity_format"),
         "verified identifier": ident.get("identifier"),
     }
@@ -355,9 +366,6 @@ def informational_diffs(ref: dict, ours: dict) -> list[str]:
         if a != b:
             notes.append(f"workspace group sent in: reference={a}, ours={b}")
     ha, hb = ref.get("headers") or {}, ours.get("headers") or {}
-    for name in ("content-type",):
-        if ha.get(name) != hb.get(name):
-            notes.append(f"{name}: reference={ha.get(name)!r} ours={hb.get(name)!r}")
     ba, bb = ref.get("body"), ours.get("body")
     if (ba is None) != (bb is None):
         notes.append(f"JSON body: reference={'sent' if ba is not None else 'none'}, ours={'sent' if bb is not None else 'none'}")
