@@ -130,7 +130,7 @@ impl Client {
             .unwrap_or_else(|| cfg.endpoints.auth_server.clone());
         let server = ServerUrl::parse(&template, options.allow_http)?;
         Ok(Self {
-            exchange: ExchangeClient::new(options.exchange.clone()),
+            exchange: ExchangeClient::for_server(options.exchange.clone(), &server),
             cfg,
             server,
             options,

@@ -188,6 +188,17 @@ impl ServerUrl {
         url
     }
 
+    /// Whether the server is on this machine (`localhost` or a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        let url = self.resolve(JwtType::Api, CloudProvider::Aws, None);
+        match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+    }
+
     /// Where the server publishes its signing keys.
     pub fn jwks_url(&self) -> url::Url {
         let mut url = self.resolve(JwtType::Api, CloudProvider::Aws, None);
@@ -306,13 +317,27 @@ enum Attempt {
 }
 
 impl ExchangeClient {
+    /// A client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (the auth service
+    /// is on the internet; corporate networks reach it through a proxy).
     pub fn new(config: ExchangeConfig) -> Self {
-        let http = reqwest::Client::builder()
+        Self::build(config, true)
+    }
+
+    /// A client for `server`: proxies are honoured, except for a loopback server
+    /// (a local test server or tunnel), which no proxy can reach.
+    pub fn for_server(config: ExchangeConfig, server: &ServerUrl) -> Self {
+        Self::build(config, !server.is_loopback())
+    }
+
+    fn build(config: ExchangeConfig, use_proxy: bool) -> Self {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("s2iam/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .pool_idle_timeout(Duration::from_secs(60));
+        if !use_proxy {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
         Self {
             http,
             config,
@@ -632,6 +657,23 @@ mod tests {
         assert!(ServerUrl::parse("http://127.0.0.1:1/auth/iam/:jwtType", true).is_ok());
         assert!(ServerUrl::parse("ftp://x/", true).is_err());
         assert!(ServerUrl::parse("not a url", true).is_err());
+    }
+
+    #[test]
+    fn loopback_servers_are_recognised() {
+        for (url, want) in [
+            ("http://127.0.0.1:1/x", true),
+            ("http://localhost:8/x", true),
+            ("http://[::1]:8/x", true),
+            ("https://authsvc.singlestore.com/auth/iam/:jwtType", false),
+            ("http://10.0.0.1/x", false),
+        ] {
+            assert_eq!(
+                ServerUrl::parse(url, true).unwrap().is_loopback(),
+                want,
+                "{url}"
+            );
+        }
     }
 
     #[test]

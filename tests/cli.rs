@@ -411,3 +411,21 @@ async fn identity_shows_who_without_secrets() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_loopback_auth_server_is_reached_without_the_proxy() {
+    let server = mocks(CloudConfig::aws()).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = s2iam(&server);
+    cmd.args(["--jwt-type", "api"])
+        .env("HTTP_PROXY", format!("http://{dead}"))
+        .env("HTTPS_PROXY", format!("http://{dead}"))
+        .env("ALL_PROXY", format!("http://{dead}"));
+    with_server(&mut cmd, &server);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.shutdown().await;
+}

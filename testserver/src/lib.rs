@@ -116,7 +116,9 @@ impl TestServer {
             ));
         }
         let sts_url = cloud_listeners.first().map(|l| l.url()).unwrap_or_default();
+        // STS is this test server's own listener: never through a proxy.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(StartError::Http)?;
