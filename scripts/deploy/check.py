@@ -362,6 +362,8 @@ def manifests_hardened():
             for part in ("requests", "limits"):
                 need(r.get(part, {}).get("memory") and r.get(part, {}).get("cpu"), f"{cn}: resources.{part}")
         need(sc["securityContext"]["runAsUser"] == image_uid, f"{name}: sidecar uid != image USER {image_uid}")
+        tag = sc["image"].rsplit(":", 1)[-1]
+        need(tag == cargo_version(), f"{name}: sidecar image tag {tag} != Cargo.toml version {cargo_version()}")
         # Group access: the socket and token files are group-readable and the app
         # has the group (fsGroup), and the uid allow-list admits app and probes.
         fs_group = psc.get("fsGroup")
