@@ -886,3 +886,52 @@ fn credential_process_without_sidecar_or_config_says_what_to_do() {
     );
     assert!(out.stdout.is_empty());
 }
+
+// ---- the AWS SDK for Rust provider (feature aws-sdk) -----------------------------------------
+
+#[cfg(feature = "aws-sdk")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
+    use aws_credential_types::provider::ProvideCredentials;
+    use s2iam::aws_creds::sdk::S2iamCredentialsProvider;
+    let s = setup().await;
+    let (_, served) = s.creds("analytics").await;
+    let p = S2iamCredentialsProvider::sidecar_at("analytics", Some(s.socket()));
+    let c = p.provide_credentials().await.unwrap();
+    assert_eq!(c.access_key_id(), served["AccessKeyId"].as_str().unwrap());
+    assert_eq!(
+        c.secret_access_key(),
+        served["SecretAccessKey"].as_str().unwrap()
+    );
+    assert_eq!(c.session_token(), served["Token"].as_str());
+    assert!(c.expiry().unwrap() > SystemTime::now() + Duration::from_secs(3000));
+    // Debug output of the SDK's credentials and of the provider shows no secret.
+    assert!(!format!("{c:?} {p:?}").contains(served["SecretAccessKey"].as_str().unwrap()));
+
+    let err = S2iamCredentialsProvider::sidecar_at("nope", Some(s.socket()))
+        .provide_credentials()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("unknown AWS profile"),
+        "{err:?}"
+    );
+
+    let vendor = s2iam::aws_creds::AwsCredentialVendor::new(
+        sidecar_config(PROFILES, &s.dir, "aws").aws,
+        std::sync::Arc::new(
+            s2iam::Client::new(s2iam::JwtOptions {
+                provider_config: Some(provider_config(&s.server)),
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
+        Default::default(),
+    );
+    let p = S2iamCredentialsProvider::in_process(vendor, "writer");
+    let c = p.provide_credentials().await.unwrap();
+    assert!(c.access_key_id().starts_with("ASIA"));
+    let again = p.provide_credentials().await.unwrap();
+    assert_eq!(again.access_key_id(), c.access_key_id(), "cached");
+    s.sidecar.shutdown().await;
+}

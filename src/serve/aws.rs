@@ -52,15 +52,15 @@ fn from_error(e: &AwsCredsError) -> Response {
     aws_error(status, e.code(), e.to_string())
 }
 
-/// On TCP, the exact raw token is required.
+/// On TCP, the exact raw token is required: `Some(refusal)` when it is not there.
 fn check_token(
     state: &AppState,
     via_tcp: bool,
     headers: &HeaderMap,
     path: &str,
-) -> Result<(), Response> {
+) -> Option<Response> {
     if !via_tcp {
-        return Ok(());
+        return None;
     }
     let Some(expected) = &state.aws_token else {
         tracing::warn!(
@@ -68,7 +68,7 @@ fn check_token(
             reason = "no aws.authorization_token_file configured",
             "refused AWS request on tcp"
         );
-        return Err(aws_error(
+        return Some(aws_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "AWS routes on TCP need aws.authorization_token_file in the sidecar's config (or use the Unix socket)",
@@ -81,12 +81,12 @@ fn check_token(
     let reason = match given {
         None | Some("") => "missing Authorization header",
         Some(g) if super::listen::constant_time_eq(g.as_bytes(), expected.expose().as_bytes()) => {
-            return Ok(())
+            return None
         }
         Some(_) => "wrong Authorization token",
     };
     tracing::warn!(path, reason, "refused AWS request on tcp");
-    Err(aws_error(
+    Some(aws_error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         format!("{reason}: send Authorization: <the token in aws.authorization_token_file> (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"),
@@ -100,7 +100,7 @@ pub async fn credentials(
     req: Request,
 ) -> Response {
     let path = req.uri().path().to_string();
-    if let Err(r) = check_token(&state, via_tcp.is_some(), req.headers(), &path) {
+    if let Some(r) = check_token(&state, via_tcp.is_some(), req.headers(), &path) {
         return r;
     }
     match state.aws.credentials(&profile).await {
@@ -121,7 +121,7 @@ pub async fn presign(
     headers: HeaderMap,
 ) -> Response {
     let path = "/v1/s3/presign";
-    if let Err(r) = check_token(&state, via_tcp.is_some(), &headers, path) {
+    if let Some(r) = check_token(&state, via_tcp.is_some(), &headers, path) {
         return r;
     }
     let req = match presign_request(query.as_deref()) {
