@@ -231,6 +231,24 @@ pub(crate) enum Step<T, E> {
     },
 }
 
+impl<T, E> Step<T, E> {
+    /// The reply of an attempt, or the step its transport failure calls for:
+    /// another try when the failure is transient, else `fail(reason)`.
+    pub fn from_transport(
+        result: Result<Reply, FetchError>,
+        fail: impl FnOnce(String) -> E,
+    ) -> Result<Reply, Self> {
+        match result {
+            Ok(reply) => Ok(reply),
+            Err(e) if e.is_transient() => Err(Step::Retry {
+                reason: e.to_string(),
+                after: None,
+            }),
+            Err(e) => Err(Step::Fail(fail(e.to_string()))),
+        }
+    }
+}
+
 /// Why [`retry`] stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GaveUp {

@@ -43,15 +43,9 @@ impl Source<'_> {
         result: Result<Reply, FetchError>,
         now: SystemTime,
     ) -> Step<Secret, ProviderError> {
-        let reply = match result {
+        let reply = match Step::from_transport(result, |e| self.upstream(e)) {
             Ok(reply) => reply,
-            Err(e) if e.is_transient() => {
-                return Step::Retry {
-                    reason: e.to_string(),
-                    after: None,
-                }
-            }
-            Err(e) => return Step::Fail(self.upstream(e.to_string())),
+            Err(step) => return step,
         };
         if reply.is_success() {
             return match access_token(&reply.body) {

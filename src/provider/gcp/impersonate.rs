@@ -50,15 +50,9 @@ pub(super) async fn generate_id_token(
 }
 
 fn classify(email: &str, result: Result<Reply, FetchError>) -> Step<Secret, ProviderError> {
-    let reply = match result {
+    let reply = match Step::from_transport(result, |e| upstream(email, e)) {
         Ok(reply) => reply,
-        Err(e) if e.is_transient() => {
-            return Step::Retry {
-                reason: e.to_string(),
-                after: None,
-            }
-        }
-        Err(e) => return Step::Fail(upstream(email, e.to_string())),
+        Err(step) => return step,
     };
     match reply.status {
         200..=299 => Step::Done(match token_of(&reply.body) {

@@ -117,15 +117,9 @@ impl<'a> Metadata<'a> {
 /// One attempt's answer, sorted into success, "no service account", transient or
 /// final failure.
 fn classify(what: &str, result: Result<Reply, FetchError>) -> Step<String, ProviderError> {
-    let reply = match result {
+    let reply = match Step::from_transport(result, |e| upstream(what, e)) {
         Ok(reply) => reply,
-        Err(e) if e.is_transient() => {
-            return Step::Retry {
-                reason: e.to_string(),
-                after: None,
-            }
-        }
-        Err(e) => return Step::Fail(upstream(what, e.to_string())),
+        Err(step) => return step,
     };
     match reply.status {
         200..=299 => Step::Done(reply.body),
