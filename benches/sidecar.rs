@@ -230,16 +230,8 @@ async fn start_sidecar(
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.args(["serve", "--config"]).arg(&config).env_clear();
-    for var in [
-        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-        "AWS_ENDPOINT_URL_STS",
-        "S2IAM_ECS_CREDENTIALS_ENDPOINT",
-        "S2IAM_GCP_METADATA_ENDPOINT",
-        "S2IAM_GCP_IAMCREDENTIALS_ENDPOINT",
-        "S2IAM_AZURE_IMDS_ENDPOINT",
-        "AZURE_AUTHORITY_HOST",
-    ] {
-        cmd.env(var, cloud_url);
+    for (var, value) in s2iam::endpoints::mock_env(cloud_url) {
+        cmd.env(var, value);
     }
     cmd.env("S2IAM_JWT_SERVER_URL", auth_url)
         .env("S2IAM_ALLOW_HTTP", "1");
