@@ -153,6 +153,8 @@ struct FileAwsProfile {
     provider: Option<String>,
     audience: Option<String>,
     #[serde(default)]
+    warm: bool,
+    #[serde(default)]
     session_policy: Vec<FilePolicyRule>,
 }
 
@@ -786,6 +788,7 @@ fn aws_profile(
         name: p.name.clone(),
         source,
         rules,
+        warm: p.warm,
     };
     if let Some(policy) = profile.session_policy() {
         let chars = policy.chars().count();

@@ -935,3 +935,65 @@ async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
     assert_eq!(again.access_key_id(), c.access_key_id(), "cached");
     s.sidecar.shutdown().await;
 }
+
+#[tokio::test]
+async fn warm_profiles_are_fetched_at_start_gate_readiness_and_show_in_metrics() {
+    let toml = r#"
+[[aws_profile]]
+name = "warm-one"
+source = "assume_role"
+role_arn = "arn:aws:iam::123456789012:role/data"
+warm = true
+
+[[aws_profile]]
+name = "lazy-one"
+source = "self"
+"#;
+    let s = setup_with(CloudConfig::aws(), toml, "aws").await;
+    let socket = s.socket();
+    let ready = common::eventually(Duration::from_secs(10), async || {
+        common::uds_get(&socket, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready, "ready once the warm profile has credentials");
+    let calls = s.server.cloud().sts_calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.action == "AssumeRole").count(),
+        1,
+        "the warm profile was fetched at start, before any request"
+    );
+    let (_, metrics) = common::uds_get(&socket, "/metrics").await;
+    assert!(
+        metrics.contains("s2iam_aws_credentials_seconds_to_expiry{profile=\"warm-one\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("lazy-one"),
+        "lazy profiles are fetched on demand"
+    );
+    assert!(metrics.contains("s2iam_aws_sts_calls_total 1"), "{metrics}");
+    s.sidecar.shutdown().await;
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_warm_profile_that_fails_keeps_the_sidecar_unready() {
+    let mut cloud = CloudConfig::aws();
+    if let Some(aws) = cloud.aws.as_mut() {
+        aws.assumable_roles = vec!["arn:aws:iam::123456789012:role/other".into()];
+    }
+    let toml = r#"
+[[aws_profile]]
+name = "denied"
+source = "assume_role"
+role_arn = "arn:aws:iam::123456789012:role/data"
+warm = true
+"#;
+    let s = setup_with(cloud, toml, "aws").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = common::uds_get(&s.socket(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("AWS profile denied not warm"), "{body}");
+    s.sidecar.shutdown().await;
+    s.server.shutdown().await;
+}

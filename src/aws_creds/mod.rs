@@ -102,6 +102,9 @@ pub struct AwsProfile {
     pub source: ProfileSource,
     /// Session policy rules; empty: no session policy (the role's permissions).
     pub rules: Vec<PolicyRule>,
+    /// Fetch at start and keep warm; readiness waits for it. Otherwise the
+    /// credentials are fetched on first request.
+    pub warm: bool,
 }
 
 impl AwsProfile {

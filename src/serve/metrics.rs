@@ -6,6 +6,8 @@
 //! - `s2iam_cache_hits_total`, `s2iam_cache_misses_total`, `s2iam_stale_served_total`,
 //!   `s2iam_cache_evictions_total`;
 //! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
+//! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
+//!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
 //! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
 
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ impl Metrics {
         &self,
         cache: &CacheStats,
         tokens: &[(String, String, f64)],
+        aws: &[(String, f64)],
+        aws_cache: &CacheStats,
         ready: bool,
     ) -> String {
         let mut out = String::new();
@@ -126,6 +130,37 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP s2iam_aws_credentials_seconds_to_expiry Seconds until each AWS profile's cached credentials expire."
+        );
+        let _ = writeln!(out, "# TYPE s2iam_aws_credentials_seconds_to_expiry gauge");
+        for (profile, secs) in aws {
+            let _ = writeln!(
+                out,
+                "s2iam_aws_credentials_seconds_to_expiry{{profile=\"{}\"}} {secs:.0}",
+                escape(profile)
+            );
+        }
+        let aws_counters = [
+            (
+                "s2iam_aws_sts_calls_total",
+                "AWS credential fetches (STS or the workload's own).",
+                &aws_cache.fetches,
+            ),
+            (
+                "s2iam_aws_sts_failures_total",
+                "AWS credential fetches that failed.",
+                &aws_cache.fetch_failures,
+            ),
+        ];
+        for (name, help, value) in aws_counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP s2iam_ready 1 when identity works and every configured token is warm."
         );
         let _ = writeln!(
@@ -154,7 +189,17 @@ mod tests {
         m.count_request("/v1/token/api", 200);
         let stats = CacheStats::default();
         stats.hits.store(5, Ordering::Relaxed);
-        let text = m.render(&stats, &[("database".into(), "w\"g".into(), 12.4)], true);
+        let aws_stats = CacheStats::default();
+        aws_stats.fetches.store(3, Ordering::Relaxed);
+        let text = m.render(
+            &stats,
+            &[("database".into(), "w\"g".into(), 12.4)],
+            &[("analytics".into(), 900.2)],
+            &aws_stats,
+            true,
+        );
+        assert!(text.contains("s2iam_aws_credentials_seconds_to_expiry{profile=\"analytics\"} 900"));
+        assert!(text.contains("s2iam_aws_sts_calls_total 3"));
         assert!(text.contains("s2iam_requests_total{route=\"/v1/token/api\",status=\"200\"} 2"));
         assert!(text.contains("s2iam_cache_hits_total 5"));
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));

@@ -107,6 +107,15 @@ impl AppState {
                 problems.push(format!("token {} not warm", describe(&req)));
             }
         }
+        let aws_status = self.aws.cache().status();
+        for profile in self.config.aws.profiles.iter().filter(|p| p.warm) {
+            let warm = aws_status
+                .iter()
+                .any(|s| s.key == profile.name && s.remaining.is_some_and(|r| !r.is_zero()));
+            if !warm {
+                problems.push(format!("AWS profile {} not warm", profile.name));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -383,6 +392,11 @@ async fn startup(state: Arc<AppState>) {
         if let Err(CacheError { error }) = state.cache.pin(req.clone()).await {
             // The refresher retries it with backoff.
             tracing::warn!(token = %describe(&req), error = %error, "could not warm token yet");
+        }
+    }
+    for profile in state.config.aws.profiles.iter().filter(|p| p.warm) {
+        if let Err(CacheError { error }) = state.aws.cache().pin(profile.name.clone()).await {
+            tracing::warn!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
         }
     }
 }

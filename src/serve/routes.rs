@@ -318,8 +318,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             ))
         })
         .collect();
-    let body = state
-        .metrics
-        .render(state.cache.stats(), &tokens, state.readiness().is_ok());
+    let aws: Vec<(String, f64)> = state
+        .aws
+        .cache()
+        .status()
+        .into_iter()
+        .filter_map(|s| Some((s.key, s.remaining?.as_secs_f64())))
+        .collect();
+    let body = state.metrics.render(
+        state.cache.stats(),
+        &tokens,
+        &aws,
+        state.aws.cache().stats(),
+        state.readiness().is_ok(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
