@@ -1,62 +1,20 @@
 //! The mock Azure IMDS, App Service identity endpoint and Azure AD token endpoint,
 //! driven over loopback HTTP with a plain client.
 
+mod common;
+
+use common::{client, send, start, Reply};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation};
-use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use s2iam_testserver::cloud::azure::{self, TOKEN_EXCHANGE_AUDIENCE};
 use s2iam_testserver::cloud::AKS_ISSUER;
-use s2iam_testserver::{
-    AzureIdentity, CloudConfig, FaultRule, ManagedIdentity, TestServer, TestServerConfig,
-};
+use s2iam_testserver::{AzureIdentity, CloudConfig, FaultRule, ManagedIdentity, TestServer};
 use serde_json::{json, Value};
 
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 const ARM: &str = "https://management.azure.com/";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request reaches the mock");
-    Reply {
-        status: resp.status(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    }
-}
 
 /// GET an IMDS path (with its query) with `Metadata: true`.
 async fn imds(server: &TestServer, path_and_query: &str) -> Reply {

@@ -1,32 +1,18 @@
 //! The mock GCE metadata server and IAM Credentials API, driven over loopback HTTP
 //! with a plain client, the way s2iam (and the reference clients) talk to them.
 
+mod common;
+
+use common::{client, send, start, Reply};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Validation};
-use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use s2iam_testserver::cloud::gcp::{self, GOOGLE_ISSUER};
-use s2iam_testserver::{
-    CloudConfig, FaultRule, GcpIdentity, ServiceAccount, TestServer, TestServerConfig,
-};
+use s2iam_testserver::{CloudConfig, FaultRule, GcpIdentity, ServiceAccount, TestServer};
 use serde_json::{json, Value};
 
 const MD: &str = "/computeMetadata/v1";
 const AUD: &str = "https://authsvc.singlestore.com";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 fn no_redirect_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -34,34 +20,6 @@ fn no_redirect_client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request reaches the mock");
-    Reply {
-        status: resp.status(),
-        headers: resp.headers().clone(),
-        body: resp.text().await.unwrap(),
-    }
 }
 
 /// GET a metadata path with `Metadata-Flavor: Google`.
