@@ -2,6 +2,10 @@
 //! endpoints) on loopback: every credential source, assume-role, the probe, and the
 //! ways each of them fails.
 
+mod common;
+
+use common::mocks as start;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -9,17 +13,11 @@ use s2iam::provider::aws::{AwsProvider, CredentialSource};
 use s2iam::provider::config::{Env, Fs};
 use s2iam::provider::ProbeError;
 use s2iam::{CloudProvider, IdentityRequest, ProviderConfig, ProviderError};
-use s2iam_testserver::{AwsIdentity, CloudConfig, FaultRule, TestServer, TestServerConfig};
+use s2iam_testserver::{AwsIdentity, CloudConfig, FaultRule, TestServer};
 
 const ACCOUNT: &str = "123456789012";
 const INSTANCE_ROLE: &str = "s2iam-test-role";
 const INSTANCE_ID: &str = "i-0123456789abcdef0";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
 
 /// A config pointing every endpoint at the mock, plus `extra` variables and `files`.
 fn config(

@@ -4,6 +4,10 @@
 //! the right and a wrong header, AKS workload identity with a good and a bad
 //! assertion, and the headers verified end to end by the mock auth service.
 
+mod common;
+
+use common::mocks as start;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -14,17 +18,11 @@ use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
 };
 use s2iam::{detect_provider, DetectOptions, IdentityHeaders};
-use s2iam_testserver::{AzureIdentity, CloudConfig, FaultRule, TestServer, TestServerConfig};
+use s2iam_testserver::{AzureIdentity, CloudConfig, FaultRule, TestServer};
 
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 const INSTANCE_PATH: &str = "/metadata/instance";
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
 
 fn cfg_with(base: &str, extra: &[(&str, &str)], fs: Fs) -> ProviderConfig {
     let env = s2iam::endpoints::mock_env(base)

@@ -3,6 +3,10 @@
 //! default and custom audiences, impersonation allowed and denied, no service
 //! account, retries, and the headers verified end to end by the mock auth service.
 
+mod common;
+
+use common::mocks as start;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -13,17 +17,11 @@ use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
 };
 use s2iam::{detect_provider, DetectOptions};
-use s2iam_testserver::{CloudConfig, FaultRule, ServiceAccount, TestServer, TestServerConfig};
+use s2iam_testserver::{CloudConfig, FaultRule, ServiceAccount, TestServer};
 
 const IDENTITY_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
 const TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 const GENERATE_PATH: &str = "/v1/projects/-/serviceAccounts/";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
 
 fn cfg_at(base: &str, extra: &[(&str, &str)]) -> ProviderConfig {
     let env = s2iam::endpoints::mock_env(base)
