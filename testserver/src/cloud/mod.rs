@@ -265,6 +265,10 @@ impl std::fmt::Debug for AwsCredential {
     }
 }
 
+/// Expired credentials and IMDS tokens are dropped once a store reaches this size,
+/// so a long-running `s2iam dev` does not grow without bound.
+const PRUNE_AT: usize = 4096;
+
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -366,8 +370,12 @@ impl MockCloud {
             account: account.to_string(),
             expires: Some(now_unix() + ttl.as_secs()),
         };
-        self.lock_credentials()
-            .insert(cred.access_key_id.clone(), cred.clone());
+        let mut credentials = self.lock_credentials();
+        if credentials.len() >= PRUNE_AT {
+            let now = now_unix();
+            credentials.retain(|_, c| c.expires.is_none_or(|e| e > now));
+        }
+        credentials.insert(cred.access_key_id.clone(), cred.clone());
         cred
     }
 
@@ -379,11 +387,16 @@ impl MockCloud {
     /// Issues an IMDSv2 session token valid for `ttl_secs`.
     pub fn issue_imds_token(&self, ttl_secs: u64) -> String {
         let token = crate::util::random_hex(28);
-        self.inner
+        let mut tokens = self
+            .inner
             .imds_tokens
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), now_unix() + ttl_secs);
+            .unwrap_or_else(|p| p.into_inner());
+        let now = now_unix();
+        if tokens.len() >= PRUNE_AT {
+            tokens.retain(|_, exp| *exp > now);
+        }
+        tokens.insert(token.clone(), now + ttl_secs);
         token
     }
 
@@ -487,4 +500,29 @@ async fn jwks(
     };
     use axum::response::IntoResponse;
     Json(cloud.keys().get(issuer).jwks()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_credentials_and_tokens_are_pruned_when_the_store_is_full() {
+        let cloud = MockCloud::new(CloudConfig::aws(), KeySet::shared().unwrap());
+        for _ in 0..PRUNE_AT {
+            cloud.issue_session_for("arn:aws:sts::1:assumed-role/r/s", "u", "1", Duration::ZERO);
+            cloud.issue_imds_token(0);
+        }
+        let live = cloud.issue_session("arn:aws:sts::1:assumed-role/r/s", "u", "1");
+        let token = cloud.issue_imds_token(60);
+        assert!(
+            cloud.lock_credentials().len() < 10,
+            "expired sessions dropped"
+        );
+        assert!(cloud.credential(&live.access_key_id).is_some());
+        let user = cloud.user_key().access_key_id;
+        assert!(cloud.credential(&user).is_some(), "user keys never expire");
+        assert!(cloud.imds_token_valid(&token));
+        assert!(cloud.inner.imds_tokens.lock().unwrap().len() < 10);
+    }
 }
