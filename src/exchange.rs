@@ -17,7 +17,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::provider::{CloudIdentity, CloudProvider, IdentityHeaders};
@@ -214,36 +213,18 @@ fn fill(template: &str, jwt_type: JwtType, provider: CloudProvider) -> String {
         .replace(":cloudProvider", provider.as_str())
 }
 
-/// Retries of transient failures (connection errors, 429, 5xx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, including the first.
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
+/// Retries of transient failures (connection errors, 429, 5xx): the same policy
+/// type the metadata clients use. The exchange's own deadline (the caller's
+/// timeout) bounds it as well as `budget`.
+pub use crate::provider::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full-jitter exponential backoff before attempt `attempt + 1`.
-    fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_delay);
-        let millis = exp.as_millis() as u64;
-        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis.max(1)))
-    }
-}
+/// The exchange's default retries: four attempts, 200 ms doubling to 5 s.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+    budget: Duration::from_secs(30),
+};
 
 /// How tokens are requested.
 #[derive(Debug, Clone)]
@@ -260,7 +241,7 @@ pub struct ExchangeConfig {
 impl Default for ExchangeConfig {
     fn default() -> Self {
         Self {
-            retry: RetryPolicy::default(),
+            retry: DEFAULT_RETRY,
             default_lifetime: Duration::from_secs(3600),
             identity_format_preference: DEFAULT_IDENTITY_FORMAT_PREFERENCE
                 .iter()
@@ -365,6 +346,7 @@ impl ExchangeClient {
         let url = server.resolve(req.jwt_type, req.identity.provider, req.workspace_group_id);
         let deadline = Instant::now() + timeout;
         let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -388,13 +370,18 @@ impl ExchangeClient {
                 }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { error, after } => {
-                    let wait = after.unwrap_or_else(|| self.config.retry.delay(attempt - 1));
+                    let wait = after.unwrap_or_else(|| self.config.retry.backoff(attempt));
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if attempt >= self.config.retry.max_attempts || wait >= left {
+                    let policy = &self.config.retry;
+                    if attempt >= policy.max_attempts
+                        || wait >= left
+                        || waited + wait > policy.budget
+                    {
                         return Err(error);
                     }
                     tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying token exchange");
                     tokio::time::sleep(wait).await;
+                    waited += wait;
                 }
             }
         }
@@ -730,10 +717,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy::default();
-        for attempt in 0..20 {
-            assert!(p.delay(attempt) <= p.max_delay);
+        let p = DEFAULT_RETRY;
+        for attempt in 1..20 {
+            assert!(p.backoff(attempt) <= p.max_delay);
         }
-        assert!(p.delay(0) <= p.base_delay);
+        assert!(p.backoff(1) <= p.base_delay);
     }
 }

@@ -54,6 +54,7 @@ fn fast_retries() -> ExchangeConfig {
             max_attempts: 3,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
+            budget: Duration::from_secs(5),
         },
         ..ExchangeConfig::default()
     }
