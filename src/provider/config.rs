@@ -182,11 +182,12 @@ impl ProviderConfig {
     /// A config over the given environment and filesystem and the system clock.
     pub fn with_env(env: Env, fs: Fs) -> Self {
         let endpoints = Endpoints::from_env(&env);
+        let http = http_client(&env);
         Self {
             env,
             fs,
             clock: Arc::new(SystemClock),
-            http: default_http_client(),
+            http,
             endpoints,
         }
     }
@@ -205,17 +206,60 @@ impl ProviderConfig {
     }
 }
 
-/// The shared HTTP client: rustls, no proxy for link-local metadata addresses (a
-/// proxy cannot reach them and would leak the request), a short connect timeout so
-/// a missing metadata service fails fast.
-pub fn default_http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+/// Hosts no request to is ever sent through a proxy: the metadata services
+/// (link-local: a proxy cannot reach them, and must not see their tokens) and this
+/// machine.
+pub const NEVER_PROXIED: &str =
+    "169.254.0.0/16,fd00:ec2::/32,metadata.google.internal,metadata,localhost,127.0.0.0/8,::1";
+
+/// The client every credential source shares (one connection pool): rustls, a
+/// short connect timeout so a missing metadata service fails fast, and the proxy
+/// settings of `env` (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, either
+/// case) for the global services (STS, IAM Credentials, Azure AD), as the cloud
+/// SDKs do — never for [`NEVER_PROXIED`] hosts.
+pub fn http_client(env: &Env) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("s2iam/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .user_agent(concat!("s2iam/", env!("CARGO_PKG_VERSION")));
+    let proxies = env_proxies(env);
+    if proxies.is_empty() {
+        builder = builder.no_proxy();
+    }
+    for proxy in proxies {
+        builder = builder.proxy(proxy);
+    }
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn env_proxies(env: &Env) -> Vec<reqwest::Proxy> {
+    let var = |upper: &str| {
+        env.get(upper)
+            .or_else(|| env.get(&upper.to_ascii_lowercase()))
+    };
+    let no_proxy = match var("NO_PROXY") {
+        Some(list) => format!("{list},{NEVER_PROXIED}"),
+        None => NEVER_PROXIED.to_string(),
+    };
+    type MakeProxy = fn(&str) -> reqwest::Result<reqwest::Proxy>;
+    let kinds: [(&str, MakeProxy); 3] = [
+        ("HTTPS_PROXY", |u| reqwest::Proxy::https(u)),
+        ("HTTP_PROXY", |u| reqwest::Proxy::http(u)),
+        ("ALL_PROXY", |u| reqwest::Proxy::all(u)),
+    ];
+    kinds
+        .iter()
+        .filter_map(|(name, make)| {
+            let url = var(name)?;
+            match make(&url) {
+                Ok(p) => Some(p.no_proxy(reqwest::NoProxy::from_string(&no_proxy))),
+                Err(e) => {
+                    tracing::warn!(variable = name, error = %e, "ignoring an unusable proxy setting");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
