@@ -217,25 +217,9 @@ impl Sidecar {
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
-        let refresher = state.cache.clone();
         let tick = state.config.tick;
-        let mut stop_rx = stopped.clone();
-        background.push(tokio::spawn(async move {
-            refresher
-                .run_refresher(tick, async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
-        let aws_refresher = state.aws.cache().clone();
-        let mut stop_rx = stopped.clone();
-        background.push(tokio::spawn(async move {
-            aws_refresher
-                .run_refresher(tick, async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }));
+        background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
+        background.push(spawn_refresher(state.aws.cache().clone(), tick, stopped));
         Ok(Self {
             state,
             listeners,
@@ -263,6 +247,26 @@ impl Sidecar {
         }
         tracing::info!("s2iam sidecar stopped");
     }
+}
+
+/// Runs a cache's background refresher until the stop signal.
+fn spawn_refresher<K, V, E>(
+    cache: Cache<K, V, E>,
+    tick: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+    V: crate::cache::Expiring,
+    E: Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        cache
+            .run_refresher(tick, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    })
 }
 
 /// Runs until `shutdown` resolves.
