@@ -21,6 +21,7 @@ pub mod faults;
 pub mod info;
 pub mod keys;
 pub mod server;
+pub mod singlestore;
 pub mod util;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use cloud::{
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use keys::KeySet;
 pub use server::{RequestLog, SeenRequest};
+pub use singlestore::{LoginRecord, MockSingleStore, SingleStoreConfig};
 
 /// Why a test server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum StartError {
     Keys(#[from] keys::KeyError),
     #[error("cannot build the HTTP client the auth service uses to reach STS: {0}")]
     Http(reqwest::Error),
+    #[error("cannot start the mock SingleStore: {0}")]
+    SingleStore(#[from] singlestore::SingleStoreError),
 }
 
 /// Everything needed to start a [`TestServer`].
@@ -60,6 +64,9 @@ pub struct TestServerConfig {
     pub auth_addr: SocketAddr,
     /// RSA key size for fresh keys; `None` shares one 2048-bit key set per process.
     pub key_size: Option<usize>,
+    /// Also run a mock SingleStore database endpoint that accepts the mock auth
+    /// service's database JWTs.
+    pub singlestore: Option<SingleStoreConfig>,
 }
 
 impl TestServerConfig {
@@ -71,7 +78,13 @@ impl TestServerConfig {
             cloud_addrs: vec![loopback_any_port()],
             auth_addr: loopback_any_port(),
             key_size: None,
+            singlestore: None,
         }
+    }
+
+    pub fn with_singlestore(mut self, singlestore: SingleStoreConfig) -> Self {
+        self.singlestore = Some(singlestore);
+        self
     }
 
     pub fn with_auth(mut self, auth: AuthConfig) -> Self {
@@ -94,6 +107,7 @@ pub struct TestServer {
     auth_faults: Faults,
     cloud_log: RequestLog,
     auth_log: RequestLog,
+    singlestore: Option<MockSingleStore>,
 }
 
 impl TestServer {
@@ -127,6 +141,10 @@ impl TestServer {
             sts_url,
             http,
         };
+        let singlestore = match config.singlestore {
+            Some(c) => Some(MockSingleStore::start(c, keys.auth.clone()).await?),
+            None => None,
+        };
         let auth = MockAuth::new(config.auth, keys.auth.clone(), verifier);
         let auth_faults = Faults::default();
         let auth_log = RequestLog::default();
@@ -145,6 +163,7 @@ impl TestServer {
             auth_faults,
             cloud_log,
             auth_log,
+            singlestore,
         })
     }
 
@@ -201,8 +220,16 @@ impl TestServer {
         &self.auth_log
     }
 
+    /// The mock SingleStore, when configured.
+    pub fn singlestore(&self) -> Option<&MockSingleStore> {
+        self.singlestore.as_ref()
+    }
+
     /// Stops every listener, letting in-flight requests finish briefly.
     pub async fn shutdown(self) {
+        if let Some(s) = self.singlestore {
+            s.shutdown().await;
+        }
         for l in self.cloud_listeners {
             l.shutdown().await;
         }

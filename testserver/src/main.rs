@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 ///   s2iam-testserver --port 0 --info-file /tmp/ts.json --cloud gcp
 ///   s2iam-testserver --port 8080 --fail-verification
 ///   s2iam-testserver --cloud aws --cloud-listen 169.254.169.254:80   (inside an isolated netns)
+///   s2iam-testserver --port 0 --cloud gcp --singlestore-port 0 --singlestore-ca-file /tmp/ca.pem
 #[derive(Debug, Parser)]
 #[command(name = "s2iam-testserver", version, verbatim_doc_comment)]
 struct Args {
@@ -76,6 +77,25 @@ struct Args {
     /// Lifetime of credentials and tokens the mock cloud issues (Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     cloud_token_ttl: Duration,
+    /// Also run a mock SingleStore (MySQL protocol over TLS, JWT login) on this
+    /// loopback port (0 = a random free port).
+    #[arg(long)]
+    singlestore_port: Option<u16>,
+    /// Name in the mock SingleStore's server certificate.
+    #[arg(long, default_value = "singlestore.mock")]
+    singlestore_server_name: String,
+    /// Accept only database JWTs for this workspace group (default: any).
+    #[arg(long)]
+    singlestore_workspace_group: Option<String>,
+    /// Write the CA certificate (PEM) that signed the mock SingleStore's certificate here.
+    #[arg(long)]
+    singlestore_ca_file: Option<PathBuf>,
+    /// Rows of `SELECT * FROM s2iam_rows` (the large result set).
+    #[arg(long, default_value_t = 100_000)]
+    singlestore_rows: usize,
+    /// Bytes of each row's payload.
+    #[arg(long, default_value_t = 100)]
+    singlestore_row_bytes: usize,
 }
 
 fn auth_config(args: &Args) -> AuthConfig {
@@ -110,6 +130,15 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
     if !args.cloud_listen.is_empty() {
         config.cloud_addrs = args.cloud_listen.clone();
     }
+    if let Some(port) = args.singlestore_port {
+        config.singlestore = Some(s2iam_testserver::SingleStoreConfig {
+            addr: SocketAddr::new(args.host, port),
+            server_name: args.singlestore_server_name.clone(),
+            workspace_group_id: args.singlestore_workspace_group.clone(),
+            large_rows: args.singlestore_rows,
+            large_row_bytes: args.singlestore_row_bytes,
+        });
+    }
     if args.key_size != 2048 {
         config.key_size = Some(args.key_size);
     }
@@ -137,7 +166,20 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|a| format!("http://{a}"))
         .collect();
-    let doc = info::server_info(server.auth_addr().port(), &server.auth_url(), &cloud_urls);
+    let mut doc = info::server_info(server.auth_addr().port(), &server.auth_url(), &cloud_urls);
+    if let Some(db) = server.singlestore() {
+        if let Some(path) = &args.singlestore_ca_file {
+            std::fs::write(path, db.ca_pem()).with_context(|| {
+                format!("cannot write --singlestore-ca-file {}", path.display())
+            })?;
+        }
+        doc["server_info"]["singlestore"] = serde_json::json!({
+            "addr": db.addr().to_string(),
+            "port": db.addr().port(),
+            "server_name": db.server_name(),
+            "ca_file": args.singlestore_ca_file,
+        });
+    }
     if let Some(path) = &args.info_file {
         info::write_atomic(path, &doc)
             .with_context(|| format!("cannot write --info-file {}", path.display()))?;

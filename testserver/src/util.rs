@@ -3,6 +3,12 @@
 use rand::RngCore;
 
 /// `bytes` random bytes as lowercase hex.
+/// Hex SHA-256 of `data`: how the mocks record a secret they saw without keeping it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
