@@ -125,6 +125,9 @@ pub enum Command {
     Identity(IdentityArgs),
     /// Run the sidecar: keep tokens warm and serve them locally.
     Serve(ServeArgs),
+    /// Run a database proxy alone: MySQL clients connect with no password, the
+    /// proxy logs in to SingleStore with the workload's database JWT.
+    Proxy(crate::dbproxy::standalone::ProxyArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(crate::probe::ProbeArgs),
@@ -321,6 +324,8 @@ pub enum CliError {
     Dev(#[from] crate::serve::dev::DevError),
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    Proxy(#[from] crate::dbproxy::standalone::StandaloneError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
@@ -582,6 +587,17 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         "s2iam sidecar starting"
     );
     crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `s2iam proxy`: logs at info level (`S2IAM_LOG` overrides) like the sidecar.
+pub async fn run_proxy(args: &crate::dbproxy::standalone::ProxyArgs) -> Result<(), CliError> {
+    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+    crate::dbproxy::standalone::run(args, ProviderConfig::from_env(), shutdown_signal()).await?;
     Ok(())
 }
 

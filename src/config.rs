@@ -44,6 +44,11 @@
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
 //!
+//! [[database_proxy]]                 # connect without a token (see crate::dbproxy::config)
+//! listen = "127.0.0.1:3306"
+//! upstream = "svc-123.singlestore.com:3306"
+//! workspace_group_id = "wg-1"
+//!
 //! [aws]                              # AWS/S3 credential vending (see crate::aws_creds)
 //! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start
 //! authorization_token_mode = "0640"
@@ -128,6 +133,8 @@ struct FileConfig {
     aws: FileAws,
     #[serde(default)]
     aws_profile: Vec<FileAwsProfile>,
+    #[serde(default)]
+    database_proxy: Vec<crate::dbproxy::config::FileDatabaseProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +292,8 @@ pub struct ServeConfig {
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+    /// `[[database_proxy]]`s (see [`crate::dbproxy::config`]).
+    pub database_proxies: Vec<crate::dbproxy::DatabaseProxyConfig>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -382,6 +391,7 @@ impl ServeConfig {
             .map(|(i, t)| warm_token(i, t, &gcp_audience))
             .collect::<Result<Vec<_>, _>>()?;
         let aws = aws_settings(file.aws, file.aws_profile)?;
+        let database_proxies = crate::dbproxy::config::build_all(file.database_proxy)?;
         Ok(Self {
             socket,
             socket_mode: mode(
@@ -444,6 +454,7 @@ impl ServeConfig {
                 .unwrap_or_else(|| "info".into()),
             tokens,
             aws,
+            database_proxies,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | connect without a token (database proxy) | [`dbproxy`] |
 //!
 //! A database JWT in three lines:
 //!
@@ -41,6 +42,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dbproxy;
 pub mod endpoints;
 pub mod exchange;
 pub mod probe;

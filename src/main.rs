@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         None => cli.token.identity.verbose,
         Some(Command::Detect(a)) => a.identity.verbose,
         Some(Command::Identity(a)) => a.identity.verbose,
-        Some(Command::Serve(_)) => false,
+        Some(Command::Serve(_)) | Some(Command::Proxy(_)) => false,
         Some(Command::Probe(_)) => false,
         Some(Command::CredentialProcess(_)) | Some(Command::S3 { .. }) => false,
         #[cfg(feature = "dev")]
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         // The sidecar configures its own (text or JSON) logging.
-        Some(Command::Serve(_)) => {}
+        Some(Command::Serve(_)) | Some(Command::Proxy(_)) => {}
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => cli::init_logging(false),
         _ => cli::init_logging(verbose),
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
+            Some(Command::Proxy(args)) => cli::run_proxy(args).await,
             Some(Command::Probe(args)) => s2iam::probe::run(args).await.map_err(CliError::from),
             Some(Command::CredentialProcess(args)) => {
                 cli::run_credential_process(args, &mut out).await

@@ -170,7 +170,7 @@ async fn stop_signal(mut stopped: watch::Receiver<bool>) {
 }
 
 /// Creates the socket's directory, and removes a stale socket file.
-async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+pub(crate) async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -8,7 +8,8 @@
 //! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
-//! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
+//! - `s2iam_sink_write_failures_total`, `s2iam_ready`;
+//! - `s2iam_dbproxy_*`: the database proxies (see [`crate::dbproxy::metrics`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,6 +23,8 @@ use crate::cache::CacheStats;
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub sink_write_failures: AtomicU64,
+    /// The database proxies' series (rendered after the rest).
+    pub database_proxy: crate::dbproxy::metrics::DbProxyMetrics,
 }
 
 impl Metrics {
@@ -168,6 +171,7 @@ impl Metrics {
             "# TYPE s2iam_ready gauge\ns2iam_ready {}",
             u8::from(ready)
         );
+        self.database_proxy.render(&mut out);
         out
     }
 }

@@ -54,6 +54,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DatabaseProxy(#[from] crate::dbproxy::ProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
@@ -143,7 +145,7 @@ impl AppState {
 }
 
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
-    config
+    let mut requests: Vec<TokenRequest> = config
         .tokens
         .iter()
         .map(|t| TokenRequest {
@@ -153,7 +155,16 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             role_session_name: config.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
-        .collect()
+        .collect();
+    // Each database proxy's token is kept warm too (after the configured tokens,
+    // whose positions match config.tokens).
+    for p in &config.database_proxies {
+        let req = crate::dbproxy::token_request(p, &config.role_session_name, &config.gcp_audience);
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    requests
 }
 
 /// `database/wg-1` style name of a token request, for logs and errors.
@@ -174,6 +185,7 @@ pub fn describe(req: &TokenRequest) -> String {
 pub struct Sidecar {
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
+    database_proxies: Vec<crate::dbproxy::DatabaseProxy>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -215,6 +227,15 @@ impl Sidecar {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let database_proxies = crate::dbproxy::start_all(
+            &state.config.database_proxies,
+            &state.cache,
+            &state.config.role_session_name,
+            &state.config.gcp_audience,
+            &state.metrics.database_proxy,
+            &stopped,
+        )
+        .await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.tick;
@@ -223,6 +244,7 @@ impl Sidecar {
         Ok(Self {
             state,
             listeners,
+            database_proxies,
             background,
             stop,
         })
@@ -236,11 +258,21 @@ impl Sidecar {
         self.listeners.iter().find_map(|l| l.tcp_addr())
     }
 
-    /// Stops accepting, waits for in-flight requests, removes the socket file.
+    /// The running database proxies.
+    pub fn database_proxies(&self) -> &[crate::dbproxy::DatabaseProxy] {
+        &self.database_proxies
+    }
+
+    /// Stops accepting, waits for in-flight requests (and, up to their
+    /// `drain_timeout`, open database sessions), removes the socket files.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for l in self.listeners {
             l.wait().await;
+        }
+        // Each proxy drains in its own task, all at once; this waits for the last.
+        for p in self.database_proxies {
+            p.wait().await;
         }
         for task in self.background {
             task.abort();
