@@ -525,7 +525,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");

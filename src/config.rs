@@ -78,8 +78,8 @@ use serde::Deserialize;
 
 use crate::aws_creds::{AwsProfile, AwsSettings, PolicyRule, ProfileSource};
 use crate::cache::CachePolicy;
+use crate::env::Env;
 use crate::exchange::JwtType;
-use crate::provider::config::Env;
 use crate::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
 use crate::util::parse_duration;
 

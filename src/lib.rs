@@ -5,8 +5,8 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | every endpoint and its override | [`endpoints`] |
-//! | environment, files, clock, HTTP client | [`provider::config`] |
+//! | every endpoint and its override | [`env::endpoints`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
@@ -41,8 +41,9 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod endpoints;
+pub mod env;
 pub mod exchange;
+pub mod http;
 pub mod probe;
 pub mod provider;
 pub mod secret;

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
+use s2iam::env::Env;
 use s2iam::provider::aws::{AwsCredentials, StsClient};
-use s2iam::provider::config::Env;
 use s2iam::serve::Sidecar;
 use s2iam::Secret;
 use s2iam_testserver::{CloudConfig, TestServer};
@@ -757,7 +757,7 @@ async fn credential_process_from_the_sidecar_and_in_process() {
         format!("[identity]\nprovider = \"aws\"\n{PROFILES}"),
     )
     .unwrap();
-    let env: Vec<(String, String)> = s2iam::endpoints::mock_env(&s.server.cloud_url());
+    let env: Vec<(String, String)> = s2iam::env::endpoints::mock_env(&s.server.cloud_url());
     let missing = s.dir.join("missing.sock");
     let (missing, config) = (
         missing.to_str().unwrap().to_string(),

@@ -340,7 +340,7 @@ fn cloud_identity(caller: &CallerIdentity) -> CloudIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     #[test]
     fn fast_detect_names_the_variable() {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use super::credentials::AwsCredentials;
 use super::http::{self, TransportError};
 use super::sigv4;
-use crate::provider::config::{Clock, ProviderConfig};
+use crate::env::{Clock, ProviderConfig};
 use crate::secret::Secret;
 
 pub const STS_VERSION: &str = "2011-06-15";

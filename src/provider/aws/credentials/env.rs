@@ -57,7 +57,7 @@ impl EnvKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     fn cfg(pairs: &[(&str, &str)]) -> ProviderConfig {
         ProviderConfig::with_env(

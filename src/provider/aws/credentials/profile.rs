@@ -136,7 +136,7 @@ pub fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     const FILE: &str = "# comment\n[default]\naws_access_key_id = AKIA1\n\
         aws_secret_access_key=s1\nregion = eu-west-1\n\n[dev]\n; c\n\
