@@ -36,7 +36,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod aws_creds;
+pub mod aws_vending;
 pub mod cache;
 pub mod cli;
 pub mod client;
@@ -44,10 +44,10 @@ pub mod config;
 pub mod env;
 pub mod exchange;
 pub mod http;
-pub mod probe;
 pub mod provider;
 pub mod secret;
 pub mod serve;
+pub mod sidecar_client;
 pub mod token;
 pub mod util;
 

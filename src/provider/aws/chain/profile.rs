@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -131,6 +131,18 @@ pub fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
             .insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
     }
     sections
+}
+
+impl ProvideCredentials for SharedCredentialsFile {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::SharedCredentialsFile
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(std::future::ready(
+            self.load(cfg).map(|c| (c, None)).map_err(|e| e.skip()),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -893,7 +893,7 @@ fn credential_process_without_sidecar_or_config_says_what_to_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
     use aws_credential_types::provider::ProvideCredentials;
-    use s2iam::aws_creds::sdk::S2iamCredentialsProvider;
+    use s2iam::sidecar_client::sdk::S2iamCredentialsProvider;
     let s = setup().await;
     let (_, served) = s.creds("analytics").await;
     let p = S2iamCredentialsProvider::sidecar_at("analytics", Some(s.socket()));
@@ -917,7 +917,7 @@ async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
         "{err:?}"
     );
 
-    let vendor = s2iam::aws_creds::AwsCredentialVendor::new(
+    let vendor = s2iam::aws_vending::AwsCredentialVendor::new(
         sidecar_config(PROFILES, &s.dir, "aws").aws,
         std::sync::Arc::new(
             s2iam::Client::new(s2iam::JwtOptions {
