@@ -12,7 +12,7 @@ use common::{eventually, provider_config, sub_of, temp_dir, uds_get};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use s2iam::config::{ServeConfig, ServeOverrides};
-use s2iam::provider::config::Env;
+use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{AuthConfig, CloudConfig, SingleStoreConfig, TestServer, TestServerConfig};
 use sha2::Digest;
@@ -619,7 +619,7 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     let mut child = cmd

@@ -25,8 +25,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::util::parse_duration;
+
+/// A `[[database_proxy]]` setting that is not valid (the sidecar's configuration
+/// reports it as its own `ConfigError::Invalid`).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
 
 /// The file's shape.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -88,7 +96,7 @@ impl DatabaseProxyConfig {
 }
 
 fn invalid(setting: String, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+    ConfigError {
         setting,
         message: message.into(),
     }

@@ -33,9 +33,13 @@ use tokio::sync::{watch, Semaphore};
 pub use config::DatabaseProxyConfig;
 use metrics::{DbProxyMetrics, ProxyCounters};
 
+use crate::cache::Cache;
 use crate::client::TokenRequest;
 use crate::secret::Secret;
-use crate::serve::TokenCache;
+use crate::token::Token;
+
+/// The token cache the proxies read (the sidecar's, or `s2iam proxy`'s own).
+pub type TokenCache = Cache<TokenRequest, Token, crate::client::Error>;
 
 /// Why a database proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +152,7 @@ impl DatabaseProxy {
         let unix = match &config.socket {
             Some(path) => {
                 let what = path.display().to_string();
-                crate::serve::listen::prepare_socket_path(path)
+                crate::util::unix_socket::prepare_socket_path(path)
                     .await
                     .map_err(listen_err(what.clone()))?;
                 let l = UnixListener::bind(path).map_err(listen_err(what.clone()))?;

@@ -87,7 +87,7 @@ pub struct ProxyArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] config::ConfigError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     #[error(transparent)]

@@ -12,7 +12,7 @@
 //! sidecar still answers on, or a path that is not a socket, is an error.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,7 +24,8 @@ use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use super::routes::{self, api_error};
+use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
+use super::routes;
 use super::{AppState, ServeError};
 
 /// The peer of a Unix-socket connection.
@@ -110,7 +111,9 @@ async fn start_unix(
         what: path.display().to_string(),
         source,
     };
-    prepare_socket_path(path).await.map_err(listen_err)?;
+    crate::util::unix_socket::prepare_socket_path(path)
+        .await
+        .map_err(listen_err)?;
     let listener = UnixListener::bind(path).map_err(listen_err)?;
     std::fs::set_permissions(
         path,
@@ -169,34 +172,6 @@ async fn stop_signal(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-/// Creates the socket's directory, and removes a stale socket file.
-pub(crate) async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket; refusing to replace it",
-        ));
-    }
-    match tokio::net::UnixStream::connect(path).await {
-        Ok(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "another process is serving on this socket",
-        )),
-        Err(_) => {
-            tracing::info!(socket = %path.display(), "replacing stale socket file");
-            std::fs::remove_file(path)
-        }
-    }
-}
-
 async fn check_unix_peer(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<UnixPeer>,
@@ -236,8 +211,8 @@ async fn check_tcp_caller(
         );
     }
     let mut req = req;
-    req.extensions_mut().insert(super::aws::ViaTcp);
-    if super::aws::is_aws_path(req.uri().path()) {
+    req.extensions_mut().insert(ViaTcp);
+    if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
@@ -270,13 +245,6 @@ fn host_is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,4 +1,8 @@
-//! Small shared helpers.
+//! Small shared helpers, importing nothing from the crate: times, durations,
+//! error snippets, atomic file writes.
+
+pub mod atomic_file;
+pub mod unix_socket;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
