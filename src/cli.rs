@@ -192,6 +192,9 @@ pub struct DevArgs {
     /// Workspace group of the database token kept warm.
     #[arg(long, default_value = "dev-workspace-group")]
     pub workspace_group_id: String,
+    /// Where the database proxy in front of the mock SingleStore listens.
+    #[arg(long, default_value = "127.0.0.1:3306")]
+    pub mysql: std::net::SocketAddr,
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub exit_after: Option<Duration>,
@@ -635,6 +638,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         dir,
         tcp: args.tcp,
         workspace_group_id: args.workspace_group_id.clone(),
+        mysql: args.mysql,
     })
     .await?;
     writeln!(out, "{}", dev.banner())?;

@@ -707,3 +707,87 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_a_client_command_that_connects_without_a_token() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("dbproxy-dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .env_clear()
+        .args([
+            "dev",
+            "--exit-after",
+            "60s",
+            "--tcp",
+            "127.0.0.1:0",
+            "--mysql",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let command = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the banner names a mariadb command");
+        if line.trim_start().starts_with("mariadb ") {
+            break line.trim().to_string();
+        }
+    };
+    assert!(
+        command.ends_with("-u '*' -e 'SELECT CURRENT_USER()'"),
+        "{command}"
+    );
+    let port: u16 = command
+        .split_whitespace()
+        .skip_while(|w| *w != "-P")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("a port after -P");
+    let mut conn = None;
+    for _ in 0..100 {
+        match Conn::new(via_proxy(port)).await {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut conn = conn.expect("the dev proxy accepts once the token is warm");
+    let user = current_user(&mut conn).await;
+    assert!(user.ends_with("@%") && user.len() > 2, "{user}");
+    conn.disconnect().await.unwrap();
+    // The printed command itself, when Debian's client is installed (CI installs it).
+    let has_mariadb = Command::new("mariadb").arg("--version").output().is_ok();
+    if has_mariadb {
+        let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&user));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

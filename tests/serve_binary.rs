@@ -217,6 +217,8 @@ async fn dev_serves_tokens_as_the_readme_says() {
                 "60s",
                 "--tcp",
                 &format!("127.0.0.1:{port}"),
+                "--mysql",
+                "127.0.0.1:0",
                 "--dir",
             ])
             .arg(&dir)

@@ -1,7 +1,9 @@
 //! `s2iam dev`: the whole system on one machine, like `vault server -dev`. It
 //! starts the mock cloud and the mock auth service in-process on loopback, then the
 //! sidecar pointed at them — every endpoint overridden, so it never touches a real
-//! metadata address — and prints the commands that fetch a token.
+//! metadata address — and prints the commands that fetch a token. A mock
+//! SingleStore runs beside them, with a database proxy in front of it (see
+//! [`crate::dbproxy`]) so a MySQL client connects with no password.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ pub struct DevOptions {
     pub dir: PathBuf,
     pub tcp: SocketAddr,
     pub workspace_group_id: String,
+    /// Where the database proxy listens (port 0: any free port).
+    pub mysql: SocketAddr,
 }
 
 /// Why `s2iam dev` could not start.
@@ -40,6 +44,13 @@ pub enum DevError {
     TestServer(#[from] s2iam_testserver::StartError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("--mysql: {0}")]
+    Mysql(String),
+    #[error("cannot write the mock SingleStore's CA file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The running demo.
@@ -61,11 +72,24 @@ impl Dev {
             path: options.dir.clone(),
             source,
         })?;
-        let mocks = TestServer::start(TestServerConfig::new(cloud)).await?;
+        let singlestore = s2iam_testserver::SingleStoreConfig {
+            workspace_group_id: Some(options.workspace_group_id.clone()),
+            ..Default::default()
+        };
+        let mocks =
+            TestServer::start(TestServerConfig::new(cloud).with_singlestore(singlestore)).await?;
+        let ca = options.dir.join("singlestore-ca.pem");
+        if let Some(db) = mocks.singlestore() {
+            std::fs::write(&ca, db.ca_pem()).map_err(|source| DevError::CaFile {
+                path: ca.clone(),
+                source,
+            })?;
+        }
         // A fixed environment: nothing from the real one can point s2iam elsewhere.
         let env = Env::from_pairs(mock_env(&mocks.cloud_url()));
         let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
-        let config = serve_config(&options, &mocks, &env);
+        let mut config = serve_config(&options, &mocks, &env);
+        config.database_proxies = dev_proxy(&options, &mocks, &ca)?.into_iter().collect();
         let sidecar = Sidecar::start(config, provider_config).await?;
         Ok(Self {
             mocks,
@@ -103,6 +127,10 @@ impl Dev {
              \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
              \x20 curl --unix-socket {socket} http://localhost/metrics\n\
              \n\
+             Connect to the mock SingleStore without a token (the database proxy logs in with it):\n\
+             \x20 mariadb -h 127.0.0.1 -P {mysql_port} -u '*' -e 'SELECT CURRENT_USER()'\n\
+             \x20 (straight to the mock at {db}: the JWT as password, with --ssl-ca={ca} --enable-cleartext-plugin)\n\
+             \n\
              Make the auth service fail (the sidecar keeps serving its valid token):\n\
              \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
              \n\
@@ -111,7 +139,22 @@ impl Dev {
             cloud_url = self.mocks.cloud_url(),
             auth_url = self.mocks.auth_url(),
             sink = self.options.dir.join("database-token").display(),
+            mysql_port = self.mysql_addr().map(|a| a.port()).unwrap_or_default(),
+            db = self
+                .mocks
+                .singlestore()
+                .map(|d| d.addr().to_string())
+                .unwrap_or_default(),
+            ca = self.options.dir.join("singlestore-ca.pem").display(),
         )
+    }
+
+    /// Where the database proxy listens.
+    pub fn mysql_addr(&self) -> Option<SocketAddr> {
+        self.sidecar
+            .database_proxies()
+            .first()
+            .and_then(|p| p.tcp_addr())
     }
 
     pub async fn shutdown(self) {
@@ -149,4 +192,26 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
         },
     ];
     config
+}
+
+/// The database proxy in front of the mock SingleStore.
+fn dev_proxy(
+    options: &DevOptions,
+    mocks: &TestServer,
+    ca: &std::path::Path,
+) -> Result<Option<crate::dbproxy::DatabaseProxyConfig>, DevError> {
+    let Some(db) = mocks.singlestore() else {
+        return Ok(None);
+    };
+    let file = crate::dbproxy::config::FileDatabaseProxy {
+        listen: Some(options.mysql.to_string()),
+        upstream: Some(db.addr().to_string()),
+        server_name: Some(db.server_name().to_string()),
+        ca_file: Some(ca.to_path_buf()),
+        workspace_group_id: Some(options.workspace_group_id.clone()),
+        ..Default::default()
+    };
+    crate::dbproxy::config::build(0, file)
+        .map(Some)
+        .map_err(|e| DevError::Mysql(e.message))
 }
