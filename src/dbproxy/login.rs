@@ -153,6 +153,9 @@ fn protocol(message: String) -> Failure {
     Failure::new(FailureReason::Protocol, codes::HANDSHAKE, b"08S01", message)
 }
 
+/// Length of an SSL request (capabilities, max packet, collation, filler).
+const SSL_REQUEST_LEN: usize = 32;
+
 /// What the client asked for in its handshake response.
 pub struct ClientLogin {
     raw: Vec<u8>,
@@ -162,14 +165,20 @@ pub struct ClientLogin {
 
 impl ClientLogin {
     /// Parses the client's response; an SSL request is refused with a hint.
-    pub fn parse(seq: u8, raw: Vec<u8>) -> Result<Self, Failure> {
+    pub fn parse(seq: u8, mut raw: Vec<u8>) -> Result<Self, Failure> {
         let caps = raw
             .get(..4)
             .map(|b| {
                 CapabilityFlags::from_bits_truncate(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             })
             .ok_or_else(|| protocol("the client's handshake response is short".into()))?;
-        if caps.contains(CapabilityFlags::CLIENT_SSL) {
+        // An SSL request is exactly the first 32 bytes of a response. Some clients
+        // (singlestoredb with TLS options) set CLIENT_SSL in a full response to a
+        // server that offered no TLS and go on in the clear: that flag is dropped.
+        if caps.contains(CapabilityFlags::CLIENT_SSL) && raw.len() > SSL_REQUEST_LEN {
+            let cleared = (caps - CapabilityFlags::CLIENT_SSL).bits().to_le_bytes();
+            raw[..4].copy_from_slice(&cleared);
+        } else if caps.contains(CapabilityFlags::CLIENT_SSL) {
             return Err(protocol(
                 "TLS to the proxy is not offered (it listens on loopback or a Unix socket): connect without TLS (mariadb --skip-ssl, PyMySQL without ssl)".into(),
             ));
