@@ -50,14 +50,13 @@ fn main() {
         .build()
         .unwrap();
     let server = mock_rt.block_on(async {
-        let config =
-            s2iam_testserver::TestServerConfig::new(s2iam_testserver::CloudConfig::gcp())
-                .with_singlestore(s2iam_testserver::SingleStoreConfig {
-                    workspace_group_id: Some(WG.into()),
-                    large_rows: rows,
-                    large_row_bytes: 100,
-                    ..Default::default()
-                });
+        let config = s2iam_testserver::TestServerConfig::new(s2iam_testserver::CloudConfig::gcp())
+            .with_singlestore(s2iam_testserver::SingleStoreConfig {
+                workspace_group_id: Some(WG.into()),
+                large_rows: rows,
+                large_row_bytes: 100,
+                ..Default::default()
+            });
         s2iam_testserver::TestServer::start(config).await.unwrap()
     });
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -109,7 +108,10 @@ async fn run(server: &s2iam_testserver::TestServer, rows: usize) {
     let (d50, d90) = percentiles(&mut d);
     let (p50, p90) = percentiles(&mut p);
     let setup_ratio = p50 / d50;
-    println!("connection setup (connect + login + SELECT 1), {} each:", d.len());
+    println!(
+        "connection setup (connect + login + SELECT 1), {} each:",
+        d.len()
+    );
     println!("  direct  p50 {:>7.0} µs  p90 {:>7.0} µs", d50, d90);
     println!("  proxy   p50 {:>7.0} µs  p90 {:>7.0} µs", p50, p90);
     println!("  proxy/direct p50: {setup_ratio:.2} (goal <= 1.5)");

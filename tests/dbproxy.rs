@@ -104,10 +104,10 @@ async fn world(auth: AuthConfig, proxy: &[(&str, &str)], cache: &str) -> World {
         &ServeOverrides::default(),
     )
     .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    config.socket = Some(dir.join("s2iam.sock"));
-    config.server_url = Some(server.exchange_url_template());
-    config.allow_http = true;
-    config.tick = Duration::from_millis(50);
+    config.listen.socket = Some(dir.join("s2iam.sock"));
+    config.client.server_url = Some(server.exchange_url_template());
+    config.client.allow_http = true;
+    config.cache.tick = Duration::from_millis(50);
     let sidecar = Sidecar::start(config, provider_config(&server))
         .await
         .expect("sidecar starts");

@@ -134,7 +134,7 @@ impl AppState {
             }
         }
         let req = TokenRequest {
-            gcp_audience: self.config.gcp_audience.clone(),
+            gcp_audience: self.config.client.gcp_audience.clone(),
             ..TokenRequest::api()
         };
         let (_, id) = self.client.identity(&req).await?;
@@ -151,14 +151,18 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             jwt_type: t.jwt_type,
             workspace_group_id: t.workspace_group_id.clone(),
             assume_role: t.assume_role.clone(),
-            role_session_name: config.role_session_name.clone(),
+            role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
         .collect();
     // Each database proxy's token is kept warm too (after the configured tokens,
     // whose positions match config.tokens).
     for p in &config.database_proxies {
-        let req = crate::dbproxy::token_request(p, &config.role_session_name, &config.gcp_audience);
+        let req = crate::dbproxy::token_request(
+            p,
+            &config.client.role_session_name,
+            &config.client.gcp_audience,
+        );
         if !requests.contains(&req) {
             requests.push(req);
         }
@@ -196,7 +200,7 @@ impl Sidecar {
         config: ServeConfig,
         provider_config: ProviderConfig,
     ) -> Result<Self, ServeError> {
-        let tcp_token = match &config.tcp_token_file {
+        let tcp_token = match &config.listen.tcp_token_file {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
@@ -208,13 +212,16 @@ impl Sidecar {
             .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
             .collect::<HashMap<_, _>>();
         let aws_token = start_aws_token(&config)?;
-        let aws =
-            AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
+        let aws = AwsCredentialVendor::new(
+            config.aws.clone(),
+            client.clone(),
+            config.cache.policy.clone(),
+        );
         let state = Arc::new(AppState {
             aws,
             aws_token,
             cache: Cache::new(
-                config.cache.clone(),
+                config.cache.policy.clone(),
                 fetcher(client.clone(), sinks, metrics.clone()),
             ),
             client,
@@ -229,15 +236,15 @@ impl Sidecar {
         let database_proxies = crate::dbproxy::start_all(
             &state.config.database_proxies,
             &state.cache,
-            &state.config.role_session_name,
-            &state.config.gcp_audience,
+            &state.config.client.role_session_name,
+            &state.config.client.gcp_audience,
             &state.metrics.database_proxy,
             &stopped,
         )
         .await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
-        let tick = state.config.tick;
+        let tick = state.config.cache.tick;
         background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
         background.push(spawn_refresher(state.aws.cache().clone(), tick, stopped));
         Ok(Self {
@@ -396,7 +403,7 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.startup_timeout {
+                let cap = if started.elapsed() < state.config.client.startup_timeout {
                     Duration::from_secs(5)
                 } else {
                     Duration::from_secs(60)
