@@ -65,6 +65,12 @@
 //! buckets = ["*-analytics-*"]
 //! prefixes = ["reports/"]            # optional; default the whole bucket
 //! actions = ["read", "list"]         # read, write, delete, list, all
+//!
+//! [[api_proxy]]                      # local HTTP proxy adding the JWT (see crate::serve::apiproxy::config)
+//! listen = "127.0.0.1:8081"
+//! upstream = "https://svc-xxxx-dml.aws-virginia-6.svc.singlestore.com"
+//! token = "database"                 # or "api" (Management API)
+//! workspace_group_id = "wg-1"
 //! ```
 //!
 //! Environment: `S2IAM_CONFIG` (file), `S2IAM_SOCKET`, `S2IAM_TCP_LISTEN`,
@@ -81,6 +87,7 @@ use crate::cache::CachePolicy;
 use crate::exchange::JwtType;
 use crate::provider::config::Env;
 use crate::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
+pub use crate::serve::apiproxy::config::ApiProxyConfig;
 use crate::util::parse_duration;
 
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
@@ -128,6 +135,8 @@ struct FileConfig {
     aws: FileAws,
     #[serde(default)]
     aws_profile: Vec<FileAwsProfile>,
+    #[serde(default)]
+    api_proxy: Vec<crate::serve::apiproxy::config::FileApiProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +294,8 @@ pub struct ServeConfig {
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+    /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
+    pub api_proxies: Vec<ApiProxyConfig>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -382,6 +393,12 @@ impl ServeConfig {
             .map(|(i, t)| warm_token(i, t, &gcp_audience))
             .collect::<Result<Vec<_>, _>>()?;
         let aws = aws_settings(file.aws, file.aws_profile)?;
+        let allow_http = flags.allow_http
+            || env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true")
+            || file.auth.allow_http.unwrap_or(false);
+        let api_proxies = crate::serve::apiproxy::config::parse_all(file.api_proxy, allow_http)?;
         Ok(Self {
             socket,
             socket_mode: mode(
@@ -397,11 +414,7 @@ impl ServeConfig {
                 .clone()
                 .or_else(|| env.get("S2IAM_JWT_SERVER_URL"))
                 .or(file.auth.server_url),
-            allow_http: flags.allow_http
-                || env
-                    .get("S2IAM_ALLOW_HTTP")
-                    .is_some_and(|v| v == "1" || v == "true")
-                || file.auth.allow_http.unwrap_or(false),
+            allow_http,
             timeout: duration(
                 "auth.timeout",
                 file.auth.timeout.as_deref(),
@@ -444,6 +457,7 @@ impl ServeConfig {
                 .unwrap_or_else(|| "info".into()),
             tokens,
             aws,
+            api_proxies,
         })
     }
 }

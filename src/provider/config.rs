@@ -232,7 +232,7 @@ pub fn http_client(env: &Env) -> reqwest::Client {
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
-fn env_proxies(env: &Env) -> Vec<reqwest::Proxy> {
+pub(crate) fn env_proxies(env: &Env) -> Vec<reqwest::Proxy> {
     let var = |upper: &str| {
         env.get(upper)
             .or_else(|| env.get(&upper.to_ascii_lowercase()))

@@ -11,6 +11,7 @@
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
 //! requests finish, remove the socket file.
 
+pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -54,6 +55,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
@@ -142,8 +145,9 @@ impl AppState {
     }
 }
 
+/// The configured tokens, then those the API proxies need (kept warm too).
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
-    config
+    let mut requests: Vec<TokenRequest> = config
         .tokens
         .iter()
         .map(|t| TokenRequest {
@@ -153,7 +157,14 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             role_session_name: config.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
-        .collect()
+        .collect();
+    for proxy in &config.api_proxies {
+        let req = apiproxy::forward::token_request(proxy, config);
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    requests
 }
 
 /// `database/wg-1` style name of a token request, for logs and errors.
@@ -174,6 +185,7 @@ pub fn describe(req: &TokenRequest) -> String {
 pub struct Sidecar {
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
+    api_proxies: Vec<apiproxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -189,6 +201,7 @@ impl Sidecar {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
+        let env = provider_config.env.clone();
         let client = Arc::new(Client::new(jwt_options(&config, provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
@@ -215,6 +228,7 @@ impl Sidecar {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.tick;
@@ -223,6 +237,7 @@ impl Sidecar {
         Ok(Self {
             state,
             listeners,
+            api_proxies,
             background,
             stop,
         })
@@ -236,11 +251,30 @@ impl Sidecar {
         self.listeners.iter().find_map(|l| l.tcp_addr())
     }
 
+    /// The loopback address of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.tcp_addr)
+    }
+
+    /// The Unix socket of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_socket(&self, name: &str) -> Option<PathBuf> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.socket.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests, removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for l in self.listeners {
             l.wait().await;
+        }
+        for p in self.api_proxies {
+            p.wait().await;
         }
         for task in self.background {
             task.abort();
