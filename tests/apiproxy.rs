@@ -564,3 +564,146 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     assert!(counted("upstream") >= BIG, "{metrics}");
     w.stop().await;
 }
+
+/// A TLS terminator in front of the mock APIs, with a certificate for `names`
+/// issued by a fresh CA: (its https URL, the CA's PEM).
+async fn https_front(upstream: SocketAddr, names: &[&str]) -> (String, String) {
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "s2iam test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (format!("https://{addr}"), ca_cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_verified_against_the_ca_file() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let api = MockApiServer::start(
+        ApiConfig::default(),
+        server.auth().key().clone(),
+        loopback_any(),
+    )
+    .await
+    .unwrap();
+    let (good_url, good_ca) = https_front(api.addr(), &["127.0.0.1", "localhost"]).await;
+    let (wrong_name_url, wrong_name_ca) = https_front(api.addr(), &["db.example.com"]).await;
+    let dir = temp_dir("apiproxy-tls");
+    std::fs::write(dir.join("good-ca.pem"), &good_ca).unwrap();
+    std::fs::write(dir.join("wrong-name-ca.pem"), &wrong_name_ca).unwrap();
+    std::fs::write(dir.join("not-pem.pem"), "hello").unwrap();
+
+    let proxy = |name: &str, url: &str, ca: Option<&str>| {
+        let mut p = ApiProxyConfig::new(
+            name,
+            loopback_any(),
+            url,
+            ProxyToken::Database {
+                workspace_group_id: WG.into(),
+            },
+        );
+        p.ca_file = ca.map(|f| dir.join(f));
+        p
+    };
+    let config = |proxies: Vec<ApiProxyConfig>| {
+        let mut c = ServeConfig::from_toml(
+            "",
+            &Env::from_pairs::<&str, &str>([]),
+            &ServeOverrides::default(),
+        )
+        .unwrap();
+        c.socket = Some(dir.join(format!("s2iam-{}.sock", rand::random::<u32>())));
+        c.server_url = Some(server.exchange_url_template());
+        c.allow_http = true; // for the mock auth service only: the upstreams are https
+        c.api_proxies = proxies;
+        c
+    };
+    let sidecar = Sidecar::start(
+        config(vec![
+            proxy("trusted", &good_url, Some("good-ca.pem")),
+            proxy("unknown-ca", &good_url, None),
+            proxy("wrong-name", &wrong_name_url, Some("wrong-name-ca.pem")),
+        ]),
+        provider_config(&server),
+    )
+    .await
+    .unwrap();
+    let call = |name: &str| {
+        let url = format!(
+            "http://{}/api/v2/query/rows",
+            sidecar.api_proxy_addr(name).unwrap()
+        );
+        async move {
+            let resp = http()
+                .post(url)
+                .json(&serde_json::json!({"sql": "SELECT 1"}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = call("trusted").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api.api().records().len(), 1, "one request reached the API");
+    for name in ["unknown-ca", "wrong-name"] {
+        let (status, body) = call(name).await;
+        println!("{name}: {body}");
+        assert_eq!(status, 502, "{name}: {body}");
+        assert!(body.contains("certificate"), "{name}: {body}");
+    }
+    assert_eq!(
+        api.api().records().len(),
+        1,
+        "no request (and no token) crossed an unverified connection"
+    );
+    sidecar.shutdown().await;
+
+    let err = Sidecar::start(
+        config(vec![proxy("bad-ca", &good_url, Some("not-pem.pem"))]),
+        provider_config(&server),
+    )
+    .await
+    .err()
+    .expect("a ca_file without a certificate is refused at start");
+    let message = err.to_string();
+    assert!(
+        message.contains("api_proxy bad-ca") && message.contains("not-pem.pem"),
+        "{message}"
+    );
+    api.shutdown().await;
+    server.shutdown().await;
+}

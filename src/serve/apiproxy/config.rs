@@ -8,7 +8,7 @@
 //! upstream = "https://svc-xxxx-dml.aws-virginia-6.svc.singlestore.com"
 //! token = "database"                 # the Data API: a database JWT ...
 //! workspace_group_id = "wg-1"        # ... for this workspace group
-//! ca_file = "/etc/s2iam/upstream-ca.pem"  # optional: trust this CA (PEM) besides the system roots
+//! ca_file = "/etc/s2iam/upstream-ca.pem"  # optional: trust this CA (PEM) besides the built-in Mozilla roots
 //! connect_timeout = "10s"
 //! timeout = "5m"                     # wait for response headers, and longest silence in a body
 //! max_connections = 256              # client connections served at once

@@ -144,7 +144,7 @@ impl Proxy {
         let sent = tokio::time::timeout(self.config.timeout, upstream.send()).await;
         match sent {
             Ok(Ok(resp)) => self.relay(resp),
-            Ok(Err(e)) => self.upstream_failed(&e),
+            Ok(Err(e)) => self.upstream_failed(e),
             Err(_) => {
                 self.state
                     .metrics
@@ -176,7 +176,7 @@ impl Proxy {
         Response::from_parts(parts, counted.map_err(Into::into).boxed())
     }
 
-    fn upstream_failed(&self, e: &reqwest::Error) -> Response<ProxyBody> {
+    fn upstream_failed(&self, e: reqwest::Error) -> Response<ProxyBody> {
         let (reason, status, code) = if e.is_timeout() {
             ("timeout", StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         } else if e.is_connect() {
@@ -188,7 +188,8 @@ impl Proxy {
             .metrics
             .api_proxy
             .count_upstream_error(&self.name, reason);
-        let why = error_chain(e);
+        // The URL holds the client's path and query: the message names the upstream only.
+        let why = error_chain(&e.without_url());
         tracing::warn!(proxy = %self.name, upstream = %self.config.upstream, error = %why, "API proxy upstream failed");
         let what = match reason {
             "connect" => "cannot connect to",
@@ -215,7 +216,7 @@ pub fn token_request(config: &ApiProxyConfig, serve: &crate::config::ServeConfig
     }
 }
 
-/// rustls, the system roots plus `ca_file`, the configured timeouts, no
+/// rustls, the built-in Mozilla roots (webpki-roots, as every s2iam client) plus `ca_file`, the configured timeouts, no
 /// redirects, no decompression (bodies pass through as sent), and the proxy
 /// policy of every other global service: `HTTPS_PROXY` and friends are honoured
 /// except for loopback and link-local hosts (a mock upstream in tests).
