@@ -707,3 +707,65 @@ async fn an_https_upstream_is_verified_against_the_ca_file() {
     api.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_wait_for_a_free_slot() {
+    let w = World::start(|c, _| c.api_proxies[0].max_connections = 2).await;
+    let addr = w.sidecar.api_proxy_addr("data").unwrap();
+    // Two idle keep-alive connections take both slots.
+    let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = tokio::task::spawn_blocking(move || raw_status(addr, "127.0.0.1"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!third.is_finished(), "a third connection is not served yet");
+    drop(idle1);
+    let answer = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle2);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_streaming_response_finish_and_refuses_new_connections() {
+    let w = World::start(|_, _| {}).await;
+    let addr = w.sidecar.api_proxy_addr("data").unwrap();
+    w.api.api().hold_streams(true);
+    let mut resp = http()
+        .post(format!("http://{addr}/api/v2/query/rows"))
+        .json(&serde_json::json!({"sql": "SELECT * FROM large LIMIT 20000"}))
+        .send()
+        .await
+        .unwrap();
+    let mut total = resp.chunk().await.unwrap().unwrap().len();
+    let World {
+        server,
+        api,
+        sidecar,
+    } = w;
+    let stopping = tokio::spawn(sidecar.shutdown());
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await,
+        "the listener closes at once"
+    );
+    api.api().hold_streams(false);
+    let mut tail = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len();
+        tail = chunk.to_vec();
+    }
+    assert!(tail.ends_with(b"]}]}"), "the in-flight response completed");
+    assert!(total > 2_000_000, "{total}");
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("shutdown finishes once the response is done")
+        .unwrap();
+    api.shutdown().await;
+    server.shutdown().await;
+}
