@@ -1,6 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
-//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
+//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service

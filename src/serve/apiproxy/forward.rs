@@ -5,8 +5,9 @@
 //! proxy's JWT replaces them; a client credential never leaves the machine), as are
 //! `Host` (the upstream's is set from its URL) and the hop-by-hop headers of RFC 9110
 //! §7.6.1 (`Connection` and every header it names, `Keep-Alive`, `TE`, `Trailer`,
-//! `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`). Everything else, both ways,
-//! passes unchanged; redirects are returned to the client, never followed.
+//! `Transfer-Encoding`, `Upgrade`, `Proxy-Connection`), and `Expect` (the proxy's
+//! own server already answered `100 Continue`). Everything else, both ways, passes
+//! unchanged; redirects are returned to the client, never followed.
 //!
 //! The proxy's own answers are JSON `{"error", "message"}`: 403 `forbidden` (a
 //! non-loopback `Host` on TCP, or a Unix-socket peer outside `listen.allowed_uids`),
@@ -66,11 +67,16 @@ impl Proxy {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let resp = self.forward(req, caller).await;
+        let status = resp.status().as_u16();
         self.state
             .metrics
             .api_proxy
-            .count_request(&self.name, resp.status().as_u16());
+            .count_request(&self.name, status);
+        // The path only: a query may carry values the application considers private.
+        tracing::debug!(proxy = %self.name, %method, path, status, headers_ms = started.elapsed().as_millis() as u64, "API proxy request");
         resp
     }
 
@@ -122,6 +128,7 @@ impl Proxy {
         headers.remove(header::HOST);
         headers.remove(header::AUTHORIZATION);
         headers.remove(header::PROXY_AUTHORIZATION);
+        headers.remove(header::EXPECT);
         let Ok(mut bearer) = HeaderValue::from_str(&format!("Bearer {}", jwt.expose())) else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
