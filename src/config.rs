@@ -44,7 +44,7 @@
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
 //!
-//! [aws]                              # AWS/S3 credential vending (see crate::aws_creds)
+//! [aws]                              # AWS/S3 credential vending (see crate::aws_vending)
 //! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start
 //! authorization_token_mode = "0640"
 //! region = "us-east-1"               # default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1
@@ -66,7 +66,7 @@
 //! prefixes = ["reports/"]            # optional; default the whole bucket
 //! actions = ["read", "list"]         # read, write, delete, list, all
 //!
-//! [[api_proxy]]                      # local HTTP proxy adding the JWT (see crate::serve::apiproxy::config)
+//! [[api_proxy]]                      # local HTTP proxy adding the JWT (see crate::config::api_proxy)
 //! listen = "127.0.0.1:8081"
 //! upstream = "https://svc-xxxx-dml.aws-virginia-6.svc.singlestore.com"
 //! token = "database"                 # or "api" (Management API)
@@ -82,13 +82,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aws_creds::{AwsProfile, AwsSettings, PolicyRule, ProfileSource};
+use crate::aws_vending::{AwsProfile, AwsSettings, PolicyRule, ProfileSource};
 use crate::cache::CachePolicy;
-use crate::exchange::JwtType;
-use crate::provider::config::Env;
+use crate::client::JwtOptions;
+use crate::env::Env;
+use crate::env::ProviderConfig;
+use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
-pub use crate::serve::apiproxy::config::ApiProxyConfig;
 use crate::util::parse_duration;
+pub use api_proxy::ApiProxyConfig;
+
+pub mod api_proxy;
 
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
 
@@ -136,7 +140,7 @@ struct FileConfig {
     #[serde(default)]
     aws_profile: Vec<FileAwsProfile>,
     #[serde(default)]
-    api_proxy: Vec<crate::serve::apiproxy::config::FileApiProxy>,
+    api_proxy: Vec<api_proxy::FileApiProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,7 +402,7 @@ impl ServeConfig {
                 .get("S2IAM_ALLOW_HTTP")
                 .is_some_and(|v| v == "1" || v == "true")
             || file.auth.allow_http.unwrap_or(false);
-        let api_proxies = crate::serve::apiproxy::config::parse_all(file.api_proxy, allow_http)?;
+        let api_proxies = api_proxy::parse_all(file.api_proxy, allow_http)?;
         Ok(Self {
             socket,
             socket_mode: mode(
@@ -459,6 +463,29 @@ impl ServeConfig {
             aws,
             api_proxies,
         })
+    }
+}
+
+impl ServeConfig {
+    /// The options of the sidecar's one [`crate::client::Client`].
+    pub fn jwt_options(&self, provider_config: ProviderConfig) -> JwtOptions {
+        let mut exchange = ExchangeConfig {
+            validate_jwks: self.validate_jwks,
+            ..ExchangeConfig::default()
+        };
+        if let Some(pref) = &self.identity_format_preference {
+            exchange.identity_format_preference = pref.clone();
+        }
+        JwtOptions {
+            server_url: self.server_url.clone(),
+            allow_http: self.allow_http,
+            provider: self.provider,
+            force_detect: false,
+            timeout: self.timeout,
+            detect_timeout: self.detect_timeout,
+            exchange,
+            provider_config: Some(provider_config),
+        }
     }
 }
 
@@ -582,7 +609,7 @@ fn aws_settings(a: FileAws, profiles: Vec<FileAwsProfile>) -> Result<AwsSettings
         a.min_remaining.as_deref(),
         d.min_remaining,
     )?;
-    if min_remaining < crate::aws_creds::MIN_REMAINING {
+    if min_remaining < crate::aws_vending::MIN_REMAINING {
         return Err(invalid(
             "aws.min_remaining",
             "must be at least 5m: AWS SDKs refresh vended credentials only seconds before they expire",
@@ -643,7 +670,7 @@ fn aws_profile(
     min_remaining: Duration,
 ) -> Result<AwsProfile, ConfigError> {
     let setting = |field: &str| format!("aws_profile[{i}].{field}");
-    crate::aws_creds::validate_profile_name(&p.name).map_err(|e| invalid(&setting("name"), e))?;
+    crate::aws_vending::validate_profile_name(&p.name).map_err(|e| invalid(&setting("name"), e))?;
     let named = |field: &str| format!("aws_profile[{i}] ({}).{field}", p.name);
     let needs_role = matches!(p.source.as_str(), "assume_role" | "web_identity");
     let only = |field: &str, present: bool, allowed: &[&str]| {
@@ -789,7 +816,7 @@ fn aws_profile(
         let rule = PolicyRule {
             buckets: r.buckets.clone(),
             prefixes: r.prefixes.clone(),
-            actions: crate::aws_creds::policy::parse_actions(&r.actions)
+            actions: crate::aws_vending::policy::parse_actions(&r.actions)
                 .map_err(|e| invalid(&format!("{rule_setting}.actions"), e))?,
         };
         rule.validate().map_err(|e| {
@@ -806,12 +833,12 @@ fn aws_profile(
     };
     if let Some(policy) = profile.session_policy() {
         let chars = policy.chars().count();
-        if chars > crate::aws_creds::policy::MAX_POLICY_CHARS {
+        if chars > crate::aws_vending::policy::MAX_POLICY_CHARS {
             return Err(invalid(
                 &named("session_policy"),
                 format!(
                     "the generated policy has {chars} characters; STS accepts at most {}: use fewer buckets or prefixes",
-                    crate::aws_creds::policy::MAX_POLICY_CHARS
+                    crate::aws_vending::policy::MAX_POLICY_CHARS
                 ),
             ));
         }

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{eventually, mocks, provider_config, temp_dir, uds_get, uds_request};
+use s2iam::config::api_proxy::ProxyToken;
 use s2iam::config::{ApiProxyConfig, ServeConfig, ServeOverrides};
-use s2iam::provider::config::Env;
-use s2iam::serve::apiproxy::config::ProxyToken;
+use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::api::fingerprint;
 use s2iam_testserver::{ApiConfig, CloudConfig, FaultRule, MockApiServer, TestServer};

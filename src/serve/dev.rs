@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use s2iam_testserver::{ApiConfig, CloudConfig, MockApiServer, TestServer, TestServerConfig};
 
-use super::apiproxy::config::{ApiProxyConfig, ProxyToken};
 use super::{ServeError, Sidecar};
+use crate::config::api_proxy::{ApiProxyConfig, ProxyToken};
 use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
-use crate::endpoints::mock_env;
+use crate::env::endpoints::mock_env;
+use crate::env::{Env, Fs};
 use crate::exchange::JwtType;
-use crate::provider::config::{Env, Fs};
 use crate::provider::ProviderConfig;
 
 /// What `s2iam dev` runs.

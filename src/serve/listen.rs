@@ -24,7 +24,8 @@ use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use super::routes::{self, api_error};
+use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
+use super::routes;
 use super::{AppState, ServeError};
 
 /// The peer of a Unix-socket connection.
@@ -236,8 +237,8 @@ async fn check_tcp_caller(
         );
     }
     let mut req = req;
-    req.extensions_mut().insert(super::aws::ViaTcp);
-    if super::aws::is_aws_path(req.uri().path()) {
+    req.extensions_mut().insert(ViaTcp);
+    if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
@@ -270,13 +271,6 @@ pub(crate) fn host_is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -23,11 +23,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{full, Counted, ProxyBody};
-use super::config::ApiProxyConfig;
 use super::ApiProxyError;
 use crate::cache::CacheError;
 use crate::client::TokenRequest;
-use crate::provider::config::Env;
+use crate::config::api_proxy::ApiProxyConfig;
+use crate::env::Env;
 use crate::serve::{describe, AppState};
 
 /// Who is calling, as the listener established it.
@@ -223,45 +223,30 @@ pub fn token_request(config: &ApiProxyConfig, serve: &crate::config::ServeConfig
     }
 }
 
-/// rustls, the built-in Mozilla roots (webpki-roots, as every s2iam client) plus `ca_file`, the configured timeouts, no
-/// redirects, no decompression (bodies pass through as sent), and the proxy
-/// policy of every other global service: `HTTPS_PROXY` and friends are honoured
-/// except for loopback and link-local hosts (a mock upstream in tests).
+/// The upstream client ([`crate::http::forwarding_client`]) with `ca_file` read.
 fn upstream_client(config: &ApiProxyConfig, env: &Env) -> Result<reqwest::Client, ApiProxyError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false);
+    let mut roots = Vec::new();
     if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| ApiProxyError::CaFile {
+        let ca_error = |message: String| ApiProxyError::CaFile {
             name: config.name.clone(),
             path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        roots = reqwest::Certificate::from_pem_bundle(&pem)
             .ok()
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| ApiProxyError::CaFile {
-                name: config.name.clone(),
-                path: path.clone(),
-                message: "no PEM certificate in it".into(),
-            })?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
+            .ok_or_else(|| ca_error("no PEM certificate in it".into()))?;
+    }
+    let timeouts = crate::http::ForwardingTimeouts {
+        connect: config.connect_timeout,
+        read: config.timeout,
+    };
+    crate::http::forwarding_client(&env.proxy_settings(), timeouts, roots).map_err(|e| {
+        ApiProxyError::Client {
+            name: config.name.clone(),
+            message: error_chain(&e),
         }
-    }
-    let proxies = crate::provider::config::env_proxies(env);
-    if proxies.is_empty() {
-        builder = builder.no_proxy();
-    }
-    for proxy in proxies {
-        builder = builder.proxy(proxy);
-    }
-    builder.build().map_err(|e| ApiProxyError::Client {
-        name: config.name.clone(),
-        message: error_chain(&e),
     })
 }
 

@@ -15,10 +15,9 @@
 //! for any silence within a body. On shutdown the listener stops accepting and
 //! in-flight requests get [`DRAIN_GRACE`] to finish.
 //!
-//! [`config`] has the settings, [`forward`] what happens to one request.
+//! [`crate::config::api_proxy`] has the settings, [`forward`] what happens to one request.
 
 pub mod body;
-pub mod config;
 pub mod forward;
 
 use std::convert::Infallible;
@@ -36,7 +35,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use self::forward::{Caller, Proxy};
 use super::{AppState, ServeError};
-use crate::provider::config::Env;
+use crate::env::Env;
 
 /// How long in-flight requests may run on after the stop signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 use crate::exchange::JwtType;
 use crate::util::parse_duration;
 
