@@ -401,11 +401,15 @@ async fn upstream_down_is_a_502_and_a_slow_upstream_a_504() {
 
 /// One raw HTTP/1.1 request, to send a Host header no client library would.
 fn raw_status(addr: SocketAddr, host: &str) -> String {
+    raw_request(addr, "GET /api/v2/ping", host)
+}
+
+fn raw_request(addr: SocketAddr, request_line: &str, host: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET /api/v2/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{request_line} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -434,6 +438,12 @@ async fn a_non_loopback_host_header_is_refused() {
         3,
         "the refused request never reached the upstream"
     );
+    let tunnel = tokio::task::spawn_blocking(move || {
+        raw_request(addr, "CONNECT example.com:443", "127.0.0.1")
+    })
+    .await
+    .unwrap();
+    assert!(tunnel.starts_with("HTTP/1.1 405"), "{tunnel}");
     w.stop().await;
 }
 

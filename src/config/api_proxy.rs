@@ -10,7 +10,7 @@
 //! workspace_group_id = "wg-1"        # ... for this workspace group
 //! ca_file = "/etc/s2iam/upstream-ca.pem"  # optional: trust this CA (PEM) besides the built-in Mozilla roots
 //! connect_timeout = "10s"
-//! timeout = "5m"                     # wait for response headers, and longest silence in a body
+//! timeout = "5m"                     # until the response headers (request upload included), and longest silence in a body
 //! max_connections = 256              # client connections served at once
 //!
 //! [[api_proxy]]

@@ -11,6 +11,7 @@
 //!
 //! The proxy's own answers are JSON `{"error", "message"}`: 403 `forbidden` (a
 //! non-loopback `Host` on TCP, or a Unix-socket peer outside `listen.allowed_uids`),
+//! 405 `method_not_allowed` (`CONNECT`),
 //! 503 `token_unavailable` (with why), 502 `upstream_unreachable` /
 //! `upstream_error`, 504 `upstream_timeout`.
 
@@ -105,6 +106,13 @@ impl Proxy {
                 }
             }
             Caller::UnixAllowed => {}
+        }
+        if req.method() == axum::http::Method::CONNECT {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the API proxy forwards requests to its upstream; it does not open tunnels",
+            );
         }
         let jwt = match self.state.cache.get(self.token.clone()).await {
             Ok(token) => token.jwt().clone(),

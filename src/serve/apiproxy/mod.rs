@@ -11,8 +11,9 @@
 //!
 //! Limits: `max_connections` client connections at once (more wait in the kernel's
 //! accept queue), 30 s to send request headers (also the keep-alive idle limit),
-//! `connect_timeout` to reach the upstream, `timeout` for its response headers and
-//! for any silence within a body. On shutdown the listener stops accepting and
+//! `connect_timeout` to reach the upstream, `timeout` until its response headers
+//! (counted from the start, so a request upload is included) and for any silence
+//! within a response body. On shutdown the listener stops accepting and
 //! in-flight requests get [`DRAIN_GRACE`] to finish.
 //!
 //! [`crate::config::api_proxy`] has the settings, [`forward`] what happens to one request.
