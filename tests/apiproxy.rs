@@ -45,13 +45,13 @@ impl World {
             &ServeOverrides::default(),
         )
         .unwrap();
-        c.socket = Some(dir.join("s2iam.sock"));
-        c.server_url = Some(server.exchange_url_template());
-        c.allow_http = true;
-        c.tick = Duration::from_millis(50);
-        c.cache.min_remaining = Duration::from_millis(500);
-        c.cache.retry_base = Duration::from_millis(100);
-        c.cache.retry_max = Duration::from_millis(400);
+        c.listen.socket = Some(dir.join("s2iam.sock"));
+        c.client.server_url = Some(server.exchange_url_template());
+        c.client.allow_http = true;
+        c.cache.tick = Duration::from_millis(50);
+        c.cache.policy.min_remaining = Duration::from_millis(500);
+        c.cache.policy.retry_base = Duration::from_millis(100);
+        c.cache.policy.retry_max = Duration::from_millis(400);
         let any = loopback_any();
         c.api_proxies = vec![
             ApiProxyConfig::new(
@@ -279,8 +279,8 @@ async fn many_requests_share_one_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_after_a_refresh_carries_the_new_token() {
     let w = World::start(|c, server| {
-        c.cache.refresh_at = 0.3;
-        c.cache.jitter = 0.0;
+        c.cache.policy.refresh_at = 0.3;
+        c.cache.policy.jitter = 0.0;
         server
             .auth()
             .update(|a| a.token_expiry = Duration::from_secs(6));
@@ -655,9 +655,9 @@ async fn an_https_upstream_is_verified_against_the_ca_file() {
             &ServeOverrides::default(),
         )
         .unwrap();
-        c.socket = Some(dir.join(format!("s2iam-{}.sock", rand::random::<u32>())));
-        c.server_url = Some(server.exchange_url_template());
-        c.allow_http = true; // for the mock auth service only: the upstreams are https
+        c.listen.socket = Some(dir.join(format!("s2iam-{}.sock", rand::random::<u32>())));
+        c.client.server_url = Some(server.exchange_url_template());
+        c.client.allow_http = true; // for the mock auth service only: the upstreams are https
         c.api_proxies = proxies;
         c
     };

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{invalid, ConfigError};
 use crate::exchange::JwtType;
 use crate::util::parse_duration;
 
@@ -253,13 +253,6 @@ fn upstream_url(text: &str, allow_http: bool) -> Result<String, String> {
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
-}
-
-fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting: setting.to_string(),
-        message: message.into(),
-    }
 }
 
 #[cfg(test)]

@@ -157,8 +157,8 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.workspace_group_id.as_ref() == Some(wg));
-        if !cfg.allowed_workspace_groups.is_empty()
-            && !cfg.allowed_workspace_groups.contains(wg)
+        if !cfg.access.workspace_groups.is_empty()
+            && !cfg.access.workspace_groups.contains(wg)
             && !configured
         {
             return Err(ApiError::forbidden(format!(
@@ -175,7 +175,7 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.assume_role.as_ref() == Some(role));
-        if !cfg.allowed_assume_roles.contains(role) && !configured {
+        if !cfg.access.assume_roles.contains(role) && !configured {
             return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
@@ -185,11 +185,11 @@ fn token_request(
         jwt_type,
         workspace_group_id,
         assume_role,
-        role_session_name: cfg.role_session_name.clone(),
+        role_session_name: cfg.client.role_session_name.clone(),
         gcp_audience: params
             .get("audience")
             .cloned()
-            .unwrap_or_else(|| cfg.gcp_audience.clone()),
+            .unwrap_or_else(|| cfg.client.gcp_audience.clone()),
     })
 }
 

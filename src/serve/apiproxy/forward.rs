@@ -226,8 +226,8 @@ pub fn token_request(config: &ApiProxyConfig, serve: &crate::config::ServeConfig
         jwt_type: config.token.jwt_type(),
         workspace_group_id: config.token.workspace_group_id().map(String::from),
         assume_role: None,
-        role_session_name: serve.role_session_name.clone(),
-        gcp_audience: serve.gcp_audience.clone(),
+        role_session_name: serve.client.role_session_name.clone(),
+        gcp_audience: serve.client.gcp_audience.clone(),
     }
 }
 

@@ -133,13 +133,13 @@ async fn start(
         let listener = UnixListener::bind(path).map_err(listen_err)?;
         std::fs::set_permissions(
             path,
-            std::fs::Permissions::from_mode(state.config.socket_mode),
+            std::fs::Permissions::from_mode(state.config.listen.socket_mode),
         )
         .map_err(listen_err)?;
         tracing::info!(proxy = %config.name, socket = %path.display(), upstream = %config.upstream, "API proxy listening");
         running.socket = Some(path.clone());
         running.tasks.push(tokio::spawn(accept_loop(
-            Acceptor::Unix(listener, state.config.allowed_uids.clone()),
+            Acceptor::Unix(listener, state.config.listen.allowed_uids.clone()),
             proxy.clone(),
             limit,
             stopped,
