@@ -14,6 +14,7 @@
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
 //! | connect without a token (database proxy) | [`dbproxy`] |
+//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
 //!

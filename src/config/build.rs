@@ -63,6 +63,7 @@ pub(super) fn build(
     let aws = aws_settings(file.aws, file.aws_profile)?;
     let database_proxies = crate::dbproxy::config::build_all(file.database_proxy)
         .map_err(|e| super::invalid(&e.setting, e.message))?;
+    let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
         client,
@@ -75,6 +76,7 @@ pub(super) fn build(
         tokens,
         aws,
         database_proxies,
+        api_proxies,
     })
 }
 

@@ -32,6 +32,8 @@ pub(super) struct FileConfig {
     pub(super) aws_profile: Vec<FileAwsProfile>,
     #[serde(default)]
     pub(super) database_proxy: Vec<crate::dbproxy::config::FileDatabaseProxy>,
+    #[serde(default)]
+    pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]

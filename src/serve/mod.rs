@@ -1,6 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
-//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
+//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service
@@ -12,6 +13,7 @@
 //! requests finish, remove the socket file.
 
 pub mod api;
+pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -55,6 +57,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     DatabaseProxy(#[from] crate::dbproxy::ProxyError),
+    #[error(transparent)]
+    ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
@@ -143,6 +147,7 @@ impl AppState {
     }
 }
 
+/// The configured tokens, then those the API proxies need (kept warm too).
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
     let mut requests: Vec<TokenRequest> = config
         .tokens
@@ -155,14 +160,20 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             gcp_audience: t.gcp_audience.clone(),
         })
         .collect();
-    // Each database proxy's token is kept warm too (after the configured tokens,
-    // whose positions match config.tokens).
+    // Each proxy's token is kept warm too (after the configured tokens, whose
+    // positions match config.tokens).
     for p in &config.database_proxies {
         let req = crate::dbproxy::token_request(
             p,
             &config.client.role_session_name,
             &config.client.gcp_audience,
         );
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    for proxy in &config.api_proxies {
+        let req = apiproxy::forward::token_request(proxy, config);
         if !requests.contains(&req) {
             requests.push(req);
         }
@@ -189,6 +200,7 @@ pub struct Sidecar {
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
     database_proxies: Vec<crate::dbproxy::DatabaseProxy>,
+    api_proxies: Vec<apiproxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -204,6 +216,7 @@ impl Sidecar {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
+        let env = provider_config.env.clone();
         let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
@@ -242,6 +255,7 @@ impl Sidecar {
             &stopped,
         )
         .await?;
+        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
@@ -251,6 +265,7 @@ impl Sidecar {
             state,
             listeners,
             database_proxies,
+            api_proxies,
             background,
             stop,
         })
@@ -269,6 +284,22 @@ impl Sidecar {
         &self.database_proxies
     }
 
+    /// The loopback address of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.tcp_addr)
+    }
+
+    /// The Unix socket of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_socket(&self, name: &str) -> Option<PathBuf> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.socket.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests (and, up to their
     /// `drain_timeout`, open database sessions), removes the socket files.
     pub async fn shutdown(self) {
@@ -278,6 +309,9 @@ impl Sidecar {
         }
         // Each proxy drains in its own task, all at once; this waits for the last.
         for p in self.database_proxies {
+            p.wait().await;
+        }
+        for p in self.api_proxies {
             p.wait().await;
         }
         for task in self.background {
