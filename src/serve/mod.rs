@@ -63,6 +63,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    /// An API proxy could not start.
     ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     /// The TCP bearer token file could not be read.
