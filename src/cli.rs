@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
-use crate::exchange::{ExchangeConfig, JwtType};
-use crate::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
-use crate::provider::{
+use s2iam::client::{Client, Error, JwtOptions, TokenRequest};
+use s2iam::exchange::{ExchangeConfig, JwtType};
+use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
+use s2iam::provider::{
     CloudProvider, ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
-use crate::util::{parse_duration, rfc3339};
+use s2iam::util::{parse_duration, rfc3339};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -128,7 +128,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a database proxy alone: MySQL clients connect with no password, the
     /// proxy logs in to SingleStore with the workload's database JWT.
-    Proxy(crate::dbproxy::standalone::ProxyArgs),
+    Proxy(ProxyArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(ProbeArgs),
@@ -144,6 +144,93 @@ pub enum Command {
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
     Dev(DevArgs),
+}
+
+/// `s2iam proxy`'s flags (the `[[database_proxy]]` settings, plus the auth service).
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Loopback address to listen on, e.g. 127.0.0.1:3306.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Unix socket to listen on (in addition to, or instead of, --listen).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The SingleStore endpoint, host:port.
+    #[arg(long)]
+    pub upstream: String,
+    /// Workspace group whose database JWT logs in.
+    #[arg(long)]
+    pub workspace_group_id: String,
+    /// Upstream user; "*" takes the user from the JWT.
+    #[arg(long, default_value = "*")]
+    pub user: String,
+    /// Name checked against the server certificate and sent as SNI (default: the
+    /// upstream host).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// CA certificates (PEM) to trust instead of the system's.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Client user names accepted (repeatable; default any).
+    #[arg(long = "allowed-user")]
+    pub allowed_users: Vec<String>,
+    /// Unix-socket peer uids accepted (repeatable; default any).
+    #[arg(long = "allowed-uid")]
+    pub allowed_uids: Vec<u32>,
+    #[arg(long, default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Token, TCP, TLS and login together must take less than this.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: String,
+    /// Close a session after this long with no bytes either way ("0" = never).
+    #[arg(long, default_value = "8h")]
+    pub idle_timeout: String,
+    /// On SIGTERM, how long open sessions may go on.
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+    /// Role to assume for the JWT (as the token command's --assume-role).
+    #[arg(long)]
+    pub assume_role: Option<String>,
+    /// Authentication server URL template (default: $S2IAM_JWT_SERVER_URL, else production).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Cloud provider: aws, gcp or azure (default: detected).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Timeout of one token exchange.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl ProxyArgs {
+    fn options(&self) -> s2iam::dbproxy::standalone::StandaloneOptions {
+        s2iam::dbproxy::standalone::StandaloneOptions {
+            proxy: s2iam::dbproxy::config::FileDatabaseProxy {
+                listen: self.listen.clone(),
+                socket: self.socket.clone(),
+                upstream: Some(self.upstream.clone()),
+                server_name: self.server_name.clone(),
+                ca_file: self.ca_file.clone(),
+                workspace_group_id: Some(self.workspace_group_id.clone()),
+                assume_role: self.assume_role.clone(),
+                user: Some(self.user.clone()),
+                allowed_users: Some(self.allowed_users.clone()),
+                allowed_uids: Some(self.allowed_uids.clone()),
+                max_connections: Some(self.max_connections),
+                connect_timeout: Some(self.connect_timeout.clone()),
+                idle_timeout: Some(self.idle_timeout.clone()),
+                drain_timeout: Some(self.drain_timeout.clone()),
+                ..Default::default()
+            },
+            server_url: self.server_url.clone(),
+            allow_http: self.allow_http,
+            provider: self.provider.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -243,9 +330,9 @@ pub struct AwsSourceArgs {
 }
 
 impl AwsSourceArgs {
-    fn options(&self) -> crate::sidecar_client::aws::LocalOptions {
-        crate::sidecar_client::aws::LocalOptions {
-            socket: crate::sidecar_client::default_socket(self.socket.as_deref()),
+    fn options(&self) -> s2iam::sidecar_client::aws::LocalOptions {
+        s2iam::sidecar_client::aws::LocalOptions {
+            socket: s2iam::sidecar_client::default_socket(self.socket.as_deref()),
             config: self.config.clone(),
             timeout: self.timeout,
         }
@@ -300,8 +387,8 @@ pub struct PresignArgs {
 
 /// `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn run_probe(args: &ProbeArgs) -> Result<(), CliError> {
-    let socket = crate::sidecar_client::default_socket(args.socket.as_deref());
-    crate::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
+    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref());
+    s2iam::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
     Ok(())
 }
 
@@ -310,7 +397,7 @@ pub async fn run_credential_process(
     args: &CredentialProcessArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let v = crate::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
+    let v = s2iam::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
         .await?;
     writeln!(out, "{}", v.credential_process_json())?;
     Ok(())
@@ -322,17 +409,17 @@ pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), Cli
     let expires = args
         .expires
         .as_deref()
-        .map(crate::serve::aws::parse_expires)
+        .map(s2iam::serve::aws::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
-    let req = crate::aws_vending::PresignRequest {
+    let req = s2iam::aws_vending::PresignRequest {
         profile: args.source.profile.clone(),
         bucket: args.bucket.clone(),
         key: args.key.clone(),
         method: Some(args.method.clone()),
         expires,
     };
-    let p = crate::sidecar_client::aws::presign(&args.source.options(), &req).await?;
+    let p = s2iam::sidecar_client::aws::presign(&args.source.options(), &req).await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {
@@ -347,20 +434,20 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] s2iam::config::ConfigError),
     #[error(transparent)]
-    Serve(#[from] crate::serve::ServeError),
+    Serve(#[from] s2iam::serve::ServeError),
     #[cfg(feature = "dev")]
     #[error(transparent)]
-    Dev(#[from] crate::serve::dev::DevError),
+    Dev(#[from] s2iam::serve::dev::DevError),
     #[error(transparent)]
-    Probe(#[from] crate::sidecar_client::socket::ProbeError),
+    Probe(#[from] s2iam::sidecar_client::socket::ProbeError),
     #[error(transparent)]
-    Proxy(#[from] crate::dbproxy::standalone::StandaloneError),
+    Proxy(#[from] s2iam::dbproxy::standalone::StandaloneError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
-    Aws(#[from] crate::sidecar_client::aws::LocalError),
+    Aws(#[from] s2iam::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -561,7 +648,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(s2iam::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");
@@ -587,7 +674,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
 
 /// `s2iam serve`.
 pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let overrides = crate::config::ServeOverrides {
+    let overrides = s2iam::config::ServeOverrides {
         config: args.config.clone(),
         socket: args.socket.clone(),
         no_socket: args.no_socket,
@@ -598,9 +685,9 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         log_format: args.log_format.clone(),
     };
     let provider_config = ProviderConfig::from_env();
-    let config = crate::config::ServeConfig::load(&provider_config.env, &overrides)?;
+    let config = s2iam::config::ServeConfig::load(&provider_config.env, &overrides)?;
     // Checked like the client does, before anything starts.
-    crate::exchange::ServerUrl::parse(
+    s2iam::exchange::ServerUrl::parse(
         config
             .client
             .server_url
@@ -618,18 +705,23 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    s2iam::serve::run(config, provider_config, shutdown_signal()).await?;
     Ok(())
 }
 
 /// `s2iam proxy`: logs at info level (`S2IAM_LOG` overrides) like the sidecar.
-pub async fn run_proxy(args: &crate::dbproxy::standalone::ProxyArgs) -> Result<(), CliError> {
+pub async fn run_proxy(args: &ProxyArgs) -> Result<(), CliError> {
     let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .try_init();
-    crate::dbproxy::standalone::run(args, ProviderConfig::from_env(), shutdown_signal()).await?;
+    s2iam::dbproxy::standalone::run(
+        &args.options(),
+        ProviderConfig::from_env(),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -640,7 +732,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
-    let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
+    let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
         dir,
         tcp: args.tcp,
@@ -681,15 +773,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn init_serve_logging(config: &crate::config::ServeConfig) {
+fn init_serve_logging(config: &s2iam::config::ServeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
     let _ = match config.log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
+        s2iam::config::LogFormat::Json => builder.json().try_init(),
+        s2iam::config::LogFormat::Text => builder.try_init(),
     };
 }
 

@@ -32,7 +32,9 @@ use crate::util::parse_duration;
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {setting}: {message}")]
 pub struct ConfigError {
+    /// The setting, e.g. `database_proxy[0].upstream`.
     pub setting: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -40,21 +42,37 @@ pub struct ConfigError {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDatabaseProxy {
+    /// Loopback `ip:port` to listen on.
     pub listen: Option<String>,
+    /// Unix socket to listen on.
     pub socket: Option<PathBuf>,
+    /// Octal mode of the socket file.
     pub socket_mode: Option<String>,
+    /// Accept a non-loopback `listen` address.
     pub allow_non_loopback: Option<bool>,
+    /// SingleStore endpoint, `host:port`.
     pub upstream: Option<String>,
+    /// Name checked against the certificate and sent as SNI.
     pub server_name: Option<String>,
+    /// CA certificates (PEM) to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
+    /// Workspace group whose database JWT logs in.
     pub workspace_group_id: Option<String>,
+    /// Role to assume for the JWT.
     pub assume_role: Option<String>,
+    /// Upstream user (`*`: the JWT's).
     pub user: Option<String>,
+    /// Client user names accepted.
     pub allowed_users: Option<Vec<String>>,
+    /// Unix-socket peer uids accepted.
     pub allowed_uids: Option<Vec<u32>>,
+    /// Client connections open at once.
     pub max_connections: Option<usize>,
+    /// Budget for token, TCP, TLS and login.
     pub connect_timeout: Option<String>,
+    /// Close a session silent this long.
     pub idle_timeout: Option<String>,
+    /// How long open sessions may go on at shutdown.
     pub drain_timeout: Option<String>,
 }
 
@@ -63,24 +81,37 @@ pub struct FileDatabaseProxy {
 pub struct DatabaseProxyConfig {
     /// Label in logs and metrics: the listen address or socket path.
     pub name: String,
+    /// Loopback TCP listener.
     pub listen: Option<SocketAddr>,
+    /// Unix-socket listener.
     pub socket: Option<PathBuf>,
+    /// Mode of the socket file.
     pub socket_mode: u32,
+    /// SingleStore host.
     pub upstream_host: String,
+    /// SingleStore port.
     pub upstream_port: u16,
     /// Checked against the server certificate and sent as SNI.
     pub server_name: String,
     /// CA certificates (PEM) to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
+    /// Workspace group whose database JWT logs in.
     pub workspace_group_id: String,
+    /// Role to assume for the JWT.
     pub assume_role: Option<String>,
+    /// Upstream user (`*`: the JWT's).
     pub user: String,
+    /// Client user names accepted (empty: any).
     pub allowed_users: Vec<String>,
+    /// Unix-socket peer uids accepted (empty: any).
     pub allowed_uids: Vec<u32>,
+    /// Client connections open at once.
     pub max_connections: usize,
+    /// Budget for token, TCP, TLS and login.
     pub connect_timeout: Duration,
     /// `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// How long open sessions may go on at shutdown.
     pub drain_timeout: Duration,
 }
 

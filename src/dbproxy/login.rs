@@ -38,6 +38,7 @@ use crate::secret::Secret;
 /// Why a connection got no session: what to tell the client, and the metric label.
 #[derive(Debug)]
 pub struct Failure {
+    /// The metric label.
     pub reason: FailureReason,
     /// The error packet payload for the client.
     pub packet: Vec<u8>,
@@ -58,8 +59,11 @@ impl Failure {
 
 /// MySQL error codes used in the proxy's own error packets.
 pub mod codes {
+    /// ER_ACCESS_DENIED_ERROR.
     pub const ACCESS_DENIED: u16 = 1045;
+    /// ER_CON_COUNT_ERROR.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    /// ER_HANDSHAKE_ERROR.
     pub const HANDSHAKE: u16 = 1043;
     /// CR_CONN_HOST_ERROR: the client library's "can't connect" code.
     pub const CONN_HOST_ERROR: u16 = 2003;
@@ -142,6 +146,7 @@ impl Greeting {
         Ok(packet::encode(&client))
     }
 
+    /// The server's capability flags.
     pub fn capabilities(&self) -> CapabilityFlags {
         self.parse()
             .map(|g| g.capabilities())
@@ -196,6 +201,7 @@ impl ClientLogin {
             .map_err(|e| protocol(format!("cannot parse the client's handshake response: {e}")))
     }
 
+    /// The user name the client sent.
     pub fn user(&self) -> String {
         self.response()
             .map(|r| String::from_utf8_lossy(r.user()).into_owned())

@@ -34,6 +34,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason, in metric order.
     pub const ALL: [FailureReason; 7] = [
         Self::TokenUnavailable,
         Self::UpstreamUnreachable,
@@ -44,6 +45,7 @@ impl FailureReason {
         Self::Protocol,
     ];
 
+    /// The `reason` label value.
     pub fn label(self) -> &'static str {
         match self {
             Self::TokenUnavailable => "token_unavailable",
@@ -65,10 +67,14 @@ const BUCKETS: [f64; 12] = [
 /// The counters of one proxy.
 #[derive(Debug, Default)]
 pub struct ProxyCounters {
+    /// Sessions open now.
     pub open: AtomicU64,
+    /// Client connections accepted.
     pub total: AtomicU64,
     failures: [AtomicU64; 7],
+    /// Bytes relayed client → SingleStore.
     pub to_upstream: AtomicU64,
+    /// Bytes relayed SingleStore → client.
     pub to_client: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     connect_count: AtomicU64,
@@ -76,6 +82,7 @@ pub struct ProxyCounters {
 }
 
 impl ProxyCounters {
+    /// Counts a connection that got no session.
     pub fn failure(&self, reason: FailureReason) {
         let i = FailureReason::ALL
             .iter()
@@ -84,6 +91,7 @@ impl ProxyCounters {
         self.failures[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections that got no session for `reason`.
     pub fn failures(&self, reason: FailureReason) -> u64 {
         let i = FailureReason::ALL
             .iter()
@@ -92,6 +100,7 @@ impl ProxyCounters {
         self.failures[i].load(Ordering::Relaxed)
     }
 
+    /// Records a login that succeeded after `latency`.
     pub fn connected(&self, latency: Duration) {
         let secs = latency.as_secs_f64();
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {

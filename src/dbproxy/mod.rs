@@ -45,18 +45,31 @@ pub type TokenCache = Cache<TokenRequest, Token, crate::client::Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("database proxy {name}: cannot listen on {what}: {source}")]
+    /// A listener could not be bound.
     Listen {
+        /// The proxy.
         name: String,
+        /// The address or socket path.
         what: String,
+        /// Why.
         source: std::io::Error,
     },
     #[error("database proxy {name}: {source}")]
+    /// The TLS client could not be set up.
     Tls {
+        /// The proxy.
         name: String,
+        /// Why.
         source: tls::TlsSetupError,
     },
     #[error("database proxy {name}: server_name {server_name:?} is not a DNS name or IP address")]
-    ServerName { name: String, server_name: String },
+    /// `server_name` is not a valid name.
+    ServerName {
+        /// The proxy.
+        name: String,
+        /// The name given.
+        server_name: String,
+    },
 }
 
 /// Where a proxy's database JWT comes from: the shared token cache.
@@ -67,6 +80,7 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
+    /// Tokens for `request` from `cache`.
     pub fn new(cache: TokenCache, request: TokenRequest) -> Self {
         Self { cache, request }
     }
@@ -80,6 +94,7 @@ impl TokenSource {
             .map_err(|e| e.error.to_string())
     }
 
+    /// The token request (the cache key).
     pub fn request(&self) -> &TokenRequest {
         &self.request
     }
@@ -101,6 +116,7 @@ pub fn token_request(
 
 /// What every session of one proxy shares.
 pub struct Shared {
+    /// The proxy's settings.
     pub config: DatabaseProxyConfig,
     tokens: TokenSource,
     tls: tokio_rustls::TlsConnector,
@@ -181,6 +197,7 @@ impl DatabaseProxy {
         })
     }
 
+    /// The proxy's name (its listen address or socket path).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -190,6 +207,7 @@ impl DatabaseProxy {
         self.tcp_addr
     }
 
+    /// The Unix socket, if any.
     pub fn socket_path(&self) -> Option<&PathBuf> {
         self.socket.as_ref()
     }

@@ -9,11 +9,8 @@
 //! ```
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use clap::Args;
 
 use super::config::{self, FileDatabaseProxy};
 use super::metrics::DbProxyMetrics;
@@ -22,109 +19,46 @@ use crate::cache::{Cache, CachePolicy, Fetcher};
 use crate::client::{Client, JwtOptions, TokenRequest};
 use crate::provider::{ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
 use crate::token::Token;
-use crate::util::parse_duration;
 
-/// `s2iam proxy`'s flags (the `[[database_proxy]]` settings, plus the auth service).
-#[derive(Debug, Clone, Args)]
-pub struct ProxyArgs {
-    /// Loopback address to listen on, e.g. 127.0.0.1:3306.
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Unix socket to listen on (in addition to, or instead of, --listen).
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// The SingleStore endpoint, host:port.
-    #[arg(long)]
-    pub upstream: String,
-    /// Workspace group whose database JWT logs in.
-    #[arg(long)]
-    pub workspace_group_id: String,
-    /// Upstream user; "*" takes the user from the JWT.
-    #[arg(long, default_value = "*")]
-    pub user: String,
-    /// Name checked against the server certificate and sent as SNI (default: the
-    /// upstream host).
-    #[arg(long)]
-    pub server_name: Option<String>,
-    /// CA certificates (PEM) to trust instead of the system's.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Client user names accepted (repeatable; default any).
-    #[arg(long = "allowed-user")]
-    pub allowed_users: Vec<String>,
-    /// Unix-socket peer uids accepted (repeatable; default any).
-    #[arg(long = "allowed-uid")]
-    pub allowed_uids: Vec<u32>,
-    #[arg(long, default_value_t = 1000)]
-    pub max_connections: usize,
-    /// Token, TCP, TLS and login together must take less than this.
-    #[arg(long, default_value = "10s")]
-    pub connect_timeout: String,
-    /// Close a session after this long with no bytes either way ("0" = never).
-    #[arg(long, default_value = "8h")]
-    pub idle_timeout: String,
-    /// On SIGTERM, how long open sessions may go on.
-    #[arg(long, default_value = "30s")]
-    pub drain_timeout: String,
-    /// Role to assume for the JWT (as the token command's --assume-role).
-    #[arg(long)]
-    pub assume_role: Option<String>,
-    /// Authentication server URL template (default: $S2IAM_JWT_SERVER_URL, else production).
-    #[arg(long)]
+/// What `s2iam proxy` runs: one proxy, and how to reach the auth service.
+#[derive(Debug, Clone, Default)]
+pub struct StandaloneOptions {
+    /// The proxy, as a `[[database_proxy]]` table gives it.
+    pub proxy: FileDatabaseProxy,
+    /// Authentication server URL template (`None`: `S2IAM_JWT_SERVER_URL`, else production).
     pub server_url: Option<String>,
     /// Allow an http:// server URL (testing only).
-    #[arg(long)]
     pub allow_http: bool,
-    /// Cloud provider: aws, gcp or azure (default: detected).
-    #[arg(long)]
+    /// Cloud provider (aws, gcp, azure); `None` detects it.
     pub provider: Option<String>,
     /// Timeout of one token exchange.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
 /// Why `s2iam proxy` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
+    /// A setting is not valid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The proxy could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The token client could not be built.
     #[error(transparent)]
     Client(#[from] crate::client::Error),
+    /// A flag is not valid.
     #[error("{0}")]
     Usage(String),
 }
 
-impl ProxyArgs {
-    fn file(&self) -> FileDatabaseProxy {
-        FileDatabaseProxy {
-            listen: self.listen.clone(),
-            socket: self.socket.clone(),
-            upstream: Some(self.upstream.clone()),
-            server_name: self.server_name.clone(),
-            ca_file: self.ca_file.clone(),
-            workspace_group_id: Some(self.workspace_group_id.clone()),
-            assume_role: self.assume_role.clone(),
-            user: Some(self.user.clone()),
-            allowed_users: Some(self.allowed_users.clone()),
-            allowed_uids: Some(self.allowed_uids.clone()),
-            max_connections: Some(self.max_connections),
-            connect_timeout: Some(self.connect_timeout.clone()),
-            idle_timeout: Some(self.idle_timeout.clone()),
-            drain_timeout: Some(self.drain_timeout.clone()),
-            ..FileDatabaseProxy::default()
-        }
-    }
-}
-
 /// Runs the proxy until `shutdown` resolves, then drains.
 pub async fn run(
-    args: &ProxyArgs,
+    args: &StandaloneOptions,
     provider_config: ProviderConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StandaloneError> {
-    let config = config::build(0, args.file())?;
+    let config = config::build(0, args.proxy.clone())?;
     let provider = args
         .provider
         .as_deref()

@@ -12,12 +12,21 @@ use rustls::pki_types::CertificateDer;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("cannot read CA file {path}: {message}")]
-    CaFile { path: String, message: String },
+    /// The CA file cannot be read or parsed.
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
     #[error("CA file {0} holds no usable certificate")]
+    /// The CA file has no certificate rustls accepts.
     NoCertificate(String),
     #[error("no CA certificates found in the system store; set ca_file")]
+    /// No `ca_file` and an empty system store.
     NoSystemRoots,
     #[error("cannot build the TLS client: {0}")]
+    /// rustls refused the configuration.
     Rustls(#[from] rustls::Error),
 }
 

@@ -30,6 +30,7 @@ use crate::keys::SigningKey;
 /// How the mock SingleStore is set up.
 #[derive(Debug, Clone)]
 pub struct SingleStoreConfig {
+    /// Where to listen (port 0: any free port).
     pub addr: SocketAddr,
     /// The name in the server certificate (clients check it against SNI).
     pub server_name: String,
@@ -57,6 +58,7 @@ impl Default for SingleStoreConfig {
 /// One login attempt as the mock saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoginRecord {
+    /// The connection id from the greeting.
     pub connection_id: u32,
     /// The user the client sent (`*` for "from the JWT").
     pub requested_user: String,
@@ -66,8 +68,11 @@ pub struct LoginRecord {
     pub error: Option<String>,
     /// SHA-256 (hex) of the JWT that was the password.
     pub jwt_sha256: String,
+    /// The database the client asked for.
     pub database: Option<String>,
+    /// The client's collation id.
     pub collation: u8,
+    /// The client's connection attributes.
     pub connect_attributes: std::collections::HashMap<String, String>,
     /// The capability flags in effect (client's, within the server's).
     pub capabilities: u32,
@@ -93,11 +98,15 @@ pub struct MockSingleStore {
 #[derive(Debug, thiserror::Error)]
 pub enum SingleStoreError {
     #[error("cannot listen on {addr}: {source}")]
+    /// The listener could not be bound.
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
     #[error(transparent)]
+    /// The certificates could not be made.
     Tls(#[from] tls::TlsError),
 }
 
@@ -140,10 +149,12 @@ impl MockSingleStore {
         })
     }
 
+    /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The name in the server certificate.
     pub fn server_name(&self) -> &str {
         &self.shared.config.server_name
     }

@@ -150,6 +150,7 @@ impl ResultSet {
         self.out.len()
     }
 
+    /// Nothing framed since the last take.
     pub fn is_empty(&self) -> bool {
         self.out.is_empty()
     }

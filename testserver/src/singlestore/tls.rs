@@ -12,15 +12,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot generate the mock SingleStore certificates: {0}")]
+    /// rcgen failed.
     Generate(#[from] rcgen::Error),
     #[error("cannot build the mock SingleStore TLS configuration: {0}")]
+    /// rustls refused the certificate.
     Rustls(#[from] rustls::Error),
 }
 
 /// The CA (PEM, for clients) and the server side of TLS.
 #[derive(Clone)]
 pub struct MockTls {
+    /// The CA certificate, PEM.
     pub ca_pem: String,
+    /// The server side of TLS.
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -31,6 +35,7 @@ impl std::fmt::Debug for MockTls {
 }
 
 impl MockTls {
+    /// A fresh CA and a certificate for `server_name`, `localhost` and 127.0.0.1.
     pub fn generate(server_name: &str) -> Result<Self, TlsError> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
