@@ -125,6 +125,9 @@ pub enum Command {
     Identity(IdentityArgs),
     /// Run the sidecar: keep tokens warm and serve them locally.
     Serve(ServeArgs),
+    /// Run a command with tokens in its environment; restart or signal it before
+    /// they expire (`s2iam run [options] -- CMD ARGS...`).
+    Run(crate::run::RunArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(crate::probe::ProbeArgs),
@@ -168,9 +171,14 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,
-    /// Validate the configuration, print it, and exit.
+    /// Validate the configuration (rendering every template with placeholder
+    /// values), print it, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Fetch every configured token, write every sink and template, and exit:
+    /// 0 if all of it worked, 1 with the reasons otherwise.
+    #[arg(long, visible_alias = "exit-after-auth")]
+    pub once: bool,
 }
 
 #[cfg(feature = "dev")]
@@ -321,6 +329,8 @@ pub enum CliError {
     Dev(#[from] crate::serve::dev::DevError),
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    Once(#[from] crate::serve::once::OnceError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
@@ -573,10 +583,20 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        writeln!(out, "configuration is valid:\n{config:#?}")?;
+        writeln!(
+            out,
+            "configuration is valid ({} template(s) rendered with placeholder values):\n{config:#?}",
+            config.templates.len()
+        )?;
         return Ok(());
     }
     init_serve_logging(&config);
+    if args.once {
+        for line in crate::serve::once::run(config, provider_config).await? {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"

@@ -128,6 +128,9 @@ struct FileConfig {
     aws: FileAws,
     #[serde(default)]
     aws_profile: Vec<FileAwsProfile>,
+    /// `[[template]]`s (see `crate::render::config`).
+    #[serde(default)]
+    template: Vec<crate::render::config::FileTemplate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +235,9 @@ struct FileToken {
     gcp_audience: Option<String>,
     sink: Option<PathBuf>,
     sink_mode: Option<String>,
+    sink_owner: Option<crate::render::config::IdOrName>,
+    sink_group: Option<crate::render::config::IdOrName>,
+    on_change: Option<crate::render::config::FileAction>,
 }
 
 /// Log output format.
@@ -256,6 +262,11 @@ pub struct WarmToken {
 pub struct Sink {
     pub path: PathBuf,
     pub mode: u32,
+    /// Numeric owner and group (`sink_owner`/`sink_group`, names resolved at load).
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    /// Run when the file is rewritten (`[token.on_change]`).
+    pub on_change: Option<crate::render::action::Action>,
 }
 
 /// The validated configuration of `s2iam serve`.
@@ -285,6 +296,8 @@ pub struct ServeConfig {
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+    /// `[[template]]`s, compiled and checked with placeholders at load.
+    pub templates: Vec<crate::render::TemplateSpec>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -382,6 +395,8 @@ impl ServeConfig {
             .map(|(i, t)| warm_token(i, t, &gcp_audience))
             .collect::<Result<Vec<_>, _>>()?;
         let aws = aws_settings(file.aws, file.aws_profile)?;
+        let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
+            .map_err(|e| invalid(&e.setting, e.message))?;
         Ok(Self {
             socket,
             socket_mode: mode(
@@ -444,7 +459,25 @@ impl ServeConfig {
                 .unwrap_or_else(|| "info".into()),
             tokens,
             aws,
+            templates,
         })
+    }
+}
+
+/// What templates may read: the configured tokens and the warm AWS profiles.
+fn available(tokens: &[WarmToken], aws: &AwsSettings) -> crate::render::context::Available {
+    crate::render::context::Available {
+        workspace_groups: tokens
+            .iter()
+            .filter_map(|t| t.workspace_group_id.clone())
+            .collect(),
+        api: tokens.iter().any(|t| t.jwt_type == JwtType::Api),
+        aws_profiles: aws
+            .profiles
+            .iter()
+            .filter(|p| p.warm)
+            .map(|p| p.name.clone())
+            .collect(),
     }
 }
 
@@ -540,14 +573,37 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
         ));
     }
     let sink = match t.sink {
-        Some(path) => Some(Sink {
-            path,
-            mode: mode(
-                &format!("{setting}.sink_mode"),
-                t.sink_mode.as_deref(),
-                0o640,
-            )?,
-        }),
+        Some(path) => {
+            let file = crate::render::config::file_options(
+                &setting,
+                ("sink_mode", t.sink_mode.as_deref()),
+                ("sink_owner", t.sink_owner.as_ref()),
+                ("sink_group", t.sink_group.as_ref()),
+            )
+            .map_err(|e| invalid(&e.setting, e.message))?;
+            let on_change = t
+                .on_change
+                .map(|a| crate::render::config::action(&format!("{setting}.on_change"), a))
+                .transpose()
+                .map_err(|e| invalid(&e.setting, e.message))?;
+            Some(Sink {
+                path,
+                mode: file.mode,
+                owner: file.owner,
+                group: file.group,
+                on_change,
+            })
+        }
+        None if t.sink_mode.is_some()
+            || t.sink_owner.is_some()
+            || t.sink_group.is_some()
+            || t.on_change.is_some() =>
+        {
+            return Err(invalid(
+                &setting,
+                "sink_mode, sink_owner, sink_group and on_change need a sink",
+            ))
+        }
         None => None,
     };
     Ok(WarmToken {

@@ -45,6 +45,8 @@ pub mod endpoints;
 pub mod exchange;
 pub mod probe;
 pub mod provider;
+pub mod render;
+pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod token;

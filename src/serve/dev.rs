@@ -138,6 +138,9 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             sink: Some(Sink {
                 path: options.dir.join("database-token"),
                 mode: 0o600,
+                owner: None,
+                group: None,
+                on_change: None,
             }),
         },
         WarmToken {
