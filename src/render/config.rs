@@ -133,7 +133,7 @@ fn template(i: usize, t: FileTemplate) -> Result<TemplateSpec, Invalid> {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            (path.display().to_string(), text)
+            (format!("{setting} ({})", path.display()), text)
         }
         (None, Some(text)) => (setting.clone(), text),
         _ => {

@@ -42,14 +42,14 @@ pub struct TemplateSpec {
 /// time only the kind of error and the template's own text are reported.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TemplateError {
-    #[error("template {name}, line {line}, column {column}: {message}")]
+    #[error("{name}, line {line}, column {column}: {message}")]
     At {
         name: String,
         line: usize,
         column: usize,
         message: String,
     },
-    #[error("template {name}: {message}")]
+    #[error("{name}: {message}")]
     Other { name: String, message: String },
 }
 
