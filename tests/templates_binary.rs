@@ -293,7 +293,7 @@ async fn once_writes_every_file_and_exits_0_or_fails_with_reasons() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_template_errors_with_line_and_column() {
     let server = mocks_with_expiry(Duration::from_secs(3600)).await;
     let dir = temp_dir("tpl-check");

@@ -184,6 +184,9 @@ pub async fn run(args: &RunArgs) -> Result<u8, RunError> {
                     }
                 };
                 retry.reset();
+                if restarted_at.is_none_or(|t| t.elapsed() >= CRASH_WINDOW) {
+                    crashes = 0;
+                }
                 tokens = fresh;
                 rotate_at = Some(rotation_time(&tokens, plan.refresh_at));
                 match plan.on_expiry {
@@ -192,7 +195,6 @@ pub async fn run(args: &RunArgs) -> Result<u8, RunError> {
                         child = child::spawn(&plan.command, &environment(&plan.specs, &tokens))?;
                         tracing::info!(old = %status, pid = child.id(), "command restarted with fresh tokens");
                         restarted_at = Some(Instant::now());
-                        crashes = 0;
                     }
                     OnExpiry::Signal => {
                         tracing::info!(signal = %plan.signal, "tokens refreshed; signalling the command");
