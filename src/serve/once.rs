@@ -87,10 +87,11 @@ pub async fn run(
         }
         return Err(OnceError::Failed(failures));
     }
-    for (name, result) in renderer.write_changed(&values, false).await {
+    let results = renderer.write_changed(&values, false).await;
+    for ((name, result), spec) in results.into_iter().zip(&config.templates) {
         match result {
             Ok(Outcome::Written | Outcome::Unchanged) => {
-                written.push(format!("wrote {name}"));
+                written.push(format!("wrote {} ({name})", spec.destination.display()));
             }
             Err(e) => failures.push(e),
         }
