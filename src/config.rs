@@ -43,6 +43,11 @@
 //! workspace_group_id = "wg-1"
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
+//! sink_owner = "app"                 # optional, name or number (sink_group too)
+//!
+//! [[template]]                       # see crate::render::config
+//! source = "/etc/s2iam/my.cnf.j2"
+//! destination = "/run/s2iam/my.cnf"
 //!
 //! [aws]                              # AWS/S3 credential vending (see crate::aws_creds)
 //! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start

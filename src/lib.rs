@@ -13,6 +13,8 @@
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | files rendered from tokens, after-render actions | [`render`] |
+//! | a command run with tokens in its environment | [`run`] |
 //!
 //! A database JWT in three lines:
 //!

@@ -49,8 +49,9 @@ pub enum OnExpiry {
 /// `s2iam run` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Config file (default: $S2IAM_CONFIG): its [[token]]s (a database token goes
-    /// to S2_PASSWORD, an API token to S2_API_TOKEN) and [auth]/[identity]/[cache].
+    /// Config file (default: $S2IAM_CONFIG): its token tables (a database token
+    /// goes to S2_PASSWORD, an API token to S2_API_TOKEN) and its auth, identity
+    /// and cache settings.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Ask the running sidecar on this Unix socket instead of exchanging here.
@@ -60,7 +61,7 @@ pub struct RunArgs {
     /// into which environment variable.
     #[arg(long = "env", value_name = "NAME=TOKEN")]
     pub env: Vec<String>,
-    /// Shorthand for --env S2_PASSWORD=database:<id>.
+    /// Shorthand for --env S2_PASSWORD=database:ID.
     #[arg(long)]
     pub workspace_group_id: Option<String>,
     /// Before a token expires: restart the command, signal it, or do nothing.
