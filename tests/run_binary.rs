@@ -34,7 +34,7 @@ fn s2iam(server: &TestServer) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())

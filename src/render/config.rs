@@ -36,7 +36,7 @@ use serde::Deserialize;
 use super::action::{parse_signal, Action, DEFAULT_TIMEOUT};
 use super::context::Available;
 use super::{Renderer, TemplateSpec};
-use crate::serve::sinks::{resolve_group, resolve_user, FileOptions};
+use crate::util::atomic_file::{resolve_group, resolve_user, FileOptions};
 
 /// Default mode of a rendered file.
 pub const DEFAULT_MODE: u32 = 0o640;

@@ -7,7 +7,7 @@
 //! rendered with placeholder values by `s2iam serve --check` and at start, so
 //! mistakes are reported with line and column before any token is fetched. In the
 //! sidecar every template is re-rendered whenever a token is refreshed and written
-//! (atomically, see [`crate::serve::sinks`]) only when its output changed; then its
+//! (atomically, see [`crate::util::atomic_file`]) only when its output changed; then its
 //! after-render [`action`] runs. Only a hash of the last output is kept in memory.
 //!
 //! What a template can read: [`context`].
@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 
-use crate::serve::sinks::{self, FileOptions};
+use crate::util::atomic_file::{self as sinks, FileOptions};
 use action::{Action, ActionRunner};
 use context::{Available, Values};
 

@@ -290,21 +290,20 @@ fn plan(args: &RunArgs) -> Result<Plan, RunError> {
     let source = match &args.socket {
         Some(socket) => Source::Sidecar {
             socket: socket.clone(),
-            timeout: config.timeout + Duration::from_secs(5),
+            timeout: config.client.timeout + Duration::from_secs(5),
         },
         None => Source::Local {
-            client: Box::new(crate::client::Client::new(crate::serve::jwt_options(
-                &config,
-                provider_config,
-            ))?),
-            role_session_name: config.role_session_name.clone(),
-            gcp_audience: config.gcp_audience.clone(),
+            client: Box::new(crate::client::Client::new(
+                config.jwt_options(provider_config),
+            )?),
+            role_session_name: config.client.role_session_name.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
         },
     };
     Ok(Plan {
         specs,
         source,
-        refresh_at: config.cache.refresh_at,
+        refresh_at: config.cache.policy.refresh_at,
         on_expiry: args.on_expiry,
         signal,
         grace: args.grace,

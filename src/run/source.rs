@@ -109,7 +109,7 @@ async fn from_sidecar(
         what: spec.describe(),
         message,
     };
-    let (status, body) = crate::probe::get(socket, &path, timeout)
+    let (status, body) = crate::sidecar_client::socket::get(socket, &path, timeout)
         .await
         .map_err(|e| fail(format!("from the sidecar: {e}")))?;
     let doc: Value = serde_json::from_str(&body).map_err(|_| {

@@ -24,7 +24,8 @@ use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use super::routes::{self, api_error};
+use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
+use super::routes;
 use super::{AppState, ServeError};
 
 /// The peer of a Unix-socket connection.
@@ -92,10 +93,10 @@ pub async fn start_all(
     stopped: watch::Receiver<bool>,
 ) -> Result<Vec<Running>, ServeError> {
     let mut running = Vec::new();
-    if let Some(path) = state.config.socket.clone() {
+    if let Some(path) = state.config.listen.socket.clone() {
         running.push(start_unix(state.clone(), &path, stopped.clone()).await?);
     }
-    if let Some(addr) = state.config.tcp {
+    if let Some(addr) = state.config.listen.tcp {
         running.push(start_tcp(state.clone(), addr, stopped).await?);
     }
     Ok(running)
@@ -114,7 +115,7 @@ async fn start_unix(
     let listener = UnixListener::bind(path).map_err(listen_err)?;
     std::fs::set_permissions(
         path,
-        std::fs::Permissions::from_mode(state.config.socket_mode),
+        std::fs::Permissions::from_mode(state.config.listen.socket_mode),
     )
     .map_err(listen_err)?;
     let app = routes::router(state.clone())
@@ -203,7 +204,7 @@ async fn check_unix_peer(
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = &state.config.allowed_uids;
+    let allowed = &state.config.listen.allowed_uids;
     if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
         tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, path = %req.uri().path(), "refused unix-socket caller");
         return api_error(
@@ -227,7 +228,7 @@ async fn check_tcp_caller(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
+    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
         tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
@@ -236,8 +237,8 @@ async fn check_tcp_caller(
         );
     }
     let mut req = req;
-    req.extensions_mut().insert(super::aws::ViaTcp);
-    if super::aws::is_aws_path(req.uri().path()) {
+    req.extensions_mut().insert(ViaTcp);
+    if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
@@ -270,13 +271,6 @@ fn host_is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

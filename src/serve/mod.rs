@@ -11,6 +11,7 @@
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
 //! requests finish, remove the socket file.
 
+pub mod api;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -18,7 +19,6 @@ pub mod listen;
 pub mod metrics;
 pub mod once;
 pub mod routes;
-pub mod sinks;
 pub mod templates;
 
 use std::collections::HashMap;
@@ -28,11 +28,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::aws_creds::AwsCredentialVendor;
+use crate::aws_vending::AwsCredentialVendor;
 use crate::cache::{Cache, CacheError, Fetcher};
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
+use crate::client::{Client, Error, TokenRequest};
 use crate::config::{ServeConfig, Sink};
-use crate::exchange::ExchangeConfig;
 use crate::provider::{CloudIdentity, ProviderConfig};
 use crate::secret::Secret;
 use crate::token::Token;
@@ -142,7 +141,7 @@ impl AppState {
             }
         }
         let req = TokenRequest {
-            gcp_audience: self.config.gcp_audience.clone(),
+            gcp_audience: self.config.client.gcp_audience.clone(),
             ..TokenRequest::api()
         };
         let (_, id) = self.client.identity(&req).await?;
@@ -159,7 +158,7 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             jwt_type: t.jwt_type,
             workspace_group_id: t.workspace_group_id.clone(),
             assume_role: t.assume_role.clone(),
-            role_session_name: config.role_session_name.clone(),
+            role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
         .collect()
@@ -194,11 +193,11 @@ impl Sidecar {
         config: ServeConfig,
         provider_config: ProviderConfig,
     ) -> Result<Self, ServeError> {
-        let tcp_token = match &config.tcp_token_file {
+        let tcp_token = match &config.listen.tcp_token_file {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
-        let client = Arc::new(Client::new(jwt_options(&config, provider_config))?);
+        let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
             .into_iter()
@@ -208,13 +207,16 @@ impl Sidecar {
         let aws_token = start_aws_token(&config)?;
         let renderer = Arc::new(crate::render::Renderer::new(config.templates.clone())?);
         let token_fetched = Arc::new(tokio::sync::Notify::new());
-        let aws =
-            AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
+        let aws = AwsCredentialVendor::new(
+            config.aws.clone(),
+            client.clone(),
+            config.cache.policy.clone(),
+        );
         let state = Arc::new(AppState {
             aws,
             aws_token,
             cache: Cache::new(
-                config.cache.clone(),
+                config.cache.policy.clone(),
                 fetcher(
                     client.clone(),
                     sinks,
@@ -234,7 +236,7 @@ impl Sidecar {
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
-        let tick = state.config.tick;
+        let tick = state.config.cache.tick;
         background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
         background.push(spawn_refresher(
             state.aws.cache().clone(),
@@ -315,34 +317,14 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
         tracing::warn!("AWS profiles are configured without aws.authorization_token_file: the credential routes answer on the Unix socket only");
         return Ok(None);
     };
-    let token = crate::aws_creds::generate_authorization_token();
-    crate::aws_creds::write_authorization_token(path, &token, aws.authorization_token_mode)
+    let token = crate::aws_vending::generate_authorization_token();
+    crate::aws_vending::write_authorization_token(path, &token, aws.authorization_token_mode)
         .map_err(|source| ServeError::AwsTokenFile {
             path: path.clone(),
             source,
         })?;
     tracing::info!(path = %path.display(), profiles = aws.profiles.len(), "AWS container-credentials token written");
     Ok(Some(token))
-}
-
-pub(crate) fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
-    let mut exchange = ExchangeConfig {
-        validate_jwks: config.validate_jwks,
-        ..ExchangeConfig::default()
-    };
-    if let Some(pref) = &config.identity_format_preference {
-        exchange.identity_format_preference = pref.clone();
-    }
-    JwtOptions {
-        server_url: config.server_url.clone(),
-        allow_http: config.allow_http,
-        provider: config.provider,
-        force_detect: false,
-        timeout: config.timeout,
-        detect_timeout: config.detect_timeout,
-        exchange,
-        provider_config: Some(provider_config),
-    }
 }
 
 /// Fetches a token and, for configured tokens with a sink, writes it to its file;
@@ -387,13 +369,16 @@ fn fetcher(
 /// Writes the token to its sink; true if written.
 async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) -> bool {
     let path = sink.path.clone();
-    let opts = sinks::FileOptions {
+    let opts = crate::util::atomic_file::FileOptions {
         mode: sink.mode,
         owner: sink.owner,
         group: sink.group,
     };
     let body = token.jwt().expose().as_bytes().to_vec();
-    let result = tokio::task::spawn_blocking(move || sinks::write_file(&path, &body, &opts)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::util::atomic_file::write_file(&path, &body, &opts)
+    })
+    .await;
     match result {
         Ok(Ok(())) => {
             tracing::debug!(path = %sink.path.display(), "sink written");
@@ -429,7 +414,7 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.startup_timeout {
+                let cap = if started.elapsed() < state.config.client.startup_timeout {
                     Duration::from_secs(5)
                 } else {
                     Duration::from_secs(60)

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use super::templates::{add_token, aws_value};
-use super::{describe, jwt_options, sinks, warm_requests};
-use crate::aws_creds::AwsCredentialVendor;
+use super::{describe, warm_requests};
+use crate::aws_vending::AwsCredentialVendor;
 use crate::client::{Client, TokenRequest};
 use crate::config::ServeConfig;
 use crate::provider::ProviderConfig;
 use crate::render::context::Values;
 use crate::render::{Outcome, Renderer};
+use crate::util::atomic_file as sinks;
 
 /// What `--once` could not do, every reason (never a token).
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub async fn run(
 ) -> Result<Vec<String>, OnceError> {
     let renderer = Renderer::new(config.templates.clone()).map_err(super::ServeError::from)?;
     let client = Arc::new(
-        Client::new(jwt_options(&config, provider_config)).map_err(super::ServeError::from)?,
+        Client::new(config.jwt_options(provider_config)).map_err(super::ServeError::from)?,
     );
     let mut values = Values::default();
     let mut failures = Vec::new();
@@ -59,7 +60,11 @@ pub async fn run(
             Err(e) => failures.push(format!("token {}: {e}", describe(req))),
         }
     }
-    let vendor = AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
+    let vendor = AwsCredentialVendor::new(
+        config.aws.clone(),
+        client.clone(),
+        config.cache.policy.clone(),
+    );
     let region = config.aws.region(client.provider_config());
     for profile in config.aws.profiles.iter().filter(|p| p.warm) {
         match vendor.credentials(&profile.name).await {
@@ -73,7 +78,7 @@ pub async fn run(
     }
     if renderer.needs_identity() {
         let req = TokenRequest {
-            gcp_audience: config.gcp_audience.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
             ..TokenRequest::api()
         };
         match client.identity(&req).await {

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::api::{api_error, parse_query, ApiError};
 use super::{describe, AppState};
 use crate::client::{Error, TokenRequest};
 use crate::exchange::{ExchangeError, JwtType};
@@ -47,47 +48,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
-}
-
-/// A JSON error response.
-pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    ApiError::new(status, code, message).into_response()
-}
-
-/// A request the API refuses: `{"error": code, "message"}` with `status`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -197,8 +157,8 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.workspace_group_id.as_ref() == Some(wg));
-        if !cfg.allowed_workspace_groups.is_empty()
-            && !cfg.allowed_workspace_groups.contains(wg)
+        if !cfg.access.workspace_groups.is_empty()
+            && !cfg.access.workspace_groups.contains(wg)
             && !configured
         {
             return Err(ApiError::forbidden(format!(
@@ -215,7 +175,7 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.assume_role.as_ref() == Some(role));
-        if !cfg.allowed_assume_roles.contains(role) && !configured {
+        if !cfg.access.assume_roles.contains(role) && !configured {
             return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
@@ -225,34 +185,12 @@ fn token_request(
         jwt_type,
         workspace_group_id,
         assume_role,
-        role_session_name: cfg.role_session_name.clone(),
+        role_session_name: cfg.client.role_session_name.clone(),
         gcp_audience: params
             .get("audience")
             .cloned()
-            .unwrap_or_else(|| cfg.gcp_audience.clone()),
+            .unwrap_or_else(|| cfg.client.gcp_audience.clone()),
     })
-}
-
-/// Parses a query string, refusing unknown and repeated parameters.
-pub(crate) fn parse_query(
-    query: Option<&str>,
-    known: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if !known.contains(&k.as_ref()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown parameter {k:?}; known: {}",
-                known.join(", ")
-            )));
-        }
-        if params.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "parameter {k:?} given twice"
-            )));
-        }
-    }
-    Ok(params)
 }
 
 fn wants_text(headers: &HeaderMap) -> bool {

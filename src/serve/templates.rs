@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 use super::AppState;
-use crate::aws_creds::VendedCredentials;
+use crate::aws_vending::VendedCredentials;
 use crate::client::TokenRequest;
 use crate::exchange::JwtType;
 use crate::render::context::{AwsValue, TokenValue, Values};
@@ -30,7 +30,7 @@ pub fn spawn(
             tokio::select! {
                 _ = stopped.wait_for(|s| *s) => return,
                 _ = changed.notified() => {}
-                _ = tokio::time::sleep(state.config.tick) => {}
+                _ = tokio::time::sleep(state.config.cache.tick) => {}
             }
             let Some(values) = current_values(&state).await else {
                 continue; // not every token is warm yet

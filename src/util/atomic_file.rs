@@ -1,5 +1,5 @@
-//! File sinks: a token (or a rendered template) written to a file for applications
-//! that only read files.
+//! Atomic file writes, for token sinks, rendered templates and the AWS
+//! authorization token file.
 //!
 //! Every write is atomic — a temporary file in the same directory, created with
 //! `O_EXCL|O_NOFOLLOW`, given its mode and owner, `fsync`ed, then `rename`d over
