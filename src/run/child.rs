@@ -98,7 +98,7 @@ mod tests {
             &[
                 "sh".into(),
                 "-c".into(),
-                "trap '' TERM; sleep 30 & wait".into(),
+                "trap '' TERM; while :; do sleep 0.1; done".into(),
             ],
             &[],
         )

@@ -335,7 +335,19 @@ fn fetcher(
     metrics: Arc<metrics::Metrics>,
     fetched: Arc<tokio::sync::Notify>,
 ) -> Fetcher<TokenRequest, Token, Error> {
-    let sinks = Arc::new(sinks);
+    // One action runner per sink, so a sink's actions never overlap.
+    let sinks: Arc<HashMap<_, _>> = Arc::new(
+        sinks
+            .into_iter()
+            .map(|(req, sink)| {
+                let action = sink
+                    .on_change
+                    .clone()
+                    .map(|a| crate::render::action::ActionRunner::new(a, sink.path.clone()));
+                (req, (sink, action))
+            })
+            .collect(),
+    );
     Arc::new(move |req: TokenRequest| {
         let client = client.clone();
         let sinks = sinks.clone();
@@ -346,14 +358,10 @@ fn fetcher(
             match &token {
                 Ok(t) => {
                     tracing::info!(token = %describe(&req), expires_at = %rfc3339(t.expires_at), "token fetched");
-                    if let Some(sink) = sinks.get(&req) {
+                    if let Some((sink, action)) = sinks.get(&req) {
                         if write_sink(sink, t, &metrics).await {
-                            if let Some(action) = &sink.on_change {
-                                crate::render::action::ActionRunner::new(
-                                    action.clone(),
-                                    sink.path.clone(),
-                                )
-                                .spawn();
+                            if let Some(action) = action {
+                                action.spawn();
                             }
                         }
                     }
