@@ -15,6 +15,7 @@
 //! | the sidecar | [`config`], [`serve`] |
 //! | files rendered from tokens, after-render actions | [`render`] |
 //! | a command run with tokens in its environment | [`run`] |
+//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
 //!

@@ -63,6 +63,7 @@ pub(super) fn build(
     let aws = aws_settings(file.aws, file.aws_profile)?;
     let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
         .map_err(|e| invalid(&e.setting, e.message))?;
+    let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
         client,
@@ -75,6 +76,7 @@ pub(super) fn build(
         tokens,
         aws,
         templates,
+        api_proxies,
     })
 }
 

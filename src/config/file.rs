@@ -33,6 +33,8 @@ pub(super) struct FileConfig {
     /// `[[template]]`s (see `crate::render::config`).
     #[serde(default)]
     pub(super) template: Vec<crate::render::config::FileTemplate>,
+    #[serde(default)]
+    pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
