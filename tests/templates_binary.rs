@@ -371,3 +371,88 @@ async fn check_reports_template_errors_with_line_and_column() {
     assert_eq!(server.auth().records().len(), 0, "nothing fetched");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_or_hanging_actions_never_block_refresh_and_run_again() {
+    let server = mocks_with_expiry(Duration::from_secs(3)).await;
+    let dir = temp_dir("tpl-actions");
+    let (hanging_out, failing_out) = (dir.join("hanging"), dir.join("failing"));
+    let attempts = dir.join("attempts");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+[log]
+format = "json"
+[[token]]
+type = "database"
+workspace_group_id = "wg-act"
+[[template]]
+contents = "{{{{ database['wg-act'].token }}}}"
+destination = "{hanging}"
+[template.on_change]
+command = ["sleep", "60"]
+timeout = "30s"
+[[template]]
+contents = "{{{{ database['wg-act'].token }}}}"
+destination = "{failing}"
+[template.on_change]
+command = ["sh", "-c", "echo x >> {attempts}; exit 3"]
+"#,
+            hanging = hanging_out.display(),
+            failing = failing_out.display(),
+            attempts = attempts.display()
+        ),
+    );
+    let mut child = Proc(
+        s2iam(&server)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The hanging action of the first write is still running while the tokens
+    // keep being refreshed and both files rewritten.
+    let mut seen = BTreeSet::new();
+    let ok = eventually(Duration::from_secs(20), async || {
+        if let Ok(t) = std::fs::read_to_string(&hanging_out) {
+            seen.insert(t);
+        }
+        seen.len() >= 3 && std::fs::read_to_string(&attempts).is_ok_and(|t| t.lines().count() >= 3)
+    })
+    .await;
+    assert!(
+        ok,
+        "{} contents, attempts {:?}",
+        seen.len(),
+        std::fs::read_to_string(&attempts).ok()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&failing_out).unwrap(),
+        std::fs::read_to_string(&hanging_out).unwrap(),
+        "both templates follow the same token"
+    );
+    // SIGTERM: s2iam exits 0 and takes its still-running action with it (the
+    // stderr pipe, which the action shares, closes).
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("after-render action failed") && logs.contains("exit status: 3"),
+        "the failure is logged with its exit status"
+    );
+    assert!(!logs.contains("eyJ"), "no token in the logs");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the hanging action did not outlive s2iam"
+    );
+    server.shutdown().await;
+}
