@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
-use crate::exchange::{ExchangeConfig, JwtType};
-use crate::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
-use crate::provider::{
+use s2iam::client::{Client, Error, JwtOptions, TokenRequest};
+use s2iam::exchange::{ExchangeConfig, JwtType};
+use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
+use s2iam::provider::{
     CloudProvider, ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
-use crate::util::{parse_duration, rfc3339};
+use s2iam::util::{parse_duration, rfc3339};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -128,7 +128,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a command with tokens in its environment; restart or signal it before
     /// they expire (`s2iam run [options] -- CMD ARGS...`).
-    Run(crate::run::RunArgs),
+    Run(RunArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(ProbeArgs),
@@ -144,6 +144,68 @@ pub enum Command {
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
     Dev(DevArgs),
+}
+
+/// `s2iam run [options] -- CMD ARGS...` (see `s2iam::run`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Config file (default: $S2IAM_CONFIG): its token tables (a database token
+    /// goes to S2_PASSWORD, an API token to S2_API_TOKEN) and its auth, identity
+    /// and cache settings.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Ask the running sidecar on this Unix socket instead of exchanging here.
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// NAME=database:WORKSPACE_GROUP or NAME=api (repeatable): which token goes
+    /// into which environment variable.
+    #[arg(long = "env", value_name = "NAME=TOKEN")]
+    pub env: Vec<String>,
+    /// Shorthand for --env S2_PASSWORD=database:ID.
+    #[arg(long)]
+    pub workspace_group_id: Option<String>,
+    /// Before a token expires: restart the command, signal it, or do nothing.
+    #[arg(long, default_value = "restart", value_parser = ["restart", "signal", "none"])]
+    pub on_expiry: String,
+    /// The signal for --on-expiry signal.
+    #[arg(long, default_value = "SIGHUP")]
+    pub signal: String,
+    /// How long the command has to exit after SIGTERM before it is killed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Authentication server URL (own exchange only).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Log what happens (rotations, restarts) to stderr.
+    #[arg(long)]
+    pub verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The library's options.
+    pub fn options(&self) -> Result<s2iam::run::RunOptions, s2iam::run::RunError> {
+        Ok(s2iam::run::RunOptions {
+            config: self.config.clone(),
+            socket: self.socket.clone(),
+            env: self.env.clone(),
+            workspace_group_id: self.workspace_group_id.clone(),
+            on_expiry: self
+                .on_expiry
+                .parse()
+                .map_err(s2iam::run::RunError::Usage)?,
+            signal: self.signal.clone(),
+            grace: self.grace,
+            server_url: self.server_url.clone(),
+            allow_http: self.allow_http,
+            command: self.command.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -245,9 +307,9 @@ pub struct AwsSourceArgs {
 }
 
 impl AwsSourceArgs {
-    fn options(&self) -> crate::sidecar_client::aws::LocalOptions {
-        crate::sidecar_client::aws::LocalOptions {
-            socket: crate::sidecar_client::default_socket(self.socket.as_deref()),
+    fn options(&self) -> s2iam::sidecar_client::aws::LocalOptions {
+        s2iam::sidecar_client::aws::LocalOptions {
+            socket: s2iam::sidecar_client::default_socket(self.socket.as_deref()),
             config: self.config.clone(),
             timeout: self.timeout,
         }
@@ -302,8 +364,8 @@ pub struct PresignArgs {
 
 /// `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn run_probe(args: &ProbeArgs) -> Result<(), CliError> {
-    let socket = crate::sidecar_client::default_socket(args.socket.as_deref());
-    crate::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
+    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref());
+    s2iam::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
     Ok(())
 }
 
@@ -312,7 +374,7 @@ pub async fn run_credential_process(
     args: &CredentialProcessArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let v = crate::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
+    let v = s2iam::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
         .await?;
     writeln!(out, "{}", v.credential_process_json())?;
     Ok(())
@@ -324,17 +386,17 @@ pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), Cli
     let expires = args
         .expires
         .as_deref()
-        .map(crate::serve::aws::parse_expires)
+        .map(s2iam::serve::aws::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
-    let req = crate::aws_vending::PresignRequest {
+    let req = s2iam::aws_vending::PresignRequest {
         profile: args.source.profile.clone(),
         bucket: args.bucket.clone(),
         key: args.key.clone(),
         method: Some(args.method.clone()),
         expires,
     };
-    let p = crate::sidecar_client::aws::presign(&args.source.options(), &req).await?;
+    let p = s2iam::sidecar_client::aws::presign(&args.source.options(), &req).await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {
@@ -349,20 +411,20 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] s2iam::config::ConfigError),
     #[error(transparent)]
-    Serve(#[from] crate::serve::ServeError),
+    Serve(#[from] s2iam::serve::ServeError),
     #[cfg(feature = "dev")]
     #[error(transparent)]
-    Dev(#[from] crate::serve::dev::DevError),
+    Dev(#[from] s2iam::serve::dev::DevError),
     #[error(transparent)]
-    Probe(#[from] crate::sidecar_client::socket::ProbeError),
+    Probe(#[from] s2iam::sidecar_client::socket::ProbeError),
     #[error(transparent)]
-    Once(#[from] crate::serve::once::OnceError),
+    Once(#[from] s2iam::serve::once::OnceError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
-    Aws(#[from] crate::sidecar_client::aws::LocalError),
+    Aws(#[from] s2iam::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -563,7 +625,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(s2iam::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");
@@ -589,7 +651,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
 
 /// `s2iam serve`.
 pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let overrides = crate::config::ServeOverrides {
+    let overrides = s2iam::config::ServeOverrides {
         config: args.config.clone(),
         socket: args.socket.clone(),
         no_socket: args.no_socket,
@@ -600,9 +662,9 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         log_format: args.log_format.clone(),
     };
     let provider_config = ProviderConfig::from_env();
-    let config = crate::config::ServeConfig::load(&provider_config.env, &overrides)?;
+    let config = s2iam::config::ServeConfig::load(&provider_config.env, &overrides)?;
     // Checked like the client does, before anything starts.
-    crate::exchange::ServerUrl::parse(
+    s2iam::exchange::ServerUrl::parse(
         config
             .client
             .server_url
@@ -621,7 +683,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     }
     init_serve_logging(&config);
     if args.once {
-        for line in crate::serve::once::run(config, provider_config).await? {
+        for line in s2iam::serve::once::run(config, provider_config).await? {
             writeln!(out, "{line}")?;
         }
         return Ok(());
@@ -630,7 +692,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    s2iam::serve::run(config, provider_config, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -641,7 +703,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
-    let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
+    let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
         dir,
         tcp: args.tcp,
@@ -681,15 +743,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn init_serve_logging(config: &crate::config::ServeConfig) {
+fn init_serve_logging(config: &s2iam::config::ServeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
     let _ = match config.log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
+        s2iam::config::LogFormat::Json => builder.json().try_init(),
+        s2iam::config::LogFormat::Text => builder.try_init(),
     };
 }
 

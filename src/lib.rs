@@ -6,7 +6,7 @@
 //! | step | module |
 //! |---|---|
 //! | every endpoint and its override | [`env::endpoints`] |
-//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`](mod@env), [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
@@ -41,17 +41,21 @@
 
 pub mod aws_vending;
 pub mod cache;
-pub mod cli;
 pub mod client;
+#[cfg(feature = "sidecar")]
 pub mod config;
 pub mod env;
 pub mod exchange;
 pub mod http;
 pub mod provider;
+#[cfg(feature = "sidecar")]
 pub mod render;
+#[cfg(feature = "sidecar")]
 pub mod run;
 pub mod secret;
+#[cfg(feature = "sidecar")]
 pub mod serve;
+#[cfg(feature = "sidecar")]
 pub mod sidecar_client;
 pub mod token;
 pub mod util;

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use s2iam::cli::{self, Cli, CliError, Command};
+use cli::{Cli, CliError, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
@@ -39,7 +41,10 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Run(args)) = &cli.command {
         // Exec mode: the child's exit code is ours.
-        return match runtime.block_on(s2iam::run::run(args)) {
+        let result = args
+            .options()
+            .map(|options| runtime.block_on(s2iam::run::run(&options)));
+        return match result.and_then(|r| r) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("Error: {e}");

@@ -22,33 +22,67 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Action {
     /// Run `argv[0]` with the rest as arguments, no shell.
     Command {
+        /// The program and its arguments.
         argv: Vec<String>,
+        /// Killed after this long.
         timeout: Duration,
+        /// Its environment, besides `PATH` and `S2IAM_DESTINATION`.
         env: Vec<(String, String)>,
     },
     /// Send `signal` to the pid written in `pid_file`.
-    Signal { signal: Signal, pid_file: PathBuf },
+    Signal {
+        /// The signal.
+        signal: Signal,
+        /// A file holding the process id.
+        pid_file: PathBuf,
+    },
 }
 
 /// Why an action failed (logged, never fatal).
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
+    /// The command could not be started.
     #[error("cannot start {program:?}: {source}")]
     Spawn {
+        /// The program.
         program: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The command failed.
     #[error("{program:?} exited with {status}")]
-    Exit { program: String, status: String },
+    Exit {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: String,
+    },
+    /// The command ran out of time.
     #[error("{program:?} did not finish within {timeout:?} and was killed")]
-    Timeout { program: String, timeout: Duration },
+    Timeout {
+        /// The program.
+        program: String,
+        /// Its time limit.
+        timeout: Duration,
+    },
+    /// The pid file is missing or holds no process id.
     #[error("cannot read pid file {path}: {message}")]
-    PidFile { path: PathBuf, message: String },
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// kill(2) failed.
     #[error("cannot send {signal} to pid {pid} (from {path}): {source}")]
     Kill {
+        /// The signal.
         signal: Signal,
+        /// The process.
         pid: i32,
+        /// Where the pid came from.
         path: PathBuf,
+        /// Why.
         source: nix::Error,
     },
 }
@@ -85,6 +119,7 @@ pub struct ActionRunner {
 }
 
 impl ActionRunner {
+    /// A runner of `action` for the file at `destination`.
     pub fn new(action: Action, destination: PathBuf) -> Self {
         Self {
             action,

@@ -44,7 +44,9 @@ pub const DEFAULT_MODE: u32 = 0o640;
 /// A setting that is not valid: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
+    /// Where: `template[0].mode`, `token[1].on_change.signal`, ...
     pub setting: String,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -59,7 +61,9 @@ fn invalid(setting: &str, message: impl Into<String>) -> Invalid {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum IdOrName {
+    /// A uid or gid.
     Id(u32),
+    /// A user or group name (or a number written as a string).
     Name(String),
 }
 

@@ -25,34 +25,48 @@ use crate::util::rfc3339;
 /// A JWT as a template sees it.
 #[derive(Debug, Clone)]
 pub struct TokenValue {
+    /// The JWT.
     pub token: Secret,
+    /// Its expiry.
     pub expires_at: SystemTime,
 }
 
 /// AWS credentials as a template sees them.
 #[derive(Debug, Clone)]
 pub struct AwsValue {
+    /// `AKIA...` / `ASIA...`.
     pub access_key_id: String,
+    /// The secret key.
     pub secret_access_key: Secret,
+    /// Present for temporary credentials.
     pub session_token: Option<Secret>,
+    /// When they expire.
     pub expiration: SystemTime,
+    /// The AWS region of the sidecar's settings.
     pub region: String,
 }
 
 /// Everything a template may reference, at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Values {
+    /// Database tokens by workspace group.
     pub database: BTreeMap<String, TokenValue>,
+    /// The API token, if one is configured.
     pub api: Option<TokenValue>,
+    /// The workload's identity, when a template reads it.
     pub identity: Option<CloudIdentity>,
+    /// AWS credentials by profile.
     pub aws: BTreeMap<String, AwsValue>,
 }
 
 /// The names a configuration makes available, for placeholders.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Available {
+    /// Workspace groups of the configured database tokens.
     pub workspace_groups: Vec<String>,
+    /// Whether an API token is configured.
     pub api: bool,
+    /// Warm AWS profiles.
     pub aws_profiles: Vec<String>,
 }
 

@@ -32,9 +32,13 @@ use context::{Available, Values};
 pub struct TemplateSpec {
     /// For messages: the source file, or `template[i]` for inline text.
     pub name: String,
+    /// The template text.
     pub source: String,
+    /// The file it is rendered into.
     pub destination: PathBuf,
+    /// Mode, owner and group of that file.
     pub file: FileOptions,
+    /// What to run when the file changed.
     pub on_change: Option<Action>,
 }
 
@@ -42,15 +46,26 @@ pub struct TemplateSpec {
 /// time only the kind of error and the template's own text are reported.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TemplateError {
+    /// An error at a place in the template.
     #[error("{name}, line {line}, column {column}: {message}")]
     At {
+        /// The template.
         name: String,
+        /// 1-based line.
         line: usize,
+        /// 1-based column (characters).
         column: usize,
+        /// What is wrong.
         message: String,
     },
+    /// An error without a place (a destination that cannot be written).
     #[error("{name}: {message}")]
-    Other { name: String, message: String },
+    Other {
+        /// The template.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 struct Entry {
@@ -71,7 +86,9 @@ pub struct Renderer {
 /// What happened to one template in a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The output changed and the file was written.
     Written,
+    /// The output is what was last written: nothing done.
     Unchanged,
 }
 
@@ -111,6 +128,7 @@ impl Renderer {
         })
     }
 
+    /// No templates configured.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

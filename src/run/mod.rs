@@ -24,13 +24,11 @@ mod source;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use nix::sys::signal::Signal;
 
 use crate::config::{ServeConfig, ServeOverrides};
 use crate::exchange::JwtType;
 use crate::provider::ProviderConfig;
-use crate::util::parse_duration;
 pub use source::{Fetched, Source, TokenSpec};
 
 /// A restarted child that fails sooner than this counts as a crash.
@@ -39,72 +37,85 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(10);
 pub const MAX_CRASH_RESTARTS: u32 = 5;
 
 /// What to do before a token in the child's environment expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnExpiry {
+    /// SIGTERM, wait up to the grace period, start again with fresh tokens.
     Restart,
+    /// Send the configured signal; the child keeps running.
     Signal,
+    /// Nothing.
     None,
 }
 
-/// `s2iam run` arguments.
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Config file (default: $S2IAM_CONFIG): its token tables (a database token
-    /// goes to S2_PASSWORD, an API token to S2_API_TOKEN) and its auth, identity
-    /// and cache settings.
-    #[arg(long)]
+impl std::str::FromStr for OnExpiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restart" => Ok(Self::Restart),
+            "signal" => Ok(Self::Signal),
+            "none" => Ok(Self::None),
+            other => Err(format!("{other:?} is not restart, signal or none")),
+        }
+    }
+}
+
+/// What `s2iam run` is asked to do (the command line's flags, parsed).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Config file (default: `S2IAM_CONFIG`): its `[[token]]`s and client settings.
     pub config: Option<PathBuf>,
     /// Ask the running sidecar on this Unix socket instead of exchanging here.
-    #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// NAME=database:WORKSPACE_GROUP or NAME=api (repeatable): which token goes
-    /// into which environment variable.
-    #[arg(long = "env", value_name = "NAME=TOKEN")]
+    /// `NAME=database:WORKSPACE_GROUP` or `NAME=api`, one per variable.
     pub env: Vec<String>,
-    /// Shorthand for --env S2_PASSWORD=database:ID.
-    #[arg(long)]
+    /// Shorthand for `S2_PASSWORD=database:<id>`.
     pub workspace_group_id: Option<String>,
-    /// Before a token expires: restart the command, signal it, or do nothing.
-    #[arg(long, value_enum, default_value = "restart")]
+    /// What to do before a token expires.
     pub on_expiry: OnExpiry,
-    /// The signal for --on-expiry signal.
-    #[arg(long, default_value = "SIGHUP")]
+    /// The signal of [`OnExpiry::Signal`], e.g. `SIGHUP`.
     pub signal: String,
     /// How long the command has to exit after SIGTERM before it is killed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Authentication server URL (own exchange only).
-    #[arg(long)]
+    /// Auth service URL (own exchange only).
     pub server_url: Option<String>,
-    /// Allow an http:// server URL (testing only).
-    #[arg(long)]
+    /// Allow an http:// auth service URL (testing only).
     pub allow_http: bool,
-    /// Log what happens (rotations, restarts) to stderr.
-    #[arg(long)]
-    pub verbose: bool,
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments.
     pub command: Vec<String>,
 }
 
 /// Why `s2iam run` could not do its job (never contains a token).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The options do not make sense.
     #[error("{0}")]
     Usage(String),
+    /// The config file is not valid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The client could not be set up.
     #[error(transparent)]
     Client(#[from] crate::client::Error),
+    /// A token could not be had.
     #[error("cannot get {what}: {message}")]
-    Token { what: String, message: String },
+    Token {
+        /// Which variable and token.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The command could not be started.
     #[error("cannot start {program:?}: {source}")]
     Spawn {
+        /// The program.
         program: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// Signal handlers could not be installed.
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    /// Waiting for the child failed.
     #[error("lost track of the child: {0}")]
     Wait(std::io::Error),
 }
@@ -132,7 +143,7 @@ struct Plan {
 }
 
 /// Runs the command; returns its exit code.
-pub async fn run(args: &RunArgs) -> Result<u8, RunError> {
+pub async fn run(args: &RunOptions) -> Result<u8, RunError> {
     let plan = plan(args)?;
     let mut tokens = plan.source.fetch_all(&plan.specs).await?;
     let mut signals = child::listen()?;
@@ -276,7 +287,7 @@ impl Backoff {
     }
 }
 
-fn plan(args: &RunArgs) -> Result<Plan, RunError> {
+fn plan(args: &RunOptions) -> Result<Plan, RunError> {
     let provider_config = ProviderConfig::from_env();
     let overrides = ServeOverrides {
         config: args.config.clone(),
@@ -312,7 +323,7 @@ fn plan(args: &RunArgs) -> Result<Plan, RunError> {
 }
 
 /// `--env`, then `--workspace-group-id`, then the config's `[[token]]`s.
-fn token_specs(args: &RunArgs, config: &ServeConfig) -> Result<Vec<TokenSpec>, RunError> {
+fn token_specs(args: &RunOptions, config: &ServeConfig) -> Result<Vec<TokenSpec>, RunError> {
     let mut specs = args
         .env
         .iter()

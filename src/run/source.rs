@@ -16,8 +16,11 @@ use crate::secret::Secret;
 pub struct TokenSpec {
     /// The environment variable.
     pub env: String,
+    /// Database or API.
     pub jwt_type: JwtType,
+    /// For database tokens.
     pub workspace_group_id: Option<String>,
+    /// A role to assume for it.
     pub assume_role: Option<String>,
 }
 
@@ -33,8 +36,11 @@ impl TokenSpec {
 /// A token as received.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The JWT.
     pub jwt: Secret,
+    /// Its wall-clock expiry.
     pub expires_at: SystemTime,
+    /// When it was received (monotonic).
     pub received: Instant,
     /// Time left when it was received.
     pub lifetime: Duration,
@@ -44,12 +50,20 @@ pub struct Fetched {
 pub enum Source {
     /// Exchange in this process.
     Local {
+        /// The client (detection, identity, exchange).
         client: Box<Client>,
+        /// AWS role session name for assumed roles.
         role_session_name: String,
+        /// GCP ID-token audience.
         gcp_audience: String,
     },
     /// Ask the sidecar listening on this socket.
-    Sidecar { socket: PathBuf, timeout: Duration },
+    Sidecar {
+        /// Its Unix socket.
+        socket: PathBuf,
+        /// Deadline of one request.
+        timeout: Duration,
+    },
 }
 
 impl Source {

@@ -19,8 +19,10 @@ use crate::util::atomic_file as sinks;
 /// What `--once` could not do, every reason (never a token).
 #[derive(Debug, thiserror::Error)]
 pub enum OnceError {
+    /// Tokens, sinks or templates that failed, one reason each.
     #[error("{} failed:\n  {}", .0.len(), .0.join("\n  "))]
     Failed(Vec<String>),
+    /// The client or the templates could not be set up.
     #[error(transparent)]
     Setup(#[from] super::ServeError),
 }

@@ -93,6 +93,7 @@ pub fn add_token(values: &mut Values, req: &TokenRequest, token: &Token) {
     }
 }
 
+/// AWS credentials as templates see them.
 pub fn aws_value(v: &VendedCredentials, region: &str) -> AwsValue {
     AwsValue {
         access_key_id: v.credentials.access_key_id.clone(),

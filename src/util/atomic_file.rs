@@ -19,13 +19,17 @@ pub const DIR_MODE: u32 = 0o750;
 /// How a sink file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileOptions {
+    /// The file's mode.
     pub mode: u32,
-    /// Numeric owner and group (names are resolved when the config is loaded).
+    /// Numeric owner and group (names are resolved when the config is loaded);
+    /// `None`: the writer's.
     pub owner: Option<u32>,
+    /// See `owner`.
     pub group: Option<u32>,
 }
 
 impl FileOptions {
+    /// A mode, the writer's owner and group.
     pub fn mode(mode: u32) -> Self {
         Self {
             mode,
