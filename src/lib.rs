@@ -14,6 +14,8 @@
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
 //! | connect without a token (database proxy) | [`dbproxy`] |
+//! | files rendered from tokens, after-render actions | [`render`] |
+//! | a command run with tokens in its environment | [`run`] |
 //! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
@@ -49,6 +51,10 @@ pub mod env;
 pub mod exchange;
 pub mod http;
 pub mod provider;
+#[cfg(feature = "sidecar")]
+pub mod render;
+#[cfg(feature = "sidecar")]
+pub mod run;
 pub mod secret;
 #[cfg(feature = "sidecar")]
 pub mod serve;

@@ -49,6 +49,11 @@
 //! workspace_group_id = "wg-1"
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
+//! sink_owner = "app"                 # optional, name or number (sink_group too)
+//!
+//! [[template]]                       # see crate::render::config
+//! source = "/etc/s2iam/my.cnf.j2"
+//! destination = "/run/s2iam/my.cnf"
 //!
 //! [[database_proxy]]                 # connect without a token (see crate::dbproxy::config)
 //! listen = "127.0.0.1:3306"
@@ -175,6 +180,12 @@ pub struct Sink {
     pub path: PathBuf,
     /// Its mode.
     pub mode: u32,
+    /// Numeric owner and group (`sink_owner`/`sink_group`, names resolved at load).
+    pub owner: Option<u32>,
+    /// See `owner`.
+    pub group: Option<u32>,
+    /// Run when the file is rewritten (`[token.on_change]`).
+    pub on_change: Option<crate::render::action::Action>,
 }
 
 /// `[listen]`: where the local API listens and who may call it.
@@ -264,6 +275,8 @@ pub struct ServeConfig {
     pub aws: AwsSettings,
     /// `[[database_proxy]]`s (see [`crate::dbproxy::config`]).
     pub database_proxies: Vec<crate::dbproxy::DatabaseProxyConfig>,
+    /// `[[template]]`s, compiled and rendered with placeholders at load.
+    pub templates: Vec<crate::render::TemplateSpec>,
     /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
     pub api_proxies: Vec<ApiProxyConfig>,
 }
