@@ -189,6 +189,12 @@ pub struct DevArgs {
     /// Workspace group of the database token kept warm.
     #[arg(long, default_value = "dev-workspace-group")]
     pub workspace_group_id: String,
+    /// Loopback address of the API proxy to the mock Data API (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub data_api_proxy: std::net::SocketAddr,
+    /// Loopback address of the API proxy to the mock Management API.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub management_api_proxy: std::net::SocketAddr,
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub exit_after: Option<Duration>,
@@ -620,6 +626,8 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         dir,
         tcp: args.tcp,
         workspace_group_id: args.workspace_group_id.clone(),
+        data_api_proxy: args.data_api_proxy,
+        management_api_proxy: args.management_api_proxy,
     })
     .await?;
     writeln!(out, "{}", dev.banner())?;

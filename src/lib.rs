@@ -13,6 +13,7 @@
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
 //!

@@ -181,7 +181,7 @@ async fn stop_signal(mut stopped: watch::Receiver<bool>) {
 }
 
 /// Creates the socket's directory, and removes a stale socket file.
-async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+pub(crate) async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -271,7 +271,7 @@ async fn check_tcp_caller(
     next.run(req).await
 }
 
-fn host_is_loopback(host: &str) -> bool {
+pub(crate) fn host_is_loopback(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

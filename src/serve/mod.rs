@@ -1,6 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
-//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
+//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service
@@ -12,6 +13,7 @@
 //! requests finish, remove the socket file.
 
 pub mod api;
+pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -60,6 +62,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    #[error(transparent)]
+    /// An API proxy could not start.
+    ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     /// The TCP bearer token file could not be read.
     TokenFile {
@@ -160,8 +165,9 @@ impl AppState {
     }
 }
 
+/// The configured tokens, then those the API proxies need (kept warm too).
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
-    config
+    let mut requests: Vec<TokenRequest> = config
         .tokens
         .iter()
         .map(|t| TokenRequest {
@@ -171,7 +177,14 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
-        .collect()
+        .collect();
+    for proxy in &config.api_proxies {
+        let req = apiproxy::forward::token_request(proxy, config);
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    requests
 }
 
 /// `database/wg-1` style name of a token request, for logs and errors.
@@ -193,6 +206,7 @@ pub struct Sidecar {
     /// Shared with every handler.
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
+    api_proxies: Vec<apiproxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -208,6 +222,7 @@ impl Sidecar {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
+        let env = provider_config.env.clone();
         let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
@@ -237,6 +252,7 @@ impl Sidecar {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
@@ -245,6 +261,7 @@ impl Sidecar {
         Ok(Self {
             state,
             listeners,
+            api_proxies,
             background,
             stop,
         })
@@ -260,11 +277,30 @@ impl Sidecar {
         self.listeners.iter().find_map(|l| l.tcp_addr())
     }
 
+    /// The loopback address of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.tcp_addr)
+    }
+
+    /// The Unix socket of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_socket(&self, name: &str) -> Option<PathBuf> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.socket.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests, removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for l in self.listeners {
             l.wait().await;
+        }
+        for p in self.api_proxies {
+            p.wait().await;
         }
         for task in self.background {
             task.abort();
