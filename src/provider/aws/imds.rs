@@ -128,10 +128,10 @@ impl Imds {
         })
         .await;
         match answer {
-            Ok(a) if a.ok() && !a.body.trim().is_empty() => {
+            Ok(a) if a.is_success() && !a.body.trim().is_empty() => {
                 Ok(Session::V2(Secret::new(a.body.trim())))
             }
-            Ok(a) if a.ok() => Err(ImdsError::Empty { url }),
+            Ok(a) if a.is_success() => Err(ImdsError::Empty { url }),
             Ok(a) if matches!(a.status, 403..=405) => {
                 tracing::debug!(status = a.status, "IMDSv2 token refused; using IMDSv1");
                 Ok(Session::V1 {
