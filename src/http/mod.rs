@@ -1,8 +1,9 @@
-//! The HTTP layer every outbound call shares: one client factory (proxies from
-//! the injected environment, [`client`]), one capped body reader ([`fetch`]), one
-//! transport error ([`TransportError`]) and one retry policy ([`retry`]), used by the metadata clients, STS, Google, Azure AD
-//! and the auth-service exchange; and the client the sidecar's API proxies forward
-//! with.
+//! The HTTP layer every outbound call shares: one client factory with proxies
+//! from the injected environment ([`client()`]), one capped body reader
+//! ([`fetch()`]), one transport error ([`TransportError`]) and one retry policy
+//! ([`mod@retry`]: backoff, jitter, `Retry-After`), used by the metadata clients,
+//! STS, Google, Azure AD and the auth-service exchange; and the client the
+//! sidecar's API proxies forward with.
 
 mod client;
 pub mod error;

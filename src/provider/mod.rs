@@ -294,8 +294,6 @@ impl Provider {
     }
 }
 
-pub(crate) use crate::http::error_chain;
-
 impl From<crate::http::TransportError> for ProbeError {
     /// A transport failure during a probe: refused and timed out mean no such
     /// service here; a body too large means something else answers.
