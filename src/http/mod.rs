@@ -12,5 +12,5 @@ pub mod retry;
 
 pub use client::{client, forwarding_client, ForwardingTimeouts, ProxySettings, NEVER_PROXIED};
 pub use error::{error_chain, TransportError};
-pub use fetch::{display_url, fetch, snippet, Reply, MAX_BODY_BYTES};
-pub use retry::{parse_retry_after, retry, retry_answers, GaveUp, RetryPolicy, Step};
+pub use fetch::{display_url, fetch, parse_retry_after, snippet, Reply, MAX_BODY_BYTES};
+pub use retry::{retry, retry_answers, GaveUp, RetryPolicy, Step};
