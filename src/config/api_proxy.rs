@@ -53,7 +53,7 @@ pub struct FileApiProxy {
 pub enum ProxyToken {
     /// The database JWT of a workspace group (the Data API).
     Database {
-        /// The workspace group.
+        /// The workspace group the token is for.
         workspace_group_id: String,
     },
     /// The API JWT (the Management API).
@@ -61,7 +61,7 @@ pub enum ProxyToken {
 }
 
 impl ProxyToken {
-    /// Database or API.
+    /// The kind of JWT the auth service is asked for.
     pub fn jwt_type(&self) -> JwtType {
         match self {
             ProxyToken::Database { .. } => JwtType::Database,
@@ -69,7 +69,7 @@ impl ProxyToken {
         }
     }
 
-    /// The workspace group of a database token.
+    /// The workspace group, for a database token.
     pub fn workspace_group_id(&self) -> Option<&str> {
         match self {
             ProxyToken::Database { workspace_group_id } => Some(workspace_group_id),
@@ -81,7 +81,7 @@ impl ProxyToken {
 /// A validated `[[api_proxy]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiProxyConfig {
-    /// The proxy's name, in logs and metrics.
+    /// The name in logs and metric labels.
     pub name: String,
     /// Loopback TCP address to listen on.
     pub listen: Option<SocketAddr>,
@@ -89,15 +89,15 @@ pub struct ApiProxyConfig {
     pub socket: Option<PathBuf>,
     /// Base URL without a trailing slash; the client's path and query are appended.
     pub upstream: String,
-    /// The JWT added to every request.
+    /// Which JWT is added to every request.
     pub token: ProxyToken,
-    /// Extra CA certificates (PEM) the upstream is verified against.
+    /// Extra CA certificates (PEM) trusted for the upstream, beside the built-in roots.
     pub ca_file: Option<PathBuf>,
-    /// Deadline to connect to the upstream.
+    /// How long connecting to the upstream may take.
     pub connect_timeout: Duration,
-    /// Longest silence while reading the upstream's answer.
+    /// How long a whole request may take, counted from its start.
     pub timeout: Duration,
-    /// Connections served at once; more wait.
+    /// Client connections served at once; more wait for a free slot.
     pub max_connections: usize,
 }
 

@@ -35,9 +35,9 @@ pub struct DevOptions {
     pub management_api_proxy: SocketAddr,
 }
 
-/// Name of the Data API proxy `s2iam dev` runs.
+/// Name of the API proxy `s2iam dev` runs in front of the mock Data API.
 pub const DATA_API_PROXY: &str = "data-api";
-/// Name of the Management API proxy `s2iam dev` runs.
+/// Name of the API proxy `s2iam dev` runs in front of the mock Management API.
 pub const MANAGEMENT_API_PROXY: &str = "management-api";
 
 /// Why `s2iam dev` could not start.
@@ -194,6 +194,9 @@ fn serve_config(
             sink: Some(Sink {
                 path: options.dir.join("database-token"),
                 mode: 0o600,
+                owner: None,
+                group: None,
+                on_change: None,
             }),
         },
         WarmToken {

@@ -27,7 +27,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// Sink files that could not be written.
     pub sink_write_failures: AtomicU64,
-    /// Counters of the API proxies.
+    /// Requests, errors and bytes of the API proxies.
     pub api_proxy: ApiProxyMetrics,
 }
 

@@ -73,11 +73,11 @@ impl Default for ApiConfig {
 /// kept: only its fingerprint and claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApiRecord {
-    /// The HTTP method.
+    /// HTTP method.
     pub method: String,
-    /// The path.
+    /// Request path.
     pub path: String,
-    /// The query string.
+    /// Raw query string.
     pub query: String,
     /// How many `Authorization` headers arrived.
     pub authorization_headers: usize,
@@ -87,7 +87,7 @@ pub struct ApiRecord {
     pub claims: Option<Value>,
     /// Every other request header (lowercase names).
     pub headers: BTreeMap<String, String>,
-    /// The status answered.
+    /// The status the mock answered.
     pub status: u16,
 }
 
@@ -122,7 +122,7 @@ impl MockApi {
         }
     }
 
-    /// The current behaviour settings.
+    /// The current behaviour.
     pub fn config(&self) -> ApiConfig {
         self.inner
             .config
@@ -131,7 +131,7 @@ impl MockApi {
             .clone()
     }
 
-    /// Changes the behaviour settings.
+    /// Changes the behaviour at run time.
     pub fn update(&self, f: impl FnOnce(&mut ApiConfig)) {
         f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
     }
@@ -141,7 +141,7 @@ impl MockApi {
         self.inner.hold.send_replace(on);
     }
 
-    /// Every request recorded so far.
+    /// Every request seen so far.
     pub fn records(&self) -> Vec<ApiRecord> {
         self.lock_records().clone()
     }
@@ -163,7 +163,7 @@ impl MockApi {
         records.push(record);
     }
 
-    /// The mock APIs' routes.
+    /// The Data API and Management API routes.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/v2/query/rows", post(query_rows))
@@ -225,22 +225,22 @@ impl MockApiServer {
         self.listener.addr()
     }
 
-    /// The mock APIs' state.
+    /// The mock, to change or inspect it.
     pub fn api(&self) -> &MockApi {
         &self.api
     }
 
-    /// Fault rules of the listener.
+    /// Fault rules of this listener.
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 
-    /// Requests the listener saw.
+    /// The raw request log of this listener.
     pub fn requests(&self) -> &RequestLog {
         &self.log
     }
 
-    /// Stops serving.
+    /// Stops the listener.
     pub async fn shutdown(self) {
         self.listener.shutdown().await;
     }

@@ -49,21 +49,21 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ApiProxyError {
     #[error("api_proxy {name}: cannot use ca_file {path}: {message}")]
-    /// The `ca_file` cannot be read or parsed.
+    /// The CA file could not be read or parsed.
     CaFile {
-        /// The name asked for.
+        /// The proxy's name.
         name: String,
-        /// The file.
+        /// The CA file.
         path: PathBuf,
-        /// The server's own words.
+        /// What was wrong with it.
         message: String,
     },
     #[error("api_proxy {name}: cannot build the upstream HTTP client: {message}")]
-    /// The upstream client cannot be built.
+    /// The HTTP client could not be built.
     Client {
-        /// The name asked for.
+        /// The proxy's name.
         name: String,
-        /// The server's own words.
+        /// What the HTTP client builder said.
         message: String,
     },
 }
@@ -72,9 +72,9 @@ pub enum ApiProxyError {
 pub struct Running {
     /// The proxy's name.
     pub name: String,
-    /// The bound TCP address, if any.
+    /// The bound TCP address (the real port when 0 was asked for).
     pub tcp_addr: Option<SocketAddr>,
-    /// The socket file, if any.
+    /// The Unix socket path.
     pub socket: Option<PathBuf>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
