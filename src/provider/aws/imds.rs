@@ -70,7 +70,8 @@ pub enum ImdsError {
     },
 }
 
-/// The cause and the fixes of an IMDSv2 token timeout (DESIGN.md §6).
+/// The cause and the fixes of an IMDSv2 token timeout: the hop limit of 1 that
+/// drops the token response one network hop short of a container.
 pub fn hop_limit_explanation(timeout_ms: u64, then: &ImdsError) -> String {
     format!(
         "no answer within {timeout_ms} ms although the metadata service accepts connections \

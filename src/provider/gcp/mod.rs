@@ -32,7 +32,7 @@ use crate::http::{fetch, RetryPolicy};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Identity requests are retried on connection errors, 429 and 5xx: GKE's metadata
-/// server can take seconds to answer on a freshly started pod (DESIGN §6).
+/// server can take seconds to answer on a freshly started pod.
 pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 5,
     base_delay: Duration::from_millis(200),
