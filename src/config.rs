@@ -10,6 +10,12 @@
 //! allow_non_loopback = false         # refuse a non-loopback tcp address unless true
 //! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any
 //! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
+//! header_read_timeout = "10s"        # a request's headers must arrive within this (also closes idle keep-alive)
+//! idle_timeout = "60s"               # a connection with no bytes either way for this long is closed
+//! max_connections = 512              # per listener; more wait in the kernel's backlog
+//! max_connections_per_uid = 512      # per peer uid on the Unix socket; more are closed at once
+//! max_header_bytes = 16384           # larger request heads get 431
+//! shutdown_timeout = "10s"           # after SIGTERM, connections still open after this are cut
 //!
 //! [auth]
 //! server_url = "https://authsvc.singlestore.com/auth/iam/:jwtType"
@@ -29,10 +35,15 @@
 //! min_remaining = "60s"
 //! idle_evict = "1h"
 //! tick = "1s"
+//! max_on_demand = 1000               # on-demand (unconfigured) keys kept; least recently used dropped
+//! negative_ttl = "5s"                # a failed on-demand key answers its error this long, then is forgotten
 //!
 //! [access]
 //! workspace_groups = ["wg-1"]        # on-demand database tokens allowed; empty = any
 //! assume_roles = []                  # roles local callers may ask for; empty = none
+//! audiences = []                     # GCP audiences callers may ask for besides the configured ones
+//! cold_fetches_per_second = 20       # exchanges for keys not in the cache, all callers together
+//! cold_fetches_per_caller_per_second = 5  # the same per caller (uid on the socket, address on TCP)
 //!
 //! [log]
 //! format = "text"                    # or "json"
@@ -176,6 +187,12 @@ struct FileListen {
     allow_non_loopback: Option<bool>,
     allowed_uids: Option<Vec<u32>>,
     tcp_token_file: Option<PathBuf>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    max_header_bytes: Option<usize>,
+    shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +223,8 @@ struct FileCache {
     min_remaining: Option<String>,
     idle_evict: Option<String>,
     tick: Option<String>,
+    max_on_demand: Option<usize>,
+    negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +232,9 @@ struct FileCache {
 struct FileAccess {
     workspace_groups: Option<Vec<String>>,
     assume_roles: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    cold_fetches_per_second: Option<u32>,
+    cold_fetches_per_caller_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,11 +302,52 @@ pub struct ServeConfig {
     pub tick: Duration,
     pub allowed_workspace_groups: Vec<String>,
     pub allowed_assume_roles: Vec<String>,
+    /// GCP audiences callers may ask for besides the default and configured ones.
+    pub allowed_audiences: Vec<String>,
+    /// Exchanges for keys not yet cached, per second: all callers, and each caller.
+    pub cold_fetches_per_second: u32,
+    pub cold_fetches_per_caller_per_second: u32,
+    /// Timeouts and caps of each listener.
+    pub limits: ConnLimits,
     pub log_format: LogFormat,
     pub log_level: String,
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+}
+
+/// What one listener tolerates from its callers (`[listen]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time allowed for a request's headers, counted from when the connection is
+    /// ready for one (so it also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections per listener; more wait in the kernel's backlog until
+    /// one closes.
+    pub max_connections: usize,
+    /// Open connections per peer uid on the Unix socket; more are closed at once.
+    /// The default equals `max_connections` (no extra limit); set it lower when
+    /// several users share the socket, so one cannot take every place.
+    pub max_connections_per_uid: usize,
+    /// Largest request line plus headers; larger gets 431.
+    pub max_header_bytes: usize,
+    /// After the stop signal, connections still open after this are cut.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_connections_per_uid: 512,
+            max_header_bytes: 16 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Values given on the command line (highest precedence).
@@ -321,6 +384,7 @@ impl ServeConfig {
     }
 
     fn build(file: FileConfig, env: &Env, flags: &ServeOverrides) -> Result<Self, ConfigError> {
+        let limits = conn_limits(&file.listen)?;
         let socket = if flags.no_socket {
             None
         } else {
@@ -382,6 +446,16 @@ impl ServeConfig {
             .map(|(i, t)| warm_token(i, t, &gcp_audience))
             .collect::<Result<Vec<_>, _>>()?;
         let aws = aws_settings(file.aws, file.aws_profile)?;
+        let cold_fetches_per_second = positive(
+            "access.cold_fetches_per_second",
+            file.access.cold_fetches_per_second,
+            20,
+        )?;
+        let cold_fetches_per_caller_per_second = positive(
+            "access.cold_fetches_per_caller_per_second",
+            file.access.cold_fetches_per_caller_per_second,
+            5,
+        )?;
         Ok(Self {
             socket,
             socket_mode: mode(
@@ -437,6 +511,10 @@ impl ServeConfig {
             tick,
             allowed_workspace_groups: file.access.workspace_groups.unwrap_or_default(),
             allowed_assume_roles: file.access.assume_roles.unwrap_or_default(),
+            allowed_audiences: file.access.audiences.unwrap_or_default(),
+            cold_fetches_per_second,
+            cold_fetches_per_caller_per_second,
+            limits,
             log_format,
             log_level: env
                 .get("S2IAM_LOG")
@@ -501,6 +579,64 @@ fn mode(setting: &str, value: Option<&str>, default: u32) -> Result<u32, ConfigE
     Ok(m)
 }
 
+fn positive<T: Copy + Default + PartialOrd>(
+    setting: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v <= T::default() {
+        return Err(invalid(setting, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
+    let d = ConnLimits::default();
+    let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
+        let v = duration(setting, value, default)?;
+        if v.is_zero() {
+            return Err(invalid(setting, "must be greater than 0"));
+        }
+        Ok(v)
+    };
+    let max_header_bytes = l.max_header_bytes.unwrap_or(d.max_header_bytes);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(invalid(
+            "listen.max_header_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    Ok(ConnLimits {
+        header_read_timeout: nonzero(
+            "listen.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        )?,
+        idle_timeout: nonzero(
+            "listen.idle_timeout",
+            l.idle_timeout.as_deref(),
+            d.idle_timeout,
+        )?,
+        max_connections: positive(
+            "listen.max_connections",
+            l.max_connections,
+            d.max_connections,
+        )?,
+        max_connections_per_uid: positive(
+            "listen.max_connections_per_uid",
+            l.max_connections_per_uid,
+            d.max_connections_per_uid,
+        )?,
+        max_header_bytes,
+        shutdown_timeout: nonzero(
+            "listen.shutdown_timeout",
+            l.shutdown_timeout.as_deref(),
+            d.shutdown_timeout,
+        )?,
+    })
+}
+
 fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     let d = CachePolicy::default();
     let refresh_at = c.refresh_at.unwrap_or(d.refresh_at);
@@ -520,6 +656,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             Duration::from_secs(60),
         )?,
         idle_evict: duration("cache.idle_evict", c.idle_evict.as_deref(), d.idle_evict)?,
+        max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
+        negative_ttl: duration(
+            "cache.negative_ttl",
+            c.negative_ttl.as_deref(),
+            d.negative_ttl,
+        )?,
         ..d
     })
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::CacheStats;
 
@@ -22,9 +22,22 @@ use crate::cache::CacheStats;
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub sink_write_failures: AtomicU64,
+    /// Connections closed at once because a cap was reached.
+    pub connections_refused: AtomicU64,
+    unix_open: Arc<AtomicU64>,
+    tcp_open: Arc<AtomicU64>,
 }
 
 impl Metrics {
+    /// The gauge of open connections of the listener named `listener`.
+    pub fn connections_open(&self, listener: &str) -> Arc<AtomicU64> {
+        if listener == "unix" {
+            self.unix_open.clone()
+        } else {
+            self.tcp_open.clone()
+        }
+    }
+
     pub fn count_request(&self, route: &str, status: u16) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         // Look up before inserting so the common case allocates nothing.
@@ -107,6 +120,11 @@ impl Metrics {
                 "Failed file-sink writes.",
                 &self.sink_write_failures,
             ),
+            (
+                "s2iam_connections_refused_total",
+                "Connections closed at once because listen.max_connections(_per_uid) was reached.",
+                &self.connections_refused,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -115,6 +133,12 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_connections_open Open connections per listener.\n# TYPE s2iam_connections_open gauge\ns2iam_connections_open{{listener=\"unix\"}} {}\ns2iam_connections_open{{listener=\"tcp\"}} {}",
+            self.unix_open.load(Ordering::Relaxed),
+            self.tcp_open.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP s2iam_token_seconds_to_expiry Seconds until each cached token expires."

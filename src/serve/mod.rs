@@ -9,7 +9,8 @@
 //! native sidecar's startup probe holds the application back until then.
 //!
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
-//! requests finish, remove the socket file.
+//! requests finish (at most `listen.shutdown_timeout`), remove the socket file.
+//! SIGHUP is logged and ignored.
 
 pub mod aws;
 #[cfg(feature = "dev")]
@@ -276,10 +277,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let sidecar = Sidecar::start(config, provider_config).await?;
+    let hangup = on_sighup();
     shutdown.await;
+    if let Some(task) = hangup {
+        task.abort();
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     sidecar.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP is a documented no-op: the configuration is read once at start (a
+/// reload would have to re-bind listeners and re-key the cache); without a
+/// handler the signal's default action would kill the process uncleanly.
+fn on_sighup() -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP ignored: the configuration is read at start only; restart s2iam serve to apply changes");
+        }
+    }))
 }
 
 /// With AWS profiles and a token file configured: a fresh random token, written
