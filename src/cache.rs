@@ -11,7 +11,8 @@
 //!   instead of starting their own.
 //! - **Never wait while valid**: a caller whose key holds a still-valid value gets
 //!   it at once, even when it is due for refresh or a refresh is in flight (the
-//!   refresh then runs in the background).
+//!   refresh then runs in the background; see `serve_while_refreshing` for AWS
+//!   credentials, which wait for a fresh value unless the refresh is failing).
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
 //!   served until it truly expires; the refresh is retried with capped
 //!   exponential backoff and jitter, the delay never more than half of the value's
@@ -90,6 +91,11 @@ pub struct CachePolicy {
     pub max_on_demand: usize,
     /// How long a failed fetch (with no valid value) is answered from the cache.
     pub negative_ttl: Duration,
+    /// A valid value below `min_remaining` is handed out at once while its
+    /// refresh runs behind the caller (JWTs: any valid token opens a
+    /// connection). When false (AWS credentials, which SDKs keep until near
+    /// expiry), the caller waits for the refresh unless it is backing off.
+    pub serve_while_refreshing: bool,
 }
 
 impl Default for CachePolicy {
@@ -103,6 +109,7 @@ impl Default for CachePolicy {
             idle_evict: Duration::from_secs(3600),
             max_on_demand: 1000,
             negative_ttl: Duration::from_secs(5),
+            serve_while_refreshing: true,
         }
     }
 }
@@ -298,15 +305,18 @@ where
                 return Ok(v.clone());
             }
             if let Some(v) = slot.value.as_ref().filter(|v| still_valid(*v)) {
-                // Valid but due: hand it out now, refresh behind the caller's back.
-                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                let v = v.clone();
                 let due = slot.refresh_due.is_none_or(|t| t <= Instant::now());
-                drop(slot);
-                if due {
-                    self.spawn_refresh(key, entry.clone());
+                let backing_off = slot.last_error.is_some() && !due;
+                if self.policy.serve_while_refreshing || backing_off {
+                    // Valid: hand it out now, refresh behind the caller's back.
+                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    let v = v.clone();
+                    drop(slot);
+                    if due {
+                        self.spawn_refresh(key, entry.clone());
+                    }
+                    return Ok(v);
                 }
-                return Ok(v);
             }
             if let (Some(e), Some(at)) = (&slot.last_error, slot.failed_at) {
                 if at.elapsed() < self.policy.negative_ttl {
@@ -655,6 +665,7 @@ mod tests {
             idle_evict: Duration::from_secs(60),
             max_on_demand: 100,
             negative_ttl: Duration::ZERO,
+            serve_while_refreshing: true,
         }
     }
 

@@ -40,6 +40,7 @@ use tower::ServiceExt;
 
 use crate::config::ConnLimits;
 
+use super::limits::Caller;
 use super::routes::{self, api_error};
 use super::{AppState, ServeError};
 
@@ -507,6 +508,9 @@ async fn check_unix_peer(
             "this user is not allowed to use the s2iam socket (listen.allowed_uids)",
         );
     }
+    let mut req = req;
+    req.extensions_mut()
+        .insert(peer.uid.map_or(Caller::Unknown, Caller::Uid));
     next.run(req).await
 }
 
@@ -532,6 +536,7 @@ async fn check_tcp_caller(
     }
     let mut req = req;
     req.extensions_mut().insert(super::aws::ViaTcp);
+    req.extensions_mut().insert(Caller::Addr(peer.ip()));
     if super::aws::is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;

@@ -5,7 +5,11 @@
 //! - `s2iam_refresh_failures_total`: background refreshes that failed;
 //! - `s2iam_cache_hits_total`, `s2iam_cache_misses_total`, `s2iam_stale_served_total`,
 //!   `s2iam_cache_evictions_total`;
-//! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
+//! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per configured token
+//!   (on-demand tokens are counted in `s2iam_cached_tokens{kind}`, never labelled,
+//!   so the series cannot grow with what callers ask for);
+//! - `s2iam_negative_cache_hits_total`, `s2iam_cold_fetches_refused_total`;
+//! - `s2iam_connections_open{listener}`, `s2iam_connections_refused_total`;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
 //! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
@@ -56,6 +60,7 @@ impl Metrics {
     pub fn render(
         &self,
         cache: &CacheStats,
+        (pinned, on_demand): (usize, usize),
         tokens: &[(String, String, f64)],
         aws: &[(String, f64)],
         aws_cache: &CacheStats,
@@ -116,6 +121,16 @@ impl Metrics {
                 &cache.evictions,
             ),
             (
+                "s2iam_negative_cache_hits_total",
+                "Requests answered with a recent failure instead of a new fetch.",
+                &cache.negative_hits,
+            ),
+            (
+                "s2iam_cold_fetches_refused_total",
+                "Requests for tokens not yet cached refused by the rate limit (429).",
+                &cache.refused,
+            ),
+            (
                 "s2iam_sink_write_failures_total",
                 "Failed file-sink writes.",
                 &self.sink_write_failures,
@@ -138,6 +153,10 @@ impl Metrics {
             "# HELP s2iam_connections_open Open connections per listener.\n# TYPE s2iam_connections_open gauge\ns2iam_connections_open{{listener=\"unix\"}} {}\ns2iam_connections_open{{listener=\"tcp\"}} {}",
             self.unix_open.load(Ordering::Relaxed),
             self.tcp_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_cached_tokens Tokens in the cache: configured (pinned) and on demand.\n# TYPE s2iam_cached_tokens gauge\ns2iam_cached_tokens{{kind=\"configured\"}} {pinned}\ns2iam_cached_tokens{{kind=\"on_demand\"}} {on_demand}"
         );
         let _ = writeln!(
             out,
@@ -217,6 +236,7 @@ mod tests {
         aws_stats.fetches.store(3, Ordering::Relaxed);
         let text = m.render(
             &stats,
+            (1, 2),
             &[("database".into(), "w\"g".into(), 12.4)],
             &[("analytics".into(), 900.2)],
             &aws_stats,
@@ -228,5 +248,6 @@ mod tests {
         assert!(text.contains("s2iam_cache_hits_total 5"));
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
         assert!(text.contains("s2iam_ready 1"));
+        assert!(text.contains("s2iam_cached_tokens{kind=\"on_demand\"} 2"));
     }
 }

@@ -15,6 +15,7 @@
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub aws: AwsCredentialVendor,
     /// The container-credentials token written to `aws.authorization_token_file`.
     pub aws_token: Option<Secret>,
+    /// Rate limits on exchanges for keys not cached yet.
+    pub cold: limits::ColdLimits,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -99,7 +102,8 @@ impl AppState {
             DetectState::Pending => problems.push("identity: detection in progress".to_string()),
             DetectState::Failed(e) => problems.push(format!("identity: {e}")),
         }
-        let status = self.cache.status();
+        // Pinned keys only: the cost follows the configuration, not the callers.
+        let status = self.cache.pinned_status();
         for req in self.warm_requests() {
             let warm = status
                 .iter()
@@ -108,7 +112,7 @@ impl AppState {
                 problems.push(format!("token {} not warm", describe(&req)));
             }
         }
-        let aws_status = self.aws.cache().status();
+        let aws_status = self.aws.cache().pinned_status();
         for profile in self.config.aws.profiles.iter().filter(|p| p.warm) {
             let warm = aws_status
                 .iter()
@@ -203,6 +207,10 @@ impl Sidecar {
         let state = Arc::new(AppState {
             aws,
             aws_token,
+            cold: limits::ColdLimits::new(
+                config.cold_fetches_per_second,
+                config.cold_fetches_per_caller_per_second,
+            ),
             cache: Cache::new(
                 config.cache.clone(),
                 fetcher(client.clone(), sinks, metrics.clone()),
