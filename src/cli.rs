@@ -8,6 +8,7 @@
 //! exit code is 1; a malformed command line exits with 2.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -127,7 +128,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
-    Probe(crate::probe::ProbeArgs),
+    Probe(ProbeArgs),
     /// Print AWS credentials of a profile for `credential_process` (from the
     /// running sidecar, else resolved in-process from the config file).
     CredentialProcess(CredentialProcessArgs),
@@ -230,13 +231,27 @@ pub struct AwsSourceArgs {
 }
 
 impl AwsSourceArgs {
-    fn options(&self) -> crate::aws_creds::local::LocalOptions {
-        crate::aws_creds::local::LocalOptions {
-            socket: crate::aws_creds::local::default_socket(self.socket.as_deref()),
+    fn options(&self) -> crate::sidecar_client::aws::LocalOptions {
+        crate::sidecar_client::aws::LocalOptions {
+            socket: crate::sidecar_client::default_socket(self.socket.as_deref()),
             config: self.config.clone(),
             timeout: self.timeout,
         }
     }
+}
+
+/// `s2iam probe` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Give up after this long (keep it below the probe's timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The route to GET: /readyz, /healthz, ...
+    #[arg(default_value = "/readyz")]
+    pub path: String,
 }
 
 #[derive(Debug, Args)]
@@ -271,13 +286,20 @@ pub struct PresignArgs {
     pub json: bool,
 }
 
+/// `s2iam probe`: Ok only if the sidecar answered 200.
+pub async fn run_probe(args: &ProbeArgs) -> Result<(), CliError> {
+    let socket = crate::sidecar_client::default_socket(args.socket.as_deref());
+    crate::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
+    Ok(())
+}
+
 /// `s2iam credential-process`: one line of JSON on stdout, nothing secret on stderr.
 pub async fn run_credential_process(
     args: &CredentialProcessArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let v =
-        crate::aws_creds::local::credentials(&args.source.options(), &args.source.profile).await?;
+    let v = crate::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
+        .await?;
     writeln!(out, "{}", v.credential_process_json())?;
     Ok(())
 }
@@ -291,14 +313,14 @@ pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), Cli
         .map(crate::serve::aws::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
-    let req = crate::aws_creds::PresignRequest {
+    let req = crate::aws_vending::PresignRequest {
         profile: args.source.profile.clone(),
         bucket: args.bucket.clone(),
         key: args.key.clone(),
         method: Some(args.method.clone()),
         expires,
     };
-    let p = crate::aws_creds::local::presign(&args.source.options(), &req).await?;
+    let p = crate::sidecar_client::aws::presign(&args.source.options(), &req).await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {
@@ -320,11 +342,11 @@ pub enum CliError {
     #[error(transparent)]
     Dev(#[from] crate::serve::dev::DevError),
     #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
+    Probe(#[from] crate::sidecar_client::socket::ProbeError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
-    Aws(#[from] crate::aws_creds::local::LocalError),
+    Aws(#[from] crate::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -525,7 +547,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");

@@ -55,7 +55,7 @@
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
 //!
-//! [aws]                              # AWS/S3 credential vending (see crate::aws_creds)
+//! [aws]                              # AWS/S3 credential vending (see crate::aws_vending)
 //! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start
 //! authorization_token_mode = "0640"
 //! region = "us-east-1"               # default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1
@@ -87,10 +87,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::aws_creds::{AwsProfile, AwsSettings, PolicyRule, ProfileSource};
+use crate::aws_vending::{AwsProfile, AwsSettings, PolicyRule, ProfileSource};
 use crate::cache::CachePolicy;
-use crate::exchange::JwtType;
-use crate::provider::config::Env;
+use crate::client::JwtOptions;
+use crate::env::Env;
+use crate::env::ProviderConfig;
+use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
 use crate::util::parse_duration;
 
@@ -526,6 +528,29 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The options of the sidecar's one [`crate::client::Client`].
+    pub fn jwt_options(&self, provider_config: ProviderConfig) -> JwtOptions {
+        let mut exchange = ExchangeConfig {
+            validate_jwks: self.validate_jwks,
+            ..ExchangeConfig::default()
+        };
+        if let Some(pref) = &self.identity_format_preference {
+            exchange.identity_format_preference = pref.clone();
+        }
+        JwtOptions {
+            server_url: self.server_url.clone(),
+            allow_http: self.allow_http,
+            provider: self.provider,
+            force_detect: false,
+            timeout: self.timeout,
+            detect_timeout: self.detect_timeout,
+            exchange,
+            provider_config: Some(provider_config),
+        }
+    }
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -710,7 +735,7 @@ fn aws_settings(a: FileAws, profiles: Vec<FileAwsProfile>) -> Result<AwsSettings
         a.min_remaining.as_deref(),
         d.min_remaining,
     )?;
-    if min_remaining < crate::aws_creds::MIN_REMAINING {
+    if min_remaining < crate::aws_vending::MIN_REMAINING {
         return Err(invalid(
             "aws.min_remaining",
             "must be at least 5m: AWS SDKs refresh vended credentials only seconds before they expire",
@@ -771,7 +796,7 @@ fn aws_profile(
     min_remaining: Duration,
 ) -> Result<AwsProfile, ConfigError> {
     let setting = |field: &str| format!("aws_profile[{i}].{field}");
-    crate::aws_creds::validate_profile_name(&p.name).map_err(|e| invalid(&setting("name"), e))?;
+    crate::aws_vending::validate_profile_name(&p.name).map_err(|e| invalid(&setting("name"), e))?;
     let named = |field: &str| format!("aws_profile[{i}] ({}).{field}", p.name);
     let needs_role = matches!(p.source.as_str(), "assume_role" | "web_identity");
     let only = |field: &str, present: bool, allowed: &[&str]| {
@@ -917,7 +942,7 @@ fn aws_profile(
         let rule = PolicyRule {
             buckets: r.buckets.clone(),
             prefixes: r.prefixes.clone(),
-            actions: crate::aws_creds::policy::parse_actions(&r.actions)
+            actions: crate::aws_vending::policy::parse_actions(&r.actions)
                 .map_err(|e| invalid(&format!("{rule_setting}.actions"), e))?,
         };
         rule.validate().map_err(|e| {
@@ -934,12 +959,12 @@ fn aws_profile(
     };
     if let Some(policy) = profile.session_policy() {
         let chars = policy.chars().count();
-        if chars > crate::aws_creds::policy::MAX_POLICY_CHARS {
+        if chars > crate::aws_vending::policy::MAX_POLICY_CHARS {
             return Err(invalid(
                 &named("session_policy"),
                 format!(
                     "the generated policy has {chars} characters; STS accepts at most {}: use fewer buckets or prefixes",
-                    crate::aws_creds::policy::MAX_POLICY_CHARS
+                    crate::aws_vending::policy::MAX_POLICY_CHARS
                 ),
             ));
         }

@@ -5,8 +5,8 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | every endpoint and its override | [`endpoints`] |
-//! | environment, files, clock, HTTP client | [`provider::config`] |
+//! | every endpoint and its override | [`env::endpoints`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
@@ -36,17 +36,18 @@
 //! # Ok(()) }
 //! ```
 
-pub mod aws_creds;
+pub mod aws_vending;
 pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod endpoints;
+pub mod env;
 pub mod exchange;
-pub mod probe;
+pub mod http;
 pub mod provider;
 pub mod secret;
 pub mod serve;
+pub mod sidecar_client;
 pub mod token;
 pub mod util;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{eventually, mocks, provider_config, temp_dir};
 use s2iam::config::{ServeConfig, ServeOverrides, WarmToken};
+use s2iam::env::Env;
 use s2iam::exchange::JwtType;
-use s2iam::provider::config::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::CloudConfig;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, mocks, provider_config, sub_of, temp_dir, uds_get, uds_request};
 use s2iam::config::{ServeConfig, ServeOverrides, Sink, WarmToken};
+use s2iam::env::{Env, ManualClock};
 use s2iam::exchange::JwtType;
-use s2iam::provider::config::{Env, ManualClock};
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
 
@@ -321,12 +321,13 @@ async fn local_api_routes_formats_and_errors() {
         "{metrics}"
     );
     assert!(metrics.contains("s2iam_cache_hits_total 1"), "{metrics}");
+    // An on-demand token is counted, not labelled (issue 13: series must not
+    // grow with what callers ask for); configured tokens get per-token series.
     assert!(
-        metrics.contains(
-            "s2iam_token_seconds_to_expiry{jwt_type=\"database\",workspace_group=\"wg-ok\"}"
-        ),
+        metrics.contains("s2iam_cached_tokens{kind=\"on_demand\"} 1"),
         "{metrics}"
     );
+    assert!(!metrics.contains("wg-ok"), "{metrics}");
     assert!(!metrics.contains(jwt), "no token in metrics");
     sidecar.shutdown().await;
     server.shutdown().await;

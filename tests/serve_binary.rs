@@ -22,7 +22,7 @@ fn s2iam(server: Option<&TestServer>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
     if let Some(server) = server {
-        for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+        for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
             cmd.env(k, v);
         }
         cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
-use s2iam::provider::config::Env;
+use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -315,7 +315,7 @@ async fn sighup_is_ignored_and_sigterm_still_exits_cleanly() {
     let socket = dir.join("s2iam.sock");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     let mut child = cmd

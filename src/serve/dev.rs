@@ -11,9 +11,9 @@ use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
 
 use super::{ServeError, Sidecar};
 use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
-use crate::endpoints::mock_env;
+use crate::env::endpoints::mock_env;
+use crate::env::{Env, Fs};
 use crate::exchange::JwtType;
-use crate::provider::config::{Env, Fs};
 use crate::provider::ProviderConfig;
 
 /// What `s2iam dev` runs.

@@ -40,8 +40,9 @@ use tower::ServiceExt;
 
 use crate::config::ConnLimits;
 
+use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::limits::Caller;
-use super::routes::{self, api_error};
+use super::routes;
 use super::{AppState, ServeError};
 
 /// The peer of a Unix-socket connection.
@@ -535,9 +536,9 @@ async fn check_tcp_caller(
         );
     }
     let mut req = req;
-    req.extensions_mut().insert(super::aws::ViaTcp);
+    req.extensions_mut().insert(ViaTcp);
     req.extensions_mut().insert(Caller::Addr(peer.ip()));
-    if super::aws::is_aws_path(req.uri().path()) {
+    if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
@@ -570,13 +571,6 @@ fn host_is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! requests finish (at most `listen.shutdown_timeout`), remove the socket file.
 //! SIGHUP is logged and ignored.
 
+pub mod api;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -19,7 +20,6 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
-pub mod sinks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,11 +28,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::aws_creds::AwsCredentialVendor;
+use crate::aws_vending::AwsCredentialVendor;
 use crate::cache::{Cache, CacheError, Fetcher};
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
+use crate::client::{Client, Error, TokenRequest};
 use crate::config::{ServeConfig, Sink};
-use crate::exchange::ExchangeConfig;
 use crate::provider::{CloudIdentity, ProviderConfig};
 use crate::secret::Secret;
 use crate::token::Token;
@@ -194,7 +193,7 @@ impl Sidecar {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
-        let client = Arc::new(Client::new(jwt_options(&config, provider_config))?);
+        let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
             .into_iter()
@@ -325,34 +324,14 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
         tracing::warn!("AWS profiles are configured without aws.authorization_token_file: the credential routes answer on the Unix socket only");
         return Ok(None);
     };
-    let token = crate::aws_creds::generate_authorization_token();
-    crate::aws_creds::write_authorization_token(path, &token, aws.authorization_token_mode)
+    let token = crate::aws_vending::generate_authorization_token();
+    crate::aws_vending::write_authorization_token(path, &token, aws.authorization_token_mode)
         .map_err(|source| ServeError::AwsTokenFile {
             path: path.clone(),
             source,
         })?;
     tracing::info!(path = %path.display(), profiles = aws.profiles.len(), "AWS container-credentials token written");
     Ok(Some(token))
-}
-
-pub(crate) fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
-    let mut exchange = ExchangeConfig {
-        validate_jwks: config.validate_jwks,
-        ..ExchangeConfig::default()
-    };
-    if let Some(pref) = &config.identity_format_preference {
-        exchange.identity_format_preference = pref.clone();
-    }
-    JwtOptions {
-        server_url: config.server_url.clone(),
-        allow_http: config.allow_http,
-        provider: config.provider,
-        force_detect: false,
-        timeout: config.timeout,
-        detect_timeout: config.detect_timeout,
-        exchange,
-        provider_config: Some(provider_config),
-    }
 }
 
 /// Fetches a token and, for configured tokens with a sink, writes it to its file.
@@ -385,7 +364,10 @@ fn fetcher(
 async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) {
     let (path, mode) = (sink.path.clone(), sink.mode);
     let body = token.jwt().expose().as_bytes().to_vec();
-    let result = tokio::task::spawn_blocking(move || sinks::write_atomic(&path, &body, mode)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::util::atomic_file::write_atomic(&path, &body, mode)
+    })
+    .await;
     match result {
         Ok(Ok(())) => tracing::debug!(path = %sink.path.display(), "sink written"),
         Ok(Err(e)) => {

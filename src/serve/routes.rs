@@ -28,6 +28,7 @@ use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
 
+use super::api::{api_error, parse_query, ApiError};
 use super::limits::Caller;
 use super::{describe, AppState};
 use crate::cache::GetError;
@@ -51,47 +52,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
-}
-
-/// A JSON error response.
-pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    ApiError::new(status, code, message).into_response()
-}
-
-/// A request the API refuses: `{"error": code, "message"}` with `status`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -297,28 +257,6 @@ fn token_request(
         role_session_name: cfg.role_session_name.clone(),
         gcp_audience: audience(state, params.get("audience"))?,
     })
-}
-
-/// Parses a query string, refusing unknown and repeated parameters.
-pub(crate) fn parse_query(
-    query: Option<&str>,
-    known: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if !known.contains(&k.as_ref()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown parameter {k:?}; known: {}",
-                known.join(", ")
-            )));
-        }
-        if params.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "parameter {k:?} given twice"
-            )));
-        }
-    }
-    Ok(params)
 }
 
 fn wants_text(headers: &HeaderMap) -> bool {
