@@ -276,7 +276,7 @@ where
         let entry = self
             .entry(&key, || Ok(()))
             .unwrap_or_else(|_| self.new_entry());
-        self.get_entry(key, entry).await
+        self.get_entry(&key, entry).await
     }
 
     /// Like [`Cache::get`], but a key not in the cache is first put to `admit`
@@ -284,10 +284,10 @@ where
     /// create the key: concurrent callers of one cold key count once).
     pub async fn get_admitted(
         &self,
-        key: K,
+        key: &K,
         admit: impl FnOnce() -> Result<(), Duration>,
     ) -> Result<V, GetError<E>> {
-        match self.entry(&key, admit) {
+        match self.entry(key, admit) {
             Ok(entry) => self.get_entry(key, entry).await.map_err(GetError::Failed),
             Err(retry_after) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -296,7 +296,7 @@ where
         }
     }
 
-    async fn get_entry(&self, key: K, entry: Arc<Entry<V, E>>) -> Result<V, CacheError<E>> {
+    async fn get_entry(&self, key: &K, entry: Arc<Entry<V, E>>) -> Result<V, CacheError<E>> {
         entry.last_access_ms.store(self.now_ms(), Ordering::Relaxed);
         let seen_generation = {
             let slot = read(&entry.slot);
@@ -313,7 +313,7 @@ where
                     let v = v.clone();
                     drop(slot);
                     if due {
-                        self.spawn_refresh(key, entry.clone());
+                        self.spawn_refresh(key.clone(), entry.clone());
                     }
                     return Ok(v);
                 }
@@ -340,7 +340,7 @@ where
                 }
             }
         }
-        self.fetch_into(&key, &entry).await
+        self.fetch_into(key, &entry).await
     }
 
     /// Fetches `key` in the background unless a fetch for it is already running.
@@ -951,7 +951,7 @@ mod tests {
         for _ in 0..50 {
             let (c, asked) = (cache.clone(), asked.clone());
             tasks.spawn(async move {
-                c.get_admitted(7, || {
+                c.get_admitted(&7, || {
                     asked.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 })
@@ -964,7 +964,7 @@ mod tests {
         }
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let refused = cache.get_admitted(8, || Err(Duration::from_secs(2))).await;
+        let refused = cache.get_admitted(&8, || Err(Duration::from_secs(2))).await;
         assert!(
             matches!(refused, Err(GetError::Refused { retry_after }) if retry_after == Duration::from_secs(2))
         );

@@ -14,17 +14,33 @@
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
 //! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::cache::CacheStats;
 
-/// Counters the routes update.
+/// The routes `s2iam_requests_total` counts (the router's matched paths), and
+/// `unmatched`: fixed, so the series cannot grow with what callers send.
+pub const ROUTES: [&str; 9] = [
+    "/v1/token/database",
+    "/v1/token/api",
+    "/v1/identity",
+    "/v1/aws/credentials/{profile}",
+    "/v1/s3/presign",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "unmatched",
+];
+
+/// The statuses counted one by one; any other is counted as `other`.
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504, 0];
+
+/// Counters the routes update: plain atomics, no lock on the request path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
     pub sink_write_failures: AtomicU64,
     /// Connections closed at once because a cap was reached.
     pub connections_refused: AtomicU64,
@@ -42,17 +58,19 @@ impl Metrics {
         }
     }
 
+    /// Counts a request to `route` (one of [`ROUTES`]; anything else counts as
+    /// `unmatched`) answered with `status`.
     pub fn count_request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        // Look up before inserting so the common case allocates nothing.
-        match requests
-            .iter_mut()
-            .find(|((r, s), _)| *s == status && r == route)
-        {
-            Some((_, n)) => *n += 1,
-            None => {
-                requests.insert((route.to_string(), status), 1);
-            }
+        let r = ROUTES
+            .iter()
+            .position(|x| *x == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len() - 1);
+        if let Some(n) = self.requests.get(r).and_then(|row| row.get(s)) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -72,17 +90,21 @@ impl Metrics {
             "# HELP s2iam_requests_total Local API requests by route and status."
         );
         let _ = writeln!(out, "# TYPE s2iam_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "s2iam_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, row) in ROUTES.iter().zip(&self.requests) {
+            for (status, n) in STATUSES.iter().zip(row) {
+                let n = n.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = match status {
+                    0 => "other".to_string(),
+                    s => s.to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "s2iam_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         let counters = [
             (

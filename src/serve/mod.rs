@@ -16,6 +16,7 @@ pub mod api;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod encoded;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
@@ -38,7 +39,7 @@ use crate::token::Token;
 use crate::util::rfc3339;
 
 /// The token cache of the sidecar.
-pub type TokenCache = Cache<TokenRequest, Token, Error>;
+pub type TokenCache = Cache<TokenRequest, Arc<encoded::EncodedToken>, Error>;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +340,7 @@ fn fetcher(
     client: Arc<Client>,
     sinks: HashMap<TokenRequest, Sink>,
     metrics: Arc<metrics::Metrics>,
-) -> Fetcher<TokenRequest, Token, Error> {
+) -> Fetcher<TokenRequest, Arc<encoded::EncodedToken>, Error> {
     let sinks = Arc::new(sinks);
     Arc::new(move |req: TokenRequest| {
         let client = client.clone();
@@ -356,7 +357,7 @@ fn fetcher(
                 }
                 Err(e) => tracing::warn!(token = %describe(&req), error = %e, "token fetch failed"),
             }
-            token
+            token.map(|t| encoded::EncodedToken::new(t, &req))
         })
     })
 }

@@ -35,7 +35,6 @@ use crate::cache::GetError;
 use crate::client::{Error, TokenRequest};
 use crate::exchange::{ExchangeError, JwtType};
 use crate::provider::CloudProvider;
-use crate::util::rfc3339;
 
 /// Builds the API router (caller checks are layered on by the listener).
 pub fn router(state: Arc<AppState>) -> Router {
@@ -55,13 +54,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    // MatchedPath clones an Arc, not the string.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    state.metrics.count_request(&route, resp.status().as_u16());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.count_request(route, resp.status().as_u16());
     resp
 }
 
@@ -84,6 +81,9 @@ async fn api_token(
     let caller = caller.map_or(Caller::Unknown, |c| c.0);
     token(state, JwtType::Api, caller, query, headers).await
 }
+
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
 
@@ -114,24 +114,10 @@ async fn token(
         Err(e) => return e.into_response(),
     };
     let admit = || state.cold.check(caller);
-    match state.cache.get_admitted(req.clone(), admit).await {
-        Ok(token) => {
-            if raw {
-                return (
-                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    token.jwt().expose().to_string(),
-                )
-                    .into_response();
-            }
-            Json(serde_json::json!({
-                "token": token.jwt().expose(),
-                "expires_at": rfc3339(token.expires_at),
-                "expires_in": token.remaining().as_secs(),
-                "jwt_type": jwt_type,
-                "workspace_group_id": req.workspace_group_id,
-            }))
-            .into_response()
-        }
+    match state.cache.get_admitted(&req, admit).await {
+        // Pre-encoded with the cache entry: no JSON document built per request.
+        Ok(token) if raw => ([(header::CONTENT_TYPE, TEXT)], token.raw()).into_response(),
+        Ok(token) => ([(header::CONTENT_TYPE, JSON)], token.json()).into_response(),
         Err(GetError::Refused { retry_after }) => {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             let mut resp = api_error(
