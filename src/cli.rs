@@ -588,10 +588,11 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     // Checked like the client does, before anything starts.
     crate::exchange::ServerUrl::parse(
         config
+            .client
             .server_url
             .as_deref()
             .unwrap_or(&provider_config.endpoints.auth_server),
-        config.allow_http,
+        config.client.allow_http,
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
@@ -653,12 +654,12 @@ pub async fn shutdown_signal() {
 }
 
 fn init_serve_logging(config: &crate::config::ServeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    let _ = match config.log_format {
+    let _ = match config.log.format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),
     };

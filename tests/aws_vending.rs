@@ -145,11 +145,11 @@ fn sidecar_config(toml: &str, dir: &Path, provider: &str) -> ServeConfig {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.tick = Duration::from_millis(50);
-    c.cache.retry_base = Duration::from_millis(100);
-    c.cache.retry_max = Duration::from_millis(400);
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.cache.tick = Duration::from_millis(50);
+    c.cache.policy.retry_base = Duration::from_millis(100);
+    c.cache.policy.retry_max = Duration::from_millis(400);
     c
 }
 

@@ -22,10 +22,10 @@ fn config(server: &TestServer, dir: &Path, toml: &str) -> ServeConfig {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.server_url = Some(server.exchange_url_template());
-    c.allow_http = true;
-    c.tick = Duration::from_millis(50);
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    c.cache.tick = Duration::from_millis(50);
     c
 }
 
@@ -339,9 +339,9 @@ async fn a_caller_with_a_valid_token_never_waits_for_a_blackholed_refresh() {
         .update(|c| c.token_expiry = Duration::from_secs(8));
     let dir = temp_dir("keys-nowait");
     let mut cfg = config(&server, &dir, "[auth]\ntimeout = \"5s\"\n");
-    cfg.cache.refresh_at = 0.2;
-    cfg.cache.jitter = 0.0;
-    cfg.cache.min_remaining = Duration::from_secs(7);
+    cfg.cache.policy.refresh_at = 0.2;
+    cfg.cache.policy.jitter = 0.0;
+    cfg.cache.policy.min_remaining = Duration::from_secs(7);
     cfg.tokens = vec![WarmToken {
         jwt_type: JwtType::Api,
         workspace_group_id: None,

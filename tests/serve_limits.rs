@@ -24,10 +24,10 @@ fn config(server: &TestServer, dir: &Path, toml: &str) -> ServeConfig {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.server_url = Some(server.exchange_url_template());
-    c.allow_http = true;
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
     c
 }
 

@@ -123,18 +123,18 @@ impl Dev {
 fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeConfig {
     let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
         .expect("the built-in defaults are valid");
-    config.socket = Some(options.dir.join("s2iam.sock"));
-    config.tcp = Some(options.tcp);
-    config.server_url = Some(mocks.exchange_url_template());
-    config.allow_http = true;
-    config.log_format = LogFormat::Text;
-    config.startup_timeout = Duration::from_secs(30);
+    config.listen.socket = Some(options.dir.join("s2iam.sock"));
+    config.listen.tcp = Some(options.tcp);
+    config.client.server_url = Some(mocks.exchange_url_template());
+    config.client.allow_http = true;
+    config.log.format = LogFormat::Text;
+    config.client.startup_timeout = Duration::from_secs(30);
     config.tokens = vec![
         WarmToken {
             jwt_type: JwtType::Database,
             workspace_group_id: Some(options.workspace_group_id.clone()),
             assume_role: None,
-            gcp_audience: config.gcp_audience.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
             sink: Some(Sink {
                 path: options.dir.join("database-token"),
                 mode: 0o600,
@@ -144,7 +144,7 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             jwt_type: JwtType::Api,
             workspace_group_id: None,
             assume_role: None,
-            gcp_audience: config.gcp_audience.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
             sink: None,
         },
     ];

@@ -100,10 +100,10 @@ pub async fn start_all(
     stopped: watch::Receiver<bool>,
 ) -> Result<Vec<Running>, ServeError> {
     let mut running = Vec::new();
-    if let Some(path) = state.config.socket.clone() {
+    if let Some(path) = state.config.listen.socket.clone() {
         running.push(start_unix(state.clone(), &path, stopped.clone()).await?);
     }
-    if let Some(addr) = state.config.tcp {
+    if let Some(addr) = state.config.listen.tcp {
         running.push(start_tcp(state.clone(), addr, stopped).await?);
     }
     Ok(running)
@@ -122,7 +122,7 @@ async fn start_unix(
     let listener = UnixListener::bind(path).map_err(listen_err)?;
     std::fs::set_permissions(
         path,
-        std::fs::Permissions::from_mode(state.config.socket_mode),
+        std::fs::Permissions::from_mode(state.config.listen.socket_mode),
     )
     .map_err(listen_err)?;
     let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
@@ -276,7 +276,7 @@ async fn serve<A: Accept>(
     state: Arc<AppState>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let limits = state.config.limits.clone();
+    let limits = state.config.listen.limits.clone();
     let metrics = state.metrics.clone();
     let open = metrics.connections_open(A::NAME);
     let counts = Arc::new(Mutex::new(Counts::default()));
@@ -500,7 +500,7 @@ async fn check_unix_peer(
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = &state.config.allowed_uids;
+    let allowed = &state.config.listen.allowed_uids;
     if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
         tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, path = %req.uri().path(), "refused unix-socket caller");
         return api_error(
@@ -527,7 +527,7 @@ async fn check_tcp_caller(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
+    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
         tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,

@@ -138,7 +138,7 @@ impl AppState {
             }
         }
         let req = TokenRequest {
-            gcp_audience: self.config.gcp_audience.clone(),
+            gcp_audience: self.config.client.gcp_audience.clone(),
             ..TokenRequest::api()
         };
         let (_, id) = self.client.identity(&req).await?;
@@ -155,7 +155,7 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             jwt_type: t.jwt_type,
             workspace_group_id: t.workspace_group_id.clone(),
             assume_role: t.assume_role.clone(),
-            role_session_name: config.role_session_name.clone(),
+            role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
         .collect()
@@ -190,7 +190,7 @@ impl Sidecar {
         config: ServeConfig,
         provider_config: ProviderConfig,
     ) -> Result<Self, ServeError> {
-        let tcp_token = match &config.tcp_token_file {
+        let tcp_token = match &config.listen.tcp_token_file {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
@@ -202,17 +202,20 @@ impl Sidecar {
             .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
             .collect::<HashMap<_, _>>();
         let aws_token = start_aws_token(&config)?;
-        let aws =
-            AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
+        let aws = AwsCredentialVendor::new(
+            config.aws.clone(),
+            client.clone(),
+            config.cache.policy.clone(),
+        );
         let state = Arc::new(AppState {
             aws,
             aws_token,
             cold: limits::ColdLimits::new(
-                config.cold_fetches_per_second,
-                config.cold_fetches_per_caller_per_second,
+                config.access.cold_fetches_per_second,
+                config.access.cold_fetches_per_caller_per_second,
             ),
             cache: Cache::new(
-                config.cache.clone(),
+                config.cache.policy.clone(),
                 fetcher(client.clone(), sinks, metrics.clone()),
             ),
             client,
@@ -226,7 +229,7 @@ impl Sidecar {
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
-        let tick = state.config.tick;
+        let tick = state.config.cache.tick;
         background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
         background.push(spawn_refresher(state.aws.cache().clone(), tick, stopped));
         Ok(Self {
@@ -397,7 +400,7 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.startup_timeout {
+                let cap = if started.elapsed() < state.config.client.startup_timeout {
                     Duration::from_secs(5)
                 } else {
                     Duration::from_secs(60)

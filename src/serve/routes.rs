@@ -157,7 +157,7 @@ fn valid_workspace_group(wg: &str) -> bool {
 fn audience(state: &AppState, given: Option<&String>) -> Result<String, ApiError> {
     let cfg = &state.config;
     let Some(aud) = given.filter(|a| !a.is_empty()) else {
-        return Ok(cfg.gcp_audience.clone());
+        return Ok(cfg.client.gcp_audience.clone());
     };
     let detected = match &*state.detect.lock().unwrap_or_else(|p| p.into_inner()) {
         super::DetectState::Detected(p) => Some(*p),
@@ -171,8 +171,8 @@ fn audience(state: &AppState, given: Option<&String>) -> Result<String, ApiError
     if aud.len() > MAX_AUDIENCE_CHARS {
         return Err(ApiError::bad_request("audience is too long"));
     }
-    let allowed = *aud == cfg.gcp_audience
-        || cfg.allowed_audiences.contains(aud)
+    let allowed = *aud == cfg.client.gcp_audience
+        || cfg.access.audiences.contains(aud)
         || cfg.tokens.iter().any(|t| t.gcp_audience == *aud);
     if !allowed {
         return Err(ApiError::forbidden(
@@ -215,8 +215,8 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.workspace_group_id.as_ref() == Some(wg));
-        if !cfg.allowed_workspace_groups.is_empty()
-            && !cfg.allowed_workspace_groups.contains(wg)
+        if !cfg.access.workspace_groups.is_empty()
+            && !cfg.access.workspace_groups.contains(wg)
             && !configured
         {
             return Err(ApiError::forbidden(format!(
@@ -230,7 +230,7 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.assume_role.as_ref() == Some(role));
-        if !cfg.allowed_assume_roles.contains(role) && !configured {
+        if !cfg.access.assume_roles.contains(role) && !configured {
             return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
@@ -240,7 +240,7 @@ fn token_request(
         jwt_type,
         workspace_group_id,
         assume_role,
-        role_session_name: cfg.role_session_name.clone(),
+        role_session_name: cfg.client.role_session_name.clone(),
         gcp_audience: audience(state, params.get("audience"))?,
     })
 }

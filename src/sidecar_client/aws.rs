@@ -95,7 +95,7 @@ fn vendor(opts: &LocalOptions, socket_error: String) -> Result<AwsCredentialVend
     Ok(AwsCredentialVendor::new(
         config.aws.clone(),
         client,
-        config.cache.clone(),
+        config.cache.policy.clone(),
     ))
 }
 
