@@ -370,7 +370,7 @@ async fn connection<I, P>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+        .max_buf_size(limits.max_header_bytes.max(8192).saturating_mul(2))
         .max_header_size(limits.max_header_bytes);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
