@@ -6,13 +6,14 @@
 //! | step | module |
 //! |---|---|
 //! | every endpoint and its override | [`env::endpoints`] |
-//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`](mod@env), [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
 //!
@@ -38,15 +39,17 @@
 
 pub mod aws_vending;
 pub mod cache;
-pub mod cli;
 pub mod client;
+#[cfg(feature = "sidecar")]
 pub mod config;
 pub mod env;
 pub mod exchange;
 pub mod http;
 pub mod provider;
 pub mod secret;
+#[cfg(feature = "sidecar")]
 pub mod serve;
+#[cfg(feature = "sidecar")]
 pub mod sidecar_client;
 pub mod token;
 pub mod util;

@@ -61,6 +61,7 @@ pub(super) fn build(
         .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
         .collect::<Result<Vec<_>, _>>()?;
     let aws = aws_settings(file.aws, file.aws_profile)?;
+    let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
         client,
@@ -83,6 +84,7 @@ pub(super) fn build(
         log,
         tokens,
         aws,
+        api_proxies,
     })
 }
 

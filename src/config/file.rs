@@ -30,6 +30,8 @@ pub(super) struct FileConfig {
     pub(super) aws: FileAws,
     #[serde(default)]
     pub(super) aws_profile: Vec<FileAwsProfile>,
+    #[serde(default)]
+    pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
 }
 
 #[derive(Debug, Default, Deserialize)]

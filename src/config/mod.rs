@@ -5,8 +5,8 @@
 //! [`ServeConfig`] holds one struct per component of the sidecar — listeners,
 //! the client (auth service and identity), cache, access rules, logging, AWS
 //! vending — so each component takes only its own section. The file's shapes are
-//! in [`file`], the precedence rules in [`build`], the `[[aws_profile]]`
-//! validation in [`aws_profile`].
+//! in [`file`](mod@file), the precedence rules in [`build`], the `[[aws_profile]]`
+//! validation in [`aws_profile`], the `[[api_proxy]]` settings in [`api_proxy`].
 //!
 //! ```toml
 //! [listen]
@@ -82,11 +82,18 @@
 //! buckets = ["*-analytics-*"]
 //! prefixes = ["reports/"]            # optional; default the whole bucket
 //! actions = ["read", "list"]         # read, write, delete, list, all
+//!
+//! [[api_proxy]]                      # local HTTP proxy adding the JWT (see api_proxy)
+//! listen = "127.0.0.1:8081"
+//! upstream = "https://svc-xxxx-dml.aws-virginia-6.svc.singlestore.com"
+//! token = "database"                 # or "api" (Management API)
+//! workspace_group_id = "wg-1"
 //! ```
 //!
 //! Environment: `S2IAM_CONFIG` (file), `S2IAM_SOCKET`, `S2IAM_TCP_LISTEN`,
 //! `S2IAM_JWT_SERVER_URL`, `S2IAM_ALLOW_HTTP`, `S2IAM_LOG_FORMAT`, `S2IAM_LOG`.
 
+pub mod api_proxy;
 pub mod aws_profile;
 pub mod build;
 pub mod file;
@@ -102,6 +109,7 @@ use crate::client::JwtOptions;
 use crate::env::{Env, ProviderConfig};
 use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::CloudProvider;
+pub use api_proxy::ApiProxyConfig;
 
 /// The socket when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
@@ -272,6 +280,7 @@ pub struct AccessConfig {
     pub audiences: Vec<String>,
     /// Exchanges for keys not yet cached, per second: all callers, and each caller.
     pub cold_fetches_per_second: u32,
+    /// The same, for each caller (uid on the socket, address on TCP).
     pub cold_fetches_per_caller_per_second: u32,
 }
 
@@ -301,6 +310,8 @@ pub struct ServeConfig {
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+    /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
+    pub api_proxies: Vec<ApiProxyConfig>,
 }
 
 /// Values given on the command line (highest precedence).

@@ -43,6 +43,45 @@ pub fn client(proxies: &ProxySettings) -> reqwest::Client {
     builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// Timeouts of a [`forwarding_client`].
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardingTimeouts {
+    /// To open the connection (TCP and TLS).
+    pub connect: Duration,
+    /// Longest silence while reading a response (a body may stream for longer).
+    pub read: Duration,
+}
+
+/// The client an API proxy forwards requests with: rustls with the built-in
+/// Mozilla roots plus `extra_roots`, no redirects followed and no decompression
+/// (the answer passes to the application as the upstream sent it), no
+/// `User-Agent` of its own (the application's is forwarded), and the same proxy
+/// policy as [`client`]: `proxies` for the upstream, never for [`NEVER_PROXIED`]
+/// hosts (a mock upstream on loopback).
+pub fn forwarding_client(
+    proxies: &ProxySettings,
+    timeouts: ForwardingTimeouts,
+    extra_roots: Vec<reqwest::Certificate>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false);
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root);
+    }
+    let proxies = proxies.to_reqwest();
+    if proxies.is_empty() {
+        builder = builder.no_proxy();
+    }
+    for proxy in proxies {
+        builder = builder.proxy(proxy);
+    }
+    builder.build()
+}
+
 impl ProxySettings {
     fn to_reqwest(&self) -> Vec<reqwest::Proxy> {
         let no_proxy = match &self.no_proxy {

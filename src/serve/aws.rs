@@ -82,6 +82,7 @@ fn check_token(
     ))
 }
 
+/// `GET /v1/aws/credentials/{profile}`.
 pub async fn credentials(
     State(state): State<Arc<AppState>>,
     Path(profile): Path<String>,
@@ -103,6 +104,7 @@ pub async fn credentials(
 
 const PRESIGN_PARAMS: &[&str] = &["profile", "bucket", "key", "method", "expires"];
 
+/// `GET /v1/s3/presign`.
 pub async fn presign(
     State(state): State<Arc<AppState>>,
     via_tcp: Option<Extension<ViaTcp>>,

@@ -1,15 +1,17 @@
 //! `s2iam dev`: the whole system on one machine, like `vault server -dev`. It
-//! starts the mock cloud and the mock auth service in-process on loopback, then the
-//! sidecar pointed at them — every endpoint overridden, so it never touches a real
-//! metadata address — and prints the commands that fetch a token.
+//! starts the mock cloud, the mock auth service and the mock Data and Management
+//! APIs in-process on loopback, then the sidecar pointed at them — every endpoint
+//! overridden, so it never touches a real metadata address — with an API proxy in
+//! front of each API, and prints the commands that fetch a token and call the APIs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
+use s2iam_testserver::{ApiConfig, CloudConfig, MockApiServer, TestServer, TestServerConfig};
 
 use super::{ServeError, Sidecar};
+use crate::config::api_proxy::{ApiProxyConfig, ProxyToken};
 use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
 use crate::env::endpoints::mock_env;
 use crate::env::{Env, Fs};
@@ -21,35 +23,59 @@ use crate::provider::ProviderConfig;
 pub struct DevOptions {
     /// `aws`, `gcp` or `azure`.
     pub cloud: String,
+    /// Where the sockets, token files and config go.
     pub dir: PathBuf,
+    /// The sidecar's loopback TCP address.
     pub tcp: SocketAddr,
+    /// The workspace group of the warm database token.
     pub workspace_group_id: String,
+    /// Loopback address of the API proxy to the mock Data API.
+    pub data_api_proxy: SocketAddr,
+    /// Loopback address of the API proxy to the mock Management API.
+    pub management_api_proxy: SocketAddr,
 }
+
+/// Name of the API proxy `s2iam dev` runs in front of the mock Data API.
+pub const DATA_API_PROXY: &str = "data-api";
+/// Name of the API proxy `s2iam dev` runs in front of the mock Management API.
+pub const MANAGEMENT_API_PROXY: &str = "management-api";
 
 /// Why `s2iam dev` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     #[error("unknown --cloud {0:?}: use aws, gcp or azure")]
+    /// `--cloud` is not aws, gcp or azure.
     UnknownCloud(String),
     #[error("cannot create {path}: {source}")]
+    /// The working directory cannot be created.
     Dir {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
     #[error("cannot start the mock cloud and auth service: {0}")]
+    /// The mocks did not start.
     TestServer(#[from] s2iam_testserver::StartError),
     #[error(transparent)]
+    /// The sidecar did not start.
     Serve(#[from] ServeError),
 }
 
 /// The running demo.
 pub struct Dev {
+    /// The mock cloud and auth service.
     pub mocks: TestServer,
+    /// The mock Data API and Management API.
+    pub api: MockApiServer,
+    /// The sidecar pointed at them.
     pub sidecar: Sidecar,
+    /// What was asked for.
     pub options: DevOptions,
 }
 
 impl Dev {
+    /// Starts the mocks, then the sidecar pointed at them.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let cloud = match options.cloud.as_str() {
             "aws" | "gcp" | "azure" => {
@@ -62,13 +88,20 @@ impl Dev {
             source,
         })?;
         let mocks = TestServer::start(TestServerConfig::new(cloud)).await?;
+        let api_config = ApiConfig {
+            workspace_group_id: options.workspace_group_id.clone(),
+            ..ApiConfig::default()
+        };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let api = MockApiServer::start(api_config, mocks.auth().key().clone(), loopback).await?;
         // A fixed environment: nothing from the real one can point s2iam elsewhere.
         let env = Env::from_pairs(mock_env(&mocks.cloud_url()));
         let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
-        let config = serve_config(&options, &mocks, &env);
+        let config = serve_config(&options, &mocks, &api, &env);
         let sidecar = Sidecar::start(config, provider_config).await?;
         Ok(Self {
             mocks,
+            api,
             sidecar,
             options,
         })
@@ -88,20 +121,33 @@ impl Dev {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let wg = &self.options.workspace_group_id;
+        let proxy = |name| {
+            self.sidecar
+                .api_proxy_addr(name)
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
         format!(
             "s2iam dev: a mock {cloud} cloud and a mock auth service on loopback, and the sidecar in front of them.\n\
              \n\
              mock cloud:    {cloud_url}\n\
              mock auth:     {auth_url}\n\
+             mock APIs:     {api_url}  (Data API /api/v2, Management API /v1)\n\
              socket:        {socket}\n\
              http:          http://{tcp}\n\
              token file:    {sink}\n\
+             Data API proxy:        http://{data}  (adds the database JWT for {wg})\n\
+             Management API proxy:  http://{mgmt}  (adds the API JWT)\n\
              \n\
              Fetch a token:\n\
              \x20 curl --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}'\n\
              \x20 curl -s 'http://{tcp}/v1/token/api?format=raw'\n\
              \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
              \x20 curl --unix-socket {socket} http://localhost/metrics\n\
+             \n\
+             Call the SingleStore APIs with no token (the proxy adds it):\n\
+             \x20 curl -s http://{data}/api/v2/query/rows -H 'Content-Type: application/json' -d '{{\"sql\": \"SELECT CURRENT_USER()\"}}'\n\
+             \x20 curl -s http://{mgmt}/v1/workspaceGroups\n\
              \n\
              Make the auth service fail (the sidecar keeps serving its valid token):\n\
              \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
@@ -110,17 +156,27 @@ impl Dev {
             cloud = self.options.cloud,
             cloud_url = self.mocks.cloud_url(),
             auth_url = self.mocks.auth_url(),
+            api_url = self.api.url(),
+            data = proxy(DATA_API_PROXY),
+            mgmt = proxy(MANAGEMENT_API_PROXY),
             sink = self.options.dir.join("database-token").display(),
         )
     }
 
+    /// Stops the sidecar, then the mocks.
     pub async fn shutdown(self) {
         self.sidecar.shutdown().await;
+        self.api.shutdown().await;
         self.mocks.shutdown().await;
     }
 }
 
-fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeConfig {
+fn serve_config(
+    options: &DevOptions,
+    mocks: &TestServer,
+    api: &MockApiServer,
+    env: &Env,
+) -> ServeConfig {
     let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
         .expect("the built-in defaults are valid");
     config.listen.socket = Some(options.dir.join("s2iam.sock"));
@@ -147,6 +203,22 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             gcp_audience: config.client.gcp_audience.clone(),
             sink: None,
         },
+    ];
+    config.api_proxies = vec![
+        ApiProxyConfig::new(
+            DATA_API_PROXY,
+            options.data_api_proxy,
+            &api.url(),
+            ProxyToken::Database {
+                workspace_group_id: options.workspace_group_id.clone(),
+            },
+        ),
+        ApiProxyConfig::new(
+            MANAGEMENT_API_PROXY,
+            options.management_api_proxy,
+            &api.url(),
+            ProxyToken::Api,
+        ),
     ];
     config
 }

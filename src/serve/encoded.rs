@@ -17,6 +17,7 @@ use crate::util::rfc3339;
 /// What the token cache holds: the token and its two encodings.
 #[derive(Clone)]
 pub struct EncodedToken {
+    /// The token itself (expiry, claims).
     pub token: Token,
     raw: Bytes,
     /// `{"token":…,"expires_at":…,"expires_in":`

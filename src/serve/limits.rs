@@ -19,8 +19,11 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 /// Who is asking, for the per-caller limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Caller {
+    /// A Unix-socket caller, by its uid (`SO_PEERCRED`).
     Uid(u32),
+    /// A TCP caller, by its address.
     Addr(IpAddr),
+    /// A caller the listener could not identify (they share one budget).
     Unknown,
 }
 

@@ -48,23 +48,32 @@ use super::{AppState, ServeError};
 /// The peer of a Unix-socket connection.
 #[derive(Debug, Clone, Copy)]
 pub struct UnixPeer {
+    /// The caller's uid, when the kernel says.
     pub uid: Option<u32>,
+    /// The caller's pid, when the kernel says.
     pub pid: Option<i32>,
 }
 
 /// A listener being served.
 pub enum Running {
+    /// The Unix socket listener.
     Unix {
+        /// The file.
         path: PathBuf,
+        /// The accept loop.
         task: tokio::task::JoinHandle<()>,
     },
+    /// The loopback TCP listener.
     Tcp {
+        /// The bound address.
         addr: SocketAddr,
+        /// The accept loop.
         task: tokio::task::JoinHandle<()>,
     },
 }
 
 impl Running {
+    /// The socket file, for a Unix listener.
     pub fn socket_path(&self) -> Option<PathBuf> {
         match self {
             Running::Unix { path, .. } => Some(path.clone()),
@@ -72,6 +81,7 @@ impl Running {
         }
     }
 
+    /// The bound address, for a TCP listener.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Running::Tcp { addr, .. } => Some(*addr),
@@ -467,7 +477,7 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// Creates the socket's directory, and removes a stale socket file.
-async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+pub(crate) async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -561,7 +571,7 @@ async fn check_tcp_caller(
     next.run(req).await
 }
 
-fn host_is_loopback(host: &str) -> bool {
+pub(crate) fn host_is_loopback(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

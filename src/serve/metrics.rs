@@ -12,11 +12,16 @@
 //! - `s2iam_connections_open{listener}`, `s2iam_connections_refused_total`;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
-//! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
+//! - `s2iam_sink_write_failures_total`, `s2iam_ready`;
+//! - `s2iam_api_proxy_requests_total{proxy,class}` (`2xx`..`5xx` as the client saw it),
+//!   `s2iam_api_proxy_upstream_errors_total{proxy,reason}` (`token`, `connect`,
+//!   `timeout`, `other`), `s2iam_api_proxy_bytes_total{proxy,direction}` (`upstream`:
+//!   request bodies sent, `downstream`: response bodies relayed).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::CacheStats;
 
@@ -41,11 +46,94 @@ const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 5
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
+    /// Sink files that could not be written.
     pub sink_write_failures: AtomicU64,
+    /// Requests, errors and bytes of the API proxies.
+    pub api_proxy: ApiProxyMetrics,
     /// Connections closed at once because a cap was reached.
     pub connections_refused: AtomicU64,
     unix_open: Arc<AtomicU64>,
     tcp_open: Arc<AtomicU64>,
+}
+
+/// Counters of the `[[api_proxy]]` listeners, keyed by proxy name and a label.
+#[derive(Debug, Default)]
+pub struct ApiProxyMetrics {
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    upstream_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    bytes: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl ApiProxyMetrics {
+    /// A request answered with `status` (by the upstream or by the proxy).
+    pub fn count_request(&self, proxy: &str, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        add(&self.requests, proxy, class, 1);
+    }
+
+    /// `reason`: `token`, `connect`, `timeout` or `other`.
+    pub fn count_upstream_error(&self, proxy: &str, reason: &'static str) {
+        add(&self.upstream_errors, proxy, reason, 1);
+    }
+
+    /// `direction`: `upstream` (request body) or `downstream` (response body).
+    pub fn add_bytes(&self, proxy: &str, direction: &'static str, n: u64) {
+        add(&self.bytes, proxy, direction, n);
+    }
+
+    fn render(&self, out: &mut String) {
+        let families = [
+            (
+                "s2iam_api_proxy_requests_total",
+                "API proxy requests by status class.",
+                "class",
+                &self.requests,
+            ),
+            (
+                "s2iam_api_proxy_upstream_errors_total",
+                "API proxy requests that got no upstream answer, by reason.",
+                "reason",
+                &self.upstream_errors,
+            ),
+            (
+                "s2iam_api_proxy_bytes_total",
+                "Body bytes relayed by the API proxies.",
+                "direction",
+                &self.bytes,
+            ),
+        ];
+        for (name, help, label, map) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((proxy, value), n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{proxy=\"{}\",{label}=\"{value}\"}} {n}",
+                    escape(proxy)
+                );
+            }
+        }
+    }
+}
+
+fn add(
+    map: &Mutex<BTreeMap<(String, &'static str), u64>>,
+    proxy: &str,
+    label: &'static str,
+    n: u64,
+) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    match map.iter_mut().find(|((p, l), _)| *l == label && p == proxy) {
+        Some((_, v)) => *v += n,
+        None => {
+            map.insert((proxy.to_string(), label), n);
+        }
+    }
 }
 
 impl Metrics {
@@ -233,6 +321,7 @@ impl Metrics {
             "# TYPE s2iam_ready gauge\ns2iam_ready {}",
             u8::from(ready)
         );
+        self.api_proxy.render(&mut out);
         out
     }
 }
@@ -271,5 +360,34 @@ mod tests {
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
         assert!(text.contains("s2iam_ready 1"));
         assert!(text.contains("s2iam_cached_tokens{kind=\"on_demand\"} 2"));
+    }
+
+    #[test]
+    fn renders_api_proxy_counters() {
+        let m = Metrics::default();
+        m.api_proxy.count_request("data", 200);
+        m.api_proxy.count_request("data", 204);
+        m.api_proxy.count_request("data", 503);
+        m.api_proxy.count_upstream_error("data", "connect");
+        m.api_proxy.add_bytes("data", "downstream", 10);
+        m.api_proxy.add_bytes("data", "downstream", 5);
+        let text = m.render(
+            &CacheStats::default(),
+            (0, 0),
+            &[],
+            &[],
+            &CacheStats::default(),
+            false,
+        );
+        assert!(
+            text.contains("s2iam_api_proxy_requests_total{proxy=\"data\",class=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("s2iam_api_proxy_requests_total{proxy=\"data\",class=\"5xx\"} 1"));
+        assert!(text.contains(
+            "s2iam_api_proxy_upstream_errors_total{proxy=\"data\",reason=\"connect\"} 1"
+        ));
+        assert!(text
+            .contains("s2iam_api_proxy_bytes_total{proxy=\"data\",direction=\"downstream\"} 15"));
     }
 }

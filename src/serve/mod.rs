@@ -1,6 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
-//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
+//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service
@@ -13,6 +14,7 @@
 //! SIGHUP is logged and ignored.
 
 pub mod api;
+pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -45,20 +47,33 @@ pub type TokenCache = Cache<TokenRequest, Arc<encoded::EncodedToken>, Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
+    /// The client could not be built.
     Client(#[from] Error),
     #[error("cannot listen on {what}: {source}")]
+    /// A listener could not be bound.
     Listen {
+        /// Which listener.
         what: String,
+        /// The cause.
         source: std::io::Error,
     },
     #[error("cannot write the AWS authorization token file {path}: {source}")]
+    /// The AWS authorization token file could not be written.
     AwsTokenFile {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
+    #[error(transparent)]
+    /// An API proxy could not start.
+    ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
+    /// The TCP bearer token file could not be read.
     TokenFile {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
 }
@@ -66,18 +81,27 @@ pub enum ServeError {
 /// Where detection stands.
 #[derive(Debug, Clone)]
 pub enum DetectState {
+    /// Not tried yet, or still trying.
     Pending,
+    /// Found.
     Detected(crate::provider::CloudProvider),
+    /// Every attempt so far failed.
     Failed(String),
 }
 
 /// Shared by every request handler.
 pub struct AppState {
+    /// The validated configuration.
     pub config: ServeConfig,
+    /// The one client (detection, identity, exchange).
     pub client: Arc<Client>,
+    /// The token cache.
     pub cache: TokenCache,
+    /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Where detection stands, for `/readyz`.
     pub detect: Mutex<DetectState>,
+    /// The bearer token TCP callers must send, if configured.
     pub tcp_token: Option<Secret>,
     /// AWS credential profiles and presigning.
     pub aws: AwsCredentialVendor,
@@ -147,8 +171,9 @@ impl AppState {
     }
 }
 
+/// The configured tokens, then those the API proxies need (kept warm too).
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
-    config
+    let mut requests: Vec<TokenRequest> = config
         .tokens
         .iter()
         .map(|t| TokenRequest {
@@ -158,7 +183,14 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
             role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
-        .collect()
+        .collect();
+    for proxy in &config.api_proxies {
+        let req = apiproxy::forward::token_request(proxy, config);
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    requests
 }
 
 /// `database/wg-1` style name of a token request, for logs and errors.
@@ -177,8 +209,10 @@ pub fn describe(req: &TokenRequest) -> String {
 
 /// A running sidecar.
 pub struct Sidecar {
+    /// Shared with every handler.
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
+    api_proxies: Vec<apiproxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -194,6 +228,7 @@ impl Sidecar {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
+        let env = provider_config.env.clone();
         let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
@@ -227,6 +262,7 @@ impl Sidecar {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
@@ -235,17 +271,36 @@ impl Sidecar {
         Ok(Self {
             state,
             listeners,
+            api_proxies,
             background,
             stop,
         })
     }
 
+    /// The Unix socket's path, if listening on one.
     pub fn socket_path(&self) -> Option<PathBuf> {
         self.listeners.iter().find_map(|l| l.socket_path())
     }
 
+    /// The TCP address, if listening on one.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.listeners.iter().find_map(|l| l.tcp_addr())
+    }
+
+    /// The loopback address of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.tcp_addr)
+    }
+
+    /// The Unix socket of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_socket(&self, name: &str) -> Option<PathBuf> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.socket.clone())
     }
 
     /// Stops accepting, waits for in-flight requests, removes the socket file.
@@ -253,6 +308,9 @@ impl Sidecar {
         let _ = self.stop.send(true);
         for l in self.listeners {
             l.wait().await;
+        }
+        for p in self.api_proxies {
+            p.wait().await;
         }
         for task in self.background {
             task.abort();
