@@ -194,6 +194,9 @@ fn serve_config(
             sink: Some(Sink {
                 path: options.dir.join("database-token"),
                 mode: 0o600,
+                owner: None,
+                group: None,
+                on_change: None,
             }),
         },
         WarmToken {
