@@ -142,7 +142,7 @@ impl Client {
             .unwrap_or_else(|| cfg.endpoints.auth_server.clone());
         let server = ServerUrl::parse(&template, options.allow_http)?;
         Ok(Self {
-            exchange: ExchangeClient::for_server(options.exchange.clone(), &server),
+            exchange: ExchangeClient::with_provider_config(options.exchange.clone(), &cfg),
             cfg,
             server,
             options,
@@ -219,15 +219,9 @@ impl Client {
             headers: &headers,
             identity: &identity,
         };
-        let clock = self.cfg.clock.clone();
         let token = self
             .exchange
-            .exchange(
-                &self.server,
-                exchange_req,
-                self.options.timeout,
-                move || clock.now(),
-            )
+            .exchange(&self.server, exchange_req, self.options.timeout)
             .await?;
         Ok((token, identity))
     }

@@ -33,13 +33,12 @@ use tokio::sync::{watch, Semaphore};
 pub use config::DatabaseProxyConfig;
 use metrics::{DbProxyMetrics, ProxyCounters};
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::cache::Cache;
 use crate::client::TokenRequest;
 use crate::secret::Secret;
-use crate::token::Token;
-
-/// The token cache the proxies read (the sidecar's, or `s2iam proxy`'s own).
-pub type TokenCache = Cache<TokenRequest, Token, crate::client::Error>;
 
 /// Why a database proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,26 +71,46 @@ pub enum ProxyError {
     },
 }
 
-/// Where a proxy's database JWT comes from: the shared token cache.
+/// Reads the current JWT for one request from a token cache.
+type JwtFetch =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Secret, String>> + Send>> + Send + Sync>;
+
+/// Where a proxy's database JWT comes from: a token cache (the sidecar's, or
+/// `s2iam proxy`'s own), whatever form its values take.
 #[derive(Clone)]
 pub struct TokenSource {
-    cache: TokenCache,
+    fetch: JwtFetch,
     request: TokenRequest,
 }
 
 impl TokenSource {
-    /// Tokens for `request` from `cache`.
-    pub fn new(cache: TokenCache, request: TokenRequest) -> Self {
-        Self { cache, request }
+    /// Tokens for `request` from `cache`; `jwt` takes the JWT out of a cached value.
+    pub fn new<V, E>(
+        cache: Cache<TokenRequest, V, E>,
+        request: TokenRequest,
+        jwt: fn(&V) -> Secret,
+    ) -> Self
+    where
+        V: crate::cache::Expiring,
+        E: std::fmt::Display + Send + Sync + 'static,
+    {
+        let key = request.clone();
+        let fetch: JwtFetch = Arc::new(move || {
+            let (cache, key) = (cache.clone(), key.clone());
+            Box::pin(async move {
+                cache
+                    .get(key)
+                    .await
+                    .map(|v| jwt(&v))
+                    .map_err(|e| e.error.to_string())
+            })
+        });
+        Self { fetch, request }
     }
 
     /// The current JWT, or why there is none (no secrets in the message).
     pub async fn jwt(&self) -> Result<Secret, String> {
-        self.cache
-            .get(self.request.clone())
-            .await
-            .map(|t| t.jwt().clone())
-            .map_err(|e| e.error.to_string())
+        (self.fetch)().await
     }
 
     /// The token request (the cache key).
@@ -290,20 +309,28 @@ async fn accept_failed(shared: &Shared, e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-/// Starts every configured proxy on the sidecar's token cache.
-pub async fn start_all(
+/// Starts every configured proxy on the sidecar's token cache (`jwt` takes the
+/// JWT out of a cached value).
+#[allow(clippy::too_many_arguments)]
+pub async fn start_all<V, E>(
     configs: &[DatabaseProxyConfig],
-    cache: &TokenCache,
+    cache: &Cache<TokenRequest, V, E>,
+    jwt: fn(&V) -> Secret,
     role_session_name: &str,
     gcp_audience: &str,
     metrics: &DbProxyMetrics,
     stopped: &watch::Receiver<bool>,
-) -> Result<Vec<DatabaseProxy>, ProxyError> {
+) -> Result<Vec<DatabaseProxy>, ProxyError>
+where
+    V: crate::cache::Expiring,
+    E: std::fmt::Display + Send + Sync + 'static,
+{
     let mut running = Vec::new();
     for c in configs {
         let tokens = TokenSource::new(
             cache.clone(),
             token_request(c, role_session_name, gcp_audience),
+            jwt,
         );
         running.push(DatabaseProxy::start(c.clone(), tokens, metrics, stopped.clone()).await?);
     }

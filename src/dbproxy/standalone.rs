@@ -103,8 +103,13 @@ pub async fn run(
         })
     };
     let metrics = DbProxyMetrics::default();
-    let proxy =
-        DatabaseProxy::start(config, TokenSource::new(cache, request), &metrics, stopped).await?;
+    let proxy = DatabaseProxy::start(
+        config,
+        TokenSource::new(cache, request, |t: &Token| t.jwt().clone()),
+        &metrics,
+        stopped,
+    )
+    .await?;
     if let Some(addr) = proxy.tcp_addr() {
         println!("s2iam proxy listening on {addr}");
     }
