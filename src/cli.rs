@@ -73,7 +73,7 @@ pub struct TokenArgs {
     /// Allow http:// authentication server URLs (for testing only).
     #[arg(long)]
     pub allow_http: bool,
-    /// Environment variable name for JWT output (prints NAME=<jwt>).
+    /// Environment variable name for JWT output (prints `NAME=<jwt>`).
     #[arg(long)]
     pub env_name: Option<String>,
     /// Environment variable name for status output (NAME=0 or NAME=1).
@@ -214,7 +214,7 @@ pub struct IdentityArgs {
 /// Where AWS commands get credentials: the sidecar's socket, else the config file.
 #[derive(Debug, Clone, Args)]
 pub struct AwsSourceArgs {
-    /// The credential profile ([[aws_profile]] name).
+    /// The credential profile (`[[aws_profile]]` name).
     #[arg(long)]
     pub profile: String,
     /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).

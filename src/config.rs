@@ -354,6 +354,7 @@ impl ServeConfig {
             "cache.tick",
             file.cache.tick.as_deref(),
             Duration::from_secs(1),
+            millis(10)..=secs(60),
         )?;
         let log_format = match flags
             .log_format
@@ -406,6 +407,7 @@ impl ServeConfig {
                 "auth.timeout",
                 file.auth.timeout.as_deref(),
                 Duration::from_secs(10),
+                millis(100)..=secs(600),
             )?,
             validate_jwks: file.auth.validate_jwks.unwrap_or(false),
             identity_format_preference: file.auth.identity_format_preference,
@@ -422,11 +424,13 @@ impl ServeConfig {
                 "identity.detect_timeout",
                 file.identity.detect_timeout.as_deref(),
                 Duration::from_secs(5),
+                millis(100)..=secs(600),
             )?,
             startup_timeout: duration(
                 "identity.startup_timeout",
                 file.identity.startup_timeout.as_deref(),
                 Duration::from_secs(120),
+                Duration::ZERO..=secs(24 * 3600),
             )?,
             gcp_audience,
             role_session_name: file
@@ -476,15 +480,39 @@ fn parse_tcp(text: &str, allow_non_loopback: bool) -> Result<SocketAddr, ConfigE
     Ok(addr)
 }
 
+/// A duration setting, refused outside `limits` (a zero `cache.tick` would stop
+/// both refreshers; a 100-year `auth.timeout` would overflow the deadline clock).
 fn duration(
     setting: &str,
     value: Option<&str>,
     default: Duration,
+    limits: std::ops::RangeInclusive<Duration>,
 ) -> Result<Duration, ConfigError> {
-    value
-        .map(|v| parse_duration(v).map_err(|e| invalid(setting, e)))
-        .transpose()
-        .map(|d| d.unwrap_or(default))
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(text).map_err(|e| invalid(setting, e.to_string()))?;
+    if !limits.contains(&d) {
+        let show = |d: &Duration| humantime::format_duration(*d).to_string();
+        return Err(invalid(
+            setting,
+            format!(
+                "{:?} is outside {} ..= {}",
+                crate::util::snippet(text, 40),
+                show(limits.start()),
+                show(limits.end())
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 fn mode(setting: &str, value: Option<&str>, default: u32) -> Result<u32, ConfigError> {
@@ -518,8 +546,16 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             "cache.min_remaining",
             c.min_remaining.as_deref(),
             Duration::from_secs(60),
+            // Below half the auth service's one-hour token lifetime, else a fresh
+            // token would already be "too old" to hand out.
+            Duration::ZERO..=secs(30 * 60),
         )?,
-        idle_evict: duration("cache.idle_evict", c.idle_evict.as_deref(), d.idle_evict)?,
+        idle_evict: duration(
+            "cache.idle_evict",
+            c.idle_evict.as_deref(),
+            d.idle_evict,
+            secs(1)..=secs(7 * 24 * 3600),
+        )?,
         ..d
     })
 }
@@ -567,6 +603,8 @@ fn aws_settings(a: FileAws, profiles: Vec<FileAwsProfile>) -> Result<AwsSettings
         "aws.min_remaining",
         a.min_remaining.as_deref(),
         d.min_remaining,
+        // Vended credentials live at most 12 h (STS).
+        Duration::ZERO..=secs(6 * 3600),
     )?;
     if min_remaining < crate::aws_creds::MIN_REMAINING {
         return Err(invalid(
@@ -701,7 +739,7 @@ fn aws_profile(
     }
     let duration_value = match &p.duration {
         Some(text) => {
-            let d = parse_duration(text).map_err(|e| invalid(&named("duration"), e))?;
+            let d = parse_duration(text).map_err(|e| invalid(&named("duration"), e.to_string()))?;
             if !(900..=43_200).contains(&d.as_secs()) {
                 return Err(invalid(
                     &named("duration"),

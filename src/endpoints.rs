@@ -7,7 +7,7 @@
 //! | AWS IMDS | `http://169.254.169.254` | `AWS_EC2_METADATA_SERVICE_ENDPOINT` |
 //! | AWS STS | `https://sts.{region}.amazonaws.com` (`https://sts.amazonaws.com` without a region) | `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL` |
 //! | ECS container credentials host | `http://169.254.170.2` | `S2IAM_ECS_CREDENTIALS_ENDPOINT` |
-//! | GCE metadata | `http://metadata.google.internal` | `S2IAM_GCP_METADATA_ENDPOINT` (URL), `GCE_METADATA_HOST` (host[:port]) |
+//! | GCE metadata | `http://metadata.google.internal` | `S2IAM_GCP_METADATA_ENDPOINT` (URL), `GCE_METADATA_HOST` (`host[:port]`) |
 //! | GCE detection probe | `http://169.254.169.254` (no DNS on the hot path) | `S2IAM_GCP_METADATA_ENDPOINT`, `GCE_METADATA_IP`, `GCE_METADATA_HOST` |
 //! | Google IAM Credentials | `https://iamcredentials.googleapis.com` | `S2IAM_GCP_IAMCREDENTIALS_ENDPOINT` |
 //! | Azure IMDS | `http://169.254.169.254` | `S2IAM_AZURE_IMDS_ENDPOINT` |

@@ -556,6 +556,17 @@ async fn bad_requests_are_clear_4xx() {
             400,
             "bad_request",
         ),
+        // Issue 13: these panicked in Duration::from_secs_f64 (empty reply).
+        (
+            "profile=nope&bucket=b&key=k&expires=1e30",
+            400,
+            "bad_request",
+        ),
+        (
+            "profile=analytics&bucket=a-analytics-b&key=k&expires=99999999999999999999h",
+            400,
+            "bad_request",
+        ),
         (
             "profile=analytics&bucket=a-analytics-b&key=k&method=DELETE",
             400,

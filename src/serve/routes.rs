@@ -273,7 +273,10 @@ fn upstream_error(e: &Error) -> Response {
             api_error(StatusCode::BAD_GATEWAY, "auth_rejected", message)
         }
         Error::Exchange(
-            ExchangeError::EmptyJwt | ExchangeError::MalformedResponse(_) | ExchangeError::Jwks(_),
+            ExchangeError::EmptyJwt
+            | ExchangeError::MalformedResponse(_)
+            | ExchangeError::ExpiredJwt { .. }
+            | ExchangeError::Jwks(_),
         ) => api_error(StatusCode::BAD_GATEWAY, "auth_bad_response", message),
         Error::Detect(_) | Error::Provider(_) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,101 @@
+//! Hostile input from the auth service and from local callers: the sidecar answers
+//! with a clear error and keeps serving; nothing panics (issue 13).
+
+mod common;
+
+use common::{mocks, provider_config, temp_dir, uds_get};
+use s2iam::config::{ServeConfig, ServeOverrides};
+use s2iam::provider::config::Env;
+use s2iam::serve::Sidecar;
+use s2iam_testserver::{CloudConfig, TestServer};
+
+/// An auth service that answers every exchange with `body` (HTTP 200).
+async fn fixed_auth(body: String) -> String {
+    let app = axum::Router::new().route(
+        "/auth/iam/{t}",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/auth/iam/:jwtType")
+}
+
+fn unsigned_jwt(payload: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(payload))
+}
+
+async fn sidecar(server: &TestServer, auth_url: String, tag: &str) -> Sidecar {
+    let mut c = ServeConfig::from_toml(
+        "",
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.socket = Some(temp_dir(tag).join("s2iam.sock"));
+    c.tcp = None;
+    c.server_url = Some(auth_url);
+    c.allow_http = true;
+    Sidecar::start(c, provider_config(server))
+        .await
+        .expect("sidecar starts")
+}
+
+/// `exp = u64::MAX` with no `expires_at` panicked the sidecar on every request; an
+/// already expired token was served as 200; a non-JWT was passed to callers.
+#[tokio::test]
+async fn the_sidecar_refuses_expired_absurd_and_non_jwt_tokens() {
+    let server = mocks(CloudConfig::gcp()).await;
+    for (body, want) in [
+        (
+            format!(
+                r#"{{"jwt":"{}"}}"#,
+                unsigned_jwt(r#"{"exp":18446744073709551615}"#)
+            ),
+            "is not a valid time",
+        ),
+        (
+            format!(r#"{{"jwt":"{}"}}"#, unsigned_jwt(r#"{"exp":1000}"#)),
+            "already expired",
+        ),
+        (r#"{"jwt":"not-a-jwt"}"#.to_string(), "three dot-separated"),
+    ] {
+        let sidecar = sidecar(&server, fixed_auth(body.clone()).await, "hostile-auth").await;
+        let socket = sidecar.socket_path().unwrap();
+        for _ in 0..2 {
+            let (status, text) = uds_get(&socket, "/v1/token/api").await;
+            assert_eq!(status, 502, "{body}: {text}");
+            assert!(text.contains(want), "{body}: {text}");
+        }
+        let (status, _) = uds_get(&socket, "/healthz").await;
+        assert_eq!(status, 200, "still serving after {body}");
+        sidecar.shutdown().await;
+    }
+    server.shutdown().await;
+}
+
+/// `expires=1e30` panicked the presign handler (empty reply) before any profile
+/// lookup; now every caller-chosen duration is parsed with checked arithmetic.
+#[tokio::test]
+async fn a_huge_presign_expiry_is_a_400() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let sidecar = sidecar(&server, server.exchange_url_template(), "hostile-presign").await;
+    let socket = sidecar.socket_path().unwrap();
+    for expires in ["1e30", "1e20", "99999999999999999999h", "inf"] {
+        let (status, text) = uds_get(
+            &socket,
+            &format!("/v1/s3/presign?profile=nope&bucket=b&key=k&expires={expires}"),
+        )
+        .await;
+        assert!((400..500).contains(&status), "{expires}: {status} {text}");
+    }
+    let (status, _) = uds_get(&socket, "/healthz").await;
+    assert_eq!(status, 200);
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}
