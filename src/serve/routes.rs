@@ -117,7 +117,7 @@ async fn api_token(
     token(state, JwtType::Api, query, headers).await
 }
 
-const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
+pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
 
 async fn token(
     state: Arc<AppState>,
@@ -278,7 +278,7 @@ fn upstream_error(e: &Error) -> Response {
             | ExchangeError::ExpiredJwt { .. }
             | ExchangeError::Jwks(_),
         ) => api_error(StatusCode::BAD_GATEWAY, "auth_bad_response", message),
-        Error::Detect(_) | Error::Provider(_) => api_error(
+        Error::Detect(_) | Error::Provider(_) | Error::Deadline { .. } => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "identity_unavailable",
             message,
