@@ -635,6 +635,9 @@ fn init_serve_logging(config: &crate::config::ServeConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(crate::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .with_env_filter(filter);
     let _ = match config.log_format {
         crate::config::LogFormat::Json => builder.json().try_init(),
@@ -649,6 +652,9 @@ pub fn init_logging(verbose: bool) {
     let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(crate::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .try_init();
 }

@@ -43,6 +43,7 @@ pub mod client;
 pub mod config;
 pub mod endpoints;
 pub mod exchange;
+pub mod logging;
 pub mod probe;
 pub mod provider;
 pub mod secret;

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::routes::{self, api_error};
 use super::{AppState, ServeError};
+use crate::logging::field;
 
 /// The peer of a Unix-socket connection.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +206,7 @@ async fn check_unix_peer(
 ) -> Response {
     let allowed = &state.config.allowed_uids;
     if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
-        tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, path = %req.uri().path(), "refused unix-socket caller");
+        crate::refusal!(state.refusals, uid = ?peer.uid, pid = ?peer.pid, path = %field(req.uri().path()), "refused unix-socket caller");
         return api_error(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
@@ -228,7 +229,7 @@ async fn check_tcp_caller(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
-        tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
+        crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -249,7 +250,7 @@ async fn check_tcp_caller(
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-            tracing::warn!(%peer, path = %req.uri().path(), "refused tcp caller without the bearer token");
+            crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
             return api_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
