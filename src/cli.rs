@@ -59,7 +59,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "database")]
     pub jwt_type: String,
     /// Workspace group ID (required for database JWT).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub workspace_group_id: String,
     #[command(flatten)]
     pub identity: IdentityFlags,
@@ -70,7 +70,8 @@ pub struct TokenArgs {
     /// Authentication server URL (default: $S2IAM_JWT_SERVER_URL, else production).
     #[arg(long)]
     pub server_url: Option<String>,
-    /// Allow http:// authentication server URLs (for testing only).
+    /// Allow http:// authentication server URLs (for testing only; also
+    /// S2IAM_ALLOW_HTTP=1, as for the sidecar).
     #[arg(long)]
     pub allow_http: bool,
     /// Environment variable name for JWT output (prints `NAME=<jwt>`).
@@ -85,7 +86,8 @@ pub struct TokenArgs {
     /// Verify the issued JWT against the server's JWKS before printing it.
     #[arg(long)]
     pub validate: bool,
-    /// Print {"jwt","expires_at","provider","identity"} as JSON.
+    /// Print {"token","expires_at","provider","identity",...} as JSON (`jwt` is
+    /// the same token, kept for older scripts).
     #[arg(long)]
     pub json: bool,
 }
@@ -404,7 +406,11 @@ fn jwt_options(flags: &IdentityFlags, args: Option<&TokenArgs>) -> Result<JwtOpt
         server_url: args
             .and_then(|a| a.server_url.clone())
             .filter(|s| !s.is_empty()),
-        allow_http: args.is_some_and(|a| a.allow_http),
+        allow_http: args.is_some_and(|a| a.allow_http)
+            || cfg
+                .env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true"),
         provider: parse_provider(flags)?,
         force_detect: flags.force_detect,
         timeout: flags.timeout,
@@ -454,6 +460,7 @@ pub async fn run_token(
     }
     if args.json {
         let doc = serde_json::json!({
+            "token": token.jwt().expose(),
             "jwt": token.jwt().expose(),
             "expires_at": rfc3339(token.expires_at),
             "expires_in": token.remaining().as_secs(),

@@ -1,0 +1,95 @@
+//! The rough edges a newcomer hits with the CLI (issue 13), each pinned.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::mocks;
+use s2iam_testserver::{CloudConfig, TestServer};
+
+fn s2iam(server: &TestServer) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear();
+    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_shows_no_empty_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    assert!(help.contains("--workspace-group-id"), "{help}");
+    assert!(!help.contains("[default: ]"), "{help}");
+    assert!(!help.contains("[default: \"\"]"), "{help}");
+}
+
+/// The sidecar honours S2IAM_ALLOW_HTTP; so does the CLI now.
+#[tokio::test]
+async fn the_cli_honours_s2iam_allow_http() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args(["--jwt-type", "api"]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ey"));
+    server.shutdown().await;
+}
+
+/// `--json` names the token `token`, as the sidecar does; `jwt` stays for the
+/// scripts that read it.
+#[tokio::test]
+async fn json_names_the_token_as_the_sidecar_does() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut cmd = s2iam(&server);
+    cmd.args([
+        "--jwt-type",
+        "api",
+        "--json",
+        "--allow-http",
+        "--server-url",
+        &server.exchange_url_template(),
+    ]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["token"].as_str().unwrap().starts_with("ey"));
+    assert_eq!(doc["token"], doc["jwt"]);
+    server.shutdown().await;
+}
+
+/// With no cloud, `--verbose` says what was probed and what each probe found.
+#[tokio::test]
+async fn verbose_explains_a_failed_detection() {
+    let server = mocks(CloudConfig::none()).await;
+    let mut cmd = s2iam(&server);
+    cmd.args(["detect", "--verbose", "--timeout", "3s"]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("probing the metadata services"), "{err}");
+    for cloud in ["aws", "gcp", "azure"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("provider={cloud}"))),
+            "{cloud}: {err}"
+        );
+    }
+    server.shutdown().await;
+}
