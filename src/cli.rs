@@ -580,7 +580,10 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        writeln!(out, "configuration is valid:\n{config:#?}")?;
+        if let Some(socket) = &config.socket {
+            crate::config::check_socket_dir(socket)?;
+        }
+        write!(out, "configuration is valid:\n{config}")?;
         return Ok(());
     }
     init_serve_logging(&config);

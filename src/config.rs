@@ -8,7 +8,8 @@
 //! socket_mode = "0660"
 //! tcp = "127.0.0.1:7869"             # optional loopback HTTP (off by default)
 //! allow_non_loopback = false         # refuse a non-loopback tcp address unless true
-//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any
+//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any.
+//!                                    # Not checkable on TCP: with tcp on, tcp_token_file is required
 //! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
 //!
 //! [auth]
@@ -347,6 +348,19 @@ impl ServeConfig {
             return Err(invalid(
                 "listen",
                 "no listener: give a socket or a tcp address",
+            ));
+        }
+        // allowed_uids is checked with SO_PEERCRED, which TCP has not: refuse a
+        // config that would look restricted but serve any local process over TCP.
+        let uids_set = file
+            .listen
+            .allowed_uids
+            .as_ref()
+            .is_some_and(|u| !u.is_empty());
+        if uids_set && tcp.is_some() && file.listen.tcp_token_file.is_none() {
+            return Err(invalid(
+                "listen.allowed_uids",
+                "applies to the Unix socket only, and listen.tcp is on without listen.tcp_token_file: any local process could use TCP; set tcp_token_file or turn tcp off",
             ));
         }
         let cache = cache_policy(&file.cache)?;
@@ -841,6 +855,168 @@ fn aws_profile(
         }
     }
     Ok(profile)
+}
+
+/// What `serve --check` prints: every effective setting, one per line, in the
+/// config file's terms (durations as `1m 30s`, file modes in octal).
+impl std::fmt::Display for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("(none)".to_string(), |p| p.display().to_string())
+        };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(any)".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        writeln!(f, "[listen]")?;
+        writeln!(
+            f,
+            "  socket = {} (mode {:04o})",
+            path(&self.socket),
+            self.socket_mode
+        )?;
+        writeln!(
+            f,
+            "  tcp = {}",
+            self.tcp.map_or("(off)".into(), |a| a.to_string())
+        )?;
+        let uids: Vec<String> = self.allowed_uids.iter().map(u32::to_string).collect();
+        writeln!(f, "  allowed_uids = {} (Unix socket only)", list(&uids))?;
+        writeln!(f, "  tcp_token_file = {}", path(&self.tcp_token_file))?;
+        writeln!(f, "[auth]")?;
+        writeln!(
+            f,
+            "  server_url = {}",
+            self.server_url
+                .as_deref()
+                .unwrap_or("(S2IAM_JWT_SERVER_URL, else production)")
+        )?;
+        writeln!(f, "  allow_http = {}", self.allow_http)?;
+        writeln!(f, "  timeout = {}", d(self.timeout))?;
+        writeln!(f, "  validate_jwks = {}", self.validate_jwks)?;
+        writeln!(
+            f,
+            "  identity_format_preference = {}",
+            self.identity_format_preference
+                .as_deref()
+                .map_or("(server default)".into(), |v| v.join(", "))
+        )?;
+        writeln!(f, "[identity]")?;
+        writeln!(
+            f,
+            "  provider = {}",
+            self.provider.map_or("(detect)".into(), |p| p.to_string())
+        )?;
+        writeln!(f, "  detect_timeout = {}", d(self.detect_timeout))?;
+        writeln!(f, "  startup_timeout = {}", d(self.startup_timeout))?;
+        writeln!(f, "  gcp_audience = {}", self.gcp_audience)?;
+        writeln!(f, "  role_session_name = {}", self.role_session_name)?;
+        let c = &self.cache;
+        writeln!(f, "[cache]")?;
+        writeln!(f, "  refresh_at = {}", c.refresh_at)?;
+        writeln!(f, "  jitter = {}", c.jitter)?;
+        writeln!(f, "  min_remaining = {}", d(c.min_remaining))?;
+        writeln!(f, "  idle_evict = {}", d(c.idle_evict))?;
+        writeln!(f, "  tick = {}", d(self.tick))?;
+        writeln!(f, "[access]")?;
+        writeln!(
+            f,
+            "  workspace_groups = {}",
+            list(&self.allowed_workspace_groups)
+        )?;
+        let roles = if self.allowed_assume_roles.is_empty() {
+            "(none)".to_string()
+        } else {
+            self.allowed_assume_roles.join(", ")
+        };
+        writeln!(f, "  assume_roles = {roles}")?;
+        writeln!(f, "[log]")?;
+        let format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        writeln!(f, "  format = {format}")?;
+        writeln!(f, "  level = {}", self.log_level)?;
+        for t in &self.tokens {
+            writeln!(f, "[[token]]")?;
+            writeln!(f, "  type = {}", t.jwt_type)?;
+            if let Some(wg) = &t.workspace_group_id {
+                writeln!(f, "  workspace_group_id = {wg}")?;
+            }
+            if let Some(role) = &t.assume_role {
+                writeln!(f, "  assume_role = {role}")?;
+            }
+            if let Some(sink) = &t.sink {
+                writeln!(
+                    f,
+                    "  sink = {} (mode {:04o})",
+                    sink.path.display(),
+                    sink.mode
+                )?;
+            }
+        }
+        let a = &self.aws;
+        if !a.profiles.is_empty() || a.authorization_token_file.is_some() {
+            writeln!(f, "[aws]")?;
+            writeln!(
+                f,
+                "  authorization_token_file = {} (mode {:04o})",
+                path(&a.authorization_token_file),
+                a.authorization_token_mode
+            )?;
+            writeln!(f, "  min_remaining = {}", d(a.min_remaining))?;
+            for p in &a.profiles {
+                writeln!(f, "[[aws_profile]]")?;
+                writeln!(f, "  name = {}", p.name)?;
+                writeln!(f, "  source = {}", p.source.kind())?;
+                if let Some(arn) = p.source.role_arn() {
+                    writeln!(f, "  role_arn = {arn}")?;
+                }
+                writeln!(f, "  session_policy rules = {}", p.rules.len())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// For `serve --check`: the socket's directory exists or can be created (its
+/// nearest existing ancestor is a writable directory), so a path under a file, in
+/// `/proc` or on a read-only mount fails the check rather than the start.
+pub fn check_socket_dir(socket: &Path) -> Result<(), ConfigError> {
+    let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let mut ancestor = dir;
+    loop {
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(invalid(
+                    "listen.socket",
+                    format!("{} is not a directory", ancestor.display()),
+                ))
+            }
+            Ok(meta) if ancestor != dir && meta.permissions().readonly() => {
+                return Err(invalid(
+                    "listen.socket",
+                    format!(
+                        "cannot create {}: {} is read-only",
+                        dir.display(),
+                        ancestor.display()
+                    ),
+                ))
+            }
+            Ok(_) => return Ok(()),
+            Err(_) => match ancestor.parent() {
+                Some(up) if !up.as_os_str().is_empty() => ancestor = up,
+                _ => return Ok(()),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,3 +93,61 @@ async fn verbose_explains_a_failed_detection() {
     }
     server.shutdown().await;
 }
+
+fn check(toml: &str) -> Output {
+    let dir = common::temp_dir("newcomer-check");
+    let path = dir.join("s2iam.toml");
+    std::fs::write(&path, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .env_clear()
+        .args(["serve", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+/// `serve --check` prints settings in the config file's terms, not Rust Debug
+/// with file modes in decimal.
+#[test]
+fn check_prints_settings_not_debug() {
+    let out = check(
+        "[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\nsocket_mode = \"0660\"\n[cache]\nmin_remaining = \"90s\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/s2iam-check/api\"\n",
+    );
+    let text = text(&out.stdout);
+    assert!(out.status.success(), "{}", text);
+    assert!(text.contains("(mode 0660)"), "{text}");
+    assert!(
+        text.contains("(mode 0640)"),
+        "the sink's default mode: {text}"
+    );
+    assert!(text.contains("min_remaining = 1m 30s"), "{text}");
+    assert!(
+        !text.contains("ServeConfig {") && !text.contains("432"),
+        "{text}"
+    );
+}
+
+/// A socket whose directory cannot be created fails the check, not the start.
+#[test]
+fn check_refuses_an_uncreatable_socket_dir() {
+    for socket in ["/proc/s2iam-nope/s.sock", "/etc/hostname/s.sock"] {
+        let out = check(&format!("[listen]\nsocket = \"{socket}\"\n"));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{socket}: {err}");
+        assert!(err.contains("listen.socket"), "{socket}: {err}");
+    }
+}
+
+/// `allowed_uids` cannot apply to TCP: with TCP on and no token, refused.
+#[test]
+fn allowed_uids_with_unauthenticated_tcp_is_refused() {
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("allowed_uids") && err.contains("tcp_token_file"),
+        "{err}"
+    );
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
