@@ -99,3 +99,83 @@ async fn a_huge_presign_expiry_is_a_400() {
     sidecar.shutdown().await;
     server.shutdown().await;
 }
+
+/// One raw HTTP/1.1 request to `addr`; the status line's code.
+async fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 13: `[::1]evil`, `127.0.0.1:7869@evil` and a duplicate Host were
+/// accepted on TCP.
+#[tokio::test]
+async fn tcp_host_parsing_is_strict() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut c = ServeConfig::from_toml(
+        "",
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.socket = None;
+    c.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.server_url = Some(server.exchange_url_template());
+    c.allow_http = true;
+    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let addr = sidecar.tcp_addr().unwrap();
+    let get = |hosts: &[&str]| {
+        let mut head = "GET /healthz HTTP/1.1\r\n".to_string();
+        for h in hosts {
+            head.push_str(&format!("Host: {h}\r\n"));
+        }
+        head + "Connection: close\r\n\r\n"
+    };
+    assert_eq!(raw_status(addr, &get(&["127.0.0.1"])).await, 200);
+    assert_eq!(
+        raw_status(addr, &get(&[&format!("localhost:{}", addr.port())])).await,
+        200
+    );
+    for hosts in [
+        &["[::1]evil"][..],
+        &["127.0.0.1:7869@evil"][..],
+        &["127.0.0.1", "evil.example"][..],
+        &["127.0.0.1", "127.0.0.1"][..],
+    ] {
+        assert_eq!(raw_status(addr, &get(hosts)).await, 403, "{hosts:?}");
+    }
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Issue 13: the socket's directory was created with the process umask (0777
+/// under umask 000).
+#[tokio::test]
+async fn the_socket_directory_is_not_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = mocks(CloudConfig::gcp()).await;
+    let dir = temp_dir("socket-dir").join("made-by-s2iam");
+    let mut c = ServeConfig::from_toml(
+        "",
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.socket = Some(dir.join("s2iam.sock"));
+    c.tcp = None;
+    c.server_url = Some(server.exchange_url_template());
+    c.allow_http = true;
+    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o007, 0, "{mode:o}: no access for others");
+    assert_eq!(mode & 0o020, 0, "{mode:o}: not group-writable");
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}

@@ -151,3 +151,26 @@ fn allowed_uids_with_unauthenticated_tcp_is_refused() {
     let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// A taken port says what to do, not just "Address in use".
+#[tokio::test]
+async fn port_in_use_gives_a_hint() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args([
+            "serve",
+            "--no-socket",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+        ]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("choose another port"), "{err}");
+    drop(taken);
+    server.shutdown().await;
+}

@@ -145,7 +145,7 @@ async fn start_tcp(
         .await
         .map_err(|source| ServeError::Listen {
             what: addr.to_string(),
-            source,
+            source: in_use_hint(source, addr),
         })?;
     let addr = listener.local_addr().unwrap_or(addr);
     let app = routes::router(state.clone())
@@ -166,6 +166,17 @@ async fn start_tcp(
     Ok(Running::Tcp { addr, task })
 }
 
+/// "Address in use" with what to do about it.
+fn in_use_hint(e: std::io::Error, addr: SocketAddr) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return e;
+    }
+    std::io::Error::new(
+        e.kind(),
+        format!("{e}: another process (another s2iam, or `s2iam dev`?) is listening on port {}; stop it, or choose another port with --tcp or listen.tcp (`ss -ltnp` shows who)", addr.port()),
+    )
+}
+
 async fn stop_signal(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
@@ -173,7 +184,12 @@ async fn stop_signal(mut stopped: watch::Receiver<bool>) {
 /// Creates the socket's directory, and removes a stale socket file.
 async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // Not the umask's choice (0777 under umask 000): owner and group only.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
     }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -223,11 +239,12 @@ async fn check_tcp_caller(
     next: Next,
 ) -> Response {
     use axum::http::StatusCode;
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().unwrap_or(""),
+        // None or several: never a loopback name.
+        _ => "",
+    };
     if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
         crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
@@ -261,16 +278,41 @@ async fn check_tcp_caller(
     next.run(req).await
 }
 
+/// Whether `host` is exactly a loopback name with an optional port: `localhost`,
+/// `127.x.x.x` or `[::1]`, then nothing or `:` and digits. Anything after the
+/// name (`[::1]evil`, `127.0.0.1:7869@evil`) is refused.
 fn host_is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, "")) => (name, None),
+            Some((name, after)) => match after.strip_prefix(':') {
+                Some(port) => (name, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    let bracketed = host.starts_with('[');
+    let name_ok = if bracketed {
+        name.parse::<std::net::Ipv6Addr>()
             .is_ok_and(|ip| ip.is_loopback())
+    } else {
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    port_ok && name_ok
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -301,6 +343,15 @@ mod tests {
             "10.0.0.1",
             "",
             "[fe80::1]:1",
+            // Issue 13: trailing junk after a loopback name was accepted.
+            "[::1]evil",
+            "127.0.0.1:7869@evil",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "localhost:80:80",
+            "[::1]:80x",
+            "[127.0.0.1]",
+            "127.0.0.1.evil",
         ] {
             assert!(!host_is_loopback(h), "{h}");
         }
