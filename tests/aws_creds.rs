@@ -464,6 +464,20 @@ async fn sts_refusal_is_a_502_naming_the_profile() {
     s.sidecar.shutdown().await;
 }
 
+/// Issue 13: an STS 403 without an XML error document (a proxy, a WAF) mapped to
+/// 503 "unavailable", so callers retried a refusal.
+#[tokio::test]
+async fn sts_403_without_an_error_document_is_a_refusal() {
+    let s = setup_with(CloudConfig::aws(), PROFILES, "aws").await;
+    s.server
+        .cloud_faults()
+        .add(s2iam_testserver::FaultRule::status("/", 403).method("POST"));
+    let (status, doc) = s.creds("analytics").await;
+    assert_eq!(status, 502, "{doc}");
+    assert_eq!(doc["code"], "sts_refused");
+    s.sidecar.shutdown().await;
+}
+
 // ---- the container-credentials endpoint's authorization ------------------------------------
 
 #[tokio::test]
