@@ -604,6 +604,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
     let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
+        remove_dir_on_exit: args.dir.is_none() && !dir.exists(),
         dir,
         tcp: args.tcp,
         workspace_group_id: args.workspace_group_id.clone(),

@@ -174,3 +174,90 @@ async fn port_in_use_gives_a_hint() {
     drop(taken);
     server.shutdown().await;
 }
+
+/// `s2iam dev` prints the `export` lines the CLI needs to use its mocks (and
+/// they work), serves a demo AWS profile on `--cloud aws`, and leaves no JWT
+/// behind in its temporary directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .env_clear()
+        .args(["dev", "--cloud", "aws", "--exit-after", "60s", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C stops everything");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let exports: Vec<(String, String)> = banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        exports.iter().any(|(k, _)| k == "S2IAM_JWT_SERVER_URL"),
+        "{banner:#?}"
+    );
+    let socket = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("socket:"))
+        .map(|s| std::path::PathBuf::from(s.trim()))
+        .expect("the banner names the socket");
+    let dir = socket.parent().unwrap().to_path_buf();
+
+    // The CLI with exactly the printed environment gets a token from the mocks.
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cli.env_clear()
+        .envs(exports.iter().cloned())
+        .args(["--jwt-type", "api"]);
+    let out = run(cli).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ey"));
+
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), async || {
+            common::uds_get(&socket, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    let (status, body) = common::uds_get(&socket, "/v1/aws/credentials/demo").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("AccessKeyId"),
+        "the demo profile's credentials"
+    );
+    assert!(dir.join("database-token").exists());
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(!dir.exists(), "{} removed on exit", dir.display());
+}

@@ -24,6 +24,9 @@ pub struct DevOptions {
     pub dir: PathBuf,
     pub tcp: SocketAddr,
     pub workspace_group_id: String,
+    /// Remove `dir` on exit (it was made for this run); otherwise only the token
+    /// file is removed. Either way no valid JWT is left behind.
+    pub remove_dir_on_exit: bool,
 }
 
 /// Why `s2iam dev` could not start.
@@ -88,6 +91,16 @@ impl Dev {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let wg = &self.options.workspace_group_id;
+        let aws_demo = if self.options.cloud == "aws" {
+            format!("\x20 curl --unix-socket {socket} http://localhost/v1/aws/credentials/{DEMO_AWS_PROFILE}\n")
+        } else {
+            String::new()
+        };
+        let exports: String = self
+            .cli_env()
+            .iter()
+            .map(|(k, v)| format!("\x20 export {k}={v}\n"))
+            .collect();
         format!(
             "s2iam dev: a mock {cloud} cloud and a mock auth service on loopback, and the sidecar in front of them.\n\
              \n\
@@ -102,6 +115,12 @@ impl Dev {
              \x20 curl -s 'http://{tcp}/v1/token/api?format=raw'\n\
              \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
              \x20 curl --unix-socket {socket} http://localhost/metrics\n\
+             {aws_demo}\
+             \n\
+             Use the s2iam CLI against the same mocks (paste into another shell):\n\
+             {exports}\
+             \x20 s2iam --workspace-group-id {wg}\n\
+             \x20 s2iam identity\n\
              \n\
              Make the auth service fail (the sidecar keeps serving its valid token):\n\
              \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
@@ -110,15 +129,39 @@ impl Dev {
             cloud = self.options.cloud,
             cloud_url = self.mocks.cloud_url(),
             auth_url = self.mocks.auth_url(),
-            sink = self.options.dir.join("database-token").display(),
+            sink = self.options.dir.join(TOKEN_FILE).display(),
         )
     }
 
+    /// The environment that points the CLI at this run's mocks.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = mock_env(&self.mocks.cloud_url());
+        env.push((
+            "S2IAM_JWT_SERVER_URL".into(),
+            self.mocks.exchange_url_template(),
+        ));
+        env.push(("S2IAM_ALLOW_HTTP".into(), "1".into()));
+        env
+    }
+
+    /// Stops everything and removes the token file (and the directory, if it was
+    /// made for this run): a valid JWT must not outlive the demo.
     pub async fn shutdown(self) {
         self.sidecar.shutdown().await;
         self.mocks.shutdown().await;
+        let _ = std::fs::remove_file(self.options.dir.join(TOKEN_FILE));
+        if self.options.remove_dir_on_exit {
+            let _ = std::fs::remove_dir_all(&self.options.dir);
+        }
     }
 }
+
+/// The token file the demo keeps warm.
+const TOKEN_FILE: &str = "database-token";
+
+/// The AWS credentials profile `s2iam dev --cloud aws` serves (the mock
+/// instance's own role).
+const DEMO_AWS_PROFILE: &str = "demo";
 
 fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeConfig {
     let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
@@ -136,7 +179,7 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             assume_role: None,
             gcp_audience: config.gcp_audience.clone(),
             sink: Some(Sink {
-                path: options.dir.join("database-token"),
+                path: options.dir.join(TOKEN_FILE),
                 mode: 0o600,
             }),
         },
@@ -148,5 +191,13 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             sink: None,
         },
     ];
+    if options.cloud == "aws" {
+        config.aws.profiles = vec![crate::aws_creds::AwsProfile {
+            name: DEMO_AWS_PROFILE.into(),
+            source: crate::aws_creds::ProfileSource::Workload,
+            rules: Vec::new(),
+            warm: false,
+        }];
+    }
     config
 }
