@@ -179,3 +179,27 @@ async fn the_socket_directory_is_not_world_writable() {
     sidecar.shutdown().await;
     server.shutdown().await;
 }
+
+/// Issue 13: JSON answers had no trailing newline (shell prompts glued to them).
+#[tokio::test]
+async fn json_answers_end_with_a_newline() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let sidecar = sidecar(&server, server.exchange_url_template(), "json-newline").await;
+    let socket = sidecar.socket_path().unwrap();
+    for path in [
+        "/healthz",
+        "/v1/token/api",
+        "/v1/identity",
+        "/nope",
+        "/v1/token/api?color=red",
+        "/v1/aws/credentials/none",
+    ] {
+        let (status, body) = uds_get(&socket, path).await;
+        assert!(status > 0, "{path}");
+        assert!(body.ends_with("}\n"), "{path}: {body:?}");
+        assert_eq!(body.matches('\n').count(), 1, "{path}: one line");
+        serde_json::from_str::<serde_json::Value>(&body).expect("still JSON");
+    }
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}

@@ -41,11 +41,10 @@ pub fn is_aws_path(path: &str) -> bool {
 
 /// A refusal in the container-credentials error shape.
 pub fn aws_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
+    super::routes::json_line(
         status,
-        Json(serde_json::json!({"code": code, "message": message.into()})),
+        &serde_json::json!({"code": code, "message": message.into()}),
     )
-        .into_response()
 }
 
 fn from_error(e: &AwsCredsError) -> Response {

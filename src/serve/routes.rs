@@ -46,7 +46,47 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /v1/aws/credentials/{profile}, /v1/s3/presign, /healthz, /readyz, /metrics") })
         .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn(newline_after_json))
         .with_state(state)
+}
+
+/// A JSON document with the trailing newline every line-oriented tool expects
+/// (`curl` output, `read`, `jq -c` streams).
+pub fn json_line(status: StatusCode, doc: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{doc}\n"),
+    )
+        .into_response()
+}
+
+/// Ends every JSON answer of the router with a newline (answers are small:
+/// buffering them costs nothing measurable).
+async fn newline_after_json(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "answer too large",
+        );
+    };
+    if bytes.ends_with(b"\n") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut line = bytes.to_vec();
+    line.push(b'\n');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(line))
 }
 
 /// A JSON error response.
@@ -82,11 +122,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        json_line(
             self.status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
+            &serde_json::json!({"error": self.code, "message": self.message}),
         )
-            .into_response()
     }
 }
 
