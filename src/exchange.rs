@@ -536,7 +536,7 @@ fn request_body(req: &ExchangeRequest<'_>) -> serde_json::Value {
     body
 }
 
-fn parse_success(
+pub(crate) fn parse_success(
     body: &[u8],
     now: SystemTime,
     default_lifetime: Duration,

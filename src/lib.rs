@@ -43,6 +43,9 @@ pub mod client;
 pub mod config;
 pub mod endpoints;
 pub mod exchange;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod probe;
 pub mod provider;

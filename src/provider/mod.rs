@@ -9,7 +9,7 @@
 
 pub mod aws;
 pub mod azure;
-mod cloud_http;
+pub(crate) mod cloud_http;
 pub mod config;
 pub mod detect;
 pub mod gcp;
