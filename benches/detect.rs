@@ -10,9 +10,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use s2iam::provider::config::{Env, Fs};
+use s2iam::env::{Env, Fs};
 use s2iam::provider::detect::{detect_provider, DetectOptions};
-use s2iam::provider::ProviderConfig;
+use s2iam::ProviderConfig;
 use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
 
 fn config(env: Env) -> ProviderConfig {
@@ -49,9 +49,9 @@ fn main() {
     rt.block_on(async {
         let fast = config(Env::from_pairs([("AWS_REGION", "us-east-1")]));
         let server = TestServer::start(TestServerConfig::new(CloudConfig::gcp())).await.unwrap();
-        let answered = config(Env::from_pairs(s2iam::endpoints::mock_env(&server.cloud_url())));
+        let answered = config(Env::from_pairs(s2iam::env::endpoints::mock_env(&server.cloud_url())));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let refused = config(Env::from_pairs(s2iam::endpoints::mock_env(&format!("http://127.0.0.1:{port}"))));
+        let refused = config(Env::from_pairs(s2iam::env::endpoints::mock_env(&format!("http://127.0.0.1:{port}"))));
 
         let mut rows = Vec::new();
         for (name, cfg, ok) in [

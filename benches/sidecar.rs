@@ -230,7 +230,7 @@ async fn start_sidecar(
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.args(["serve", "--config"]).arg(&config).env_clear();
-    for (var, value) in s2iam::endpoints::mock_env(cloud_url) {
+    for (var, value) in s2iam::env::endpoints::mock_env(cloud_url) {
         cmd.env(var, value);
     }
     cmd.env("S2IAM_JWT_SERVER_URL", auth_url)

@@ -8,6 +8,7 @@
 //! exit code is 1; a malformed command line exits with 2.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -129,7 +130,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
-    Probe(crate::probe::ProbeArgs),
+    Probe(ProbeArgs),
     /// Print AWS credentials of a profile for `credential_process` (from the
     /// running sidecar, else resolved in-process from the config file).
     CredentialProcess(CredentialProcessArgs),
@@ -190,6 +191,12 @@ pub struct DevArgs {
     /// Workspace group of the database token kept warm.
     #[arg(long, default_value = "dev-workspace-group")]
     pub workspace_group_id: String,
+    /// Loopback address of the API proxy to the mock Data API (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub data_api_proxy: std::net::SocketAddr,
+    /// Loopback address of the API proxy to the mock Management API.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub management_api_proxy: std::net::SocketAddr,
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub exit_after: Option<Duration>,
@@ -232,13 +239,27 @@ pub struct AwsSourceArgs {
 }
 
 impl AwsSourceArgs {
-    fn options(&self) -> crate::aws_creds::local::LocalOptions {
-        crate::aws_creds::local::LocalOptions {
-            socket: crate::aws_creds::local::default_socket(self.socket.as_deref()),
+    fn options(&self) -> crate::sidecar_client::aws::LocalOptions {
+        crate::sidecar_client::aws::LocalOptions {
+            socket: crate::sidecar_client::default_socket(self.socket.as_deref()),
             config: self.config.clone(),
             timeout: self.timeout,
         }
     }
+}
+
+/// `s2iam probe` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Give up after this long (keep it below the probe's timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The route to GET: /readyz, /healthz, ...
+    #[arg(default_value = "/readyz")]
+    pub path: String,
 }
 
 #[derive(Debug, Args)]
@@ -273,13 +294,20 @@ pub struct PresignArgs {
     pub json: bool,
 }
 
+/// `s2iam probe`: Ok only if the sidecar answered 200.
+pub async fn run_probe(args: &ProbeArgs) -> Result<(), CliError> {
+    let socket = crate::sidecar_client::default_socket(args.socket.as_deref());
+    crate::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
+    Ok(())
+}
+
 /// `s2iam credential-process`: one line of JSON on stdout, nothing secret on stderr.
 pub async fn run_credential_process(
     args: &CredentialProcessArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let v =
-        crate::aws_creds::local::credentials(&args.source.options(), &args.source.profile).await?;
+    let v = crate::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
+        .await?;
     writeln!(out, "{}", v.credential_process_json())?;
     Ok(())
 }
@@ -293,14 +321,14 @@ pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), Cli
         .map(crate::serve::aws::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
-    let req = crate::aws_creds::PresignRequest {
+    let req = crate::aws_vending::PresignRequest {
         profile: args.source.profile.clone(),
         bucket: args.bucket.clone(),
         key: args.key.clone(),
         method: Some(args.method.clone()),
         expires,
     };
-    let p = crate::aws_creds::local::presign(&args.source.options(), &req).await?;
+    let p = crate::sidecar_client::aws::presign(&args.source.options(), &req).await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {
@@ -322,11 +350,11 @@ pub enum CliError {
     #[error(transparent)]
     Dev(#[from] crate::serve::dev::DevError),
     #[error(transparent)]
-    Probe(#[from] crate::probe::ProbeError),
+    Probe(#[from] crate::sidecar_client::socket::ProbeError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
-    Aws(#[from] crate::aws_creds::local::LocalError),
+    Aws(#[from] crate::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -532,7 +560,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");
@@ -573,14 +601,15 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     // Checked like the client does, before anything starts.
     crate::exchange::ServerUrl::parse(
         config
+            .client
             .server_url
             .as_deref()
             .unwrap_or(&provider_config.endpoints.auth_server),
-        config.allow_http,
+        config.client.allow_http,
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        if let Some(socket) = &config.socket {
+        if let Some(socket) = &config.listen.socket {
             crate::config::check_socket_dir(socket)?;
         }
         write!(out, "configuration is valid:\n{config}")?;
@@ -608,6 +637,8 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         dir,
         tcp: args.tcp,
         workspace_group_id: args.workspace_group_id.clone(),
+        data_api_proxy: args.data_api_proxy,
+        management_api_proxy: args.management_api_proxy,
     })
     .await?;
     writeln!(out, "{}", dev.banner())?;
@@ -642,7 +673,7 @@ pub async fn shutdown_signal() {
 }
 
 fn init_serve_logging(config: &crate::config::ServeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -650,7 +681,7 @@ fn init_serve_logging(config: &crate::config::ServeConfig) {
             std::env::var_os("NO_COLOR").is_some(),
         ))
         .with_env_filter(filter);
-    let _ = match config.log_format {
+    let _ = match config.log.format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Text => builder.try_init(),
     };

@@ -12,9 +12,9 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ServeConfig, ServeOverrides};
-use crate::provider::aws::credentials::{container, imds as instance_role, profile};
+use crate::env::Env;
+use crate::provider::aws::chain::{container, imds as instance_role, profile};
 use crate::provider::aws::sts;
-use crate::provider::config::Env;
 use crate::util::{parse_duration, MAX_DURATION};
 
 /// Lossy UTF-8, as every parser here takes text.
@@ -41,14 +41,14 @@ pub fn duration(data: &[u8]) {
     }
     let _ = crate::serve::aws::parse_expires(&input);
     let _ = crate::util::parse_rfc3339(&input);
-    let _ = sts::parse_time(&input);
+    let _ = crate::provider::aws::keys::parse_time(&input);
     let _ = crate::provider::cloud_http::parse_retry_after(&input, SystemTime::now());
 }
 
 /// The query string of a local API request (`/v1/token/*`, `/v1/s3/presign`).
 pub fn local_api_query(data: &[u8]) {
     let query = text(data);
-    let _ = crate::serve::routes::parse_query(Some(&query), crate::serve::routes::TOKEN_PARAMS);
+    let _ = crate::serve::api::parse_query(Some(&query), crate::serve::routes::TOKEN_PARAMS);
     let _ = crate::serve::aws::presign_request(Some(&query));
 }
 
@@ -59,7 +59,7 @@ pub fn metadata_response(data: &[u8]) {
     crate::provider::gcp::fuzz_responses(&body);
     crate::provider::azure::fuzz_responses(&body);
     let _ = instance_role::parse("role", &body);
-    let _ = crate::probe::parse_answer(data);
+    let _ = crate::sidecar_client::socket::parse_answer(data);
     let _ = profile::parse_ini(&body);
 }
 
@@ -114,7 +114,7 @@ pub fn container_credentials(data: &[u8]) {
 /// caller's bucket and key checked against them. Lines: `bucket patterns`,
 /// `prefixes`, `actions` (space-separated), then the bucket and key asked for.
 pub fn session_policy(data: &[u8]) {
-    use crate::aws_creds::policy;
+    use crate::aws_vending::policy;
     let input = text(data);
     let mut lines = input.lines();
     let mut words = || -> Vec<String> {

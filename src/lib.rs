@@ -5,14 +5,15 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | every endpoint and its override | [`endpoints`] |
-//! | environment, files, clock, HTTP client | [`provider::config`] |
+//! | every endpoint and its override | [`env::endpoints`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
 //!
@@ -36,21 +37,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod aws_creds;
+pub mod aws_vending;
 pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod endpoints;
+pub mod env;
 pub mod exchange;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod logging;
-pub mod probe;
 pub mod provider;
 pub mod secret;
 pub mod serve;
+pub mod sidecar_client;
 pub mod token;
 pub mod util;
 

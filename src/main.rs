@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
-            Some(Command::Probe(args)) => s2iam::probe::run(args).await.map_err(CliError::from),
+            Some(Command::Probe(args)) => cli::run_probe(args).await,
             Some(Command::CredentialProcess(args)) => {
                 cli::run_credential_process(args, &mut out).await
             }

@@ -9,8 +9,8 @@ use common::mocks as start;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use s2iam::env::{Env, Fs};
 use s2iam::provider::aws::{AwsProvider, CredentialSource};
-use s2iam::provider::config::{Env, Fs};
 use s2iam::provider::ProbeError;
 use s2iam::{CloudProvider, IdentityRequest, ProviderConfig, ProviderError};
 use s2iam_testserver::{AwsIdentity, CloudConfig, FaultRule, TestServer};
@@ -29,7 +29,7 @@ fn config(
 }
 
 fn config_with_fs(server: &TestServer, extra: &[(&str, &str)], fs: Fs) -> ProviderConfig {
-    let env = s2iam::endpoints::mock_env(&server.cloud_url())
+    let env = s2iam::env::endpoints::mock_env(&server.cloud_url())
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     ProviderConfig::with_env(Env::from_pairs(env), fs)
@@ -806,7 +806,7 @@ async fn probe_says_no_on_another_cloud() {
 #[tokio::test]
 async fn probe_refused_fails_fast() {
     let cfg = ProviderConfig::with_env(
-        Env::from_pairs(s2iam::endpoints::mock_env(&refused_url())),
+        Env::from_pairs(s2iam::env::endpoints::mock_env(&refused_url())),
         Fs::from_files::<&str, &str>([]),
     );
     let started = Instant::now();

@@ -11,9 +11,9 @@ use common::mocks as start;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
+use s2iam::env::{Env, Fs};
 use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
 use s2iam::provider::azure::{AzureProvider, PROBE_TIMEOUT};
-use s2iam::provider::config::{Env, Fs};
 use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
 };
@@ -25,7 +25,7 @@ const INSTANCE_PATH: &str = "/metadata/instance";
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 
 fn cfg_with(base: &str, extra: &[(&str, &str)], fs: Fs) -> ProviderConfig {
-    let env = s2iam::endpoints::mock_env(base)
+    let env = s2iam::env::endpoints::mock_env(base)
         .into_iter()
         // Fast backoff through the reference client's own knob.
         .chain([("S2IAM_AZURE_MI_BACKOFF_MS".to_string(), "2".to_string())])

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
-use s2iam::provider::config::Env;
+use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
 
@@ -28,7 +28,7 @@ fn clouds() -> [(&'static str, CloudConfig, &'static str); 3] {
 async fn cli(server: &TestServer, args: &[&str]) -> (Option<i32>, String, Duration) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     cmd.args(args).args([
@@ -94,10 +94,10 @@ async fn sidecar_request_budget_covers_identity() {
             &ServeOverrides::default(),
         )
         .unwrap();
-        c.socket = Some(temp_dir("deadline").join("s2iam.sock"));
-        c.tcp = None;
-        c.server_url = Some(server.exchange_url_template());
-        c.allow_http = true;
+        c.listen.socket = Some(temp_dir("deadline").join("s2iam.sock"));
+        c.listen.tcp = None;
+        c.client.server_url = Some(server.exchange_url_template());
+        c.client.allow_http = true;
         let sidecar = Sidecar::start(c, provider_config(&server))
             .await
             .expect("sidecar starts");

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{mock_env, mocks};
-use s2iam::provider::config::{Env, Fs};
+use s2iam::env::{Env, Fs};
 use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
 use s2iam::provider::{CloudProvider, ProbeError, ProviderConfig};
 use s2iam_testserver::{CloudConfig, FaultRule};
@@ -17,7 +17,7 @@ fn closed_port_env() -> Env {
         .local_addr()
         .unwrap()
         .port();
-    Env::from_pairs(s2iam::endpoints::mock_env(&format!(
+    Env::from_pairs(s2iam::env::endpoints::mock_env(&format!(
         "http://127.0.0.1:{port}"
     )))
 }

@@ -10,8 +10,8 @@ use common::mocks as start;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
+use s2iam::env::{Env, Fs};
 use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
-use s2iam::provider::config::{Env, Fs};
 use s2iam::provider::gcp::{GcpProvider, PROBE_TIMEOUT};
 use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
@@ -24,7 +24,7 @@ const TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/
 const GENERATE_PATH: &str = "/v1/projects/-/serviceAccounts/";
 
 fn cfg_at(base: &str, extra: &[(&str, &str)]) -> ProviderConfig {
-    let env = s2iam::endpoints::mock_env(base)
+    let env = s2iam::env::endpoints::mock_env(base)
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     ProviderConfig::with_env(Env::from_pairs(env), Fs::from_files::<&str, &str>([]))

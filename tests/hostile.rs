@@ -5,7 +5,7 @@ mod common;
 
 use common::{mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
-use s2iam::provider::config::Env;
+use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, TestServer};
 
@@ -37,10 +37,10 @@ async fn sidecar(server: &TestServer, auth_url: String, tag: &str) -> Sidecar {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(temp_dir(tag).join("s2iam.sock"));
-    c.tcp = None;
-    c.server_url = Some(auth_url);
-    c.allow_http = true;
+    c.listen.socket = Some(temp_dir(tag).join("s2iam.sock"));
+    c.listen.tcp = None;
+    c.client.server_url = Some(auth_url);
+    c.client.allow_http = true;
     Sidecar::start(c, provider_config(server))
         .await
         .expect("sidecar starts")
@@ -125,10 +125,10 @@ async fn tcp_host_parsing_is_strict() {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = None;
-    c.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.server_url = Some(server.exchange_url_template());
-    c.allow_http = true;
+    c.listen.socket = None;
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
     let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
     let addr = sidecar.tcp_addr().unwrap();
     let get = |hosts: &[&str]| {
@@ -168,10 +168,10 @@ async fn the_socket_directory_is_not_world_writable() {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.tcp = None;
-    c.server_url = Some(server.exchange_url_template());
-    c.allow_http = true;
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.listen.tcp = None;
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
     let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o007, 0, "{mode:o}: no access for others");

@@ -38,7 +38,7 @@ async fn caller_values_are_escaped_refusals_throttled_and_no_colour_in_files() {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())

@@ -10,7 +10,7 @@ use s2iam_testserver::{CloudConfig, TestServer};
 fn s2iam(server: &TestServer) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
-    for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     cmd

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{eventually, mocks, provider_config, temp_dir};
 use s2iam::config::{ServeConfig, ServeOverrides, WarmToken};
+use s2iam::env::Env;
 use s2iam::exchange::JwtType;
-use s2iam::provider::config::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::CloudConfig;
 
@@ -44,12 +44,12 @@ async fn probe_follows_health_and_readiness() {
         &ServeOverrides::default(),
     )
     .unwrap();
-    cfg.socket = Some(dir.join("s2iam.sock"));
-    cfg.server_url = Some(server.exchange_url_template());
-    cfg.allow_http = true;
-    cfg.tick = Duration::from_millis(50);
-    cfg.cache.retry_base = Duration::from_millis(100);
-    cfg.cache.retry_max = Duration::from_millis(300);
+    cfg.listen.socket = Some(dir.join("s2iam.sock"));
+    cfg.client.server_url = Some(server.exchange_url_template());
+    cfg.client.allow_http = true;
+    cfg.cache.tick = Duration::from_millis(50);
+    cfg.cache.policy.retry_base = Duration::from_millis(100);
+    cfg.cache.policy.retry_max = Duration::from_millis(300);
     cfg.tokens = vec![WarmToken {
         jwt_type: JwtType::Database,
         workspace_group_id: Some("wg-probe".into()),

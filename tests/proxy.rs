@@ -9,8 +9,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::mocks;
+use s2iam::env::{Env, Fs};
 use s2iam::provider::aws::AwsProvider;
-use s2iam::provider::config::{Env, Fs};
 use s2iam::provider::{IdentityRequest, ProviderConfig};
 use s2iam_testserver::CloudConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +79,7 @@ async fn loopback_services_bypass_the_proxy() {
     let server = mocks(CloudConfig::aws()).await;
     let (proxy, seen) = fake_proxy().await;
     let env = Env::from_pairs(
-        s2iam::endpoints::mock_env(&server.cloud_url())
+        s2iam::env::endpoints::mock_env(&server.cloud_url())
             .into_iter()
             .chain([
                 ("HTTP_PROXY".to_string(), proxy),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, mocks, provider_config, sub_of, temp_dir, uds_get, uds_request};
 use s2iam::config::{ServeConfig, ServeOverrides, Sink, WarmToken};
+use s2iam::env::{Env, ManualClock};
 use s2iam::exchange::JwtType;
-use s2iam::provider::config::{Env, ManualClock};
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
 
@@ -24,14 +24,14 @@ fn config(server: &TestServer, dir: &std::path::Path) -> ServeConfig {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.server_url = Some(server.exchange_url_template());
-    c.allow_http = true;
-    c.tick = Duration::from_millis(50);
-    c.cache.min_remaining = Duration::from_millis(500);
-    c.cache.retry_base = Duration::from_millis(100);
-    c.cache.retry_max = Duration::from_millis(400);
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    c.cache.tick = Duration::from_millis(50);
+    c.cache.policy.min_remaining = Duration::from_millis(500);
+    c.cache.policy.retry_base = Duration::from_millis(100);
+    c.cache.policy.retry_max = Duration::from_millis(400);
     c
 }
 
@@ -96,8 +96,8 @@ async fn keeps_serving_a_valid_token_while_the_auth_service_fails_then_recovers(
         .update(|c| c.token_expiry = Duration::from_secs(6));
     let dir = temp_dir("serve-outage");
     let mut cfg = config(&server, &dir);
-    cfg.cache.refresh_at = 0.4;
-    cfg.cache.jitter = 0.0;
+    cfg.cache.policy.refresh_at = 0.4;
+    cfg.cache.policy.jitter = 0.0;
     cfg.tokens = vec![warm(JwtType::Api, None, None)];
     let sidecar = start(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
@@ -167,7 +167,7 @@ async fn expiry_follows_the_monotonic_clock_whatever_the_wall_clock_does() {
     let clock = Arc::new(ManualClock::default());
     let pcfg = provider_config(&server).with_clock(clock.clone());
     let mut cfg = config(&server, &dir);
-    cfg.cache.refresh_at = 0.95;
+    cfg.cache.policy.refresh_at = 0.95;
     let sidecar = Sidecar::start(cfg, pcfg).await.unwrap();
     let socket = sidecar.socket_path().unwrap();
     let (status, first) = uds_get(&socket, "/v1/token/api?format=raw").await;
@@ -204,8 +204,8 @@ async fn sink_files_are_never_seen_partially_written() {
     let sink = dir.join("tokens/database");
     std::fs::create_dir_all(sink.parent().unwrap()).unwrap();
     let mut cfg = config(&server, &dir);
-    cfg.cache.refresh_at = 0.3;
-    cfg.cache.min_remaining = Duration::from_millis(100);
+    cfg.cache.policy.refresh_at = 0.3;
+    cfg.cache.policy.min_remaining = Duration::from_millis(100);
     cfg.tokens = vec![warm(JwtType::Database, Some("wg-sink"), Some(sink.clone()))];
     let sidecar = start(&server, cfg).await;
     assert!(eventually(Duration::from_secs(10), async || sink.exists()).await);
@@ -252,7 +252,7 @@ async fn local_api_routes_formats_and_errors() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("serve-api");
     let mut cfg = config(&server, &dir);
-    cfg.allowed_workspace_groups = vec!["wg-ok".into()];
+    cfg.access.workspace_groups = vec!["wg-ok".into()];
     let sidecar = start(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
 
@@ -369,7 +369,7 @@ async fn readiness_reports_detection_failure() {
     let server = mocks(CloudConfig::none()).await;
     let dir = temp_dir("serve-nocloud");
     let mut cfg = config(&server, &dir);
-    cfg.detect_timeout = Duration::from_millis(500);
+    cfg.client.detect_timeout = Duration::from_millis(500);
     let sidecar = start(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
     let ok = eventually(Duration::from_secs(10), async || {
@@ -425,7 +425,7 @@ async fn unix_socket_peer_uid_allow_list() {
     let dir = temp_dir("serve-uid");
     let my_uid = std::fs::metadata(&dir).unwrap().uid();
     let mut cfg = config(&server, &dir);
-    cfg.allowed_uids = vec![my_uid + 1];
+    cfg.listen.allowed_uids = vec![my_uid + 1];
     let sidecar = start(&server, cfg).await;
     let (status, body) = uds_get(&sidecar.socket_path().unwrap(), "/v1/token/api").await;
     assert_eq!(status, 403, "{body}");
@@ -433,7 +433,7 @@ async fn unix_socket_peer_uid_allow_list() {
     sidecar.shutdown().await;
 
     let mut cfg = config(&server, &dir);
-    cfg.allowed_uids = vec![my_uid];
+    cfg.listen.allowed_uids = vec![my_uid];
     let sidecar = start(&server, cfg).await;
     assert_eq!(
         uds_get(&sidecar.socket_path().unwrap(), "/v1/token/api")
@@ -452,7 +452,7 @@ async fn tcp_listener_checks_host_and_bearer_token() {
     let token_file = dir.join("tcp-token");
     std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
     let mut cfg = config(&server, &dir);
-    cfg.tcp_token_file = Some(token_file);
+    cfg.listen.tcp_token_file = Some(token_file);
     let sidecar = start(&server, cfg).await;
     let base = format!("http://{}", sidecar.tcp_addr().unwrap());
     let http = reqwest::Client::new();
@@ -497,7 +497,7 @@ async fn a_short_tcp_token_file_is_refused() {
     let token_file = dir.join("tcp-token");
     std::fs::write(&token_file, "short").unwrap();
     let mut cfg = config(&server, &dir);
-    cfg.tcp_token_file = Some(token_file);
+    cfg.listen.tcp_token_file = Some(token_file);
     let err = Sidecar::start(cfg, provider_config(&server))
         .await
         .err()

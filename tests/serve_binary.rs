@@ -22,7 +22,7 @@ fn s2iam(server: Option<&TestServer>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear();
     if let Some(server) = server {
-        for (k, v) in s2iam::endpoints::mock_env(&server.cloud_url()) {
+        for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
             cmd.env(k, v);
         }
         cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
@@ -224,11 +224,14 @@ async fn check_validates_a_config_and_exits() {
 #[tokio::test]
 async fn dev_serves_tokens_as_the_readme_says() {
     let dir = temp_dir("dev");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, data_port, mgmt_port) = (free_port(), free_port(), free_port());
     let mut child = Proc(
         s2iam(None)
             .args([
@@ -237,6 +240,10 @@ async fn dev_serves_tokens_as_the_readme_says() {
                 "60s",
                 "--tcp",
                 &format!("127.0.0.1:{port}"),
+                "--data-api-proxy",
+                &format!("127.0.0.1:{data_port}"),
+                "--management-api-proxy",
+                &format!("127.0.0.1:{mgmt_port}"),
                 "--dir",
             ])
             .arg(&dir)
@@ -270,6 +277,26 @@ async fn dev_serves_tokens_as_the_readme_says() {
     assert!(std::fs::read_to_string(dir.join("database-token"))
         .unwrap()
         .starts_with("ey"));
+    // The API proxies' curl lines of the banner, without a token.
+    let rows: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{data_port}/api/v2/query/rows"))
+        .json(&serde_json::json!({"sql": "SELECT CURRENT_USER()"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = rows["results"][0]["rows"][0]["CURRENT_USER()"].as_str();
+    assert!(user.is_some_and(|u| u.ends_with("@%")), "{rows}");
+    let groups: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{mgmt_port}/v1/workspaceGroups"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(groups[0]["workspaceGroupID"], "dev-workspace-group");
     signal(&child.0, "TERM");
     assert!(wait_exit(&mut child.0, Duration::from_secs(15))
         .await
@@ -278,6 +305,18 @@ async fn dev_serves_tokens_as_the_readme_says() {
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut banner).unwrap();
     assert!(
         banner.contains(&format!("curl --unix-socket {}", socket.display())),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!(
+            "curl -s http://127.0.0.1:{data_port}/api/v2/query/rows"
+        )),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!(
+            "curl -s http://127.0.0.1:{mgmt_port}/v1/workspaceGroups"
+        )),
         "{banner}"
     );
 }

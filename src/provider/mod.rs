@@ -10,7 +10,6 @@
 pub mod aws;
 pub mod azure;
 pub(crate) mod cloud_http;
-pub mod config;
 pub mod detect;
 pub mod gcp;
 
@@ -20,9 +19,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::env::ProviderConfig;
 use crate::secret::Secret;
 pub use cloud_http::RetryPolicy;
-pub use config::ProviderConfig;
 
 /// A cloud s2iam knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

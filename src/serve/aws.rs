@@ -25,29 +25,20 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use super::api::{constant_time_eq, parse_query, ViaTcp};
 use super::AppState;
-use crate::aws_creds::{AwsCredsError, PresignRequest};
+use crate::aws_vending::{PresignRequest, VendError};
 use crate::logging::field;
-
-/// Marks a request that came in over TCP (set by the TCP listener's caller check).
-#[derive(Debug, Clone, Copy)]
-pub struct ViaTcp;
-
-/// Paths whose TCP callers are checked against the AWS token instead of the
-/// `listen.tcp_token_file` bearer token.
-pub fn is_aws_path(path: &str) -> bool {
-    path.starts_with("/v1/aws/") || path.starts_with("/v1/s3/")
-}
 
 /// A refusal in the container-credentials error shape.
 pub fn aws_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    super::routes::json_line(
+    super::api::json_line(
         status,
         &serde_json::json!({"code": code, "message": message.into()}),
     )
 }
 
-fn from_error(e: &AwsCredsError) -> Response {
+fn from_error(e: &VendError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     aws_error(status, e.code(), e.to_string())
 }
@@ -81,9 +72,7 @@ fn check_token(
         .map(str::trim);
     let reason = match given {
         None | Some("") => "missing Authorization header",
-        Some(g) if super::listen::constant_time_eq(g.as_bytes(), expected.expose().as_bytes()) => {
-            return None
-        }
+        Some(g) if constant_time_eq(g.as_bytes(), expected.expose().as_bytes()) => return None,
         Some(_) => "wrong Authorization token",
     };
     crate::refusal!(state.refusals, path = %field(path), reason, "refused AWS request on tcp");
@@ -142,7 +131,7 @@ pub async fn presign(
 }
 
 pub(crate) fn presign_request(query: Option<&str>) -> Result<PresignRequest, String> {
-    let params = super::routes::parse_query(query, PRESIGN_PARAMS).map_err(|e| e.message)?;
+    let params = parse_query(query, PRESIGN_PARAMS).map_err(|e| e.message)?;
     let required = |name: &str| {
         params
             .get(name)

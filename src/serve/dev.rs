@@ -1,19 +1,21 @@
 //! `s2iam dev`: the whole system on one machine, like `vault server -dev`. It
-//! starts the mock cloud and the mock auth service in-process on loopback, then the
-//! sidecar pointed at them — every endpoint overridden, so it never touches a real
-//! metadata address — and prints the commands that fetch a token.
+//! starts the mock cloud, the mock auth service and the mock Data and Management
+//! APIs in-process on loopback, then the sidecar pointed at them — every endpoint
+//! overridden, so it never touches a real metadata address — with an API proxy in
+//! front of each API, and prints the commands that fetch a token and call the APIs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
+use s2iam_testserver::{ApiConfig, CloudConfig, MockApiServer, TestServer, TestServerConfig};
 
 use super::{ServeError, Sidecar};
+use crate::config::api_proxy::{ApiProxyConfig, ProxyToken};
 use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
-use crate::endpoints::mock_env;
+use crate::env::endpoints::mock_env;
+use crate::env::{Env, Fs};
 use crate::exchange::JwtType;
-use crate::provider::config::{Env, Fs};
 use crate::provider::ProviderConfig;
 
 /// What `s2iam dev` runs.
@@ -24,10 +26,18 @@ pub struct DevOptions {
     pub dir: PathBuf,
     pub tcp: SocketAddr,
     pub workspace_group_id: String,
+    /// Loopback address of the API proxy to the mock Data API.
+    pub data_api_proxy: SocketAddr,
+    /// Loopback address of the API proxy to the mock Management API.
+    pub management_api_proxy: SocketAddr,
     /// Remove `dir` on exit (it was made for this run); otherwise only the token
     /// file is removed. Either way no valid JWT is left behind.
     pub remove_dir_on_exit: bool,
 }
+
+/// Names of the API proxies `s2iam dev` runs.
+pub const DATA_API_PROXY: &str = "data-api";
+pub const MANAGEMENT_API_PROXY: &str = "management-api";
 
 /// Why `s2iam dev` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +58,8 @@ pub enum DevError {
 /// The running demo.
 pub struct Dev {
     pub mocks: TestServer,
+    /// The mock Data API and Management API.
+    pub api: MockApiServer,
     pub sidecar: Sidecar,
     pub options: DevOptions,
 }
@@ -65,13 +77,20 @@ impl Dev {
             source,
         })?;
         let mocks = TestServer::start(TestServerConfig::new(cloud)).await?;
+        let api_config = ApiConfig {
+            workspace_group_id: options.workspace_group_id.clone(),
+            ..ApiConfig::default()
+        };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let api = MockApiServer::start(api_config, mocks.auth().key().clone(), loopback).await?;
         // A fixed environment: nothing from the real one can point s2iam elsewhere.
         let env = Env::from_pairs(mock_env(&mocks.cloud_url()));
         let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
-        let config = serve_config(&options, &mocks, &env);
+        let config = serve_config(&options, &mocks, &api, &env);
         let sidecar = Sidecar::start(config, provider_config).await?;
         Ok(Self {
             mocks,
+            api,
             sidecar,
             options,
         })
@@ -101,14 +120,23 @@ impl Dev {
             .iter()
             .map(|(k, v)| format!("\x20 export {k}={v}\n"))
             .collect();
+        let proxy = |name| {
+            self.sidecar
+                .api_proxy_addr(name)
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
         format!(
             "s2iam dev: a mock {cloud} cloud and a mock auth service on loopback, and the sidecar in front of them.\n\
              \n\
              mock cloud:    {cloud_url}\n\
              mock auth:     {auth_url}\n\
+             mock APIs:     {api_url}  (Data API /api/v2, Management API /v1)\n\
              socket:        {socket}\n\
              http:          http://{tcp}\n\
              token file:    {sink}\n\
+             Data API proxy:        http://{data}  (adds the database JWT for {wg})\n\
+             Management API proxy:  http://{mgmt}  (adds the API JWT)\n\
              \n\
              Fetch a token:\n\
              \x20 curl --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}'\n\
@@ -122,6 +150,10 @@ impl Dev {
              \x20 s2iam --workspace-group-id {wg}\n\
              \x20 s2iam identity\n\
              \n\
+             Call the SingleStore APIs with no token (the proxy adds it):\n\
+             \x20 curl -s http://{data}/api/v2/query/rows -H 'Content-Type: application/json' -d '{{\"sql\": \"SELECT CURRENT_USER()\"}}'\n\
+             \x20 curl -s http://{mgmt}/v1/workspaceGroups\n\
+             \n\
              Make the auth service fail (the sidecar keeps serving its valid token):\n\
              \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
              \n\
@@ -129,6 +161,9 @@ impl Dev {
             cloud = self.options.cloud,
             cloud_url = self.mocks.cloud_url(),
             auth_url = self.mocks.auth_url(),
+            api_url = self.api.url(),
+            data = proxy(DATA_API_PROXY),
+            mgmt = proxy(MANAGEMENT_API_PROXY),
             sink = self.options.dir.join(TOKEN_FILE).display(),
         )
     }
@@ -148,6 +183,7 @@ impl Dev {
     /// made for this run): a valid JWT must not outlive the demo.
     pub async fn shutdown(self) {
         self.sidecar.shutdown().await;
+        self.api.shutdown().await;
         self.mocks.shutdown().await;
         let _ = std::fs::remove_file(self.options.dir.join(TOKEN_FILE));
         if self.options.remove_dir_on_exit {
@@ -163,21 +199,26 @@ const TOKEN_FILE: &str = "database-token";
 /// instance's own role).
 const DEMO_AWS_PROFILE: &str = "demo";
 
-fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeConfig {
+fn serve_config(
+    options: &DevOptions,
+    mocks: &TestServer,
+    api: &MockApiServer,
+    env: &Env,
+) -> ServeConfig {
     let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
         .expect("the built-in defaults are valid");
-    config.socket = Some(options.dir.join("s2iam.sock"));
-    config.tcp = Some(options.tcp);
-    config.server_url = Some(mocks.exchange_url_template());
-    config.allow_http = true;
-    config.log_format = LogFormat::Text;
-    config.startup_timeout = Duration::from_secs(30);
+    config.listen.socket = Some(options.dir.join("s2iam.sock"));
+    config.listen.tcp = Some(options.tcp);
+    config.client.server_url = Some(mocks.exchange_url_template());
+    config.client.allow_http = true;
+    config.log.format = LogFormat::Text;
+    config.client.startup_timeout = Duration::from_secs(30);
     config.tokens = vec![
         WarmToken {
             jwt_type: JwtType::Database,
             workspace_group_id: Some(options.workspace_group_id.clone()),
             assume_role: None,
-            gcp_audience: config.gcp_audience.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
             sink: Some(Sink {
                 path: options.dir.join(TOKEN_FILE),
                 mode: 0o600,
@@ -187,14 +228,30 @@ fn serve_config(options: &DevOptions, mocks: &TestServer, env: &Env) -> ServeCon
             jwt_type: JwtType::Api,
             workspace_group_id: None,
             assume_role: None,
-            gcp_audience: config.gcp_audience.clone(),
+            gcp_audience: config.client.gcp_audience.clone(),
             sink: None,
         },
     ];
+    config.api_proxies = vec![
+        ApiProxyConfig::new(
+            DATA_API_PROXY,
+            options.data_api_proxy,
+            &api.url(),
+            ProxyToken::Database {
+                workspace_group_id: options.workspace_group_id.clone(),
+            },
+        ),
+        ApiProxyConfig::new(
+            MANAGEMENT_API_PROXY,
+            options.management_api_proxy,
+            &api.url(),
+            ProxyToken::Api,
+        ),
+    ];
     if options.cloud == "aws" {
-        config.aws.profiles = vec![crate::aws_creds::AwsProfile {
+        config.aws.profiles = vec![crate::aws_vending::AwsProfile {
             name: DEMO_AWS_PROFILE.into(),
-            source: crate::aws_creds::ProfileSource::Workload,
+            source: crate::aws_vending::ProfileSource::Workload,
             rules: Vec::new(),
             warm: false,
         }];

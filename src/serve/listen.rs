@@ -24,7 +24,8 @@ use axum::serve::IncomingStream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use super::routes::{self, api_error};
+use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
+use super::routes;
 use super::{AppState, ServeError};
 use crate::logging::field;
 
@@ -93,10 +94,10 @@ pub async fn start_all(
     stopped: watch::Receiver<bool>,
 ) -> Result<Vec<Running>, ServeError> {
     let mut running = Vec::new();
-    if let Some(path) = state.config.socket.clone() {
+    if let Some(path) = state.config.listen.socket.clone() {
         running.push(start_unix(state.clone(), &path, stopped.clone()).await?);
     }
-    if let Some(addr) = state.config.tcp {
+    if let Some(addr) = state.config.listen.tcp {
         running.push(start_tcp(state.clone(), addr, stopped).await?);
     }
     Ok(running)
@@ -115,7 +116,7 @@ async fn start_unix(
     let listener = UnixListener::bind(path).map_err(listen_err)?;
     std::fs::set_permissions(
         path,
-        std::fs::Permissions::from_mode(state.config.socket_mode),
+        std::fs::Permissions::from_mode(state.config.listen.socket_mode),
     )
     .map_err(listen_err)?;
     let app = routes::router(state.clone())
@@ -182,7 +183,7 @@ async fn stop_signal(mut stopped: watch::Receiver<bool>) {
 }
 
 /// Creates the socket's directory, and removes a stale socket file.
-async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
+pub(crate) async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Not the umask's choice (0777 under umask 000): owner and group only.
         use std::os::unix::fs::DirBuilderExt;
@@ -220,7 +221,7 @@ async fn check_unix_peer(
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = &state.config.allowed_uids;
+    let allowed = &state.config.listen.allowed_uids;
     if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
         crate::refusal!(state.refusals, uid = ?peer.uid, pid = ?peer.pid, path = %field(req.uri().path()), "refused unix-socket caller");
         return api_error(
@@ -245,7 +246,7 @@ async fn check_tcp_caller(
         // None or several: never a loopback name.
         _ => "",
     };
-    if !host_is_loopback(host) && state.config.tcp.is_none_or(|a| a.ip().is_loopback()) {
+    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
         crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
@@ -254,8 +255,8 @@ async fn check_tcp_caller(
         );
     }
     let mut req = req;
-    req.extensions_mut().insert(super::aws::ViaTcp);
-    if super::aws::is_aws_path(req.uri().path()) {
+    req.extensions_mut().insert(ViaTcp);
+    if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
@@ -281,7 +282,7 @@ async fn check_tcp_caller(
 /// Whether `host` is exactly a loopback name with an optional port: `localhost`,
 /// `127.x.x.x` or `[::1]`, then nothing or `:` and digits. Anything after the
 /// name (`[::1]evil`, `127.0.0.1:7869@evil`) is refused.
-fn host_is_loopback(host: &str) -> bool {
+pub(crate) fn host_is_loopback(host: &str) -> bool {
     let (name, port) = match host.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((name, "")) => (name, None),
@@ -313,13 +314,6 @@ fn host_is_loopback(host: &str) -> bool {
                 .is_ok_and(|ip| ip.is_loopback())
     };
     port_ok && name_ok
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@
 //! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
-//! - `s2iam_sink_write_failures_total`, `s2iam_ready`.
+//! - `s2iam_sink_write_failures_total`, `s2iam_ready`;
+//! - `s2iam_api_proxy_requests_total{proxy,class}` (`2xx`..`5xx` as the client saw it),
+//!   `s2iam_api_proxy_upstream_errors_total{proxy,reason}` (`token`, `connect`,
+//!   `timeout`, `other`), `s2iam_api_proxy_bytes_total{proxy,direction}` (`upstream`:
+//!   request bodies sent, `downstream`: response bodies relayed).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,6 +26,87 @@ use crate::cache::CacheStats;
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub sink_write_failures: AtomicU64,
+    pub api_proxy: ApiProxyMetrics,
+}
+
+/// Counters of the `[[api_proxy]]` listeners, keyed by proxy name and a label.
+#[derive(Debug, Default)]
+pub struct ApiProxyMetrics {
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    upstream_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    bytes: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl ApiProxyMetrics {
+    /// A request answered with `status` (by the upstream or by the proxy).
+    pub fn count_request(&self, proxy: &str, status: u16) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        add(&self.requests, proxy, class, 1);
+    }
+
+    /// `reason`: `token`, `connect`, `timeout` or `other`.
+    pub fn count_upstream_error(&self, proxy: &str, reason: &'static str) {
+        add(&self.upstream_errors, proxy, reason, 1);
+    }
+
+    /// `direction`: `upstream` (request body) or `downstream` (response body).
+    pub fn add_bytes(&self, proxy: &str, direction: &'static str, n: u64) {
+        add(&self.bytes, proxy, direction, n);
+    }
+
+    fn render(&self, out: &mut String) {
+        let families = [
+            (
+                "s2iam_api_proxy_requests_total",
+                "API proxy requests by status class.",
+                "class",
+                &self.requests,
+            ),
+            (
+                "s2iam_api_proxy_upstream_errors_total",
+                "API proxy requests that got no upstream answer, by reason.",
+                "reason",
+                &self.upstream_errors,
+            ),
+            (
+                "s2iam_api_proxy_bytes_total",
+                "Body bytes relayed by the API proxies.",
+                "direction",
+                &self.bytes,
+            ),
+        ];
+        for (name, help, label, map) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((proxy, value), n) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{proxy=\"{}\",{label}=\"{value}\"}} {n}",
+                    escape(proxy)
+                );
+            }
+        }
+    }
+}
+
+fn add(
+    map: &Mutex<BTreeMap<(String, &'static str), u64>>,
+    proxy: &str,
+    label: &'static str,
+    n: u64,
+) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    match map.iter_mut().find(|((p, l), _)| *l == label && p == proxy) {
+        Some((_, v)) => *v += n,
+        None => {
+            map.insert((proxy.to_string(), label), n);
+        }
+    }
 }
 
 impl Metrics {
@@ -168,6 +253,7 @@ impl Metrics {
             "# TYPE s2iam_ready gauge\ns2iam_ready {}",
             u8::from(ready)
         );
+        self.api_proxy.render(&mut out);
         out
     }
 }
@@ -204,5 +290,33 @@ mod tests {
         assert!(text.contains("s2iam_cache_hits_total 5"));
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
         assert!(text.contains("s2iam_ready 1"));
+    }
+
+    #[test]
+    fn renders_api_proxy_counters() {
+        let m = Metrics::default();
+        m.api_proxy.count_request("data", 200);
+        m.api_proxy.count_request("data", 204);
+        m.api_proxy.count_request("data", 503);
+        m.api_proxy.count_upstream_error("data", "connect");
+        m.api_proxy.add_bytes("data", "downstream", 10);
+        m.api_proxy.add_bytes("data", "downstream", 5);
+        let text = m.render(
+            &CacheStats::default(),
+            &[],
+            &[],
+            &CacheStats::default(),
+            false,
+        );
+        assert!(
+            text.contains("s2iam_api_proxy_requests_total{proxy=\"data\",class=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("s2iam_api_proxy_requests_total{proxy=\"data\",class=\"5xx\"} 1"));
+        assert!(text.contains(
+            "s2iam_api_proxy_upstream_errors_total{proxy=\"data\",reason=\"connect\"} 1"
+        ));
+        assert!(text
+            .contains("s2iam_api_proxy_bytes_total{proxy=\"data\",direction=\"downstream\"} 15"));
     }
 }

@@ -1,6 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
-//! socket and, optionally, loopback HTTP (see [`routes`] for the API).
+//! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
+//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service
@@ -11,13 +12,14 @@
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
 //! requests finish, remove the socket file.
 
+pub mod api;
+pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
-pub mod sinks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,11 +28,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::aws_creds::AwsCredentialVendor;
+use crate::aws_vending::AwsCredentialVendor;
 use crate::cache::{Cache, CacheError, Fetcher};
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
+use crate::client::{Client, Error, TokenRequest};
 use crate::config::{ServeConfig, Sink};
-use crate::exchange::ExchangeConfig;
 use crate::provider::{CloudIdentity, ProviderConfig};
 use crate::secret::Secret;
 use crate::token::Token;
@@ -54,6 +55,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
@@ -135,7 +138,7 @@ impl AppState {
             }
         }
         let req = TokenRequest {
-            gcp_audience: self.config.gcp_audience.clone(),
+            gcp_audience: self.config.client.gcp_audience.clone(),
             ..TokenRequest::api()
         };
         let (_, id) = self.client.identity(&req).await?;
@@ -144,18 +147,26 @@ impl AppState {
     }
 }
 
+/// The configured tokens, then those the API proxies need (kept warm too).
 fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
-    config
+    let mut requests: Vec<TokenRequest> = config
         .tokens
         .iter()
         .map(|t| TokenRequest {
             jwt_type: t.jwt_type,
             workspace_group_id: t.workspace_group_id.clone(),
             assume_role: t.assume_role.clone(),
-            role_session_name: config.role_session_name.clone(),
+            role_session_name: config.client.role_session_name.clone(),
             gcp_audience: t.gcp_audience.clone(),
         })
-        .collect()
+        .collect();
+    for proxy in &config.api_proxies {
+        let req = apiproxy::forward::token_request(proxy, config);
+        if !requests.contains(&req) {
+            requests.push(req);
+        }
+    }
+    requests
 }
 
 /// `database/wg-1` style name of a token request, for logs and errors.
@@ -177,6 +188,7 @@ pub fn describe(req: &TokenRequest) -> String {
 pub struct Sidecar {
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
+    api_proxies: Vec<apiproxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -188,11 +200,12 @@ impl Sidecar {
         config: ServeConfig,
         provider_config: ProviderConfig,
     ) -> Result<Self, ServeError> {
-        let tcp_token = match &config.tcp_token_file {
+        let tcp_token = match &config.listen.tcp_token_file {
             Some(path) => Some(read_token_file(path)?),
             None => None,
         };
-        let client = Arc::new(Client::new(jwt_options(&config, provider_config))?);
+        let env = provider_config.env.clone();
+        let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
             .into_iter()
@@ -200,13 +213,16 @@ impl Sidecar {
             .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
             .collect::<HashMap<_, _>>();
         let aws_token = start_aws_token(&config)?;
-        let aws =
-            AwsCredentialVendor::new(config.aws.clone(), client.clone(), config.cache.clone());
+        let aws = AwsCredentialVendor::new(
+            config.aws.clone(),
+            client.clone(),
+            config.cache.policy.clone(),
+        );
         let state = Arc::new(AppState {
             aws,
             aws_token,
             cache: Cache::new(
-                config.cache.clone(),
+                config.cache.policy.clone(),
                 fetcher(client.clone(), sinks, metrics.clone()),
             ),
             client,
@@ -219,14 +235,16 @@ impl Sidecar {
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
+        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
-        let tick = state.config.tick;
+        let tick = state.config.cache.tick;
         background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
         background.push(spawn_refresher(state.aws.cache().clone(), tick, stopped));
         Ok(Self {
             state,
             listeners,
+            api_proxies,
             background,
             stop,
         })
@@ -240,11 +258,30 @@ impl Sidecar {
         self.listeners.iter().find_map(|l| l.tcp_addr())
     }
 
+    /// The loopback address of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.tcp_addr)
+    }
+
+    /// The Unix socket of the `[[api_proxy]]` called `name`.
+    pub fn api_proxy_socket(&self, name: &str) -> Option<PathBuf> {
+        self.api_proxies
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.socket.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests, removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for l in self.listeners {
             l.wait().await;
+        }
+        for p in self.api_proxies {
+            p.wait().await;
         }
         for task in self.background {
             task.abort();
@@ -297,34 +334,14 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
         tracing::warn!("AWS profiles are configured without aws.authorization_token_file: the credential routes answer on the Unix socket only");
         return Ok(None);
     };
-    let token = crate::aws_creds::generate_authorization_token();
-    crate::aws_creds::write_authorization_token(path, &token, aws.authorization_token_mode)
+    let token = crate::aws_vending::generate_authorization_token();
+    crate::aws_vending::write_authorization_token(path, &token, aws.authorization_token_mode)
         .map_err(|source| ServeError::AwsTokenFile {
             path: path.clone(),
             source,
         })?;
     tracing::info!(path = %path.display(), profiles = aws.profiles.len(), "AWS container-credentials token written");
     Ok(Some(token))
-}
-
-pub(crate) fn jwt_options(config: &ServeConfig, provider_config: ProviderConfig) -> JwtOptions {
-    let mut exchange = ExchangeConfig {
-        validate_jwks: config.validate_jwks,
-        ..ExchangeConfig::default()
-    };
-    if let Some(pref) = &config.identity_format_preference {
-        exchange.identity_format_preference = pref.clone();
-    }
-    JwtOptions {
-        server_url: config.server_url.clone(),
-        allow_http: config.allow_http,
-        provider: config.provider,
-        force_detect: false,
-        timeout: config.timeout,
-        detect_timeout: config.detect_timeout,
-        exchange,
-        provider_config: Some(provider_config),
-    }
 }
 
 /// Fetches a token and, for configured tokens with a sink, writes it to its file.
@@ -357,7 +374,10 @@ fn fetcher(
 async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) {
     let (path, mode) = (sink.path.clone(), sink.mode);
     let body = token.jwt().expose().as_bytes().to_vec();
-    let result = tokio::task::spawn_blocking(move || sinks::write_atomic(&path, &body, mode)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::util::atomic_file::write_atomic(&path, &body, mode)
+    })
+    .await;
     match result {
         Ok(Ok(())) => tracing::debug!(path = %sink.path.display(), "sink written"),
         Ok(Err(e)) => {
@@ -386,7 +406,7 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.startup_timeout {
+                let cap = if started.elapsed() < state.config.client.startup_timeout {
                     Duration::from_secs(5)
                 } else {
                     Duration::from_secs(60)

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::api::{api_error, parse_query, ApiError};
 use super::{describe, AppState};
 use crate::client::{Error, TokenRequest};
 use crate::exchange::{ExchangeError, JwtType};
@@ -48,17 +49,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(axum::middleware::from_fn(newline_after_json))
         .with_state(state)
-}
-
-/// A JSON document with the trailing newline every line-oriented tool expects
-/// (`curl` output, `read`, `jq -c` streams).
-pub fn json_line(status: StatusCode, doc: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        format!("{doc}\n"),
-    )
-        .into_response()
 }
 
 /// Ends every JSON answer of the router with a newline (answers are small:
@@ -87,46 +77,6 @@ async fn newline_after_json(req: Request, next: Next) -> Response {
     line.push(b'\n');
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(line))
-}
-
-/// A JSON error response.
-pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    ApiError::new(status, code, message).into_response()
-}
-
-/// A request the API refuses: `{"error": code, "message"}` with `status`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        json_line(
-            self.status,
-            &serde_json::json!({"error": self.code, "message": self.message}),
-        )
-    }
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -236,8 +186,8 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.workspace_group_id.as_ref() == Some(wg));
-        if !cfg.allowed_workspace_groups.is_empty()
-            && !cfg.allowed_workspace_groups.contains(wg)
+        if !cfg.access.workspace_groups.is_empty()
+            && !cfg.access.workspace_groups.contains(wg)
             && !configured
         {
             return Err(ApiError::forbidden(format!(
@@ -254,7 +204,7 @@ fn token_request(
             .tokens
             .iter()
             .any(|t| t.assume_role.as_ref() == Some(role));
-        if !cfg.allowed_assume_roles.contains(role) && !configured {
+        if !cfg.access.assume_roles.contains(role) && !configured {
             return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
@@ -264,34 +214,12 @@ fn token_request(
         jwt_type,
         workspace_group_id,
         assume_role,
-        role_session_name: cfg.role_session_name.clone(),
+        role_session_name: cfg.client.role_session_name.clone(),
         gcp_audience: params
             .get("audience")
             .cloned()
-            .unwrap_or_else(|| cfg.gcp_audience.clone()),
+            .unwrap_or_else(|| cfg.client.gcp_audience.clone()),
     })
-}
-
-/// Parses a query string, refusing unknown and repeated parameters.
-pub(crate) fn parse_query(
-    query: Option<&str>,
-    known: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if !known.contains(&k.as_ref()) {
-            return Err(ApiError::bad_request(format!(
-                "unknown parameter {k:?}; known: {}",
-                known.join(", ")
-            )));
-        }
-        if params.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "parameter {k:?} given twice"
-            )));
-        }
-    }
-    Ok(params)
 }
 
 fn wants_text(headers: &HeaderMap) -> bool {

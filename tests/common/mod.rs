@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use s2iam::provider::config::{Env, Fs};
-use s2iam::provider::ProviderConfig;
+use s2iam::env::{Env, Fs};
+use s2iam::ProviderConfig;
 use s2iam_testserver::{CloudConfig, TestServer, TestServerConfig};
 
 pub async fn mocks(cloud: CloudConfig) -> TestServer {
@@ -19,7 +19,7 @@ pub async fn mocks(cloud: CloudConfig) -> TestServer {
 /// Environment pointing every endpoint at `server`, plus `extra`.
 pub fn mock_env(server: &TestServer, extra: &[(&str, &str)]) -> Env {
     Env::from_pairs(
-        s2iam::endpoints::mock_env(&server.cloud_url())
+        s2iam::env::endpoints::mock_env(&server.cloud_url())
             .into_iter()
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
     )

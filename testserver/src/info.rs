@@ -6,6 +6,14 @@
 //!   "endpoints": {"auth": "http://127.0.0.1:8080/auth/iam/:jwtType", ...},
 //!   "cloud_url": "http://127.0.0.1:9090"}}
 //! ```
+//!
+//! With `--api-listen`, `endpoints` also has `data_api` and `management_api`, and
+//! `api_url` is their base URL:
+//!
+//! ```json
+//! {"server_info": {"endpoints": {"data_api": "http://127.0.0.1:9191/api/v2",
+//!   "management_api": "http://127.0.0.1:9191/v1", ...}, "api_url": "http://127.0.0.1:9191"}}
+//! ```
 
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +38,15 @@ pub fn server_info(port: u16, auth_url: &str, cloud_urls: &[String]) -> Value {
             "cloud_urls": cloud_urls,
         }
     })
+}
+
+/// Adds the mock Data API and Management API at `api_url` to the endpoints.
+pub fn add_api_endpoints(doc: &mut Value, api_url: &str) {
+    if let Some(endpoints) = doc["server_info"]["endpoints"].as_object_mut() {
+        endpoints.insert("data_api".into(), json!(format!("{api_url}/api/v2")));
+        endpoints.insert("management_api".into(), json!(format!("{api_url}/v1")));
+    }
+    doc["server_info"]["api_url"] = json!(api_url);
 }
 
 /// Writes `value` to `path` atomically.

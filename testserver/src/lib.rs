@@ -2,7 +2,8 @@
 //!
 //! One process plays every party s2iam talks to: the AWS, GCP and Azure metadata
 //! services with the global services behind them (AWS STS, Google IAM Credentials,
-//! Azure AD), and the SingleStore auth service. Each mock checks what the real one
+//! Azure AD), the SingleStore auth service, and SingleStore's Data API and
+//! Management API ([`api`]). Each mock checks what the real one
 //! checks (headers, signatures, audiences, expiry) and can be made to misbehave
 //! (see [`faults`]).
 //!
@@ -15,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod auth;
 pub mod cloud;
 pub mod faults;
@@ -25,6 +27,7 @@ pub mod util;
 
 use std::net::SocketAddr;
 
+pub use api::{ApiConfig, ApiRecord, MockApi, MockApiServer};
 pub use auth::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
 pub use cloud::{
     AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, ManagedIdentity,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use s2iam_testserver::util::parse_go_duration;
-use s2iam_testserver::{info, AuthConfig, CloudConfig, TestServer, TestServerConfig};
+use s2iam_testserver::{
+    info, ApiConfig, AuthConfig, CloudConfig, MockApiServer, TestServer, TestServerConfig,
+};
 use tokio::io::AsyncReadExt;
 
 /// The cloud and the auth service in a box.
@@ -17,6 +19,7 @@ use tokio::io::AsyncReadExt;
 ///   s2iam-testserver --port 0 --info-file /tmp/ts.json --cloud gcp
 ///   s2iam-testserver --port 8080 --fail-verification
 ///   s2iam-testserver --cloud aws --cloud-listen 169.254.169.254:80   (inside an isolated netns)
+///   s2iam-testserver --port 0 --cloud gcp --api-listen 127.0.0.1:0    (plus the Data and Management APIs)
 #[derive(Debug, Parser)]
 #[command(name = "s2iam-testserver", version, verbatim_doc_comment)]
 struct Args {
@@ -76,6 +79,15 @@ struct Args {
     /// Lifetime of credentials and tokens the mock cloud issues (Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     cloud_token_ttl: Duration,
+    /// Also serve the mock Data API and Management API here (loopback; port 0 = any).
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
+    /// The workspace group of the mock Data API (database JWTs must name it).
+    #[arg(long, default_value = "wg-1")]
+    api_workspace_group: String,
+    /// Rows of `SELECT * FROM large` on the mock Data API.
+    #[arg(long, default_value_t = 100_000)]
+    api_large_rows: u64,
 }
 
 fn auth_config(args: &Args) -> AuthConfig {
@@ -137,7 +149,19 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|a| format!("http://{a}"))
         .collect();
-    let doc = info::server_info(server.auth_addr().port(), &server.auth_url(), &cloud_urls);
+    let mut doc = info::server_info(server.auth_addr().port(), &server.auth_url(), &cloud_urls);
+    let api = match args.api_listen {
+        Some(addr) => {
+            let config = ApiConfig {
+                workspace_group_id: args.api_workspace_group.clone(),
+                large_rows: args.api_large_rows,
+            };
+            let api = MockApiServer::start(config, server.auth().key().clone(), addr).await?;
+            info::add_api_endpoints(&mut doc, &api.url());
+            Some(api)
+        }
+        None => None,
+    };
     if let Some(path) = &args.info_file {
         info::write_atomic(path, &doc)
             .with_context(|| format!("cannot write --info-file {}", path.display()))?;
@@ -147,6 +171,9 @@ async fn main() -> anyhow::Result<()> {
 
     wait_for_stop(&args).await;
     tracing::info!("shutting down");
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     server.shutdown().await;
     Ok(())
 }

@@ -161,3 +161,38 @@ fn info_file_in_missing_directory_is_a_clear_error() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("--info-file"), "{err}");
 }
+
+#[test]
+fn api_listen_serves_the_mock_apis_and_lists_them_in_the_info_file() {
+    let dir = temp_dir();
+    let info = dir.join("info.json");
+    let mut child = bin()
+        .args([
+            "--port",
+            "0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--api-workspace-group",
+            "wg-bin",
+            "--timeout",
+            "30s",
+            "--info-file",
+        ])
+        .arg(&info)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let doc = wait_for_info(&info);
+    let endpoints = &doc["server_info"]["endpoints"];
+    let api = doc["server_info"]["api_url"].as_str().unwrap();
+    assert_eq!(endpoints["data_api"], format!("{api}/api/v2"));
+    assert_eq!(endpoints["management_api"], format!("{api}/v1"));
+    assert_eq!(get(&format!("{api}/api/v2/ping")), (200, "pong".into()));
+    let (status, body) = get(&format!("{api}/v1/workspaceGroups"));
+    assert_eq!(status, 401, "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

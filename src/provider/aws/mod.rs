@@ -7,7 +7,7 @@
 //! - Probe: IMDSv2 token `PUT {imds}/latest/api/token`, then
 //!   `GET {imds}/latest/meta-data/instance-id` (IMDSv1 when the PUT is refused);
 //!   see [`imds`].
-//! - Credentials: the SDKs' default chain ([`credentials`]).
+//! - Credentials: the SDKs' default chain ([`chain`]), the workload's own.
 //! - Region: `AWS_REGION`/`AWS_DEFAULT_REGION`, else the instance's (when IMDS
 //!   supplied the credentials), else the region field of the role ARN, else
 //!   `us-east-1`. IMDS is not asked when another source supplied the credentials:
@@ -20,9 +20,10 @@
 //!   `X-AWS-Access-Key-ID`, `X-AWS-Secret-Access-Key`, `X-AWS-Session-Token`,
 //!   `X-Cloud-Provider: aws`.
 
-pub mod credentials;
+pub mod chain;
 pub(crate) mod http;
 pub mod imds;
+pub mod keys;
 pub mod sigv4;
 pub mod sts;
 
@@ -32,8 +33,9 @@ use super::{
     CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
     ProviderError, DEFAULT_ROLE_SESSION_NAME,
 };
-pub use credentials::{AwsCredentials, CredentialSource};
+pub use chain::CredentialSource;
 use imds::{Imds, ImdsError};
+pub use keys::AwsCredentials;
 pub use sts::{AssumeRoleRequest, AssumedRole, CallerIdentity, StsClient, StsError};
 
 /// The STS region when nothing names one (the reference clients' default).
@@ -154,7 +156,7 @@ impl AwsProvider {
             .or(arn_region.clone())
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
         let loaded =
-            credentials::load(cfg, &early_region)
+            chain::load(cfg, &early_region)
                 .await
                 .map_err(|e| ProviderError::NoIdentity {
                     provider: CloudProvider::Aws,
@@ -340,7 +342,7 @@ fn cloud_identity(caller: &CallerIdentity) -> CloudIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     #[test]
     fn fast_detect_names_the_variable() {

@@ -14,12 +14,12 @@
 //! uses), `AssumeRoleWithWebIdentity`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::credentials::AwsCredentials;
 use super::http::{self, TransportError};
+use super::keys::{parse_time, AwsCredentials};
 use super::sigv4;
-use crate::provider::config::{Clock, ProviderConfig};
+use crate::env::{Clock, ProviderConfig};
 use crate::secret::Secret;
 
 pub const STS_VERSION: &str = "2011-06-15";
@@ -458,15 +458,6 @@ pub(crate) fn parse_assumed(
     })
 }
 
-/// An RFC 3339 time (what STS, IMDS and container endpoints send).
-pub fn parse_time(text: &str) -> Option<SystemTime> {
-    let t =
-        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
-            .ok()?;
-    let secs = u64::try_from(t.unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 /// A tag extractor for STS's flat XML documents: first element by name, entity
 /// unescaping, no namespaces, attributes skipped.
 pub mod xml {
@@ -551,6 +542,7 @@ pub mod xml {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     const CALLER: &str = r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <GetCallerIdentityResult>

@@ -230,7 +230,7 @@ fn bad_endpoint(variable: &str, e: url::ParseError) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     fn cfg(env: &[(&str, &str)], files: &[(&str, &str)]) -> ProviderConfig {
         ProviderConfig::with_env(

@@ -135,7 +135,7 @@ fn no_identity(reason: String) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     #[test]
     fn needs_all_three_variables_and_assume_role_picks_the_client() {

@@ -203,7 +203,7 @@ fn validate_service_account(email: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     fn cfg(env: &[(&str, &str)], files: &[(&str, &str)]) -> ProviderConfig {
         ProviderConfig::with_env(

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
+use s2iam::env::Env;
 use s2iam::provider::aws::{AwsCredentials, StsClient};
-use s2iam::provider::config::Env;
 use s2iam::serve::Sidecar;
 use s2iam::Secret;
 use s2iam_testserver::{CloudConfig, TestServer};
@@ -145,11 +145,11 @@ fn sidecar_config(toml: &str, dir: &Path, provider: &str) -> ServeConfig {
         &ServeOverrides::default(),
     )
     .unwrap();
-    c.socket = Some(dir.join("s2iam.sock"));
-    c.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.tick = Duration::from_millis(50);
-    c.cache.retry_base = Duration::from_millis(100);
-    c.cache.retry_max = Duration::from_millis(400);
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.cache.tick = Duration::from_millis(50);
+    c.cache.policy.retry_base = Duration::from_millis(100);
+    c.cache.policy.retry_max = Duration::from_millis(400);
     c
 }
 
@@ -782,7 +782,7 @@ async fn credential_process_from_the_sidecar_and_in_process() {
         format!("[identity]\nprovider = \"aws\"\n{PROFILES}"),
     )
     .unwrap();
-    let env: Vec<(String, String)> = s2iam::endpoints::mock_env(&s.server.cloud_url());
+    let env: Vec<(String, String)> = s2iam::env::endpoints::mock_env(&s.server.cloud_url());
     let missing = s.dir.join("missing.sock");
     let (missing, config) = (
         missing.to_str().unwrap().to_string(),
@@ -918,7 +918,7 @@ fn credential_process_without_sidecar_or_config_says_what_to_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
     use aws_credential_types::provider::ProvideCredentials;
-    use s2iam::aws_creds::sdk::S2iamCredentialsProvider;
+    use s2iam::sidecar_client::sdk::S2iamCredentialsProvider;
     let s = setup().await;
     let (_, served) = s.creds("analytics").await;
     let p = S2iamCredentialsProvider::sidecar_at("analytics", Some(s.socket()));
@@ -942,7 +942,7 @@ async fn rust_sdk_provider_from_the_sidecar_and_in_process() {
         "{err:?}"
     );
 
-    let vendor = s2iam::aws_creds::AwsCredentialVendor::new(
+    let vendor = s2iam::aws_vending::AwsCredentialVendor::new(
         sidecar_config(PROFILES, &s.dir, "aws").aws,
         std::sync::Arc::new(
             s2iam::Client::new(s2iam::JwtOptions {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::aws::sts::{StsClient, StsError};
 use crate::provider::{ProviderConfig, DEFAULT_ROLE_SESSION_NAME};
 use crate::secret::Secret;
@@ -75,5 +75,20 @@ impl WebIdentity {
             .assume_role_with_web_identity(role_arn, &self.session_name, &token)
             .await?;
         Ok(assumed.credentials)
+    }
+}
+
+impl ProvideCredentials for WebIdentity {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::WebIdentity
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(async move {
+            self.load(cfg)
+                .await
+                .map(|c| (c, None))
+                .map_err(|e| e.skip())
+        })
     }
 }

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::aws::http::{self, TransportError};
-use crate::provider::aws::sts::parse_time;
+use crate::provider::aws::keys::parse_time;
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -222,6 +222,21 @@ pub(crate) fn parse(url: &str, body: &str) -> Result<AwsCredentials, ContainerEr
         expiration,
         account_id: doc.account_id.filter(|a| !a.is_empty()),
     })
+}
+
+impl ProvideCredentials for ContainerCredentials {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::Container
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(async move {
+            self.load(cfg)
+                .await
+                .map(|c| (c, None))
+                .map_err(|e| e.skip())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the small `aws-credential-types` crate):
 //!
 //! ```ignore
-//! let provider = s2iam::aws_creds::sdk::S2iamCredentialsProvider::sidecar("analytics");
+//! let provider = s2iam::sidecar_client::sdk::S2iamCredentialsProvider::sidecar("analytics");
 //! let config = aws_config::defaults(BehaviorVersion::latest())
 //!     .credentials_provider(provider)
 //!     .load()
@@ -20,8 +20,8 @@ use std::time::Duration;
 use aws_credential_types::provider::{self, error::CredentialsError, ProvideCredentials};
 use aws_credential_types::Credentials;
 
-use super::local::{self, LocalOptions};
-use super::{AwsCredentialVendor, VendedCredentials};
+use super::aws::{self as local, LocalOptions};
+use crate::aws_vending::{AwsCredentialVendor, VendedCredentials};
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -47,7 +47,7 @@ impl S2iamCredentialsProvider {
         Self {
             profile: profile.into(),
             source: Source::Sidecar(LocalOptions {
-                socket: local::default_socket(socket.as_deref()),
+                socket: super::default_socket(socket.as_deref()),
                 config: None,
                 timeout: Duration::from_secs(30),
             }),

@@ -1,4 +1,4 @@
-//! File sinks: a token written to a file for applications that only read files.
+//! Atomic file writes, for token sinks and the AWS authorization token file.
 //!
 //! Every write is atomic — a temporary file in the same directory, `fsync`, then
 //! `rename` over the target — so a reader polling the file sees the old token or

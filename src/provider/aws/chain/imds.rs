@@ -7,11 +7,11 @@
 
 use serde::Deserialize;
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::aws::http::TransportError;
 use crate::provider::aws::imds::{Imds, ImdsError};
+use crate::provider::aws::keys::parse_time;
 use crate::provider::aws::region_from_env;
-use crate::provider::aws::sts::parse_time;
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -115,6 +115,16 @@ pub(crate) fn parse(role: &str, body: &str) -> Result<AwsCredentials, InstanceRo
         expiration,
         account_id: None,
     })
+}
+
+impl ProvideCredentials for InstanceRole {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::InstanceMetadata
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(async move { self.load(cfg).await.map_err(|e| e.skip()) })
+    }
 }
 
 #[cfg(test)]

@@ -4,17 +4,20 @@
 //! sidecar answers on the socket, resolve the profile in this process from the
 //! config file (`--config` or `S2IAM_CONFIG`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{AwsCredentialVendor, PresignRequest, Presigned, VendedCredentials};
+use crate::aws_vending::{
+    validate_profile_name, AwsCredentialVendor, PresignRequest, Presigned, VendError,
+    VendedCredentials,
+};
 use crate::client::Client;
 use crate::config::{ServeConfig, ServeOverrides};
-use crate::probe::ProbeError;
 use crate::provider::ProviderConfig;
+use crate::sidecar_client::socket::ProbeError;
 
 /// Why the command failed. Never contains a credential.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum LocalError {
     #[error(transparent)]
     Client(#[from] crate::client::Error),
     #[error(transparent)]
-    Aws(#[from] super::AwsCredsError),
+    Aws(#[from] VendError),
 }
 
 /// Where to look.
@@ -51,7 +54,7 @@ enum Answer {
 }
 
 async fn ask(opts: &LocalOptions, path: &str) -> Result<Answer, LocalError> {
-    match crate::probe::get(&opts.socket, path, opts.timeout).await {
+    match super::socket::get(&opts.socket, path, opts.timeout).await {
         Ok((200, body)) => serde_json::from_str(&body)
             .map(Answer::Sidecar)
             .map_err(|e| LocalError::Malformed(e.to_string())),
@@ -88,11 +91,11 @@ fn vendor(opts: &LocalOptions, socket_error: String) -> Result<AwsCredentialVend
             ..Default::default()
         },
     )?;
-    let client = Arc::new(Client::new(crate::serve::jwt_options(&config, cfg))?);
+    let client = Arc::new(Client::new(config.jwt_options(cfg))?);
     Ok(AwsCredentialVendor::new(
         config.aws.clone(),
         client,
-        config.cache.clone(),
+        config.cache.policy.clone(),
     ))
 }
 
@@ -101,8 +104,7 @@ pub async fn credentials(
     opts: &LocalOptions,
     profile: &str,
 ) -> Result<VendedCredentials, LocalError> {
-    super::validate_profile_name(profile)
-        .map_err(|e| LocalError::Aws(super::AwsCredsError::BadRequest(e)))?;
+    validate_profile_name(profile).map_err(|e| LocalError::Aws(VendError::BadRequest(e)))?;
     match ask(opts, &format!("/v1/aws/credentials/{profile}")).await? {
         Answer::Sidecar(doc) => VendedCredentials::from_container_json(&doc)
             .ok_or_else(|| LocalError::Malformed("not a container-credentials document".into())),
@@ -144,11 +146,4 @@ pub async fn presign(opts: &LocalOptions, req: &PresignRequest) -> Result<Presig
         }
         Answer::Local { socket_error } => Ok(vendor(opts, socket_error)?.presign(req).await?),
     }
-}
-
-/// The default socket: `S2IAM_SOCKET`, else `/run/s2iam/s2iam.sock`.
-pub fn default_socket(flag: Option<&Path>) -> PathBuf {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("S2IAM_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
 }

@@ -19,7 +19,7 @@
 //! deliberately do not trigger fast-path detection the way `GCE_METADATA_HOST` does,
 //! so tests can point detection at a mock without deciding its outcome.
 
-use crate::provider::config::Env;
+use super::vars::Env;
 
 pub const DEFAULT_AWS_IMDS: &str = "http://169.254.169.254";
 pub const DEFAULT_ECS_CREDENTIALS: &str = "http://169.254.170.2";

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -133,10 +133,22 @@ pub fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     sections
 }
 
+impl ProvideCredentials for SharedCredentialsFile {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::SharedCredentialsFile
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(std::future::ready(
+            self.load(cfg).map(|c| (c, None)).map_err(|e| e.skip()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     const FILE: &str = "# comment\n[default]\naws_access_key_id = AKIA1\n\
         aws_secret_access_key=s1\nregion = eu-west-1\n\n[dev]\n; c\n\

@@ -1,6 +1,8 @@
-//! AWS credentials and the chain that finds them, in the order of the AWS SDKs'
-//! default chain (aws-config style: each source a small type with its own error,
-//! composed in order):
+//! The workload's *own* AWS credential chain (not the credentials the sidecar
+//! vends to applications: that is [`crate::aws_vending`]), in the order of the AWS
+//! SDKs' default chain. As in aws-config, each source is a small type with its own
+//! error implementing one trait, [`ProvideCredentials`], and the chain is a list
+//! of them ([`Chain`]) tried in order:
 //!
 //! 1. environment keys ([`env::EnvKeys`]): `AWS_ACCESS_KEY_ID`,
 //!    `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`;
@@ -27,55 +29,11 @@ pub mod profile;
 pub mod web_identity;
 
 use std::fmt;
-use std::time::SystemTime;
+use std::future::Future;
+use std::pin::Pin;
 
+pub use super::keys::AwsCredentials;
 use crate::provider::ProviderConfig;
-use crate::secret::Secret;
-
-/// AWS credentials. `Debug` shows the key id (not a secret; it appears in every
-/// signed request and CloudTrail) and redacts the rest.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AwsCredentials {
-    pub access_key_id: String,
-    pub secret: Secret,
-    /// Present for temporary credentials.
-    pub session_token: Option<Secret>,
-    pub expiration: Option<SystemTime>,
-    /// When the source said (container endpoints, STS assumed roles).
-    pub account_id: Option<String>,
-}
-
-impl AwsCredentials {
-    /// Long-lived keys (no session token, no expiry).
-    pub fn new_static(access_key_id: impl Into<String>, secret: impl Into<Secret>) -> Self {
-        Self {
-            access_key_id: access_key_id.into(),
-            secret: secret.into(),
-            session_token: None,
-            expiration: None,
-            account_id: None,
-        }
-    }
-
-    pub fn is_temporary(&self) -> bool {
-        self.session_token.is_some()
-    }
-}
-
-impl fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret", &self.secret)
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("expiration", &self.expiration)
-            .field("account_id", &self.account_id)
-            .finish()
-    }
-}
 
 /// Which source the chain took credentials from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,73 +127,82 @@ fn describe(tried: &[(CredentialSource, Skip)]) -> String {
     }
 }
 
-/// Runs the chain. `sts_region` is the region for web identity's STS call.
-pub async fn load(cfg: &ProviderConfig, sts_region: &str) -> Result<Loaded, ChainError> {
-    let mut tried = Vec::new();
-    macro_rules! attempt {
-        ($source:expr, $result:expr) => {
-            match $result {
+/// What one source hands the chain: credentials, and a region it learned on
+/// the way (IMDS placement), if any.
+pub type Provided = (AwsCredentials, Option<String>);
+
+/// The future a source returns.
+pub type ProvideFuture<'a> = Pin<Box<dyn Future<Output = Result<Provided, Skip>> + Send + 'a>>;
+
+/// One place the workload's AWS credentials may come from.
+pub trait ProvideCredentials: Send + Sync + fmt::Debug {
+    /// Which source this is, for logs and [`ChainError`].
+    fn source(&self) -> CredentialSource;
+
+    /// The credentials, or why not: [`Skip::NotConfigured`] passes to the next
+    /// source, [`Skip::Failed`] stops the chain.
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a>;
+}
+
+/// Sources tried in order; the first that is configured decides.
+#[derive(Debug, Default)]
+pub struct Chain {
+    sources: Vec<Box<dyn ProvideCredentials>>,
+}
+
+impl Chain {
+    /// The AWS SDKs' default order. `sts_region` is the region of web identity's
+    /// STS call.
+    pub fn default_for(cfg: &ProviderConfig, sts_region: &str) -> Self {
+        Self::default()
+            .with(env::EnvKeys)
+            .with(web_identity::WebIdentity::from_env(cfg, sts_region))
+            .with(container::ContainerCredentials)
+            .with(profile::SharedCredentialsFile)
+            .with(imds::InstanceRole)
+    }
+
+    /// Appends a source.
+    pub fn with(mut self, source: impl ProvideCredentials + 'static) -> Self {
+        self.sources.push(Box::new(source));
+        self
+    }
+
+    /// Tries each source in turn.
+    pub async fn load(&self, cfg: &ProviderConfig) -> Result<Loaded, ChainError> {
+        let mut tried = Vec::new();
+        for source in &self.sources {
+            let kind = source.source();
+            match source.provide(cfg).await {
                 Ok((credentials, region)) => {
-                    tracing::debug!(source = %$source, "AWS credentials found");
+                    tracing::debug!(source = %kind, "AWS credentials found");
                     return Ok(Loaded {
                         credentials,
-                        source: $source,
+                        source: kind,
                         region,
                     });
                 }
-                Err(e) => {
-                    let skip = SourceError::skip(&e);
+                Err(skip) => {
                     let stop = matches!(skip, Skip::Failed(_));
-                    tried.push(($source, skip));
+                    tried.push((kind, skip));
                     if stop {
-                        return Err(ChainError { tried });
+                        break;
                     }
                 }
             }
-        };
+        }
+        Err(ChainError { tried })
     }
-    attempt!(
-        CredentialSource::Environment,
-        env::EnvKeys.load(cfg).map(|c| (c, None))
-    );
-    attempt!(
-        CredentialSource::WebIdentity,
-        web_identity::WebIdentity::from_env(cfg, sts_region)
-            .load(cfg)
-            .await
-            .map(|c| (c, None))
-    );
-    attempt!(
-        CredentialSource::Container,
-        container::ContainerCredentials
-            .load(cfg)
-            .await
-            .map(|c| (c, None))
-    );
-    attempt!(
-        CredentialSource::SharedCredentialsFile,
-        profile::SharedCredentialsFile.load(cfg).map(|c| (c, None))
-    );
-    attempt!(
-        CredentialSource::InstanceMetadata,
-        imds::InstanceRole.load(cfg).await
-    );
-    Err(ChainError { tried })
+}
+
+/// Runs the default chain. `sts_region` is the region for web identity's STS call.
+pub async fn load(cfg: &ProviderConfig, sts_region: &str) -> Result<Loaded, ChainError> {
+    Chain::default_for(cfg, sts_region).load(cfg).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn debug_redacts_secrets() {
-        let mut c = AwsCredentials::new_static("AKIDEXAMPLE", "wJalrXUtnFEMI");
-        c.session_token = Some(Secret::new("IQoJsessiontoken"));
-        let s = format!("{c:?}");
-        assert!(s.contains("AKIDEXAMPLE"));
-        assert!(!s.contains("wJalrXUtnFEMI"));
-        assert!(!s.contains("IQoJsessiontoken"));
-    }
 
     #[test]
     fn chain_error_lists_every_source() {

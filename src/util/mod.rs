@@ -1,4 +1,7 @@
-//! Small shared helpers.
+//! Small shared helpers, importing nothing from the crate: times, durations,
+//! error snippets, atomic file writes.
+
+pub mod atomic_file;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,7 @@
 //! Credentials from the environment: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
 //! (long-lived keys), plus `AWS_SESSION_TOKEN` for temporary ones.
 
-use super::{AwsCredentials, SourceError};
+use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -54,10 +54,22 @@ impl EnvKeys {
     }
 }
 
+impl ProvideCredentials for EnvKeys {
+    fn source(&self) -> CredentialSource {
+        CredentialSource::Environment
+    }
+
+    fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
+        Box::pin(std::future::ready(
+            self.load(cfg).map(|c| (c, None)).map_err(|e| e.skip()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::config::{Env, Fs};
+    use crate::env::{Env, Fs};
 
     fn cfg(pairs: &[(&str, &str)]) -> ProviderConfig {
         ProviderConfig::with_env(

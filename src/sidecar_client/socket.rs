@@ -17,29 +17,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::util::parse_duration;
 
 /// Bytes of the answer read at most (the probe routes answer a few hundred).
 const MAX_ANSWER: u64 = 64 * 1024;
 /// Characters of a failed answer's body put in the error.
 const MAX_REASON: usize = 512;
-
-/// `s2iam probe` arguments.
-#[derive(Debug, Clone, Args)]
-pub struct ProbeArgs {
-    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// Give up after this long (keep it below the probe's timeoutSeconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// The route to GET: /readyz, /healthz, ...
-    #[arg(default_value = "/readyz")]
-    pub path: String,
-}
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,18 +55,13 @@ pub enum ProbeError {
 }
 
 /// Runs `s2iam probe`: Ok only if the sidecar answered 200.
-pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
-    let socket = args
-        .socket
-        .clone()
-        .or_else(|| std::env::var_os("S2IAM_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET));
-    let (status, body) = get(&socket, &args.path, args.timeout).await?;
+pub async fn probe(socket: &Path, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    let (status, body) = get(socket, path, timeout).await?;
     if status == 200 {
         Ok(())
     } else {
         Err(ProbeError::Status {
-            path: args.path.clone(),
+            path: path.to_string(),
             status,
             reason: body.trim().chars().take(MAX_REASON).collect(),
         })

@@ -1,0 +1,265 @@
+//! Precedence: each setting from the flags, else the environment, else the file,
+//! else its default; then validated, naming the setting at fault.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::aws_profile::aws_settings;
+use super::file::{FileCache, FileConfig, FileToken};
+use super::value::{duration, millis, mode, parse_tcp, secs};
+use super::{
+    invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ListenConfig, LogConfig,
+    LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
+};
+use crate::cache::CachePolicy;
+use crate::env::Env;
+use crate::exchange::JwtType;
+use crate::provider::{DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
+
+/// The configuration from the file's values, the environment and the flags.
+pub(super) fn build(
+    file: FileConfig,
+    env: &Env,
+    flags: &ServeOverrides,
+) -> Result<ServeConfig, ConfigError> {
+    let listen = listen(&file, env, flags)?;
+    let client = client(&file, env, flags)?;
+    let cache = CacheConfig {
+        policy: cache_policy(&file.cache)?,
+        tick: duration(
+            "cache.tick",
+            file.cache.tick.as_deref(),
+            Duration::from_secs(1),
+            millis(10)..=secs(60),
+        )?,
+    };
+    let log = LogConfig {
+        format: match flags
+            .log_format
+            .clone()
+            .or_else(|| env.get("S2IAM_LOG_FORMAT"))
+            .or(file.log.format)
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not text or json"),
+                ))
+            }
+        },
+        level: env
+            .get("S2IAM_LOG")
+            .or(file.log.level)
+            .unwrap_or_else(|| "info".into()),
+    };
+    let tokens = file
+        .token
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
+        .collect::<Result<Vec<_>, _>>()?;
+    let aws = aws_settings(file.aws, file.aws_profile)?;
+    let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
+    Ok(ServeConfig {
+        listen,
+        client,
+        cache,
+        access: AccessConfig {
+            workspace_groups: file.access.workspace_groups.unwrap_or_default(),
+            assume_roles: file.access.assume_roles.unwrap_or_default(),
+        },
+        log,
+        tokens,
+        aws,
+        api_proxies,
+    })
+}
+
+fn listen(
+    file: &FileConfig,
+    env: &Env,
+    flags: &ServeOverrides,
+) -> Result<ListenConfig, ConfigError> {
+    let socket = if flags.no_socket {
+        None
+    } else {
+        Some(
+            flags
+                .socket
+                .clone()
+                .or_else(|| env.get("S2IAM_SOCKET").map(PathBuf::from))
+                .or(file.listen.socket.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        )
+    };
+    let tcp_text = flags
+        .tcp
+        .clone()
+        .or_else(|| env.get("S2IAM_TCP_LISTEN"))
+        .or(file.listen.tcp.clone());
+    let allow_non_loopback =
+        flags.allow_non_loopback || file.listen.allow_non_loopback.unwrap_or(false);
+    let tcp = tcp_text
+        .map(|t| parse_tcp(&t, allow_non_loopback))
+        .transpose()?;
+    if socket.is_none() && tcp.is_none() {
+        return Err(invalid(
+            "listen",
+            "no listener: give a socket or a tcp address",
+        ));
+    }
+    // allowed_uids is checked with SO_PEERCRED, which TCP has not: refuse a
+    // config that would look restricted but serve any local process over TCP.
+    let uids_set = file
+        .listen
+        .allowed_uids
+        .as_ref()
+        .is_some_and(|u| !u.is_empty());
+    if uids_set && tcp.is_some() && file.listen.tcp_token_file.is_none() {
+        return Err(invalid(
+            "listen.allowed_uids",
+            "applies to the Unix socket only, and listen.tcp is on without listen.tcp_token_file: any local process could use TCP; set tcp_token_file or turn tcp off",
+        ));
+    }
+    Ok(ListenConfig {
+        socket,
+        socket_mode: mode(
+            "listen.socket_mode",
+            file.listen.socket_mode.as_deref(),
+            0o660,
+        )?,
+        tcp,
+        allowed_uids: file.listen.allowed_uids.clone().unwrap_or_default(),
+        tcp_token_file: file.listen.tcp_token_file.clone(),
+    })
+}
+
+fn client(
+    file: &FileConfig,
+    env: &Env,
+    flags: &ServeOverrides,
+) -> Result<ClientConfig, ConfigError> {
+    Ok(ClientConfig {
+        server_url: flags
+            .server_url
+            .clone()
+            .or_else(|| env.get("S2IAM_JWT_SERVER_URL"))
+            .or(file.auth.server_url.clone()),
+        allow_http: flags.allow_http
+            || env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true")
+            || file.auth.allow_http.unwrap_or(false),
+        timeout: duration(
+            "auth.timeout",
+            file.auth.timeout.as_deref(),
+            Duration::from_secs(10),
+            millis(100)..=secs(600),
+        )?,
+        validate_jwks: file.auth.validate_jwks.unwrap_or(false),
+        identity_format_preference: file.auth.identity_format_preference.clone(),
+        provider: file
+            .identity
+            .provider
+            .as_ref()
+            .map(|p| {
+                p.parse().map_err(|e: crate::provider::UnknownProvider| {
+                    invalid("identity.provider", e.to_string())
+                })
+            })
+            .transpose()?,
+        detect_timeout: duration(
+            "identity.detect_timeout",
+            file.identity.detect_timeout.as_deref(),
+            Duration::from_secs(5),
+            millis(100)..=secs(600),
+        )?,
+        startup_timeout: duration(
+            "identity.startup_timeout",
+            file.identity.startup_timeout.as_deref(),
+            Duration::from_secs(120),
+            Duration::ZERO..=secs(24 * 3600),
+        )?,
+        gcp_audience: file
+            .identity
+            .gcp_audience
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GCP_AUDIENCE.into()),
+        role_session_name: file
+            .identity
+            .role_session_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROLE_SESSION_NAME.into()),
+    })
+}
+
+fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
+    let d = CachePolicy::default();
+    let refresh_at = c.refresh_at.unwrap_or(d.refresh_at);
+    if !(0.1..=0.95).contains(&refresh_at) {
+        return Err(invalid("cache.refresh_at", "must be between 0.1 and 0.95"));
+    }
+    let jitter = c.jitter.unwrap_or(d.jitter);
+    if !(0.0..=0.2).contains(&jitter) {
+        return Err(invalid("cache.jitter", "must be between 0 and 0.2"));
+    }
+    Ok(CachePolicy {
+        refresh_at,
+        jitter,
+        min_remaining: duration(
+            "cache.min_remaining",
+            c.min_remaining.as_deref(),
+            Duration::from_secs(60),
+            // Below half the auth service's one-hour token lifetime, else a fresh
+            // token would already be "too old" to hand out.
+            Duration::ZERO..=secs(30 * 60),
+        )?,
+        idle_evict: duration(
+            "cache.idle_evict",
+            c.idle_evict.as_deref(),
+            d.idle_evict,
+            secs(1)..=secs(7 * 24 * 3600),
+        )?,
+        ..d
+    })
+}
+
+fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToken, ConfigError> {
+    let setting = format!("token[{i}]");
+    let jwt_type: JwtType = t.jwt_type.parse().map_err(|_| {
+        invalid(
+            &format!("{setting}.type"),
+            format!("{:?} is not database or api", t.jwt_type),
+        )
+    })?;
+    let workspace_group_id = t.workspace_group_id.filter(|s| !s.is_empty());
+    if jwt_type == JwtType::Database && workspace_group_id.is_none() {
+        return Err(invalid(
+            &format!("{setting}.workspace_group_id"),
+            "required for database tokens",
+        ));
+    }
+    let sink = match t.sink {
+        Some(path) => Some(Sink {
+            path,
+            mode: mode(
+                &format!("{setting}.sink_mode"),
+                t.sink_mode.as_deref(),
+                0o640,
+            )?,
+        }),
+        None => None,
+    };
+    Ok(WarmToken {
+        jwt_type,
+        workspace_group_id,
+        assume_role: t.assume_role.filter(|s| !s.is_empty()),
+        gcp_audience: t
+            .gcp_audience
+            .unwrap_or_else(|| default_audience.to_string()),
+        sink,
+    })
+}

@@ -1,0 +1,428 @@
+//! The sidecar's configuration: a TOML file, then environment variables, then
+//! flags, each overriding the one before. Built and validated once at start
+//! (`s2iam serve --check` stops there); nothing reads configuration later.
+//!
+//! [`ServeConfig`] holds one struct per component of the sidecar — listeners,
+//! the client (auth service and identity), cache, access rules, logging, AWS
+//! vending — so each component takes only its own section. The file's shapes are
+//! in [`file`], the precedence rules in [`build`], the `[[aws_profile]]`
+//! validation in [`aws_profile`], the `[[api_proxy]]` settings in [`api_proxy`].
+//!
+//! ```toml
+//! [listen]
+//! socket = "/run/s2iam/s2iam.sock"   # Unix socket of the local API
+//! socket_mode = "0660"
+//! tcp = "127.0.0.1:7869"             # optional loopback HTTP (off by default)
+//! allow_non_loopback = false         # refuse a non-loopback tcp address unless true
+//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any.
+//!                                    # Not checkable on TCP: with tcp on, tcp_token_file is required
+//! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
+//!
+//! [auth]
+//! server_url = "https://authsvc.singlestore.com/auth/iam/:jwtType"
+//! allow_http = false
+//! timeout = "10s"
+//! validate_jwks = false
+//!
+//! [identity]
+//! provider = "aws"                   # optional: skip detection
+//! detect_timeout = "5s"
+//! startup_timeout = "120s"           # keep retrying detection this long at start
+//! gcp_audience = "https://authsvc.singlestore.com"
+//!
+//! [cache]
+//! refresh_at = 0.67                  # fraction of the lifetime
+//! jitter = 0.05
+//! min_remaining = "60s"
+//! idle_evict = "1h"
+//! tick = "1s"
+//!
+//! [access]
+//! workspace_groups = ["wg-1"]        # on-demand database tokens allowed; empty = any
+//! assume_roles = []                  # roles local callers may ask for; empty = none
+//!
+//! [log]
+//! format = "text"                    # or "json"
+//! level = "info"
+//!
+//! [[token]]                          # fetched at start and kept warm
+//! type = "database"
+//! workspace_group_id = "wg-1"
+//! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
+//! sink_mode = "0640"
+//!
+//! [aws]                              # AWS/S3 credential vending (see crate::aws_vending)
+//! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start
+//! authorization_token_mode = "0640"
+//! region = "us-east-1"               # default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1
+//! s3_endpoint = "https://s3.example.com"  # S3-compatible store for presigning
+//! s3_path_style = false
+//! min_remaining = "5m"               # never hand out credentials with less left (>= 5m)
+//!
+//! [[aws_profile]]
+//! name = "analytics"
+//! source = "assume_role"             # or "self", "web_identity"
+//! role_arn = "arn:aws:iam::123456789012:role/data"
+//! session_name = "s2iam-session"
+//! duration = "1h"
+//! external_id = "..."                # assume_role only
+//! # provider = "gcp"                 # web_identity: gcp or azure (default: detected)
+//! # audience = "sts.amazonaws.com"   # web_identity: GCP audience / Azure resource
+//! [[aws_profile.session_policy]]
+//! buckets = ["*-analytics-*"]
+//! prefixes = ["reports/"]            # optional; default the whole bucket
+//! actions = ["read", "list"]         # read, write, delete, list, all
+//!
+//! [[api_proxy]]                      # local HTTP proxy adding the JWT (see api_proxy)
+//! listen = "127.0.0.1:8081"
+//! upstream = "https://svc-xxxx-dml.aws-virginia-6.svc.singlestore.com"
+//! token = "database"                 # or "api" (Management API)
+//! workspace_group_id = "wg-1"
+//! ```
+//!
+//! Environment: `S2IAM_CONFIG` (file), `S2IAM_SOCKET`, `S2IAM_TCP_LISTEN`,
+//! `S2IAM_JWT_SERVER_URL`, `S2IAM_ALLOW_HTTP`, `S2IAM_LOG_FORMAT`, `S2IAM_LOG`.
+
+pub mod api_proxy;
+pub mod aws_profile;
+pub mod build;
+pub mod file;
+pub mod summary;
+pub mod value;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::aws_vending::AwsSettings;
+use crate::cache::CachePolicy;
+use crate::client::JwtOptions;
+use crate::env::{Env, ProviderConfig};
+use crate::exchange::{ExchangeConfig, JwtType};
+use crate::provider::CloudProvider;
+pub use api_proxy::ApiProxyConfig;
+pub use summary::check_socket_dir;
+
+/// The socket when none is configured.
+pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
+
+/// Configuration errors, each naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        /// Where: `listen.tcp`, `aws_profile[0] (name).role_arn`, ...
+        setting: String,
+        /// What is wrong, and what would be right.
+        message: String,
+    },
+}
+
+pub(crate) fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A token kept warm from start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmToken {
+    /// Database or API.
+    pub jwt_type: JwtType,
+    /// Required for database tokens.
+    pub workspace_group_id: Option<String>,
+    /// A role to assume before the exchange.
+    pub assume_role: Option<String>,
+    /// The audience of the GCP ID token.
+    pub gcp_audience: String,
+    /// A file the token is written to on every refresh.
+    pub sink: Option<Sink>,
+}
+
+/// A file a token is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    /// The file.
+    pub path: PathBuf,
+    /// Its mode.
+    pub mode: u32,
+}
+
+/// `[listen]`: where the local API listens and who may call it.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The Unix socket; `None` with `--no-socket`.
+    pub socket: Option<PathBuf>,
+    /// The socket file's mode.
+    pub socket_mode: u32,
+    /// Loopback HTTP, off by default.
+    pub tcp: Option<SocketAddr>,
+    /// Unix-socket callers allowed (`SO_PEERCRED`); empty: any.
+    pub allowed_uids: Vec<u32>,
+    /// TCP callers must send `Authorization: Bearer <contents>`.
+    pub tcp_token_file: Option<PathBuf>,
+}
+
+/// `[auth]` and `[identity]`: the settings of the sidecar's one client (how it
+/// finds its identity and reaches the auth service).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The auth service URL template; `None`: the default.
+    pub server_url: Option<String>,
+    /// Allow a plain-http auth service (tests, `s2iam dev`).
+    pub allow_http: bool,
+    /// Deadline of one token request.
+    pub timeout: Duration,
+    /// Check returned JWTs against the auth service's JWKS.
+    pub validate_jwks: bool,
+    /// `X-S2IAM-Identity-Format-Preference`; `None`: the default.
+    pub identity_format_preference: Option<Vec<String>>,
+    /// Skip detection and use this cloud.
+    pub provider: Option<CloudProvider>,
+    /// Deadline of one detection.
+    pub detect_timeout: Duration,
+    /// Keep retrying detection this long at start.
+    pub startup_timeout: Duration,
+    /// Default audience of GCP ID tokens.
+    pub gcp_audience: String,
+    /// Session name when assuming AWS roles.
+    pub role_session_name: String,
+}
+
+/// `[cache]`: how tokens are kept warm.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Refresh-ahead, jitter, minimum lifetime, eviction.
+    pub policy: CachePolicy,
+    /// How often the refresher looks at the cache.
+    pub tick: Duration,
+}
+
+/// `[access]`: what local callers may ask for.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// On-demand database tokens allowed for these groups; empty: any.
+    pub workspace_groups: Vec<String>,
+    /// Roles callers may ask to assume; empty: none.
+    pub assume_roles: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `s2iam=debug`).
+    pub level: String,
+}
+
+/// The validated configuration of `s2iam serve`, one section per component.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `[listen]`.
+    pub listen: ListenConfig,
+    /// `[auth]` and `[identity]`.
+    pub client: ClientConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
+    /// `[access]`.
+    pub access: AccessConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[[token]]`s kept warm from start.
+    pub tokens: Vec<WarmToken>,
+    /// `[aws]` and the `[[aws_profile]]`s.
+    pub aws: AwsSettings,
+    /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
+    pub api_proxies: Vec<ApiProxyConfig>,
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOverrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--no-socket`.
+    pub no_socket: bool,
+    /// `--tcp`.
+    pub tcp: Option<String>,
+    /// `--allow-non-loopback`.
+    pub allow_non_loopback: bool,
+    /// `--server-url`.
+    pub server_url: Option<String>,
+    /// `--allow-http`.
+    pub allow_http: bool,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+impl ServeConfig {
+    /// File (from `--config` or `S2IAM_CONFIG`, if any), then environment, then flags.
+    pub fn load(env: &Env, flags: &ServeOverrides) -> Result<Self, ConfigError> {
+        let path = flags
+            .config
+            .clone()
+            .or_else(|| env.get("S2IAM_CONFIG").map(PathBuf::from));
+        let file = match &path {
+            Some(p) => file::read(p)?,
+            None => file::FileConfig::default(),
+        };
+        build::build(file, env, flags)
+    }
+
+    /// Parses TOML text (for tests and `--check`).
+    pub fn from_toml(text: &str, env: &Env, flags: &ServeOverrides) -> Result<Self, ConfigError> {
+        let file = file::parse(text, Path::new("<inline>"))?;
+        build::build(file, env, flags)
+    }
+
+    /// The options of the sidecar's one [`crate::client::Client`].
+    pub fn jwt_options(&self, provider_config: ProviderConfig) -> JwtOptions {
+        let c = &self.client;
+        let mut exchange = ExchangeConfig {
+            validate_jwks: c.validate_jwks,
+            ..ExchangeConfig::default()
+        };
+        if let Some(pref) = &c.identity_format_preference {
+            exchange.identity_format_preference = pref.clone();
+        }
+        JwtOptions {
+            server_url: c.server_url.clone(),
+            allow_http: c.allow_http,
+            provider: c.provider,
+            force_detect: false,
+            timeout: c.timeout,
+            detect_timeout: c.detect_timeout,
+            exchange,
+            provider_config: Some(provider_config),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env::from_pairs::<&str, &str>([])
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = ServeConfig::load(&env(), &ServeOverrides::default()).unwrap();
+        assert_eq!(c.listen.socket.as_deref(), Some(Path::new(DEFAULT_SOCKET)));
+        assert_eq!(c.listen.socket_mode, 0o660);
+        assert!(c.listen.tcp.is_none());
+        assert_eq!(c.client.timeout, Duration::from_secs(10));
+        assert!(c.tokens.is_empty());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+            [listen]
+            socket = "/tmp/x.sock"
+            socket_mode = "0600"
+            tcp = "127.0.0.1:7869"
+            allowed_uids = [1000]
+            tcp_token_file = "/tmp/tcp-token"
+            [auth]
+            server_url = "http://127.0.0.1:1/auth/iam/:jwtType"
+            allow_http = true
+            timeout = "3s"
+            [identity]
+            provider = "gcp"
+            [cache]
+            refresh_at = 0.5
+            [access]
+            workspace_groups = ["wg-1"]
+            [[token]]
+            type = "database"
+            workspace_group_id = "wg-1"
+            sink = "/tmp/db"
+            [[token]]
+            type = "api"
+        "#;
+        let c = ServeConfig::from_toml(text, &env(), &ServeOverrides::default()).unwrap();
+        assert_eq!(c.listen.socket_mode, 0o600);
+        assert_eq!(c.listen.tcp.unwrap().port(), 7869);
+        assert_eq!(c.client.provider, Some(CloudProvider::Gcp));
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.tokens[0].sink.as_ref().unwrap().mode, 0o640);
+        assert_eq!(c.cache.policy.refresh_at, 0.5);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let text = "[listen]\nsocket = \"/file.sock\"\n";
+        let e = Env::from_pairs([("S2IAM_SOCKET", "/env.sock")]);
+        let c = ServeConfig::from_toml(text, &e, &ServeOverrides::default()).unwrap();
+        assert_eq!(c.listen.socket.as_deref(), Some(Path::new("/env.sock")));
+        let flags = ServeOverrides {
+            socket: Some("/flag.sock".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::from_toml(text, &e, &flags).unwrap();
+        assert_eq!(c.listen.socket.as_deref(), Some(Path::new("/flag.sock")));
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let cases = [
+            ("[listen]\ntcp = \"0.0.0.0:80\"", "listen.tcp"),
+            ("[listen]\ntcp = \"nope\"", "listen.tcp"),
+            ("[listen]\nsocket_mode = \"999\"", "socket_mode"),
+            ("[auth]\ntimeout = \"ten\"", "auth.timeout"),
+            ("[cache]\nrefresh_at = 2.0", "cache.refresh_at"),
+            ("[[token]]\ntype = \"database\"", "workspace_group_id"),
+            ("[[token]]\ntype = \"moon\"", "token[0].type"),
+            ("[identity]\nprovider = \"moon\"", "identity.provider"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            ("[listen]\nsocke = \"/x\"", "unknown field"),
+            ("not toml", "not valid"),
+        ];
+        for (text, needle) in cases {
+            let err = ServeConfig::from_toml(text, &env(), &ServeOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_tcp_needs_force() {
+        let flags = ServeOverrides {
+            tcp: Some("0.0.0.0:7869".into()),
+            allow_non_loopback: true,
+            ..Default::default()
+        };
+        assert!(ServeConfig::from_toml("", &env(), &flags).is_ok());
+    }
+}
