@@ -59,6 +59,7 @@ pub struct CachePolicy {
     pub min_remaining: Duration,
     /// First retry delay after a failed refresh; doubles up to `retry_max`.
     pub retry_base: Duration,
+    /// Longest retry delay after failed refreshes.
     pub retry_max: Duration,
     /// Unpinned keys not requested for this long are evicted.
     pub idle_evict: Duration,
@@ -80,18 +81,26 @@ impl Default for CachePolicy {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Requests answered from the cache.
     pub hits: AtomicU64,
+    /// Requests that had to wait for a fetch.
     pub misses: AtomicU64,
+    /// Upstream fetches started.
     pub fetches: AtomicU64,
+    /// Upstream fetches that failed.
     pub fetch_failures: AtomicU64,
+    /// Background refreshes that failed.
     pub refresh_failures: AtomicU64,
+    /// Values served after a failed refresh while still valid.
     pub stale_served: AtomicU64,
+    /// Keys dropped after `idle_evict`.
     pub evictions: AtomicU64,
 }
 
 /// What a caller gets when no value can be served.
 #[derive(Debug, Clone)]
 pub struct CacheError<E> {
+    /// The fetch's error, shared by every caller that waited for it.
     pub error: Arc<E>,
 }
 
@@ -146,9 +155,13 @@ impl<K, V, E> Clone for Cache<K, V, E> {
 /// A snapshot of one key for `/metrics` and `/readyz`.
 #[derive(Debug, Clone)]
 pub struct KeyStatus<K> {
+    /// The key.
     pub key: K,
+    /// Time left on the cached value; `None`: nothing cached.
     pub remaining: Option<Duration>,
+    /// Refresh failures in a row.
     pub failures: u32,
+    /// Kept warm from start and never evicted.
     pub pinned: bool,
 }
 
@@ -158,6 +171,7 @@ where
     V: Expiring,
     E: Send + Sync + 'static,
 {
+    /// An empty cache that fetches with `fetch`.
     pub fn new(policy: CachePolicy, fetch: Fetcher<K, V, E>) -> Self {
         Self {
             entries: Arc::new(Mutex::new(HashMap::new())),
@@ -167,10 +181,12 @@ where
         }
     }
 
+    /// Counters, for metrics.
     pub fn stats(&self) -> &CacheStats {
         &self.stats
     }
 
+    /// The policy it was built with.
     pub fn policy(&self) -> &CachePolicy {
         &self.policy
     }

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, Error, JwtOptions, TokenRequest};
-use crate::exchange::{ExchangeConfig, JwtType};
-use crate::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
-use crate::provider::{
+use s2iam::client::{Client, Error, JwtOptions, TokenRequest};
+use s2iam::exchange::{ExchangeConfig, JwtType};
+use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
+use s2iam::provider::{
     CloudProvider, ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
-use crate::util::{parse_duration, rfc3339};
+use s2iam::util::{parse_duration, rfc3339};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -239,9 +239,9 @@ pub struct AwsSourceArgs {
 }
 
 impl AwsSourceArgs {
-    fn options(&self) -> crate::sidecar_client::aws::LocalOptions {
-        crate::sidecar_client::aws::LocalOptions {
-            socket: crate::sidecar_client::default_socket(self.socket.as_deref()),
+    fn options(&self) -> s2iam::sidecar_client::aws::LocalOptions {
+        s2iam::sidecar_client::aws::LocalOptions {
+            socket: s2iam::sidecar_client::default_socket(self.socket.as_deref()),
             config: self.config.clone(),
             timeout: self.timeout,
         }
@@ -296,8 +296,8 @@ pub struct PresignArgs {
 
 /// `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn run_probe(args: &ProbeArgs) -> Result<(), CliError> {
-    let socket = crate::sidecar_client::default_socket(args.socket.as_deref());
-    crate::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
+    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref());
+    s2iam::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
     Ok(())
 }
 
@@ -306,7 +306,7 @@ pub async fn run_credential_process(
     args: &CredentialProcessArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let v = crate::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
+    let v = s2iam::sidecar_client::aws::credentials(&args.source.options(), &args.source.profile)
         .await?;
     writeln!(out, "{}", v.credential_process_json())?;
     Ok(())
@@ -318,17 +318,17 @@ pub async fn run_s3(command: &S3Command, out: &mut impl Write) -> Result<(), Cli
     let expires = args
         .expires
         .as_deref()
-        .map(crate::serve::aws::parse_expires)
+        .map(s2iam::serve::aws::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
-    let req = crate::aws_vending::PresignRequest {
+    let req = s2iam::aws_vending::PresignRequest {
         profile: args.source.profile.clone(),
         bucket: args.bucket.clone(),
         key: args.key.clone(),
         method: Some(args.method.clone()),
         expires,
     };
-    let p = crate::sidecar_client::aws::presign(&args.source.options(), &req).await?;
+    let p = s2iam::sidecar_client::aws::presign(&args.source.options(), &req).await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {
@@ -343,18 +343,18 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] s2iam::config::ConfigError),
     #[error(transparent)]
-    Serve(#[from] crate::serve::ServeError),
+    Serve(#[from] s2iam::serve::ServeError),
     #[cfg(feature = "dev")]
     #[error(transparent)]
-    Dev(#[from] crate::serve::dev::DevError),
+    Dev(#[from] s2iam::serve::dev::DevError),
     #[error(transparent)]
-    Probe(#[from] crate::sidecar_client::socket::ProbeError),
+    Probe(#[from] s2iam::sidecar_client::socket::ProbeError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
-    Aws(#[from] crate::sidecar_client::aws::LocalError),
+    Aws(#[from] s2iam::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -560,7 +560,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
     let options = jwt_options(&args.identity, None)?;
     let client = Client::new(JwtOptions {
         // Identity never reaches the auth service; any valid URL will do.
-        server_url: Some(crate::env::endpoints::DEFAULT_AUTH_SERVER.into()),
+        server_url: Some(s2iam::env::endpoints::DEFAULT_AUTH_SERVER.into()),
         ..options
     })?;
     let req = token_request(&args.identity, JwtType::Api, "");
@@ -586,7 +586,7 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
 
 /// `s2iam serve`.
 pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let overrides = crate::config::ServeOverrides {
+    let overrides = s2iam::config::ServeOverrides {
         config: args.config.clone(),
         socket: args.socket.clone(),
         no_socket: args.no_socket,
@@ -597,9 +597,9 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         log_format: args.log_format.clone(),
     };
     let provider_config = ProviderConfig::from_env();
-    let config = crate::config::ServeConfig::load(&provider_config.env, &overrides)?;
+    let config = s2iam::config::ServeConfig::load(&provider_config.env, &overrides)?;
     // Checked like the client does, before anything starts.
-    crate::exchange::ServerUrl::parse(
+    s2iam::exchange::ServerUrl::parse(
         config
             .client
             .server_url
@@ -610,7 +610,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
         if let Some(socket) = &config.listen.socket {
-            crate::config::check_socket_dir(socket)?;
+            s2iam::config::check_socket_dir(socket)?;
         }
         write!(out, "configuration is valid:\n{config}")?;
         return Ok(());
@@ -620,7 +620,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    crate::serve::run(config, provider_config, shutdown_signal()).await?;
+    s2iam::serve::run(config, provider_config, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -631,7 +631,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
-    let dev = crate::serve::dev::Dev::start(crate::serve::dev::DevOptions {
+    let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
         remove_dir_on_exit: args.dir.is_none() && !dir.exists(),
         dir,
@@ -672,18 +672,18 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn init_serve_logging(config: &crate::config::ServeConfig) {
+fn init_serve_logging(config: &s2iam::config::ServeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(crate::logging::ansi_on_stderr(
+        .with_ansi(s2iam::logging::ansi_on_stderr(
             std::env::var_os("NO_COLOR").is_some(),
         ))
         .with_env_filter(filter);
     let _ = match config.log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
+        s2iam::config::LogFormat::Json => builder.json().try_init(),
+        s2iam::config::LogFormat::Text => builder.try_init(),
     };
 }
 
@@ -694,7 +694,7 @@ pub fn init_logging(verbose: bool) {
     let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(crate::logging::ansi_on_stderr(
+        .with_ansi(s2iam::logging::ansi_on_stderr(
             std::env::var_os("NO_COLOR").is_some(),
         ))
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -27,17 +27,22 @@ use crate::DetectError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    /// No cloud was detected.
     Detect(#[from] DetectError),
     #[error(transparent)]
+    /// The cloud gave no identity.
     Provider(#[from] ProviderError),
     #[error(transparent)]
+    /// The auth service gave no token.
     Exchange(#[from] ExchangeError),
     /// The request's overall deadline passed while the cloud was still being
     /// detected or asked for an identity (a metadata service that accepts and
     /// never answers).
     #[error("no {during} within the {timeout_ms} ms deadline (--timeout, auth.timeout): the metadata service is not answering")]
     Deadline {
+        /// The step that was still running.
         during: &'static str,
+        /// The deadline, in milliseconds.
         timeout_ms: u64,
     },
 }
@@ -57,7 +62,9 @@ pub struct JwtOptions {
     /// Overall deadline of one token request: identity (and detection, when it has
     /// not run yet), metadata retries and the exchange together.
     pub timeout: Duration,
+    /// Deadline of detection.
     pub detect_timeout: Duration,
+    /// How the exchange is done (retries, JWKS, identity format).
     pub exchange: ExchangeConfig,
     /// Environment, files, clock and endpoints; `None` is the real process's.
     pub provider_config: Option<ProviderConfig>,
@@ -81,14 +88,20 @@ impl Default for JwtOptions {
 /// One token to get. Also the key of the sidecar's cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenRequest {
+    /// Database or API.
     pub jwt_type: JwtType,
+    /// Required for database tokens.
     pub workspace_group_id: Option<String>,
+    /// A role to assume before the exchange (AWS role ARN, GCP service account).
     pub assume_role: Option<String>,
+    /// Session name of an assumed AWS role.
     pub role_session_name: String,
+    /// Audience of the GCP ID token.
     pub gcp_audience: String,
 }
 
 impl TokenRequest {
+    /// A database token for `workspace_group_id`.
     pub fn database(workspace_group_id: &str) -> Self {
         Self {
             jwt_type: JwtType::Database,
@@ -97,6 +110,7 @@ impl TokenRequest {
         }
     }
 
+    /// An API token.
     pub fn api() -> Self {
         Self {
             jwt_type: JwtType::Api,
@@ -147,10 +161,12 @@ impl Client {
         })
     }
 
+    /// The injected environment the client runs in.
     pub fn provider_config(&self) -> &ProviderConfig {
         &self.cfg
     }
 
+    /// The validated auth service URL.
     pub fn server_url(&self) -> &ServerUrl {
         &self.server
     }

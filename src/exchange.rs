@@ -43,11 +43,14 @@ const JWKS_TTL: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JwtType {
+    /// A database token, for one workspace group.
     Database,
+    /// An API token.
     Api,
 }
 
 impl JwtType {
+    /// `database` or `api`, as in URLs.
     pub fn as_str(self) -> &'static str {
         match self {
             JwtType::Database => "database",
@@ -78,44 +81,78 @@ impl std::str::FromStr for JwtType {
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("invalid JWT type {0:?}: must be 'database' or 'api'")]
+    /// Not `database` or `api`.
     InvalidJwtType(String),
     #[error("a workspace group id is required for database tokens")]
+    /// A database token needs a workspace group.
     MissingWorkspaceGroup,
     #[error("invalid auth server URL {url:?}: {reason}")]
-    InvalidServerUrl { url: String, reason: String },
-    #[error("auth server URL {url:?} must use https (plain http is allowed only with --allow-http, for testing)")]
-    HttpNotAllowed { url: String },
-    #[error("cannot reach the auth server at {url} after {attempts} attempt(s): {reason}")]
-    Transport {
+    /// The server URL cannot be used.
+    InvalidServerUrl {
+        /// The address, without its query string.
         url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    #[error("auth server URL {url:?} must use https (plain http is allowed only with --allow-http, for testing)")]
+    /// A plain-http server URL without `allow_http`.
+    HttpNotAllowed {
+        /// The address, without its query string.
+        url: String,
+    },
+    #[error("cannot reach the auth server at {url} after {attempts} attempt(s): {reason}")]
+    /// No HTTP answer after every attempt.
+    Transport {
+        /// The address, without its query string.
+        url: String,
+        /// Requests sent.
         attempts: u32,
+        /// What went wrong.
         reason: String,
     },
     #[error(
         "the auth server at {url} did not answer within {timeout_ms} ms ({attempts} attempt(s))"
     )]
+    /// No answer within the deadline.
     Timeout {
+        /// The address, without its query string.
         url: String,
+        /// Requests sent.
         attempts: u32,
+        /// The deadline, in milliseconds.
         timeout_ms: u64,
     },
     #[error("the auth server at {url} answered HTTP {status}{hint}: {message}")]
+    /// The auth service answered with an error status.
     Status {
+        /// The address, without its query string.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// What usually causes this status.
         hint: &'static str,
+        /// The server's own words.
         message: String,
+        /// Requests sent.
         attempts: u32,
     },
     #[error("the auth server returned an empty JWT")]
+    /// The auth service answered 200 with an empty `jwt`.
     EmptyJwt,
     #[error("the auth server's response is not valid: {0}")]
+    /// The answer is not the expected JSON.
     MalformedResponse(String),
     #[error("the auth server returned a JWT that is already expired (expiry {expired_at}); check the server's and this machine's clocks")]
-    ExpiredJwt { expired_at: String },
+    /// The token's expiry (stated or from its `exp`) is not in the future.
+    ExpiredJwt {
+        /// The expiry, RFC 3339.
+        expired_at: String,
+    },
     #[error("the auth server's response is larger than {MAX_RESPONSE_BYTES} bytes")]
+    /// The answer is larger than [`MAX_RESPONSE_BYTES`].
     ResponseTooLarge,
     #[error("the returned JWT failed validation against the server's JWKS: {0}")]
+    /// The JWT failed validation against the server's JWKS.
     Jwks(String),
 }
 
@@ -170,6 +207,7 @@ impl ServerUrl {
         })
     }
 
+    /// The template as given.
     pub fn template(&self) -> &str {
         &self.template
     }
@@ -231,6 +269,7 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
 /// How tokens are requested.
 #[derive(Debug, Clone)]
 pub struct ExchangeConfig {
+    /// Retries of transient failures.
     pub retry: RetryPolicy,
     /// Lifetime assumed when neither `expires_at` nor the JWT's `exp` says.
     pub default_lifetime: Duration,
@@ -257,9 +296,13 @@ impl Default for ExchangeConfig {
 /// One token request.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeRequest<'a> {
+    /// Database or API.
     pub jwt_type: JwtType,
+    /// Required for database tokens.
     pub workspace_group_id: Option<&'a str>,
+    /// The identity proof.
     pub headers: &'a IdentityHeaders,
+    /// Who we are, for the request body.
     pub identity: &'a CloudIdentity,
 }
 
@@ -328,6 +371,7 @@ impl ExchangeClient {
         }
     }
 
+    /// How this client exchanges.
     pub fn config(&self) -> &ExchangeConfig {
         &self.config
     }

@@ -6,7 +6,7 @@
 //! | step | module |
 //! |---|---|
 //! | every endpoint and its override | [`env::endpoints`] |
-//! | environment, files, clock, HTTP client (injected) | [`env`], [`http`] |
+//! | environment, files, clock, HTTP client (injected) | [`env`](mod@env), [`http`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
@@ -39,8 +39,8 @@
 
 pub mod aws_vending;
 pub mod cache;
-pub mod cli;
 pub mod client;
+#[cfg(feature = "sidecar")]
 pub mod config;
 pub mod env;
 pub mod exchange;
@@ -51,7 +51,9 @@ pub mod http;
 pub mod logging;
 pub mod provider;
 pub mod secret;
+#[cfg(feature = "sidecar")]
 pub mod serve;
+#[cfg(feature = "sidecar")]
 pub mod sidecar_client;
 pub mod token;
 pub mod util;

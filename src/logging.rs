@@ -57,6 +57,7 @@ struct ThrottleState {
 }
 
 impl Throttle {
+    /// `burst` lines per `window`.
     pub fn new(burst: u32, window: Duration) -> Self {
         Self {
             burst,

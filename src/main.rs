@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use s2iam::cli::{self, Cli, CliError, Command};
+use cli::{Cli, CliError, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));

@@ -9,6 +9,7 @@ use std::fmt;
 pub struct Secret(std::sync::Arc<str>);
 
 impl Secret {
+    /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into().into())
     }
@@ -18,6 +19,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the secret is the empty string.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

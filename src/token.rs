@@ -19,16 +19,22 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Claims {
     #[serde(default)]
+    /// Subject: the workload's identity as the auth service saw it.
     pub sub: Option<String>,
     #[serde(default)]
+    /// The cloud the identity came from.
     pub provider: Option<String>,
     #[serde(default)]
+    /// Expiry, Unix seconds.
     pub exp: Option<u64>,
     #[serde(default)]
+    /// Issue time, Unix seconds.
     pub iat: Option<u64>,
     #[serde(default, rename = "jwtType")]
+    /// `database` or `api`.
     pub jwt_type: Option<String>,
     #[serde(default, rename = "workspaceGroupID")]
+    /// The workspace group of a database token.
     pub workspace_group_id: Option<String>,
 }
 
@@ -36,12 +42,16 @@ pub struct Claims {
 /// rather than handing callers and sinks something no database will accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MalformedJwt {
+    /// Not `header.payload.signature`.
     #[error("the JWT does not have three dot-separated segments")]
     Segments,
-    #[error("the JWT's header is not base64url-encoded JSON object")]
+    /// The header does not decode to a JSON object.
+    #[error("the JWT's header is not a base64url-encoded JSON object")]
     Header,
+    /// The payload does not decode to a JSON object of the expected claim types.
     #[error("the JWT's payload is not a base64url-encoded JSON object with valid claims")]
     Payload,
+    /// The signature is empty or not base64url.
     #[error("the JWT has no signature")]
     Signature,
 }
@@ -89,7 +99,9 @@ pub struct Token {
     expires_mono: Instant,
     /// When it was received (monotonic).
     received: Instant,
+    /// The audience the server reported, if any.
     pub audience: Option<String>,
+    /// The token's claims, decoded.
     pub claims: Claims,
 }
 
@@ -129,6 +141,7 @@ impl Token {
         }
     }
 
+    /// The JWT.
     pub fn jwt(&self) -> &Secret {
         &self.jwt
     }
@@ -143,14 +156,17 @@ impl Token {
         self.expires_mono.saturating_duration_since(self.received)
     }
 
+    /// When it was received (monotonic).
     pub fn received(&self) -> Instant {
         self.received
     }
 
+    /// When it expires (monotonic).
     pub fn expires_mono(&self) -> Instant {
         self.expires_mono
     }
 
+    /// Whether it has expired.
     pub fn is_expired(&self) -> bool {
         self.remaining().is_zero()
     }

@@ -7,26 +7,57 @@ use crate::provider::aws::sts::StsError;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VendError {
     #[error("unknown AWS profile {name:?}; configured: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
-    UnknownProfile { name: String, known: Vec<String> },
+    /// The profile is not configured.
+    UnknownProfile {
+        /// The name asked for (cut to 80 characters).
+        name: String,
+        /// The configured names.
+        known: Vec<String>,
+    },
     #[error("{0}")]
+    /// The request is malformed (HTTP 400).
     BadRequest(String),
     #[error("{0}")]
+    /// The profile's rules do not allow this bucket, key or action (HTTP 403).
     Forbidden(String),
     #[error("profile {profile:?}: no identity to get AWS credentials with: {reason}")]
-    Identity { profile: String, reason: String },
-    #[error("profile {profile:?}: {reason}")]
-    Refused { profile: String, reason: String },
-    #[error("profile {profile:?}: {reason}")]
-    Unavailable { profile: String, reason: String },
-    #[error("profile {profile:?}: the credentials have only {remaining_secs}s left, less than aws.min_remaining ({min_secs}s); a refresh is pending")]
-    Expiring {
+    /// The workload's own identity could not be had.
+    Identity {
+        /// The profile.
         profile: String,
+        /// What went wrong.
+        reason: String,
+    },
+    #[error("profile {profile:?}: {reason}")]
+    /// STS said no: retrying will not help (HTTP 502).
+    Refused {
+        /// The profile.
+        profile: String,
+        /// What went wrong.
+        reason: String,
+    },
+    #[error("profile {profile:?}: {reason}")]
+    /// STS could not be reached or was busy: a retry may help (HTTP 503).
+    Unavailable {
+        /// The profile.
+        profile: String,
+        /// What went wrong.
+        reason: String,
+    },
+    #[error("profile {profile:?}: the credentials have only {remaining_secs}s left, less than aws.min_remaining ({min_secs}s); a refresh is pending")]
+    /// The cached credentials are too close to expiry to hand out.
+    Expiring {
+        /// The profile.
+        profile: String,
+        /// Seconds left.
         remaining_secs: u64,
+        /// The configured minimum, in seconds.
         min_secs: u64,
     },
 }
 
 impl VendError {
+    /// The HTTP status the sidecar answers with.
     pub fn status(&self) -> u16 {
         match self {
             Self::UnknownProfile { .. } => 404,
@@ -37,6 +68,7 @@ impl VendError {
         }
     }
 
+    /// The `code` of the container-credentials error document.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnknownProfile { .. } => "unknown_profile",

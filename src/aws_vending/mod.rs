@@ -1,5 +1,5 @@
 //! AWS and S3 credential vending: named credential profiles, each resolved to
-//! short-lived AWS credentials, kept warm in a [`Cache`], served to SDKs (the
+//! short-lived AWS credentials, kept warm in a [`Cache`](crate::cache::Cache), served to SDKs (the
 //! container-credentials protocol, `credential_process`, the Rust SDK provider
 //! behind the `aws-sdk` feature) and used to presign S3 URLs.
 //!
@@ -22,7 +22,7 @@
 //! | file | what |
 //! |---|---|
 //! | [`profile`] | the profile model and the `[aws]` settings |
-//! | [`resolve`] | one STS resolution of a profile |
+//! | [`resolve`](mod@resolve) | one STS resolution of a profile |
 //! | [`vendor`] | profiles through a cache; presigning |
 //! | [`vended`] | the credentials and their JSON forms |
 //! | [`error`] | reasons, with their HTTP status |

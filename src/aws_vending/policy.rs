@@ -26,15 +26,21 @@ pub const MAX_POLICY_CHARS: usize = 2048;
 /// One of the four things a rule can allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum S3Action {
+    /// `s3:GetObject`, `s3:GetObjectVersion`.
     Read,
+    /// `s3:PutObject` and multipart uploads.
     Write,
+    /// `s3:DeleteObject`, `s3:DeleteObjectVersion`.
     Delete,
+    /// `s3:ListBucket` (and `s3:GetBucketLocation`).
     List,
 }
 
 impl S3Action {
+    /// Every action, what `all` means in a rule.
     pub const ALL: [S3Action; 4] = [Self::Read, Self::Write, Self::Delete, Self::List];
 
+    /// The name used in config files (`read`, `write`, `delete`, `list`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
@@ -100,8 +106,11 @@ pub fn parse_actions(names: &[String]) -> Result<BTreeSet<S3Action>, String> {
 /// buckets matching `buckets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRule {
+    /// Bucket name patterns; `*` matches any run of characters.
     pub buckets: Vec<String>,
+    /// Key prefixes; empty: the whole bucket.
     pub prefixes: Vec<String>,
+    /// What the rule allows on those buckets and prefixes.
     pub actions: BTreeSet<S3Action>,
 }
 

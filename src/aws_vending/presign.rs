@@ -28,14 +28,23 @@ pub struct PresignParams<'a> {
     /// The S3 endpoint (`https://s3.us-east-1.amazonaws.com`, or an S3-compatible
     /// store's), possibly with a base path.
     pub endpoint: &'a url::Url,
+    /// Force path-style addressing (S3-compatible stores).
     pub path_style: bool,
+    /// The bucket.
     pub bucket: &'a str,
+    /// The object key, not yet encoded.
     pub key: &'a str,
+    /// The region the signature is scoped to.
     pub region: &'a str,
+    /// How long the URL works (at most 7 days).
     pub expires_secs: u64,
+    /// The signing time (from the injected clock).
     pub time: SystemTime,
+    /// The signing key id.
     pub access_key_id: &'a str,
+    /// The signing secret.
     pub secret_access_key: &'a str,
+    /// The session token of temporary credentials, signed into the URL.
     pub session_token: Option<&'a str>,
 }
 

@@ -20,15 +20,24 @@ pub const DEFAULT_WEB_IDENTITY_AUDIENCE: &str = "sts.amazonaws.com";
 pub enum ProfileSource {
     /// The workload's own AWS identity.
     Workload,
+    /// `AssumeRole` into `role_arn` with the workload's AWS credentials.
     AssumeRole {
+        /// The role.
         role_arn: String,
+        /// The session name, visible in CloudTrail.
         session_name: String,
+        /// The session lifetime; `None`: the role's default.
         duration: Option<Duration>,
+        /// Required by some trust policies.
         external_id: Option<String>,
     },
+    /// `AssumeRoleWithWebIdentity` into `role_arn` with the workload's GCP or Azure token.
     WebIdentity {
+        /// The role.
         role_arn: String,
+        /// The session name, visible in CloudTrail.
         session_name: String,
+        /// The session lifetime; `None`: the role's default.
         duration: Option<Duration>,
         /// `None`: the detected provider (which must be GCP or Azure).
         provider: Option<CloudProvider>,
@@ -38,6 +47,7 @@ pub enum ProfileSource {
 }
 
 impl ProfileSource {
+    /// The name used in the config file (`self`, `assume_role`, `web_identity`).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Workload => "self",
@@ -46,6 +56,7 @@ impl ProfileSource {
         }
     }
 
+    /// The role assumed, if the source assumes one.
     pub fn role_arn(&self) -> Option<&str> {
         match self {
             Self::Workload => None,
@@ -59,7 +70,9 @@ impl ProfileSource {
 /// A named credential profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsProfile {
+    /// The name callers ask for (`/v1/aws/credentials/{name}`).
     pub name: String,
+    /// Where the credentials come from.
     pub source: ProfileSource,
     /// Session policy rules; empty: no session policy (the role's permissions).
     pub rules: Vec<PolicyRule>,
@@ -103,13 +116,17 @@ pub fn validate_profile_name(name: &str) -> Result<(), String> {
 pub struct AwsSettings {
     /// The sidecar writes its random container-credentials token here at start.
     pub authorization_token_file: Option<PathBuf>,
+    /// The token file's mode.
     pub authorization_token_mode: u32,
     /// STS and S3 region; `None`: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: Option<String>,
     /// An S3-compatible endpoint for presigning; `None`: `https://s3.{region}.amazonaws.com`.
     pub s3_endpoint: Option<String>,
+    /// Presign path-style URLs (S3-compatible stores).
     pub s3_path_style: bool,
+    /// Never hand out credentials with less than this left (at least 5 minutes).
     pub min_remaining: Duration,
+    /// The named profiles.
     pub profiles: Vec<AwsProfile>,
 }
 
@@ -128,10 +145,12 @@ impl Default for AwsSettings {
 }
 
 impl AwsSettings {
+    /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Option<&AwsProfile> {
         self.profiles.iter().find(|p| p.name == name)
     }
 
+    /// The STS and S3 region: configured, else from the environment, else `us-east-1`.
     pub fn region(&self, cfg: &ProviderConfig) -> String {
         self.region
             .clone()
@@ -139,6 +158,7 @@ impl AwsSettings {
             .unwrap_or_else(|| crate::provider::aws::DEFAULT_REGION.to_string())
     }
 
+    /// The S3 endpoint presigned URLs point at.
     pub fn s3_endpoint(&self, cfg: &ProviderConfig) -> String {
         self.s3_endpoint
             .clone()

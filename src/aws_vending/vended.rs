@@ -17,6 +17,7 @@ const UNKNOWN_EXPIRY_LIFETIME: Duration = Duration::from_secs(900);
 /// Credentials as vended, with their lifetime on the monotonic clock.
 #[derive(Debug, Clone)]
 pub struct VendedCredentials {
+    /// The credentials themselves.
     pub credentials: AwsCredentials,
     /// The wall-clock expiry reported to SDKs.
     pub expiration: SystemTime,
@@ -39,6 +40,7 @@ impl VendedCredentials {
         }
     }
 
+    /// Time left on the monotonic clock.
     pub fn remaining(&self) -> Duration {
         self.expires.saturating_duration_since(Instant::now())
     }

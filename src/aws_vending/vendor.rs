@@ -43,8 +43,11 @@ impl std::fmt::Debug for AwsCredentialVendor {
 /// A presign request (the query of `GET /v1/s3/presign`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignRequest {
+    /// The profile whose credentials sign the URL.
     pub profile: String,
+    /// The bucket.
     pub bucket: String,
+    /// The object key.
     pub key: String,
     /// `GET` (default) or `PUT`.
     pub method: Option<String>,
@@ -55,13 +58,18 @@ pub struct PresignRequest {
 /// A presigned URL.
 #[derive(Debug, Clone)]
 pub struct Presigned {
+    /// The presigned URL.
     pub url: String,
+    /// `GET` or `PUT`.
     pub method: &'static str,
+    /// When the URL stops working.
     pub expires_at: SystemTime,
+    /// Seconds the URL works from now.
     pub expires_in: u64,
 }
 
 impl Presigned {
+    /// The `GET /v1/s3/presign` answer.
     pub fn json(&self) -> Value {
         json!({
             "url": self.url,
@@ -88,10 +96,12 @@ impl AwsCredentialVendor {
         }
     }
 
+    /// The `[aws]` settings and profiles.
     pub fn settings(&self) -> &AwsSettings {
         &self.settings
     }
 
+    /// The profile cache (for status, metrics and the refresher).
     pub fn cache(&self) -> &AwsCache {
         &self.cache
     }

@@ -52,12 +52,16 @@ pub struct FileApiProxy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyToken {
     /// The database JWT of a workspace group (the Data API).
-    Database { workspace_group_id: String },
+    Database {
+        /// The workspace group the token is for.
+        workspace_group_id: String,
+    },
     /// The API JWT (the Management API).
     Api,
 }
 
 impl ProxyToken {
+    /// The kind of JWT the auth service is asked for.
     pub fn jwt_type(&self) -> JwtType {
         match self {
             ProxyToken::Database { .. } => JwtType::Database,
@@ -65,6 +69,7 @@ impl ProxyToken {
         }
     }
 
+    /// The workspace group, for a database token.
     pub fn workspace_group_id(&self) -> Option<&str> {
         match self {
             ProxyToken::Database { workspace_group_id } => Some(workspace_group_id),
@@ -76,15 +81,23 @@ impl ProxyToken {
 /// A validated `[[api_proxy]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiProxyConfig {
+    /// The name in logs and metric labels.
     pub name: String,
+    /// Loopback TCP address to listen on.
     pub listen: Option<SocketAddr>,
+    /// Unix socket to listen on.
     pub socket: Option<PathBuf>,
     /// Base URL without a trailing slash; the client's path and query are appended.
     pub upstream: String,
+    /// Which JWT is added to every request.
     pub token: ProxyToken,
+    /// Extra CA certificates (PEM) trusted for the upstream, beside the built-in roots.
     pub ca_file: Option<PathBuf>,
+    /// How long connecting to the upstream may take.
     pub connect_timeout: Duration,
+    /// How long a whole request may take, counted from its start.
     pub timeout: Duration,
+    /// Client connections served at once; more wait for a free slot.
     pub max_connections: usize,
 }
 

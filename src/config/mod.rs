@@ -5,7 +5,7 @@
 //! [`ServeConfig`] holds one struct per component of the sidecar — listeners,
 //! the client (auth service and identity), cache, access rules, logging, AWS
 //! vending — so each component takes only its own section. The file's shapes are
-//! in [`file`], the precedence rules in [`build`], the `[[aws_profile]]`
+//! in [`file`](mod@file), the precedence rules in [`build`], the `[[aws_profile]]`
 //! validation in [`aws_profile`], the `[[api_proxy]]` settings in [`api_proxy`].
 //!
 //! ```toml

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 /// The wall clock, replaceable so expiry and clock skew are tested without waiting.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current wall-clock time.
     fn now(&self) -> SystemTime;
 }
 

@@ -21,27 +21,43 @@
 
 use super::vars::Env;
 
+/// EC2 instance metadata.
 pub const DEFAULT_AWS_IMDS: &str = "http://169.254.169.254";
+/// ECS container credentials.
 pub const DEFAULT_ECS_CREDENTIALS: &str = "http://169.254.170.2";
+/// GCE metadata, by name.
 pub const DEFAULT_GCP_METADATA: &str = "http://metadata.google.internal";
+/// GCE metadata by address, for detection without DNS.
 pub const DEFAULT_GCP_METADATA_IP: &str = "http://169.254.169.254";
+/// Google IAM Credentials (service-account impersonation).
 pub const DEFAULT_GCP_IAMCREDENTIALS: &str = "https://iamcredentials.googleapis.com";
+/// Azure instance metadata.
 pub const DEFAULT_AZURE_IMDS: &str = "http://169.254.169.254";
+/// Azure AD.
 pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// The SingleStore auth service (`:jwtType` filled in per request).
 pub const DEFAULT_AUTH_SERVER: &str = "https://authsvc.singlestore.com/auth/iam/:jwtType";
 
 /// Resolved endpoints (base URLs without a trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
+    /// AWS IMDS base URL.
     pub aws_imds: String,
     /// `None`: derive from the region (`https://sts.{region}.amazonaws.com`).
     pub aws_sts: Option<String>,
+    /// ECS container-credentials host.
     pub ecs_credentials: String,
+    /// GCE metadata base URL.
     pub gcp_metadata: String,
+    /// GCE metadata base URL used by detection.
     pub gcp_metadata_probe: String,
+    /// Google IAM Credentials base URL.
     pub gcp_iamcredentials: String,
+    /// Azure IMDS base URL.
     pub azure_imds: String,
+    /// Azure AD authority.
     pub azure_authority: String,
+    /// Auth service URL template.
     pub auth_server: String,
 }
 

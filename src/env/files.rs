@@ -15,10 +15,12 @@ pub struct Fs {
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 impl Fs {
+    /// The real filesystem.
     pub fn real() -> Self {
         Self { files: None }
     }
 
+    /// An in-memory filesystem holding only `files`.
     pub fn from_files<P: Into<PathBuf>, C: Into<String>>(
         files: impl IntoIterator<Item = (P, C)>,
     ) -> Self {
@@ -52,6 +54,7 @@ impl Fs {
         }
     }
 
+    /// Whether `path` is a file.
     pub fn exists(&self, path: &Path) -> bool {
         match &self.files {
             Some(files) => files.contains_key(path),

@@ -26,11 +26,15 @@ pub use vars::Env;
 /// What every credential source is given.
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
+    /// Environment variables.
     pub env: Env,
+    /// Files.
     pub fs: Fs,
+    /// The wall clock.
     pub clock: Arc<dyn Clock>,
     /// One client for every metadata, STS and identity call (connection pooling).
     pub http: reqwest::Client,
+    /// Every address, with overrides applied.
     pub endpoints: Endpoints,
 }
 
@@ -54,11 +58,13 @@ impl ProviderConfig {
         }
     }
 
+    /// The same config with another clock (tests of expiry and skew).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
+    /// The clock's time in Unix seconds.
     pub fn now_unix(&self) -> u64 {
         self.clock
             .now()

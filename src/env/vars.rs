@@ -41,6 +41,7 @@ impl Env {
         value.filter(|v| !v.trim().is_empty())
     }
 
+    /// Whether the variable is set and not empty.
     pub fn is_set(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

@@ -54,17 +54,22 @@ pub enum DetectionMethod {
 /// A detected provider and how it was found.
 #[derive(Debug, Clone)]
 pub struct Detection {
+    /// The cloud found.
     pub provider: Provider,
+    /// How it was found.
     pub method: DetectionMethod,
+    /// How long detection took.
     pub elapsed: Duration,
 }
 
 /// One provider's probe result in a failed detection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// The cloud probed.
     pub provider: CloudProvider,
     /// `None`: still running when the deadline passed.
     pub error: Option<ProbeError>,
+    /// How long its probe ran.
     pub elapsed: Duration,
 }
 
@@ -72,7 +77,9 @@ pub struct Attempt {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("no cloud provider detected after {elapsed_ms} ms: {}", describe(.attempts))]
 pub struct DetectError {
+    /// Every provider's probe.
     pub attempts: Vec<Attempt>,
+    /// How long detection took.
     pub elapsed_ms: u64,
 }
 

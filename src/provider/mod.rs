@@ -27,15 +27,20 @@ pub use cloud_http::RetryPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudProvider {
+    /// Amazon Web Services.
     Aws,
+    /// Google Cloud.
     Gcp,
+    /// Microsoft Azure.
     Azure,
 }
 
 impl CloudProvider {
+    /// Every cloud, in detection's reporting order.
     pub const ALL: [CloudProvider; 3] =
         [CloudProvider::Aws, CloudProvider::Gcp, CloudProvider::Azure];
 
+    /// `aws`, `gcp` or `azure`.
     pub fn as_str(self) -> &'static str {
         match self {
             CloudProvider::Aws => "aws",
@@ -74,13 +79,18 @@ impl FromStr for CloudProvider {
 /// the request body the reference clients send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudIdentity {
+    /// The cloud.
     pub provider: CloudProvider,
     /// AWS caller ARN, GCP service-account email (or numeric id), Azure object id.
     pub identifier: String,
+    /// AWS account, GCP project, Azure subscription.
     pub account_id: String,
+    /// Where the workload runs, when known.
     pub region: String,
+    /// What kind of principal (role, service account, managed identity).
     pub resource_type: String,
     #[serde(default)]
+    /// Whatever else the provider reports (for display).
     pub additional_claims: BTreeMap<String, String>,
 }
 
@@ -90,10 +100,12 @@ pub struct CloudIdentity {
 pub struct IdentityHeaders(pub Vec<(String, Secret)>);
 
 impl IdentityHeaders {
+    /// Adds a header.
     pub fn push(&mut self, name: &str, value: impl Into<Secret>) {
         self.0.push((name.to_string(), value.into()));
     }
 
+    /// The first header called `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&Secret> {
         self.0
             .iter()
@@ -101,6 +113,7 @@ impl IdentityHeaders {
             .map(|(_, v)| v)
     }
 
+    /// Every header, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Secret)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v))
     }
@@ -124,8 +137,11 @@ pub const DEFAULT_ROLE_SESSION_NAME: &str = "s2iam-session";
 /// Per-call parameters of an identity request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdentityRequest {
+    /// The audience of the GCP ID token.
     pub gcp_audience: String,
+    /// The resource of the Azure access token.
     pub azure_resource: String,
+    /// The session name when an AWS role is assumed.
     pub role_session_name: String,
 }
 
@@ -143,14 +159,37 @@ impl Default for IdentityRequest {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
     #[error("connection refused by {url}")]
-    Refused { url: String },
+    /// Nothing listens there: not this cloud.
+    Refused {
+        /// The address, without its query string.
+        url: String,
+    },
     #[error("no answer from {url} within {timeout_ms} ms")]
-    Timeout { url: String, timeout_ms: u64 },
+    /// No answer in time.
+    Timeout {
+        /// The address, without its query string.
+        url: String,
+        /// The deadline, in milliseconds.
+        timeout_ms: u64,
+    },
     #[error("{url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    /// An answer, but not this cloud's.
+    Status {
+        /// The address, without its query string.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
     #[error("cannot reach {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    /// The address cannot be reached.
+    Unreachable {
+        /// The address, without its query string.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("{0}")]
+    /// Something answered, but it is not this cloud's metadata service.
     NotThisCloud(String),
 }
 
@@ -158,27 +197,45 @@ pub enum ProbeError {
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{provider}: provider not detected; run detection (or choose the provider explicitly) first")]
-    NotDetected { provider: CloudProvider },
-    #[error("{provider} detected, but no identity is available: {reason}")]
-    NoIdentity {
+    /// The provider's probe failed.
+    NotDetected {
+        /// The cloud.
         provider: CloudProvider,
+    },
+    #[error("{provider} detected, but no identity is available: {reason}")]
+    /// The cloud gave no identity.
+    NoIdentity {
+        /// The cloud.
+        provider: CloudProvider,
+        /// What went wrong.
         reason: String,
     },
     #[error("{provider} does not support assume-role{hint}")]
+    /// This provider cannot assume the role asked for.
     AssumeRoleNotSupported {
+        /// The cloud.
         provider: CloudProvider,
+        /// What usually causes this status.
         hint: String,
     },
     #[error("{provider}: invalid role identifier {role:?}: {reason}")]
+    /// The role is not one this provider can assume.
     InvalidRole {
+        /// The cloud.
         provider: CloudProvider,
+        /// The role asked for.
         role: String,
+        /// What went wrong.
         reason: String,
     },
     #[error("{provider}: {what} failed: {reason}")]
+    /// A cloud service refused or failed.
     Upstream {
+        /// The cloud.
         provider: CloudProvider,
+        /// What was being fetched.
         what: String,
+        /// What went wrong.
         reason: String,
     },
 }
@@ -186,8 +243,11 @@ pub enum ProviderError {
 /// A detected cloud, ready to produce identity headers.
 #[derive(Debug, Clone)]
 pub enum Provider {
+    /// AWS.
     Aws(aws::AwsProvider),
+    /// GCP.
     Gcp(gcp::GcpProvider),
+    /// Azure.
     Azure(azure::AzureProvider),
 }
 
@@ -201,6 +261,7 @@ impl Provider {
         }
     }
 
+    /// Which cloud.
     pub fn kind(&self) -> CloudProvider {
         match self {
             Provider::Aws(_) => CloudProvider::Aws,

@@ -22,6 +22,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A refusal with `status` and `code`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,

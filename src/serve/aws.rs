@@ -83,6 +83,7 @@ fn check_token(
     ))
 }
 
+/// `GET /v1/aws/credentials/{profile}`.
 pub async fn credentials(
     State(state): State<Arc<AppState>>,
     Path(profile): Path<String>,
@@ -104,6 +105,7 @@ pub async fn credentials(
 
 pub(crate) const PRESIGN_PARAMS: &[&str] = &["profile", "bucket", "key", "method", "expires"];
 
+/// `GET /v1/s3/presign`.
 pub async fn presign(
     State(state): State<Arc<AppState>>,
     via_tcp: Option<Extension<ViaTcp>>,

@@ -23,8 +23,11 @@ use crate::provider::ProviderConfig;
 pub struct DevOptions {
     /// `aws`, `gcp` or `azure`.
     pub cloud: String,
+    /// Where the sockets, token files and config go.
     pub dir: PathBuf,
+    /// The sidecar's loopback TCP address.
     pub tcp: SocketAddr,
+    /// The workspace group of the warm database token.
     pub workspace_group_id: String,
     /// Loopback address of the API proxy to the mock Data API.
     pub data_api_proxy: SocketAddr,
@@ -35,36 +38,47 @@ pub struct DevOptions {
     pub remove_dir_on_exit: bool,
 }
 
-/// Names of the API proxies `s2iam dev` runs.
+/// Name of the API proxy `s2iam dev` runs in front of the mock Data API.
 pub const DATA_API_PROXY: &str = "data-api";
+/// Name of the API proxy `s2iam dev` runs in front of the mock Management API.
 pub const MANAGEMENT_API_PROXY: &str = "management-api";
 
 /// Why `s2iam dev` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     #[error("unknown --cloud {0:?}: use aws, gcp or azure")]
+    /// `--cloud` is not aws, gcp or azure.
     UnknownCloud(String),
     #[error("cannot create {path}: {source}")]
+    /// The working directory cannot be created.
     Dir {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
     #[error("cannot start the mock cloud and auth service: {0}")]
+    /// The mocks did not start.
     TestServer(#[from] s2iam_testserver::StartError),
     #[error(transparent)]
+    /// The sidecar did not start.
     Serve(#[from] ServeError),
 }
 
 /// The running demo.
 pub struct Dev {
+    /// The mock cloud and auth service.
     pub mocks: TestServer,
     /// The mock Data API and Management API.
     pub api: MockApiServer,
+    /// The sidecar pointed at them.
     pub sidecar: Sidecar,
+    /// What was asked for.
     pub options: DevOptions,
 }
 
 impl Dev {
+    /// Starts the mocks, then the sidecar pointed at them.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let cloud = match options.cloud.as_str() {
             "aws" | "gcp" | "azure" => {

@@ -32,7 +32,9 @@ use crate::logging::field;
 /// The peer of a Unix-socket connection.
 #[derive(Debug, Clone, Copy)]
 pub struct UnixPeer {
+    /// The caller's uid, when the kernel says.
     pub uid: Option<u32>,
+    /// The caller's pid, when the kernel says.
     pub pid: Option<i32>,
 }
 
@@ -48,17 +50,24 @@ impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
 
 /// A listener being served.
 pub enum Running {
+    /// The Unix socket listener.
     Unix {
+        /// The file.
         path: PathBuf,
+        /// The accept loop.
         task: tokio::task::JoinHandle<()>,
     },
+    /// The loopback TCP listener.
     Tcp {
+        /// The bound address.
         addr: SocketAddr,
+        /// The accept loop.
         task: tokio::task::JoinHandle<()>,
     },
 }
 
 impl Running {
+    /// The socket file, for a Unix listener.
     pub fn socket_path(&self) -> Option<PathBuf> {
         match self {
             Running::Unix { path, .. } => Some(path.clone()),
@@ -66,6 +75,7 @@ impl Running {
         }
     }
 
+    /// The bound address, for a TCP listener.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
             Running::Tcp { addr, .. } => Some(*addr),

@@ -25,7 +25,9 @@ use crate::cache::CacheStats;
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Sink files that could not be written.
     pub sink_write_failures: AtomicU64,
+    /// Requests, errors and bytes of the API proxies.
     pub api_proxy: ApiProxyMetrics,
 }
 
@@ -110,6 +112,7 @@ fn add(
 }
 
 impl Metrics {
+    /// Counts one local API request.
     pub fn count_request(&self, route: &str, status: u16) {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         // Look up before inserting so the common case allocates nothing.

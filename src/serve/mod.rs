@@ -44,22 +44,33 @@ pub type TokenCache = Cache<TokenRequest, Token, Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
+    /// The client could not be built.
     Client(#[from] Error),
     #[error("cannot listen on {what}: {source}")]
+    /// A listener could not be bound.
     Listen {
+        /// Which listener.
         what: String,
+        /// The cause.
         source: std::io::Error,
     },
     #[error("cannot write the AWS authorization token file {path}: {source}")]
+    /// The AWS authorization token file could not be written.
     AwsTokenFile {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
     #[error(transparent)]
+    /// An API proxy could not start.
     ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
+    /// The TCP bearer token file could not be read.
     TokenFile {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
 }
@@ -67,18 +78,27 @@ pub enum ServeError {
 /// Where detection stands.
 #[derive(Debug, Clone)]
 pub enum DetectState {
+    /// Not tried yet, or still trying.
     Pending,
+    /// Found.
     Detected(crate::provider::CloudProvider),
+    /// Every attempt so far failed.
     Failed(String),
 }
 
 /// Shared by every request handler.
 pub struct AppState {
+    /// The validated configuration.
     pub config: ServeConfig,
+    /// The one client (detection, identity, exchange).
     pub client: Arc<Client>,
+    /// The token cache.
     pub cache: TokenCache,
+    /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Where detection stands, for `/readyz`.
     pub detect: Mutex<DetectState>,
+    /// The bearer token TCP callers must send, if configured.
     pub tcp_token: Option<Secret>,
     /// AWS credential profiles and presigning.
     pub aws: AwsCredentialVendor,
@@ -186,6 +206,7 @@ pub fn describe(req: &TokenRequest) -> String {
 
 /// A running sidecar.
 pub struct Sidecar {
+    /// Shared with every handler.
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
     api_proxies: Vec<apiproxy::Running>,
@@ -250,10 +271,12 @@ impl Sidecar {
         })
     }
 
+    /// The Unix socket's path, if listening on one.
     pub fn socket_path(&self) -> Option<PathBuf> {
         self.listeners.iter().find_map(|l| l.socket_path())
     }
 
+    /// The TCP address, if listening on one.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.listeners.iter().find_map(|l| l.tcp_addr())
     }

@@ -23,26 +23,46 @@ use crate::sidecar_client::socket::ProbeError;
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("the sidecar answered {status}: {message}")]
-    Sidecar { status: u16, message: String },
+    /// The sidecar answered with an error.
+    Sidecar {
+        /// The HTTP status.
+        status: u16,
+        /// The server's own words.
+        message: String,
+    },
     #[error("the sidecar's answer is not what was expected: {0}")]
+    /// The sidecar's answer is not the expected JSON.
     Malformed(String),
     #[error("cannot ask the sidecar: {0}")]
+    /// The request to the sidecar failed.
     Probe(ProbeError),
     #[error("no sidecar answers on {socket} ({reason}), and no config file to resolve the profile in-process: give --config or set S2IAM_CONFIG")]
-    NoSource { socket: PathBuf, reason: String },
+    /// No sidecar and no config file to fall back on.
+    NoSource {
+        /// The sidecar's socket.
+        socket: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     #[error(transparent)]
+    /// The config file is not valid.
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    /// The in-process client could not be built.
     Client(#[from] crate::client::Error),
     #[error(transparent)]
+    /// In-process resolution failed.
     Aws(#[from] VendError),
 }
 
 /// Where to look.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
+    /// The sidecar's socket.
     pub socket: PathBuf,
+    /// The config file for in-process resolution.
     pub config: Option<PathBuf>,
+    /// Deadline of the request to the sidecar.
     pub timeout: Duration,
 }
 

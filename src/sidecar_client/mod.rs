@@ -5,7 +5,7 @@
 //! - [`aws`]: AWS credentials and presigned S3 URLs from the sidecar
 //!   (`s2iam credential-process`, `s2iam s3 presign`), resolved in-process from
 //!   the config file when no sidecar answers;
-//! - [`sdk`] (feature `aws-sdk`): the same as a credentials provider for the AWS
+//! - `sdk` (feature `aws-sdk`): the same as a credentials provider for the AWS
 //!   SDK for Rust.
 //!
 //! It sits above [`crate::config`] (the in-process fallback loads the sidecar's

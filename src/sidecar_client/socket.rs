@@ -28,28 +28,44 @@ const MAX_REASON: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("probe path {0:?} must start with '/'")]
+    /// The path does not start with `/` or has spaces or line breaks.
     BadPath(String),
     #[error("cannot reach the sidecar on {socket}: {source}")]
+    /// Nothing answers on the socket.
     Connect {
+        /// The sidecar's socket.
         socket: PathBuf,
+        /// The cause.
         source: std::io::Error,
     },
     #[error("GET {path} on {socket}: no answer within {timeout:?}")]
+    /// No answer in time.
     Timeout {
+        /// The route asked for.
         path: String,
+        /// The sidecar's socket.
         socket: PathBuf,
+        /// The deadline.
         timeout: Duration,
     },
     #[error("GET {path} on {socket}: {message}")]
+    /// The answer is not HTTP/1.1.
     Protocol {
+        /// The route asked for.
         path: String,
+        /// The sidecar's socket.
         socket: PathBuf,
+        /// The server's own words.
         message: String,
     },
     #[error("GET {path} answered {status}: {reason}")]
+    /// The sidecar answered, but not 200.
     Status {
+        /// The route asked for.
         path: String,
+        /// The HTTP status.
         status: u16,
+        /// What went wrong.
         reason: String,
     },
 }

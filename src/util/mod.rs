@@ -55,8 +55,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
+    /// Not a duration (the text, cut).
     #[error("invalid duration {0:?}: use e.g. 10s, 1m30s, 1.5h, 250ms (a bare number is seconds)")]
     Invalid(String),
+    /// Longer than [`MAX_DURATION`] (the text, cut).
     #[error("duration {0:?} is longer than the maximum of 365 days")]
     TooLong(String),
 }

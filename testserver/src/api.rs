@@ -73,8 +73,11 @@ impl Default for ApiConfig {
 /// kept: only its fingerprint and claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApiRecord {
+    /// HTTP method.
     pub method: String,
+    /// Request path.
     pub path: String,
+    /// Raw query string.
     pub query: String,
     /// How many `Authorization` headers arrived.
     pub authorization_headers: usize,
@@ -84,6 +87,7 @@ pub struct ApiRecord {
     pub claims: Option<Value>,
     /// Every other request header (lowercase names).
     pub headers: BTreeMap<String, String>,
+    /// The status the mock answered.
     pub status: u16,
 }
 
@@ -118,6 +122,7 @@ impl MockApi {
         }
     }
 
+    /// The current behaviour.
     pub fn config(&self) -> ApiConfig {
         self.inner
             .config
@@ -126,6 +131,7 @@ impl MockApi {
             .clone()
     }
 
+    /// Changes the behaviour at run time.
     pub fn update(&self, f: impl FnOnce(&mut ApiConfig)) {
         f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
     }
@@ -135,10 +141,12 @@ impl MockApi {
         self.inner.hold.send_replace(on);
     }
 
+    /// Every request seen so far.
     pub fn records(&self) -> Vec<ApiRecord> {
         self.lock_records().clone()
     }
 
+    /// Forgets the recorded requests.
     pub fn clear_records(&self) {
         self.lock_records().clear();
     }
@@ -155,6 +163,7 @@ impl MockApi {
         records.push(record);
     }
 
+    /// The Data API and Management API routes.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/v2/query/rows", post(query_rows))
@@ -211,22 +220,27 @@ impl MockApiServer {
         self.listener.url()
     }
 
+    /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.listener.addr()
     }
 
+    /// The mock, to change or inspect it.
     pub fn api(&self) -> &MockApi {
         &self.api
     }
 
+    /// Fault rules of this listener.
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 
+    /// The raw request log of this listener.
     pub fn requests(&self) -> &RequestLog {
         &self.log
     }
 
+    /// Stops the listener.
     pub async fn shutdown(self) {
         self.listener.shutdown().await;
     }

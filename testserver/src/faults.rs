@@ -37,6 +37,7 @@ pub struct FaultRule {
     /// Only this method, when set (`GET`, `PUT`, …).
     #[serde(default)]
     pub method: Option<String>,
+    /// What to do with a matching request.
     pub action: FaultAction,
     /// Status for [`FaultAction::Status`] (default 500).
     #[serde(default)]
@@ -123,8 +124,11 @@ impl FaultRule {
 /// What the listener does with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Wait this long first.
     pub latency: Duration,
+    /// Then do this.
     pub action: FaultAction,
+    /// The status for [`FaultAction::Status`].
     pub status: u16,
 }
 
@@ -135,14 +139,17 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// Adds a rule.
     pub fn add(&self, rule: FaultRule) {
         self.lock().push(rule);
     }
 
+    /// Removes every rule.
     pub fn clear(&self) {
         self.lock().clear();
     }
 
+    /// The rules, with their hit counts.
     pub fn list(&self) -> Vec<FaultRule> {
         self.lock().clone()
     }

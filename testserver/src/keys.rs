@@ -24,10 +24,18 @@ use serde_json::{json, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot generate a {bits}-bit RSA key: {source}")]
-    Generate { bits: usize, source: rsa::Error },
+    /// RSA key generation failed.
+    Generate {
+        /// The key size asked for.
+        bits: usize,
+        /// The cause.
+        source: rsa::Error,
+    },
     #[error("cannot encode an RSA key: {0}")]
+    /// The key could not be encoded.
     Encode(String),
     #[error("cannot sign a token: {0}")]
+    /// Signing failed.
     Sign(jsonwebtoken::errors::Error),
 }
 
@@ -35,9 +43,13 @@ pub enum KeyError {
 /// never accepted where another issuer's token is expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Issuer {
+    /// The mock auth service.
     Auth,
+    /// Google (GCE ID tokens).
     Google,
+    /// Azure AD.
     Azure,
+    /// EKS service-account tokens (IRSA).
     Eks,
 }
 
@@ -90,6 +102,7 @@ impl SigningKey {
         })
     }
 
+    /// The key id in JWT headers and the JWKS.
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -130,9 +143,13 @@ impl SigningKey {
 /// The keys of every issuer the test server plays.
 #[derive(Debug, Clone)]
 pub struct KeySet {
+    /// Signs the auth service's JWTs.
     pub auth: Arc<SigningKey>,
+    /// Signs Google ID tokens.
     pub google: Arc<SigningKey>,
+    /// Signs Azure AD tokens.
     pub azure: Arc<SigningKey>,
+    /// Signs EKS service-account tokens.
     pub eks: Arc<SigningKey>,
 }
 
@@ -161,6 +178,7 @@ impl KeySet {
         Ok(keys)
     }
 
+    /// The key of `issuer`.
     pub fn get(&self, issuer: Issuer) -> &Arc<SigningKey> {
         match issuer {
             Issuer::Auth => &self.auth,

@@ -41,25 +41,33 @@ pub use server::{RequestLog, SeenRequest};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
+    /// A listener could not be bound.
     Bind {
+        /// The bound address.
         addr: SocketAddr,
+        /// The cause.
         source: std::io::Error,
     },
     #[error(transparent)]
+    /// Keys could not be generated.
     Keys(#[from] keys::KeyError),
     #[error("cannot build the HTTP client the auth service uses to reach STS: {0}")]
+    /// The HTTP client could not be built.
     Http(reqwest::Error),
 }
 
 /// Everything needed to start a [`TestServer`].
 #[derive(Debug, Clone)]
 pub struct TestServerConfig {
+    /// The mock cloud's identities and behaviour.
     pub cloud: CloudConfig,
+    /// The mock auth service's behaviour.
     pub auth: AuthConfig,
     /// Addresses the mock cloud listens on (all serve the same cloud). Port 0 picks a
     /// free port. Inside an isolated network namespace this is
     /// `169.254.169.254:80` (plus `169.254.170.2:80` for ECS).
     pub cloud_addrs: Vec<SocketAddr>,
+    /// Where the auth service listens (port 0: a free port).
     pub auth_addr: SocketAddr,
     /// RSA key size for fresh keys; `None` shares one 2048-bit key set per process.
     pub key_size: Option<usize>,
@@ -77,6 +85,7 @@ impl TestServerConfig {
         }
     }
 
+    /// The same config with another auth service behaviour.
     pub fn with_auth(mut self, auth: AuthConfig) -> Self {
         self.auth = auth;
         self
@@ -100,6 +109,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Binds every listener and starts serving.
     pub async fn start(config: TestServerConfig) -> Result<Self, StartError> {
         let keys = match config.key_size {
             Some(bits) => KeySet::generate(bits)?,
@@ -159,6 +169,7 @@ impl TestServer {
             .unwrap_or_default()
     }
 
+    /// The bound cloud addresses.
     pub fn cloud_addrs(&self) -> Vec<SocketAddr> {
         self.cloud_listeners.iter().map(|l| l.addr()).collect()
     }
@@ -168,6 +179,7 @@ impl TestServer {
         self.auth_listener.url()
     }
 
+    /// The bound auth service address.
     pub fn auth_addr(&self) -> SocketAddr {
         self.auth_listener.addr()
     }
@@ -177,18 +189,22 @@ impl TestServer {
         format!("{}/auth/iam/:jwtType", self.auth_url())
     }
 
+    /// The mock cloud, to inspect or reconfigure.
     pub fn cloud(&self) -> &MockCloud {
         &self.cloud
     }
 
+    /// The mock auth service, to inspect or reconfigure.
     pub fn auth(&self) -> &MockAuth {
         &self.auth
     }
 
+    /// Fault rules of the cloud listeners.
     pub fn cloud_faults(&self) -> &Faults {
         &self.cloud_faults
     }
 
+    /// Fault rules of the auth listener.
     pub fn auth_faults(&self) -> &Faults {
         &self.auth_faults
     }

@@ -39,10 +39,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// One request as the listener saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeenRequest {
+    /// The HTTP method.
     pub method: String,
+    /// The path.
     pub path: String,
+    /// The query string.
     pub query: String,
+    /// The status answered.
     pub status: u16,
+    /// The fault applied, if any.
     pub fault: Option<FaultAction>,
 }
 
@@ -53,6 +58,7 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
+    /// Every request seen so far.
     pub fn entries(&self) -> Vec<SeenRequest> {
         self.lock().clone()
     }
@@ -65,6 +71,7 @@ impl RequestLog {
             .count()
     }
 
+    /// Forgets the requests seen.
     pub fn clear(&self) {
         self.lock().clear();
     }
@@ -92,6 +99,7 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -34,21 +34,36 @@ const TOKEN_TTL_SECS: &str = "21600";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ImdsError {
     #[error(transparent)]
+    /// No HTTP answer.
     Transport(#[from] TransportError),
     #[error("{url} answered HTTP 404 (not found)")]
-    NotFound { url: String },
-    #[error("{url} answered HTTP {status}{hint}")]
-    Status {
+    /// 404: the path does not exist on this instance.
+    NotFound {
+        /// The address, without its query string.
         url: String,
+    },
+    #[error("{url} answered HTTP {status}{hint}")]
+    /// Another error status.
+    Status {
+        /// The address, without its query string.
+        url: String,
+        /// The HTTP status.
         status: u16,
+        /// What usually causes this status.
         hint: &'static str,
     },
     #[error("{url} answered an empty body")]
-    Empty { url: String },
+    /// 200 with nothing in it.
+    Empty {
+        /// The address, without its query string.
+        url: String,
+    },
     /// The token PUT timed out although the address accepts connections.
     #[error("IMDSv2 token request PUT {token_url}: {}", hop_limit_explanation(*timeout_ms, then))]
     HopLimit {
+        /// The token URL.
         token_url: String,
+        /// The deadline, in milliseconds.
         timeout_ms: u64,
         /// What the IMDSv1 fallback then got.
         then: Box<ImdsError>,
@@ -71,10 +86,12 @@ pub fn hop_limit_explanation(timeout_ms: u64, then: &ImdsError) -> String {
 /// How requests are authorised for the rest of a session.
 #[derive(Debug, Clone)]
 pub enum Session {
+    /// IMDSv2, with its session token.
     V2(Secret),
     /// No token. `token_timeout_ms` is set when the token PUT timed out on an address
     /// that accepts connections (the hop-limit case), so a failing GET can say so.
     V1 {
+        /// Milliseconds the token PUT waited, when it timed out.
         token_timeout_ms: Option<u64>,
     },
 }
@@ -88,6 +105,7 @@ pub struct Imds {
 }
 
 impl Imds {
+    /// A client of the IMDS at `base`.
     pub fn new(http: reqwest::Client, base: &str) -> Self {
         Self {
             http,
@@ -96,6 +114,7 @@ impl Imds {
         }
     }
 
+    /// The same client with another per-request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -10,10 +10,13 @@ use crate::secret::Secret;
 /// signed request and CloudTrail) and redacts the rest.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AwsCredentials {
+    /// The access key id (not a secret).
     pub access_key_id: String,
+    /// The secret access key.
     pub secret: Secret,
     /// Present for temporary credentials.
     pub session_token: Option<Secret>,
+    /// When temporary credentials expire.
     pub expiration: Option<SystemTime>,
     /// When the source said (container endpoints, STS assumed roles).
     pub account_id: Option<String>,
@@ -31,6 +34,7 @@ impl AwsCredentials {
         }
     }
 
+    /// Temporary credentials carry a session token.
     pub fn is_temporary(&self) -> bool {
         self.session_token.is_some()
     }

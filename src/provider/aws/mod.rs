@@ -62,8 +62,11 @@ pub struct AwsProvider {
 /// Temporary credentials ready to present, and how they were obtained.
 #[derive(Debug, Clone)]
 pub struct AwsSession {
+    /// The credentials to present.
     pub credentials: AwsCredentials,
+    /// Where the chain found the workload's own credentials.
     pub source: CredentialSource,
+    /// The region used for STS.
     pub region: String,
 }
 
@@ -240,14 +243,20 @@ fn probe_error(e: &ImdsError) -> ProbeError {
 /// The parts of an ARN (`arn:partition:service:region:account:resource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arn<'a> {
+    /// `aws`, `aws-cn`, `aws-us-gov`.
     pub partition: &'a str,
+    /// `iam`, `sts`, ...
     pub service: &'a str,
+    /// Empty for global services such as IAM.
     pub region: &'a str,
+    /// The 12-digit account id.
     pub account: &'a str,
+    /// `role/name`, `assumed-role/name/session`, ...
     pub resource: &'a str,
 }
 
 impl<'a> Arn<'a> {
+    /// The parts of `arn`, if it has the ARN shape.
     pub fn parse(arn: &'a str) -> Option<Self> {
         let mut parts = arn.splitn(6, ':');
         if parts.next()? != "arn" {

@@ -26,11 +26,17 @@ pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Who signs, where and when.
 #[derive(Clone, Copy)]
 pub struct SigningParams<'a> {
+    /// The signing key id.
     pub access_key_id: &'a str,
+    /// The signing secret.
     pub secret_access_key: &'a str,
+    /// Sent as `X-Amz-Security-Token` when present.
     pub session_token: Option<&'a str>,
+    /// The region the signature is scoped to.
     pub region: &'a str,
+    /// The service (`sts`, `s3`).
     pub service: &'a str,
+    /// The signing time.
     pub time: SystemTime,
 }
 
@@ -174,6 +180,7 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
     hmac(&k_service, b"aws4_request")
 }
 
+/// Lowercase hex SHA-256 of `data`.
 pub fn hex_sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

@@ -4,7 +4,7 @@
 //! `Action=<action>&Version=2011-06-15&<params>`, SigV4-signed for service `sts`
 //! (except `AssumeRoleWithWebIdentity`, whose proof is the web identity token). The
 //! endpoint is `https://sts.{region}.amazonaws.com` unless overridden (see
-//! [`crate::endpoints`]). Answers are XML: `<{Action}Response><{Action}Result>...`
+//! [`crate::env::endpoints`]). Answers are XML: `<{Action}Response><{Action}Result>...`
 //! on success, `<ErrorResponse><Error><Code/><Message/></Error></ErrorResponse>` on
 //! failure. A tiny tag extractor reads them: STS responses are flat, fixed documents
 //! and an XML crate would be the largest dependency here.
@@ -22,6 +22,7 @@ use super::sigv4;
 use crate::env::{Clock, ProviderConfig};
 use crate::secret::Secret;
 
+/// The STS API version sent with every action.
 pub const STS_VERSION: &str = "2011-06-15";
 /// Per-request timeout: STS is a regional HTTPS service, normally well under 1 s.
 pub const STS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,24 +31,31 @@ const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 /// Who the credentials belong to (`GetCallerIdentity`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerIdentity {
+    /// The caller's ARN.
     pub arn: String,
+    /// The caller's account.
     pub account: String,
+    /// The caller's unique id.
     pub user_id: String,
 }
 
 /// `AssumeRole` parameters. Build with [`AssumeRoleRequest::new`] and the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssumeRoleRequest {
+    /// The role to assume.
     pub role_arn: String,
+    /// The session name, visible in CloudTrail.
     pub role_session_name: String,
     /// 900 s to the role's maximum session duration; STS defaults to 3600.
     pub duration_seconds: Option<u32>,
+    /// The external id the role's trust policy may require.
     pub external_id: Option<String>,
     /// A session policy (JSON) that further restricts the role's permissions.
     pub policy: Option<String>,
 }
 
 impl AssumeRoleRequest {
+    /// `AssumeRole` into `role_arn` with the default duration and no policy.
     pub fn new(role_arn: impl Into<String>, role_session_name: impl Into<String>) -> Self {
         Self {
             role_arn: role_arn.into(),
@@ -58,16 +66,19 @@ impl AssumeRoleRequest {
         }
     }
 
+    /// The session's lifetime.
     pub fn duration_seconds(mut self, secs: u32) -> Self {
         self.duration_seconds = Some(secs);
         self
     }
 
+    /// The external id to send.
     pub fn external_id(mut self, id: impl Into<String>) -> Self {
         self.external_id = Some(id.into());
         self
     }
 
+    /// A session policy that narrows the role's permissions.
     pub fn policy(mut self, policy_json: impl Into<String>) -> Self {
         self.policy = Some(policy_json.into());
         self
@@ -77,6 +88,7 @@ impl AssumeRoleRequest {
 /// Credentials of an assumed role and the session they belong to.
 #[derive(Debug, Clone)]
 pub struct AssumedRole {
+    /// The temporary credentials of the session.
     pub credentials: AwsCredentials,
     /// `arn:aws:sts::{account}:assumed-role/{role}/{session}`.
     pub arn: String,
@@ -91,10 +103,13 @@ pub enum StsErrorKind {
     AccessDenied,
     /// The key id is unknown or the signature does not match the secret.
     InvalidCredentials,
+    /// The presented session token has expired.
     ExpiredToken,
     /// The web identity token was rejected.
     InvalidIdentityToken,
+    /// Too many requests; retry later.
     Throttled,
+    /// Anything else.
     Other,
 }
 
@@ -102,28 +117,47 @@ pub enum StsErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("STS {}: {}", self.action(), self.reason())]
 pub enum StsError {
+    /// No HTTP answer.
     Transport {
+        /// The STS action.
         action: &'static str,
+        /// The cause.
         source: TransportError,
     },
+    /// STS answered with an error document.
     Service {
+        /// The STS action.
         action: &'static str,
+        /// The STS endpoint.
         endpoint: String,
+        /// The HTTP status.
         status: u16,
+        /// The STS error code.
         code: String,
+        /// The server's own words.
         message: String,
     },
+    /// An error status without an error document.
     Status {
+        /// The STS action.
         action: &'static str,
+        /// The STS endpoint.
         endpoint: String,
+        /// The HTTP status.
         status: u16,
     },
+    /// A 200 answer that is not the expected document.
     Malformed {
+        /// The STS action.
         action: &'static str,
+        /// What went wrong.
         reason: String,
     },
+    /// The endpoint URL cannot be used.
     BadEndpoint {
+        /// The STS action.
         action: &'static str,
+        /// The STS endpoint.
         endpoint: String,
     },
 }
@@ -161,6 +195,7 @@ impl StsError {
         }
     }
 
+    /// What kind of error, for callers that react differently.
     pub fn kind(&self) -> StsErrorKind {
         let Self::Service { code, .. } = self else {
             return StsErrorKind::Other;
@@ -206,19 +241,23 @@ impl StsClient {
         }
     }
 
+    /// The same client with another per-request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// The endpoint requests go to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
+    /// The region requests are signed for.
     pub fn region(&self) -> &str {
         &self.region
     }
 
+    /// Who the credentials belong to.
     pub async fn get_caller_identity(
         &self,
         creds: &AwsCredentials,
@@ -250,6 +289,7 @@ impl StsClient {
         parse_credentials(result, ACTION)
     }
 
+    /// Temporary credentials of `req.role_arn`, signed with `credentials`.
     pub async fn assume_role(
         &self,
         creds: &AwsCredentials,
@@ -494,6 +534,7 @@ pub mod xml {
         element(doc, name).map(|t| unescape(t.trim()))
     }
 
+    /// `text` with the five XML entities and numeric references decoded.
     pub fn unescape(text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;

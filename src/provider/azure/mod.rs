@@ -9,10 +9,10 @@
 //!
 //! Identity: an access token for `IdentityRequest::azure_resource`, from the first
 //! source the environment offers:
-//! 1. AKS workload identity (`workload`): `AZURE_FEDERATED_TOKEN_FILE` +
+//! 1. AKS workload identity (`workload.rs`): `AZURE_FEDERATED_TOKEN_FILE` +
 //!    `AZURE_CLIENT_ID` + `AZURE_TENANT_ID`;
-//! 2. App Service / Container Apps (`app_service`): `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`;
-//! 3. IMDS (`imds`), plus its instance metadata for subscription, resource group
+//! 2. App Service / Container Apps (`app_service.rs`): `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`;
+//! 3. IMDS (`imds.rs`), plus its instance metadata for subscription, resource group
 //!    and region.
 //!
 //! Headers, as the reference Python client sends them: `X-Cloud-Provider: azure`,

@@ -8,7 +8,7 @@
 //!   Google's own libraries tell the metadata server from anything else listening on
 //!   169.254.169.254.
 //!
-//! Identity (see `metadata` and `impersonate`): an ID token for the requested
+//! Identity (see `metadata.rs` and `impersonate.rs`): an ID token for the requested
 //! audience, sent as `Authorization: Bearer <token>` — the one header the reference
 //! clients send for GCP. With a service-account email to act as, the instance's
 //! access token is exchanged for that account's ID token with IAM Credentials

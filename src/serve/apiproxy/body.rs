@@ -32,6 +32,7 @@ pub struct Counted<B> {
 }
 
 impl<B> Counted<B> {
+    /// Wraps `inner`, counting its bytes under `proxy` and `direction`.
     pub fn new(inner: B, metrics: Arc<Metrics>, proxy: Arc<str>, direction: &'static str) -> Self {
         Self {
             inner,

@@ -44,6 +44,7 @@ pub enum Caller {
 
 /// A configured proxy: its upstream client and the token it adds.
 pub struct Proxy {
+    /// The validated settings.
     pub config: ApiProxyConfig,
     name: Arc<str>,
     token: TokenRequest,
@@ -52,6 +53,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Builds the upstream client (with `ca_file`) for one `[[api_proxy]]`.
     pub fn new(
         config: ApiProxyConfig,
         state: Arc<AppState>,
@@ -67,6 +69,7 @@ impl Proxy {
         })
     }
 
+    /// Forwards one request with the JWT in place of the client's `Authorization`.
     pub async fn handle(&self, req: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_string());

@@ -49,19 +49,32 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ApiProxyError {
     #[error("api_proxy {name}: cannot use ca_file {path}: {message}")]
+    /// The CA file could not be read or parsed.
     CaFile {
+        /// The proxy's name.
         name: String,
+        /// The CA file.
         path: PathBuf,
+        /// What was wrong with it.
         message: String,
     },
     #[error("api_proxy {name}: cannot build the upstream HTTP client: {message}")]
-    Client { name: String, message: String },
+    /// The HTTP client could not be built.
+    Client {
+        /// The proxy's name.
+        name: String,
+        /// What the HTTP client builder said.
+        message: String,
+    },
 }
 
 /// A running proxy: its listeners' tasks.
 pub struct Running {
+    /// The proxy's name.
     pub name: String,
+    /// The bound TCP address (the real port when 0 was asked for).
     pub tcp_addr: Option<SocketAddr>,
+    /// The Unix socket path.
     pub socket: Option<PathBuf>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }

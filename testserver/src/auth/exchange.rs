@@ -54,6 +54,7 @@ use super::verify::{VerifyError, PREFERENCE_HEADER};
 use super::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
 use crate::util::{json_error, now_unix, rfc3339};
 
+/// The JWKS route, where the issued JWTs' key is published.
 pub const JWKS_PATH: &str = "/auth/oidc/op/Customer/.well-known/jwks.json";
 
 /// The issuer of our JWTs when the request has no usable `Host` header.
@@ -69,6 +70,7 @@ const REDACTED_HEADERS: &[&str] = &[
     "x-amz-security-token",
 ];
 
+/// The exchange and JWKS routes.
 pub fn routes() -> Router<MockAuth> {
     Router::new()
         .route("/auth/iam/{jwt_type}", only("POST", post(exchange)))

@@ -42,7 +42,9 @@ pub struct AuthConfig {
     pub return_empty_jwt: bool,
     /// Answer `error_code` with `error_message` to every exchange.
     pub return_error: bool,
+    /// The status `return_error` answers with.
     pub error_code: u16,
+    /// The message `return_error` answers with.
     pub error_message: String,
     /// When set, GCP tokens must carry exactly this audience.
     pub required_audience: Option<String>,
@@ -75,35 +77,49 @@ impl Default for AuthConfig {
 /// credentials are replaced by `<redacted>`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExchangeRecord {
+    /// When it arrived (RFC 3339).
     pub time: String,
+    /// The HTTP method.
     pub method: String,
+    /// The path, `:jwtType` filled in.
     pub path: String,
+    /// The query string.
     pub query: String,
+    /// `database` or `api`.
     pub jwt_type: String,
+    /// The workspace group, from the query or the body.
     pub workspace_group_id: Option<String>,
+    /// Request headers, credentials redacted.
     pub headers: std::collections::BTreeMap<String, String>,
     /// The JSON body the client sent, if any (the Python client sends its own view
     /// of the identity there; the server never trusts it).
     pub body: Option<serde_json::Value>,
+    /// The status answered.
     pub status: u16,
     /// What verification established, when it succeeded.
     pub identity: Option<VerifiedIdentity>,
     /// The claims of the issued JWT.
     pub claims: Option<serde_json::Value>,
+    /// Why the request was refused, if it was.
     pub error: Option<String>,
 }
 
 /// An identity the server verified.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VerifiedIdentity {
+    /// `aws`, `gcp` or `azure`.
     pub provider: String,
     /// The `sub` of the issued JWT, in the negotiated format.
     pub identifier: String,
     /// The identity format that produced `identifier` (e.g. `aws-iam-role-arn`).
     pub identity_format: String,
+    /// AWS account, GCP project, Azure subscription.
     pub account_id: String,
+    /// Region or location, when known.
     pub region: String,
+    /// Role, service account or managed identity.
     pub resource_type: String,
+    /// Other verified facts (instance id, tenant, ...).
     pub additional_claims: std::collections::BTreeMap<String, String>,
 }
 
@@ -122,6 +138,7 @@ struct Inner {
 }
 
 impl MockAuth {
+    /// A mock auth service signing with `key` and verifying with `verifier`.
     pub fn new(config: AuthConfig, key: Arc<SigningKey>, verifier: verify::Verifier) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -133,6 +150,7 @@ impl MockAuth {
         }
     }
 
+    /// The current behaviour settings.
     pub fn config(&self) -> AuthConfig {
         self.inner
             .config
@@ -146,10 +164,12 @@ impl MockAuth {
         f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// The key the issued JWTs are signed with.
     pub fn key(&self) -> &Arc<SigningKey> {
         &self.inner.key
     }
 
+    /// How identities are verified.
     pub fn verifier(&self) -> &verify::Verifier {
         &self.inner.verifier
     }
@@ -163,6 +183,7 @@ impl MockAuth {
             .clone()
     }
 
+    /// Forgets the recorded exchanges.
     pub fn clear_records(&self) {
         self.inner
             .records
@@ -179,6 +200,7 @@ impl MockAuth {
         records.push(record);
     }
 
+    /// The service's routes, with fault injection and request logging.
     pub fn router(&self) -> Router {
         exchange::routes().with_state(self.clone())
     }

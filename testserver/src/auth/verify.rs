@@ -58,8 +58,11 @@ use crate::keys::SigningKey;
 /// Verifies the identities clients present.
 #[derive(Clone)]
 pub struct Verifier {
+    /// The mock cloud whose tokens and credentials are checked.
     pub cloud: MockCloud,
+    /// The mock STS `GetCallerIdentity` is forwarded to.
     pub sts_url: String,
+    /// The client that forwards it.
     pub http: reqwest::Client,
 }
 
@@ -109,6 +112,7 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// The HTTP status the refusal maps to.
     pub fn status(&self) -> u16 {
         match self {
             Self::Malformed(_) => 400,
@@ -134,12 +138,16 @@ fn rejected(msg: impl Into<String>) -> VerifyError {
 /// The cloud a verified identity belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
+    /// AWS.
     Aws,
+    /// GCP.
     Gcp,
+    /// Azure.
     Azure,
 }
 
 impl Provider {
+    /// `aws`, `gcp` or `azure`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Aws => "aws",
@@ -152,7 +160,9 @@ impl Provider {
 /// One representation of a verified principal: `(format, value)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
+    /// The identity format (`aws-iam-role-arn`, ...).
     pub format: &'static str,
+    /// The identifier in that format.
     pub value: String,
 }
 
@@ -166,12 +176,17 @@ fn candidate(format: &'static str, value: impl Into<String>) -> Candidate {
 /// What verification established, before identity-format negotiation.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The cloud.
     pub provider: Provider,
     /// Valid formats for this identity, floor first (never empty).
     pub candidates: Vec<Candidate>,
+    /// AWS account, GCP project, Azure subscription.
     pub account_id: String,
+    /// Region or location, when known.
     pub region: String,
+    /// Role, service account or managed identity.
     pub resource_type: String,
+    /// Other verified facts.
     pub additional_claims: BTreeMap<String, String>,
 }
 
@@ -609,8 +624,11 @@ fn aws_credentials(headers: &HeaderMap) -> Result<SigningCredentials, VerifyErro
 /// `GetCallerIdentityResult`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerIdentity {
+    /// The caller's ARN.
     pub arn: String,
+    /// The caller's unique id.
     pub user_id: String,
+    /// The caller's account.
     pub account: String,
 }
 

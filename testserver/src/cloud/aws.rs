@@ -124,6 +124,7 @@ pub fn assumed_role_arn(account: &str, role: &str, session: &str) -> String {
     format!("arn:aws:sts::{account}:assumed-role/{role}/{session}")
 }
 
+/// The EC2 IMDS and ECS container-credentials routes.
 pub fn routes() -> Router<MockCloud> {
     Router::new()
         .route("/latest/api/token", any(imds_token))

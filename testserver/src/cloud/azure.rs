@@ -73,6 +73,7 @@ const OLDEST_API_VERSION: &str = "2017-03-01";
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const VM_SIZE: &str = "Standard_D2s_v3";
 
+/// The Azure IMDS, App Service and Azure AD routes.
 pub fn routes() -> Router<MockCloud> {
     Router::new()
         .route("/metadata", get(imds))

@@ -78,6 +78,7 @@ const TEXT: &str = "application/text";
 const JSON: &str = "application/json";
 const HTML: &str = "text/html; charset=UTF-8";
 
+/// The GCE metadata and IAM Credentials routes.
 pub fn routes() -> Router<MockCloud> {
     Router::new()
         .route("/computeMetadata", get(metadata))

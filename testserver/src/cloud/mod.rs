@@ -39,8 +39,11 @@ use crate::util::{now_unix, random_from};
 /// Which clouds answer, and who the workload is on each.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloudConfig {
+    /// Serve AWS metadata as this instance.
     pub aws: Option<AwsIdentity>,
+    /// Serve GCE metadata as this instance.
     pub gcp: Option<GcpIdentity>,
+    /// Serve Azure IMDS as this VM.
     pub azure: Option<AzureIdentity>,
     /// Lifetime of every credential and token the cloud issues.
     #[serde(with = "crate::util::serde_secs")]
@@ -58,6 +61,7 @@ impl CloudConfig {
         }
     }
 
+    /// An AWS instance with default identities.
     pub fn aws() -> Self {
         Self {
             aws: Some(AwsIdentity::default()),
@@ -65,6 +69,7 @@ impl CloudConfig {
         }
     }
 
+    /// A GCE instance with default identities.
     pub fn gcp() -> Self {
         Self {
             gcp: Some(GcpIdentity::default()),
@@ -72,6 +77,7 @@ impl CloudConfig {
         }
     }
 
+    /// An Azure VM with default identities.
     pub fn azure() -> Self {
         Self {
             azure: Some(AzureIdentity::default()),
@@ -94,9 +100,13 @@ impl CloudConfig {
 /// An EC2 instance (or ECS task / EKS pod) and its role.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AwsIdentity {
+    /// The 12-digit account.
     pub account_id: String,
+    /// The instance's region.
     pub region: String,
+    /// The instance's availability zone.
     pub availability_zone: String,
+    /// The instance id.
     pub instance_id: String,
     /// The instance profile's role; `None` means no role is attached, so
     /// `iam/security-credentials/` is empty (404), like a real instance.
@@ -127,10 +137,15 @@ impl Default for AwsIdentity {
 /// A GCE instance and its service account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GcpIdentity {
+    /// The project id.
     pub project_id: String,
+    /// The numeric project id.
     pub project_number: String,
+    /// The instance's zone.
     pub zone: String,
+    /// The numeric instance id.
     pub instance_id: String,
+    /// The instance name.
     pub instance_name: String,
     /// The default service account; `None` means the instance has none, so identity
     /// requests answer 404 like a real instance without a service account.
@@ -142,6 +157,7 @@ pub struct GcpIdentity {
 /// A Google service account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccount {
+    /// The service account's email.
     pub email: String,
     /// The numeric `sub` of its tokens.
     pub unique_id: String,
@@ -183,15 +199,22 @@ impl Default for GcpIdentity {
 /// An Azure VM and its managed identities.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AzureIdentity {
+    /// The Azure AD tenant.
     pub tenant_id: String,
+    /// The subscription.
     pub subscription_id: String,
+    /// The resource group.
     pub resource_group: String,
+    /// The VM's location.
     pub location: String,
+    /// The VM name.
     pub vm_name: String,
+    /// The VM id.
     pub vm_id: String,
     /// The system-assigned identity; `None` with no user-assigned ones is the real
     /// "Identity not found" case.
     pub system_identity: Option<ManagedIdentity>,
+    /// User-assigned managed identities attached to the VM.
     pub user_identities: Vec<ManagedIdentity>,
     /// The `X-IDENTITY-HEADER` value the App Service identity endpoint requires.
     pub identity_header: String,
@@ -202,7 +225,9 @@ pub struct AzureIdentity {
 /// A managed identity: the three ids a client may select it by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagedIdentity {
+    /// The identity's client (application) id.
     pub client_id: String,
+    /// The identity's object (principal) id.
     pub object_id: String,
     /// The ARM resource id (`xms_mirid`).
     pub resource_id: String,
@@ -243,13 +268,17 @@ impl Default for AzureIdentity {
 /// access key id. The STS verifies signatures against these secrets.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AwsCredential {
+    /// The access key id.
     pub access_key_id: String,
+    /// The secret the signatures are checked with.
     pub secret_access_key: String,
     /// `None` for long-lived IAM user keys (`AKIA...`).
     pub session_token: Option<String>,
     /// The caller ARN `GetCallerIdentity` reports.
     pub arn: String,
+    /// The unique id `GetCallerIdentity` reports.
     pub user_id: String,
+    /// The account `GetCallerIdentity` reports.
     pub account: String,
     /// Unix seconds; `None` never expires.
     pub expires: Option<u64>,
@@ -290,6 +319,7 @@ struct Inner {
 }
 
 impl MockCloud {
+    /// A mock cloud serving `config`, signing with `keys`.
     pub fn new(config: CloudConfig, keys: KeySet) -> Self {
         let account = config
             .aws
@@ -335,6 +365,7 @@ impl MockCloud {
         f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// The keys its tokens are signed with.
     pub fn keys(&self) -> &KeySet {
         &self.inner.keys
     }
@@ -477,6 +508,7 @@ impl MockCloud {
 /// The issuer of projected Kubernetes service-account tokens in the mock (EKS and
 /// AKS clusters share one mock OIDC issuer key).
 pub const EKS_ISSUER: &str = "https://oidc.eks.us-east-1.amazonaws.com/id/S2IAMTESTCLUSTER";
+/// The issuer of the mock AKS service-account tokens.
 pub const AKS_ISSUER: &str =
     "https://eastus.oic.prod-aks.azure.com/s2iam-test-tenant/s2iam-test-cluster/";
 

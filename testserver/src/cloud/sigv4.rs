@@ -38,8 +38,11 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 15 * 60;
 /// Credentials to sign with.
 #[derive(Clone)]
 pub struct SigningCredentials {
+    /// The access key id.
     pub access_key_id: String,
+    /// The secret access key.
     pub secret_access_key: String,
+    /// The session token of temporary credentials.
     pub session_token: Option<String>,
 }
 
@@ -107,25 +110,32 @@ pub fn sign(
 /// A request as it arrived, for [`verify`].
 #[derive(Debug, Clone, Copy)]
 pub struct SignedRequest<'a> {
+    /// The HTTP method.
     pub method: &'a str,
     /// The path exactly as sent (still percent-encoded).
     pub path: &'a str,
     /// The query string exactly as sent, without `?` (empty when there is none).
     pub raw_query: &'a str,
+    /// The headers as sent.
     pub headers: &'a HeaderMap,
+    /// The body as sent.
     pub body: &'a [u8],
 }
 
 /// Who signed a request that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedSigner {
+    /// The signing key id.
     pub access_key_id: String,
     /// `YYYYMMDD` of the credential scope.
     pub date: String,
+    /// The credential scope's region.
     pub region: String,
+    /// The credential scope's service.
     pub service: String,
     /// The `X-Amz-Date` value, `YYYYMMDDTHHMMSSZ`.
     pub amz_date: String,
+    /// The headers the signature covers.
     pub signed_headers: Vec<String>,
 }
 

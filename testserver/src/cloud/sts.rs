@@ -62,13 +62,19 @@ pub const MAX_POLICY_CHARS: usize = 2048;
 /// One successful STS call, as tests want to see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StsCall {
+    /// The STS action.
     pub action: String,
     /// ARN of the signing credential (`None` for `AssumeRoleWithWebIdentity`).
     pub caller_arn: Option<String>,
+    /// The signing access key id.
     pub caller_access_key_id: Option<String>,
+    /// `RoleArn`.
     pub role_arn: Option<String>,
+    /// `RoleSessionName`.
     pub role_session_name: Option<String>,
+    /// `DurationSeconds`.
     pub duration_seconds: Option<u64>,
+    /// `ExternalId`.
     pub external_id: Option<String>,
     /// The session policy (`Policy`), parsed.
     pub policy: Option<Value>,
@@ -110,6 +116,7 @@ impl MockCloud {
         self.lock_sts_calls().clone()
     }
 
+    /// Forgets the recorded STS calls.
     pub fn clear_sts_calls(&self) {
         self.lock_sts_calls().clear();
     }
@@ -141,6 +148,7 @@ impl MockCloud {
     }
 }
 
+/// The STS routes (`POST /` with `Action=`).
 pub fn routes() -> Router<MockCloud> {
     Router::new()
         .route("/", get(query_api).post(query_api))
@@ -160,30 +168,50 @@ pub fn routes() -> Router<MockCloud> {
 #[derive(Debug, thiserror::Error)]
 pub enum StsError {
     #[error(transparent)]
+    /// The SigV4 signature did not verify.
     Signature(#[from] SigV4Error),
     #[error("Missing Action")]
+    /// No `Action` parameter.
     MissingAction,
     #[error("Could not find operation {action} for version {version}")]
-    InvalidAction { action: String, version: String },
+    /// An action or version the mock does not serve.
+    InvalidAction {
+        /// The STS action.
+        action: String,
+        /// The `Version` parameter.
+        version: String,
+    },
     #[error("{0}")]
+    /// A parameter is out of range.
     Validation(String),
     #[error("The security token included in the request is expired")]
+    /// The presented credentials have expired.
     ExpiredToken,
     #[error("{0}")]
+    /// The caller may not assume the role.
     AccessDenied(String),
     #[error("{0}")]
+    /// The session policy is not valid.
     MalformedPolicyDocument(String),
     #[error("{0}")]
+    /// The web identity token was rejected.
     InvalidIdentityToken(String),
     /// An expired web identity token (`ExpiredTokenException`).
     #[error("{0}")]
     ExpiredWebIdentityToken(String),
     /// The body could not be read (too large, broken connection).
     #[error("{message}")]
-    Body { status: u16, message: String },
+    /// The body could not be read.
+    Body {
+        /// The HTTP status.
+        status: u16,
+        /// The server's own words.
+        message: String,
+    },
 }
 
 impl StsError {
+    /// The STS error code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Signature(e) => e.code(),
@@ -200,6 +228,7 @@ impl StsError {
         }
     }
 
+    /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
             Self::Signature(e) => e.status(),

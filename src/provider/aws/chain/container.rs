@@ -37,27 +37,53 @@ const EKS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23);
 pub struct ContainerCredentials;
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// Why container credentials could not be had.
 pub enum ContainerError {
     #[error(
         "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set"
     )]
+    /// Neither container-credentials variable is set.
     NotSet,
     #[error("AWS_CONTAINER_CREDENTIALS_FULL_URI {uri:?} is not allowed: {reason}")]
-    InvalidUri { uri: String, reason: String },
+    /// The URI is not one the SDKs accept.
+    InvalidUri {
+        /// The configured URI.
+        uri: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {path}: {reason}")]
-    TokenFile { path: String, reason: String },
+    /// The authorization token file cannot be read.
+    TokenFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("the container authorization token contains a line break")]
+    /// The authorization token is not a valid header value.
     InvalidToken,
     #[error(transparent)]
+    /// No HTTP answer.
     Transport(#[from] TransportError),
     #[error("{url} answered HTTP {status}: {message}")]
+    /// The endpoint answered with an error status.
     Status {
+        /// The address, without its query string.
         url: String,
+        /// The HTTP status.
         status: u16,
+        /// The server's own words.
         message: String,
     },
     #[error("{url} answered a malformed credentials document: {reason}")]
-    Malformed { url: String, reason: String },
+    /// The answer is not a credentials document.
+    Malformed {
+        /// The address, without its query string.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl SourceError for ContainerError {
@@ -85,6 +111,7 @@ struct ErrorDocument {
 }
 
 impl ContainerCredentials {
+    /// The credentials from the container endpoint.
     pub async fn load(&self, cfg: &ProviderConfig) -> Result<AwsCredentials, ContainerError> {
         let url = endpoint(cfg)?;
         let token = authorization(cfg)?;

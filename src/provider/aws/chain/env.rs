@@ -10,12 +10,17 @@ use crate::secret::Secret;
 pub struct EnvKeys;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why environment keys could not be had.
 pub enum EnvKeysError {
     #[error("AWS_ACCESS_KEY_ID is not set")]
+    /// No key in the environment: not configured.
     NotSet,
     #[error("{set} is set but {missing} is not")]
+    /// Half a key pair.
     Incomplete {
+        /// What is set.
         set: &'static str,
+        /// What is missing.
         missing: &'static str,
     },
 }
@@ -27,6 +32,7 @@ impl SourceError for EnvKeysError {
 }
 
 impl EnvKeys {
+    /// The keys from the environment.
     pub fn load(&self, cfg: &ProviderConfig) -> Result<AwsCredentials, EnvKeysError> {
         let id = cfg.env.get("AWS_ACCESS_KEY_ID");
         let secret = cfg.env.get("AWS_SECRET_ACCESS_KEY");

@@ -22,15 +22,28 @@ const ROLES_PATH: &str = "meta-data/iam/security-credentials/";
 pub struct InstanceRole;
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// Why the instance role's credentials could not be had.
 pub enum InstanceRoleError {
     #[error("no instance metadata service: {0}")]
+    /// No metadata service here: not configured.
     Unavailable(ImdsError),
     #[error("the instance has no IAM role attached ({url} is empty)")]
-    NoRole { url: String },
+    /// The instance has no role attached.
+    NoRole {
+        /// The address, without its query string.
+        url: String,
+    },
     #[error(transparent)]
+    /// The metadata service failed.
     Imds(ImdsError),
     #[error("IMDS credentials for role {role} are not usable: {reason}")]
-    Malformed { role: String, reason: String },
+    /// The role's credentials document is not usable.
+    Malformed {
+        /// The role asked for.
+        role: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl SourceError for InstanceRoleError {

@@ -38,14 +38,20 @@ use crate::provider::ProviderConfig;
 /// Which source the chain took credentials from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialSource {
+    /// `AWS_ACCESS_KEY_ID` and friends.
     Environment,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (IRSA).
     WebIdentity,
+    /// ECS or EKS Pod Identity container credentials.
     Container,
+    /// `~/.aws/credentials`.
     SharedCredentialsFile,
+    /// The EC2 instance role, from IMDS.
     InstanceMetadata,
 }
 
 impl CredentialSource {
+    /// A short description for logs and errors.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Environment => "environment keys",
@@ -66,7 +72,9 @@ impl fmt::Display for CredentialSource {
 /// What the chain found.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The credentials.
     pub credentials: AwsCredentials,
+    /// The source that supplied them.
     pub source: CredentialSource,
     /// A region the source learned on the way (IMDS placement), if any.
     pub region: Option<String>,
@@ -83,8 +91,10 @@ pub enum Skip {
 
 /// Every source error says whether the source was configured at all.
 pub trait SourceError: std::error::Error {
+    /// True when the source is not set up here, so the chain may move on.
     fn is_not_configured(&self) -> bool;
 
+    /// What the chain does with this error.
     fn skip(&self) -> Skip {
         if self.is_not_configured() {
             Skip::NotConfigured(self.to_string())
@@ -98,6 +108,7 @@ pub trait SourceError: std::error::Error {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", describe(.tried))]
 pub struct ChainError {
+    /// Each source tried, in order, and why it gave nothing.
     pub tried: Vec<(CredentialSource, Skip)>,
 }
 

@@ -16,24 +16,52 @@ use crate::secret::Secret;
 pub struct SharedCredentialsFile;
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// Why the shared credentials file gave nothing.
 pub enum ProfileError {
     #[error("neither AWS_SHARED_CREDENTIALS_FILE nor HOME is set")]
+    /// No home directory and no `AWS_SHARED_CREDENTIALS_FILE`.
     NoPath,
     #[error("{path} does not exist")]
-    NoFile { path: String },
+    /// The file does not exist: not configured.
+    NoFile {
+        /// The file.
+        path: String,
+    },
     #[error("cannot read {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    /// The file exists but cannot be read.
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("{path} has no [{profile}] profile")]
-    NoDefaultProfile { path: String, profile: String },
+    /// The file has no `default` profile: not configured.
+    NoDefaultProfile {
+        /// The file.
+        path: String,
+        /// The profile.
+        profile: String,
+    },
     #[error("AWS_PROFILE={profile} but {path} has no [{profile}] profile")]
-    NoProfile { path: String, profile: String },
+    /// `AWS_PROFILE` names a profile the file does not have.
+    NoProfile {
+        /// The file.
+        path: String,
+        /// The profile.
+        profile: String,
+    },
     #[error(
         "profile [{profile}] in {path} has no {missing} (only static keys are supported; \
          role_arn, sso and credential_process profiles are not)"
     )]
+    /// The profile lacks a key.
     Incomplete {
+        /// The file.
         path: String,
+        /// The profile.
         profile: String,
+        /// What is missing.
         missing: &'static str,
     },
 }
@@ -48,6 +76,7 @@ impl SourceError for ProfileError {
 }
 
 impl SharedCredentialsFile {
+    /// The keys of the selected profile.
     pub fn load(&self, cfg: &ProviderConfig) -> Result<AwsCredentials, ProfileError> {
         let path = path(cfg).ok_or(ProfileError::NoPath)?;
         let shown = path.display().to_string();

@@ -20,16 +20,30 @@ pub struct WebIdentity {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// Why web identity gave nothing.
 pub enum WebIdentityError {
     #[error("AWS_WEB_IDENTITY_TOKEN_FILE is not set")]
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` is not set: not configured.
     NotSet,
     #[error("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not")]
+    /// A token file without `AWS_ROLE_ARN`.
     NoRoleArn,
     #[error("cannot read the web identity token file {path}: {reason}")]
-    TokenFile { path: String, reason: String },
+    /// The token file cannot be read.
+    TokenFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     #[error("the web identity token file {path} is empty")]
-    EmptyToken { path: String },
+    /// The token file is empty.
+    EmptyToken {
+        /// The file.
+        path: String,
+    },
     #[error(transparent)]
+    /// STS refused or failed.
     Sts(#[from] StsError),
 }
 
@@ -40,6 +54,7 @@ impl SourceError for WebIdentityError {
 }
 
 impl WebIdentity {
+    /// The source as the environment configures it.
     pub fn from_env(cfg: &ProviderConfig, sts_region: &str) -> Self {
         Self {
             token_file: cfg
@@ -55,6 +70,7 @@ impl WebIdentity {
         }
     }
 
+    /// Credentials from `AssumeRoleWithWebIdentity`.
     pub async fn load(&self, cfg: &ProviderConfig) -> Result<AwsCredentials, WebIdentityError> {
         let path = self.token_file.as_ref().ok_or(WebIdentityError::NotSet)?;
         let role_arn = self.role_arn.as_ref().ok_or(WebIdentityError::NoRoleArn)?;
