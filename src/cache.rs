@@ -201,6 +201,14 @@ where
         self.get(key).await
     }
 
+    /// The current value of `key` if it is still valid, without fetching, counting
+    /// a hit or touching its idle time (for the template renderer).
+    pub fn peek(&self, key: &K) -> Option<V> {
+        let entry = lock(&self.entries).get(key).cloned()?;
+        let slot = lock(&entry.slot);
+        slot.value.clone().filter(still_valid)
+    }
+
     /// The value for `key`: cached if fresh enough, else fetched (one fetch for all
     /// concurrent callers), else the stale-but-valid value if the fetch failed.
     pub async fn get(&self, key: K) -> Result<V, CacheError<E>> {

@@ -128,6 +128,9 @@ pub enum Command {
     Identity(IdentityArgs),
     /// Run the sidecar: keep tokens warm and serve them locally.
     Serve(ServeArgs),
+    /// Run a command with tokens in its environment; restart or signal it before
+    /// they expire (`s2iam run [options] -- CMD ARGS...`).
+    Run(RunArgs),
     /// Ask the local sidecar over its Unix socket (for exec probes): exit 0 if
     /// GET PATH answers 200, else 1.
     Probe(ProbeArgs),
@@ -143,6 +146,68 @@ pub enum Command {
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
     Dev(DevArgs),
+}
+
+/// `s2iam run [options] -- CMD ARGS...` (see `s2iam::run`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Config file (default: $S2IAM_CONFIG): its token tables (a database token
+    /// goes to S2_PASSWORD, an API token to S2_API_TOKEN) and its auth, identity
+    /// and cache settings.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Ask the running sidecar on this Unix socket instead of exchanging here.
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
+    /// NAME=database:WORKSPACE_GROUP or NAME=api (repeatable): which token goes
+    /// into which environment variable.
+    #[arg(long = "env", value_name = "NAME=TOKEN")]
+    pub env: Vec<String>,
+    /// Shorthand for --env S2_PASSWORD=database:ID.
+    #[arg(long)]
+    pub workspace_group_id: Option<String>,
+    /// Before a token expires: restart the command, signal it, or do nothing.
+    #[arg(long, default_value = "restart", value_parser = ["restart", "signal", "none"])]
+    pub on_expiry: String,
+    /// The signal for --on-expiry signal.
+    #[arg(long, default_value = "SIGHUP")]
+    pub signal: String,
+    /// How long the command has to exit after SIGTERM before it is killed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Authentication server URL (own exchange only).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Log what happens (rotations, restarts) to stderr.
+    #[arg(long)]
+    pub verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The library's options.
+    pub fn options(&self) -> Result<s2iam::run::RunOptions, s2iam::run::RunError> {
+        Ok(s2iam::run::RunOptions {
+            config: self.config.clone(),
+            socket: self.socket.clone(),
+            env: self.env.clone(),
+            workspace_group_id: self.workspace_group_id.clone(),
+            on_expiry: self
+                .on_expiry
+                .parse()
+                .map_err(s2iam::run::RunError::Usage)?,
+            signal: self.signal.clone(),
+            grace: self.grace,
+            server_url: self.server_url.clone(),
+            allow_http: self.allow_http,
+            command: self.command.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -171,9 +236,14 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,
-    /// Validate the configuration, print it, and exit.
+    /// Validate the configuration (rendering every template with placeholder
+    /// values), print it, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Fetch every configured token, write every sink and template, and exit:
+    /// 0 if all of it worked, 1 with the reasons otherwise.
+    #[arg(long, visible_alias = "exit-after-auth")]
+    pub once: bool,
 }
 
 #[cfg(feature = "dev")]
@@ -351,6 +421,8 @@ pub enum CliError {
     Dev(#[from] s2iam::serve::dev::DevError),
     #[error(transparent)]
     Probe(#[from] s2iam::sidecar_client::socket::ProbeError),
+    #[error(transparent)]
+    Once(#[from] s2iam::serve::once::OnceError),
     #[error(transparent)]
     Flow(#[from] Error),
     #[error(transparent)]
@@ -612,10 +684,21 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         if let Some(socket) = &config.listen.socket {
             s2iam::config::check_socket_dir(socket)?;
         }
-        write!(out, "configuration is valid:\n{config}")?;
+        write!(
+            out,
+            "configuration is valid ({} template(s) rendered with placeholder values):
+{config}",
+            config.templates.len()
+        )?;
         return Ok(());
     }
     init_serve_logging(&config);
+    if args.once {
+        for line in s2iam::serve::once::run(config, provider_config).await? {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"

@@ -13,6 +13,8 @@
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | the sidecar | [`config`], [`serve`] |
+//! | files rendered from tokens, after-render actions | [`render`] |
+//! | a command run with tokens in its environment | [`run`] |
 //! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! A database JWT in three lines:
@@ -50,6 +52,10 @@ pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod provider;
+#[cfg(feature = "sidecar")]
+pub mod render;
+#[cfg(feature = "sidecar")]
+pub mod run;
 pub mod secret;
 #[cfg(feature = "sidecar")]
 pub mod serve;

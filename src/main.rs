@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Some(Command::Detect(a)) => a.identity.verbose,
         Some(Command::Identity(a)) => a.identity.verbose,
         Some(Command::Serve(_)) => false,
+        Some(Command::Run(a)) => a.verbose,
         Some(Command::Probe(_)) => false,
         Some(Command::CredentialProcess(_)) | Some(Command::S3 { .. }) => false,
         #[cfg(feature = "dev")]
@@ -38,6 +39,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Run(args)) = &cli.command {
+        // Exec mode: the child's exit code is ours.
+        let result = args
+            .options()
+            .map(|options| runtime.block_on(s2iam::run::run(&options)));
+        return match result.and_then(|r| r) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
     let result: Result<(), CliError> = runtime.block_on(async {
@@ -46,6 +60,7 @@ fn main() -> ExitCode {
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
+            Some(Command::Run(_)) => unreachable!("handled above"),
             Some(Command::Probe(args)) => cli::run_probe(args).await,
             Some(Command::CredentialProcess(args)) => {
                 cli::run_credential_process(args, &mut out).await

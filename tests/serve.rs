@@ -41,7 +41,13 @@ fn warm(jwt_type: JwtType, wg: Option<&str>, sink: Option<PathBuf>) -> WarmToken
         workspace_group_id: wg.map(String::from),
         assume_role: None,
         gcp_audience: "https://authsvc.singlestore.com".into(),
-        sink: sink.map(|path| Sink { path, mode: 0o640 }),
+        sink: sink.map(|path| Sink {
+            path,
+            mode: 0o640,
+            owner: None,
+            group: None,
+            on_change: None,
+        }),
     }
 }
 

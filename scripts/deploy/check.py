@@ -57,8 +57,18 @@ OVERLAYS = {
     "eks": KUBE / "overlays" / "eks",
     "gke": KUBE / "overlays" / "gke",
     "aks": KUBE / "overlays" / "aks",
+    # The base's pod plus a [[template]]: checked like the overlays.
+    "template-sidecar": KUBE / "examples" / "template-sidecar",
+}
+# The other ways an application takes a token (README, "Getting tokens into your
+# application"): their own checks below (render, design, validation, a run).
+APP_EXAMPLES = {
+    "cronjob-once": KUBE / "examples" / "cronjob-once",
+    "run-entrypoint": KUBE / "examples" / "run-entrypoint",
 }
 UNIT = DEPLOY / "systemd" / "s2iam.service"
+APP_UNIT = DEPLOY / "systemd" / "example-report.service"
+APP_UNIT_CONFIG = DEPLOY / "systemd" / "example-report.toml"
 UNIT_CONFIG = DEPLOY / "systemd" / "config.toml"
 VENV = ROOT / "target" / "deploy-venv"
 S2IAM = ROOT / "target" / "debug" / "s2iam"
@@ -250,6 +260,141 @@ def render_fallback_agrees():
     return "render.py == kubectl kustomize for every overlay"
 
 
+# ---------------------------------------------------------------- application-mode examples
+
+
+def pod_spec(o):
+    """The pod template's spec of a Deployment, Job or CronJob."""
+    if o["kind"] == "CronJob":
+        return o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return o["spec"]["template"]["spec"]
+
+
+def workload(objs):
+    found = [o for o in objs if o["kind"] in ("Deployment", "CronJob", "Job")]
+    need(len(found) == 1, f"expected one workload, found {[o['kind'] for o in found]}")
+    return found[0]
+
+
+def config_of(objs, pod, container):
+    """The TOML config a container's --config names, from the ConfigMap mounted there."""
+    argv = container.get("command", []) + container.get("args", [])
+    need("--config" in argv, f"{container['name']}: no --config")
+    path = argv[argv.index("--config") + 1]
+    cdir, cfile = os.path.split(path)
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    need(cdir in mounts, f"{container['name']}: nothing mounted at {cdir}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    cm = obj(objs, "ConfigMap", volumes[mounts[cdir]]["configMap"]["name"])
+    return cm["data"][cfile]
+
+
+def container_hardened(name, c):
+    s = c.get("securityContext", {})
+    cn = f"{name}/{c['name']}"
+    need(s.get("runAsNonRoot") is True, f"{cn}: runAsNonRoot")
+    need(s.get("readOnlyRootFilesystem") is True, f"{cn}: readOnlyRootFilesystem")
+    need(s.get("allowPrivilegeEscalation") is False, f"{cn}: allowPrivilegeEscalation")
+    need(s.get("capabilities", {}).get("drop") == ["ALL"], f"{cn}: capabilities drop ALL")
+    need(s.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{cn}: seccomp")
+    need(s.get("runAsUser", 0) >= 10000, f"{cn}: runAsUser below 10000")
+    for part in ("requests", "limits"):
+        need(c.get("resources", {}).get(part, {}).get("memory"), f"{cn}: resources.{part}")
+
+
+@check("render-app-examples")
+def render_app_examples():
+    out = ROOT / "target" / "deploy-rendered"
+    need(out.is_dir(), "render-overlays did not run")
+    for name, d in APP_EXAMPLES.items():
+        objs, text, _ = kustomize(d)
+        (out / f"{name}.yaml").write_text(text)
+        RENDERED[name] = objs
+        if shutil.which("kubectl"):
+            mine = sorted(yaml.safe_dump(o, sort_keys=True) for o in mini_kustomize.render(d))
+            need(mine == sorted(yaml.safe_dump(o, sort_keys=True) for o in objs), f"{name}: render.py differs from kubectl kustomize")
+    return ", ".join(f"{n} ({', '.join(sorted(o['kind'] for o in RENDERED[n]))})" for n in APP_EXAMPLES)
+
+
+@check("manifests-app-examples")
+def manifests_app_examples():
+    binary = image_facts()["entrypoint"][0]
+    # Native sidecar + template: the template lands on the shared volume, which the
+    # app mounts read-only and reads.
+    _, pod, sc, app, _, _, config, _ = pod_facts(rendered("template-sidecar"))
+    sdir = os.path.dirname(config["listen"]["socket"])
+    templates = config.get("template", [])
+    need(templates, "template-sidecar: no [[template]] in the config")
+    for t in templates:
+        need(t["destination"].startswith(sdir + "/"), f"template-sidecar: {t['destination']} is not on the shared volume")
+        need(int(t.get("mode", "0640"), 8) & 0o040, "template-sidecar: the rendered file is not group-readable")
+        need(t["destination"] in " ".join(app.get("args", []) + app.get("command", [])), "template-sidecar: the app does not read the rendered file")
+    # CronJob: a plain init container runs --once into an in-memory emptyDir the
+    # job's container mounts read-only; the pod's fsGroup gives it the file.
+    objs = rendered("cronjob-once")
+    cj = workload(objs)
+    need(cj["kind"] == "CronJob", "cronjob-once: no CronJob")
+    pod = pod_spec(cj)
+    need(pod.get("restartPolicy") in ("Never", "OnFailure"), "cronjob-once: restartPolicy")
+    inits = pod.get("initContainers", [])
+    need(len(inits) == 1 and "restartPolicy" not in inits[0], "cronjob-once: one plain init container expected (not a sidecar)")
+    init = inits[0]
+    need(init.get("args", [])[:2] == ["serve", "--once"] and "command" not in init, f"cronjob-once: init args {init.get('args')}")
+    text = config_of(objs, pod, init)
+    cfg = tomllib.loads(text)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    init_mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    job = pod["containers"][0]
+    job_mounts = {m["mountPath"]: m for m in job["volumeMounts"]}
+    for t in cfg.get("template", []):
+        d = os.path.dirname(t["destination"])
+        need(d in init_mounts and d in job_mounts, f"cronjob-once: {d} not mounted in both containers")
+        need(volumes[init_mounts[d]["name"]].get("emptyDir", {}).get("medium") == "Memory", "cronjob-once: not an in-memory emptyDir")
+        need(job_mounts[d].get("readOnly") is True, "cronjob-once: the job's container mounts the tokens writable")
+        need(any(t["destination"] in a for a in job.get("command", []) + job.get("args", [])), "cronjob-once: the job does not read the rendered file")
+    need(pod.get("securityContext", {}).get("fsGroup") is not None, "cronjob-once: no fsGroup")
+    need(pod.get("automountServiceAccountToken") is False, "cronjob-once: the API token is mounted")
+    for c in inits + pod["containers"]:
+        container_hardened("cronjob-once", c)
+    # s2iam run as the entrypoint: the image's binary, then `run ... -- app`.
+    objs = rendered("run-entrypoint")
+    dep = workload(objs)
+    pod = pod_spec(dep)
+    app = pod["containers"][0]
+    cmd = app.get("command", [])
+    need(cmd[:2] == [binary, "run"] and "--" in cmd and cmd.index("--") < len(cmd) - 1, f"run-entrypoint: command {cmd}")
+    grace = cmd[cmd.index("--grace") + 1] if "--grace" in cmd else "10s"
+    need(pod.get("terminationGracePeriodSeconds", 30) > int(grace.rstrip("s")), "run-entrypoint: terminationGracePeriodSeconds <= --grace")
+    tomllib.loads(config_of(objs, pod, app))
+    need(pod.get("automountServiceAccountToken") is False, "run-entrypoint: the API token is mounted")
+    container_hardened("run-entrypoint", app)
+    for name in APP_EXAMPLES:
+        policy = obj(rendered(name), "NetworkPolicy")
+        w = workload(rendered(name))
+        tmpl = w["spec"]["jobTemplate"]["spec"]["template"] if w["kind"] == "CronJob" else w["spec"]["template"]
+        sel = policy["spec"]["podSelector"]["matchLabels"]
+        need(all(tmpl["metadata"]["labels"].get(k) == v for k, v in sel.items()), f"{name}: the NetworkPolicy does not select the pod")
+    return ("template-sidecar writes its template to the shared volume the app reads; cronjob-once runs serve --once "
+            "in a plain init container into an in-memory emptyDir; run-entrypoint runs the app under s2iam run; all hardened")
+
+
+@check("kubernetes-validate-app-examples")
+def kubernetes_validate_app_examples():
+    venv_python_ok()
+    import kubernetes_validate as kv
+
+    count = 0
+    for version in K8S_VERSIONS:
+        for name in APP_EXAMPLES:
+            for o in rendered(name):
+                try:
+                    kv.validate(o, version, strict=True)
+                except kv.ValidationError as e:
+                    raise Fail(f"{name} {o['kind']}/{o['metadata']['name']} against {version}: {e.message}")
+                count += 1
+    return f"{count} objects valid (strict) against {', '.join(K8S_VERSIONS)}"
+
+
 # ---------------------------------------------------------------- manifest facts
 
 
@@ -412,14 +557,25 @@ def manifests_overlays():
 @check("config-check")
 def config_check():
     need(S2IAM.exists(), f"{S2IAM} not built (cargo build first)")
-    _, _, _, _, _, text, _, _ = pod_facts(rendered("base"))
-    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
-        f.write(text)
-        f.flush()
-        for path in (f.name, str(UNIT_CONFIG)):
-            out = subprocess.run([str(S2IAM), "serve", "--check", "--config", path], capture_output=True, text=True, timeout=30, env={"PATH": HOST_PATH})
-            need(out.returncode == 0, f"s2iam serve --check {path}: {out.stderr.strip()}")
-    return "s2iam serve --check accepts the ConfigMap config and deploy/systemd/config.toml"
+    texts = {name: pod_facts(rendered(name))[5] for name in ("base", "template-sidecar")}
+    for name in APP_EXAMPLES:
+        objs = rendered(name)
+        pod = pod_spec(workload(objs))
+        texts[name] = config_of(objs, pod, (pod.get("initContainers") or pod["containers"])[0])
+    texts["systemd"] = UNIT_CONFIG.read_text()
+    texts["systemd example-report"] = APP_UNIT_CONFIG.read_text()
+    work = Path(tempfile.mkdtemp(prefix="s2iam-config-check-"))
+    try:
+        for name, text in texts.items():
+            # Templates are rendered with placeholders; their directories must be
+            # creatable, so the mount paths point into a scratch directory.
+            path = work / f"{name.replace(' ', '-')}.toml"
+            path.write_text(path_rewriter({"/run/s2iam": str(work / "run-s2iam"), "/run/example-report": str(work / "run-example-report")})(text))
+            out = subprocess.run([str(S2IAM), "serve", "--check", "--config", str(path)], capture_output=True, text=True, timeout=30, env={"PATH": HOST_PATH})
+            need(out.returncode == 0, f"s2iam serve --check ({name}): {out.stderr.strip()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return f"s2iam serve --check accepts every config ({', '.join(texts)}), templates rendered with placeholders"
 
 
 # ---------------------------------------------------------------- external validators
@@ -923,6 +1079,188 @@ def run_systemd_service():
         if cloud:
             cloud.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+class LoopbackMocks:
+    """s2iam-testserver (GCP) on loopback ports, for runs that need no namespace."""
+
+    def __init__(self, work):
+        need(TESTSERVER.exists(), f"{TESTSERVER} not built")
+        info_file = work / "loopback-testserver.json"
+        self.log = open(work / "loopback-testserver.log", "w")
+        self.proc = subprocess.Popen(
+            [str(TESTSERVER), "--port", "0", "--info-file", str(info_file), "--shutdown-on-stdin-close", "--cloud", "gcp"],
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while not info_file.exists() or not info_file.read_text().strip().endswith("}"):
+            need(self.proc.poll() is None and time.monotonic() < deadline, "the loopback testserver did not start")
+            time.sleep(0.05)
+        info = json.loads(info_file.read_text())["server_info"]
+        cloud = info["cloud_url"]
+        self.base = f"http://127.0.0.1:{info['port']}"
+        self.env = {
+            "PATH": HOST_PATH, "S2IAM_JWT_SERVER_URL": info["endpoints"]["auth"], "S2IAM_ALLOW_HTTP": "1",
+            "S2IAM_GCP_METADATA_ENDPOINT": cloud, "S2IAM_GCP_IAMCREDENTIALS_ENDPOINT": cloud,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": cloud, "S2IAM_ECS_CREDENTIALS_ENDPOINT": cloud,
+            "S2IAM_AZURE_IMDS_ENDPOINT": cloud, "AZURE_AUTHORITY_HOST": cloud,
+        }
+
+    def behave(self, **behaviour):
+        req = urllib.request.Request(f"{self.base}/_mock/behaviour", data=json.dumps(behaviour).encode(),
+                                     method="PUT", headers={"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def stop(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def read_option_password(path):
+    """The password my_print_defaults reads from an option file (None without it)."""
+    tool = shutil.which("my_print_defaults")
+    if not tool:
+        return None
+    out = subprocess.run([tool, f"--defaults-file={path}", "client"], capture_output=True, text=True, timeout=10)
+    need(out.returncode == 0, f"my_print_defaults {path}: {out.stderr}")
+    return next((l.split("=", 1)[1] for l in out.stdout.splitlines() if l.startswith("--password=")), "")
+
+
+@check("run-app-examples")
+def run_app_examples():
+    """Each application-mode example's s2iam command line, as rendered, against
+    loopback mocks (mount paths become temporary directories)."""
+    work = Path(tempfile.mkdtemp(prefix="s2iam-apps-"))
+    os.chmod(work, 0o755)
+    mocks, procs, notes = None, [], []
+    try:
+        mocks = LoopbackMocks(work)
+        binary = install_binary(work)
+
+        def sandbox(name, objs, container, extra=()):
+            d = work / name
+            d.mkdir()
+            (d / "run").mkdir()
+            (d / "etc").mkdir()
+            rw = path_rewriter({"/run/s2iam": str(d / "run"), "/etc/s2iam": str(d / "etc"), image_binary_path(): str(binary), **dict(extra)})
+            pod = pod_spec(workload(objs))
+            (d / "etc" / "config.toml").write_text(rw(config_of(objs, pod, container)))
+            return d, rw
+
+        # 1. The CronJob's init container: --once writes the option file and exits 0,
+        #    and exits non-zero, writing nothing, when the auth service refuses.
+        objs = rendered("cronjob-once")
+        init = pod_spec(workload(objs))["initContainers"][0]
+        d, rw = sandbox("cronjob", objs, init)
+        argv = [str(binary)] + [rw(a) for a in init["args"]]
+        out = subprocess.run(argv, env=mocks.env, capture_output=True, text=True, timeout=60)
+        need(out.returncode == 0, f"cronjob-once: serve --once exited {out.returncode}: {out.stderr[-1500:]}")
+        cnf = d / "run" / "my.cnf"
+        need(cnf.exists() and (cnf.stat().st_mode & 0o777) == 0o640, "cronjob-once: my.cnf not written with mode 0640")
+        pw = read_option_password(cnf)
+        need(pw is None or pw.count(".") == 2, f"cronjob-once: my_print_defaults read no JWT password ({pw!r})")
+        need("eyJ" not in out.stderr + out.stdout, "cronjob-once: a token in the output")
+        cnf.unlink()
+        mocks.behave(return_error=True, error_code=403, error_message="not allowed")
+        out = subprocess.run(argv, env=mocks.env, capture_output=True, text=True, timeout=120)
+        need(out.returncode != 0 and "403" in out.stderr and not cnf.exists(), f"cronjob-once: with the auth service refusing: exit {out.returncode}, {out.stderr[-800:]}")
+        mocks.behave()
+        notes.append("cronjob-once: --once wrote my.cnf" + (" (my_print_defaults read the JWT)" if pw else "") + ", and failed the pod when auth refused")
+
+        # 2. s2iam run as the entrypoint: the app (here: a shell printing its
+        #    environment) gets the JWT in S2_PASSWORD.
+        objs = rendered("run-entrypoint")
+        app = pod_spec(workload(objs))["containers"][0]
+        d, rw = sandbox("run", objs, app)
+        cmd = [rw(a) for a in app["command"]]
+        cmd = cmd[:cmd.index("--") + 1] + ["sh", "-c", 'printf %s "$S2_PASSWORD"']
+        out = subprocess.run(cmd, env=mocks.env, capture_output=True, text=True, timeout=60)
+        need(out.returncode == 0 and out.stdout.startswith("eyJ") and out.stdout.count(".") == 2,
+             f"run-entrypoint: exit {out.returncode}, stdout {out.stdout[:40]!r}, {out.stderr[-800:]}")
+        notes.append("run-entrypoint: the command got a JWT in S2_PASSWORD")
+
+        # 3. The native sidecar with a template: ready only once the file is there.
+        objs = rendered("template-sidecar")
+        _, pod, sc, _, _, _, config, _ = pod_facts(objs)
+        d, rw = sandbox("sidecar", objs, sc)
+        # As the pod runs it: the sidecar's uid, the pod's fsGroup on the volume.
+        uid = sc["securityContext"]["runAsUser"]
+        fs_group = pod["securityContext"]["fsGroup"]
+        as_pod = {"user": uid, "group": fs_group, "extra_groups": [fs_group]} if os.geteuid() == 0 else {}
+        if as_pod:
+            os.chown(d / "run", uid, fs_group)
+            os.chmod(d / "etc" / "config.toml", 0o644)
+        p = Proc([str(binary)] + [rw(a) for a in sc["args"]], mocks.env, as_pod.get("user"), as_pod.get("group"),
+                 as_pod.get("extra_groups"), work / "sidecar.log")
+        procs.append(p)
+        probe = [rw(a) for a in probe_argv(sc["startupProbe"])]
+        deadline = time.monotonic() + 30
+        while subprocess.run(probe, env=mocks.env, capture_output=True, **as_pod).returncode != 0:
+            need(time.monotonic() < deadline and p.p.poll() is None, f"template-sidecar: never ready: {p.text()[-1500:]}")
+            time.sleep(0.2)
+        dest = Path(rw(config["template"][0]["destination"]))
+        need(dest.exists(), "template-sidecar: ready before the template was written")
+        pw = read_option_password(dest)
+        need(pw is None or pw == (d / "run" / "database.jwt").read_text(), "template-sidecar: the option file's password is not the sink's token")
+        need(p.stop() == 0, "template-sidecar: SIGTERM did not exit 0")
+        notes.append("template-sidecar: ready once my.cnf was rendered, with the sink's token")
+
+        # 4. The systemd job's ExecStartPre.
+        e = unit_service_section(APP_UNIT)
+        rundir = "/run/" + unit_get(e, "RuntimeDirectory")
+        d = work / "unit"
+        d.mkdir()
+        rw = path_rewriter({rundir: str(d / "run"), "/etc/s2iam": str(d / "etc"), "/usr/local/bin/s2iam": str(binary)})
+        (d / "run").mkdir()
+        (d / "etc").mkdir()
+        (d / "etc" / APP_UNIT_CONFIG.name).write_text(rw(APP_UNIT_CONFIG.read_text()))
+        out = subprocess.run([rw(a) for a in shlex.split(unit_get(e, "ExecStartPre"))], env=mocks.env, capture_output=True, text=True, timeout=60)
+        need(out.returncode == 0, f"example-report ExecStartPre exited {out.returncode}: {out.stderr[-1000:]}")
+        start = shlex.split(unit_get(e, "ExecStart"))
+        option_file = next(a.split("=", 1)[1] for a in start if a.startswith("--defaults-extra-file="))
+        need(Path(rw(option_file)).exists(), f"example-report: ExecStartPre did not write {option_file}, which ExecStart reads")
+        notes.append("systemd example-report: ExecStartPre wrote the option file ExecStart reads")
+        return "; ".join(notes)
+    except Fail as e:
+        raise Fail(f"{e}{logs_of(procs)}")
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.stop(signal.SIGKILL, wait=5)
+        if mocks:
+            mocks.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@check("systemd-example-report")
+def systemd_example_report():
+    e = unit_service_section(APP_UNIT)
+    pre = shlex.split(unit_get(e, "ExecStartPre") or "")
+    need(pre[1:3] == ["serve", "--once"], f"ExecStartPre is not s2iam serve --once: {pre}")
+    need(unit_get(e, "Type") == "oneshot", "Type is not oneshot")
+    cfg = tomllib.loads(APP_UNIT_CONFIG.read_text())
+    rundir = "/run/" + unit_get(e, "RuntimeDirectory")
+    for t in cfg.get("template", []):
+        need(t["destination"].startswith(rundir + "/"), f"{t['destination']} is outside RuntimeDirectory {rundir}")
+    sa = shutil.which("systemd-analyze")
+    if not sa:
+        return "static checks only: no systemd-analyze here"
+    work = Path(tempfile.mkdtemp(prefix="s2iam-unit-"))
+    try:
+        unit = work / APP_UNIT.name
+        text = APP_UNIT.read_text().replace("/usr/local/bin/s2iam", str(S2IAM))
+        if not Path("/usr/bin/mariadb").exists():
+            text = text.replace("/usr/bin/mariadb", "/bin/true")
+        unit.write_text(text)
+        out = subprocess.run([sa, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        need(out.returncode == 0 and not out.stderr.strip(), f"systemd-analyze verify: {out.stderr.strip()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return "ExecStartPre=s2iam serve --once writes into the job's RuntimeDirectory; systemd-analyze verify clean"
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ pub(super) fn build(
         .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
         .collect::<Result<Vec<_>, _>>()?;
     let aws = aws_settings(file.aws, file.aws_profile)?;
+    let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
+        .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
@@ -74,8 +76,29 @@ pub(super) fn build(
         log,
         tokens,
         aws,
+        templates,
         api_proxies,
     })
+}
+
+/// What templates may read: the configured tokens and the warm AWS profiles.
+fn available(
+    tokens: &[WarmToken],
+    aws: &crate::aws_vending::AwsSettings,
+) -> crate::render::context::Available {
+    crate::render::context::Available {
+        workspace_groups: tokens
+            .iter()
+            .filter_map(|t| t.workspace_group_id.clone())
+            .collect(),
+        api: tokens.iter().any(|t| t.jwt_type == JwtType::Api),
+        aws_profiles: aws
+            .profiles
+            .iter()
+            .filter(|p| p.warm)
+            .map(|p| p.name.clone())
+            .collect(),
+    }
 }
 
 fn listen(
@@ -243,14 +266,37 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
         ));
     }
     let sink = match t.sink {
-        Some(path) => Some(Sink {
-            path,
-            mode: mode(
-                &format!("{setting}.sink_mode"),
-                t.sink_mode.as_deref(),
-                0o640,
-            )?,
-        }),
+        Some(path) => {
+            let file = crate::render::config::file_options(
+                &setting,
+                ("sink_mode", t.sink_mode.as_deref()),
+                ("sink_owner", t.sink_owner.as_ref()),
+                ("sink_group", t.sink_group.as_ref()),
+            )
+            .map_err(|e| invalid(&e.setting, e.message))?;
+            let on_change = t
+                .on_change
+                .map(|a| crate::render::config::action(&format!("{setting}.on_change"), a))
+                .transpose()
+                .map_err(|e| invalid(&e.setting, e.message))?;
+            Some(Sink {
+                path,
+                mode: file.mode,
+                owner: file.owner,
+                group: file.group,
+                on_change,
+            })
+        }
+        None if t.sink_mode.is_some()
+            || t.sink_owner.is_some()
+            || t.sink_group.is_some()
+            || t.on_change.is_some() =>
+        {
+            return Err(invalid(
+                &setting,
+                "sink_mode, sink_owner, sink_group and on_change need a sink",
+            ))
+        }
         None => None,
     };
     Ok(WarmToken {

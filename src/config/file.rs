@@ -30,6 +30,9 @@ pub(super) struct FileConfig {
     pub(super) aws: FileAws,
     #[serde(default)]
     pub(super) aws_profile: Vec<FileAwsProfile>,
+    /// `[[template]]`s (see `crate::render::config`).
+    #[serde(default)]
+    pub(super) template: Vec<crate::render::config::FileTemplate>,
     #[serde(default)]
     pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
 }
@@ -136,6 +139,9 @@ pub(super) struct FileToken {
     pub(super) gcp_audience: Option<String>,
     pub(super) sink: Option<PathBuf>,
     pub(super) sink_mode: Option<String>,
+    pub(super) sink_owner: Option<crate::render::config::IdOrName>,
+    pub(super) sink_group: Option<crate::render::config::IdOrName>,
+    pub(super) on_change: Option<crate::render::config::FileAction>,
 }
 
 /// Reads and parses the file at `path`.

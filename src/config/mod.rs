@@ -50,6 +50,11 @@
 //! workspace_group_id = "wg-1"
 //! sink = "/run/s2iam/tokens/database"  # optional file, rewritten atomically on refresh
 //! sink_mode = "0640"
+//! sink_owner = "app"                 # optional, name or number (sink_group too)
+//!
+//! [[template]]                       # see crate::render::config
+//! source = "/etc/s2iam/my.cnf.j2"
+//! destination = "/run/s2iam/my.cnf"
 //!
 //! [aws]                              # AWS/S3 credential vending (see crate::aws_vending)
 //! authorization_token_file = "/run/s2iam/aws-token"  # random token written at start
@@ -173,6 +178,12 @@ pub struct Sink {
     pub path: PathBuf,
     /// Its mode.
     pub mode: u32,
+    /// Numeric owner and group (`sink_owner`/`sink_group`, names resolved at load).
+    pub owner: Option<u32>,
+    /// See `owner`.
+    pub group: Option<u32>,
+    /// Run when the file is rewritten (`[token.on_change]`).
+    pub on_change: Option<crate::render::action::Action>,
 }
 
 /// `[listen]`: where the local API listens and who may call it.
@@ -260,6 +271,8 @@ pub struct ServeConfig {
     pub tokens: Vec<WarmToken>,
     /// `[aws]` and the `[[aws_profile]]`s.
     pub aws: AwsSettings,
+    /// `[[template]]`s, compiled and rendered with placeholders at load.
+    pub templates: Vec<crate::render::TemplateSpec>,
     /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
     pub api_proxies: Vec<ApiProxyConfig>,
 }

@@ -236,6 +236,9 @@ fn serve_config(
             sink: Some(Sink {
                 path: options.dir.join(TOKEN_FILE),
                 mode: 0o600,
+                owner: None,
+                group: None,
+                on_change: None,
             }),
         },
         WarmToken {

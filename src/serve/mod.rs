@@ -19,7 +19,9 @@ pub mod aws;
 pub mod dev;
 pub mod listen;
 pub mod metrics;
+pub mod once;
 pub mod routes;
+pub mod templates;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -62,8 +64,11 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A template cannot be compiled.
     #[error(transparent)]
+    Template(#[from] crate::render::TemplateError),
     /// An API proxy could not start.
+    #[error(transparent)]
     ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     /// The TCP bearer token file could not be read.
@@ -104,6 +109,8 @@ pub struct AppState {
     pub aws: AwsCredentialVendor,
     /// The container-credentials token written to `aws.authorization_token_file`.
     pub aws_token: Option<Secret>,
+    /// The `[[template]]`s.
+    pub renderer: Arc<crate::render::Renderer>,
     /// Bounds the refusal logs a hostile caller can cause.
     pub refusals: crate::logging::Throttle,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
@@ -140,6 +147,9 @@ impl AppState {
             if !warm {
                 problems.push(format!("AWS profile {} not warm", profile.name));
             }
+        }
+        for name in self.renderer.not_rendered() {
+            problems.push(format!("template {name} not rendered yet"));
         }
         if problems.is_empty() {
             Ok(())
@@ -234,6 +244,8 @@ impl Sidecar {
             .filter_map(|(req, t)| t.sink.clone().map(|s| (req, s)))
             .collect::<HashMap<_, _>>();
         let aws_token = start_aws_token(&config)?;
+        let renderer = Arc::new(crate::render::Renderer::new(config.templates.clone())?);
+        let token_fetched = Arc::new(tokio::sync::Notify::new());
         let aws = AwsCredentialVendor::new(
             config.aws.clone(),
             client.clone(),
@@ -244,8 +256,14 @@ impl Sidecar {
             aws_token,
             cache: Cache::new(
                 config.cache.policy.clone(),
-                fetcher(client.clone(), sinks, metrics.clone()),
+                fetcher(
+                    client.clone(),
+                    sinks,
+                    metrics.clone(),
+                    token_fetched.clone(),
+                ),
             ),
+            renderer,
             client,
             metrics,
             detect: Mutex::new(DetectState::Pending),
@@ -261,7 +279,12 @@ impl Sidecar {
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
         background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
-        background.push(spawn_refresher(state.aws.cache().clone(), tick, stopped));
+        background.push(spawn_refresher(
+            state.aws.cache().clone(),
+            tick,
+            stopped.clone(),
+        ));
+        background.push(templates::spawn(state.clone(), token_fetched, stopped));
         Ok(Self {
             state,
             listeners,
@@ -367,25 +390,45 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
     Ok(Some(token))
 }
 
-/// Fetches a token and, for configured tokens with a sink, writes it to its file.
+/// Fetches a token and, for configured tokens with a sink, writes it to its file;
+/// then wakes the template loop.
 fn fetcher(
     client: Arc<Client>,
     sinks: HashMap<TokenRequest, Sink>,
     metrics: Arc<metrics::Metrics>,
+    fetched: Arc<tokio::sync::Notify>,
 ) -> Fetcher<TokenRequest, Token, Error> {
-    let sinks = Arc::new(sinks);
+    // One action runner per sink, so a sink's actions never overlap.
+    let sinks: Arc<HashMap<_, _>> = Arc::new(
+        sinks
+            .into_iter()
+            .map(|(req, sink)| {
+                let action = sink
+                    .on_change
+                    .clone()
+                    .map(|a| crate::render::action::ActionRunner::new(a, sink.path.clone()));
+                (req, (sink, action))
+            })
+            .collect(),
+    );
     Arc::new(move |req: TokenRequest| {
         let client = client.clone();
         let sinks = sinks.clone();
         let metrics = metrics.clone();
+        let fetched = fetched.clone();
         Box::pin(async move {
             let token = client.token(&req).await;
             match &token {
                 Ok(t) => {
                     tracing::info!(token = %describe(&req), expires_at = %rfc3339(t.expires_at), "token fetched");
-                    if let Some(sink) = sinks.get(&req) {
-                        write_sink(sink, t, &metrics).await;
+                    if let Some((sink, action)) = sinks.get(&req) {
+                        if write_sink(sink, t, &metrics).await {
+                            if let Some(action) = action {
+                                action.spawn();
+                            }
+                        }
                     }
+                    fetched.notify_one();
                 }
                 Err(e) => tracing::warn!(token = %describe(&req), error = %e, "token fetch failed"),
             }
@@ -394,22 +437,35 @@ fn fetcher(
     })
 }
 
-async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) {
-    let (path, mode) = (sink.path.clone(), sink.mode);
+/// Writes the token to its sink; true if written.
+async fn write_sink(sink: &Sink, token: &Token, metrics: &metrics::Metrics) -> bool {
+    let path = sink.path.clone();
+    let opts = crate::util::atomic_file::FileOptions {
+        mode: sink.mode,
+        owner: sink.owner,
+        group: sink.group,
+    };
     let body = token.jwt().expose().as_bytes().to_vec();
     let result = tokio::task::spawn_blocking(move || {
-        crate::util::atomic_file::write_atomic(&path, &body, mode)
+        crate::util::atomic_file::write_file(&path, &body, &opts)
     })
     .await;
     match result {
-        Ok(Ok(())) => tracing::debug!(path = %sink.path.display(), "sink written"),
+        Ok(Ok(())) => {
+            tracing::debug!(path = %sink.path.display(), "sink written");
+            true
+        }
         Ok(Err(e)) => {
             metrics
                 .sink_write_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(path = %sink.path.display(), error = %e, "cannot write token sink");
+            false
         }
-        Err(e) => tracing::error!(error = %e, "sink writer task failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "sink writer task failed");
+            false
+        }
     }
 }
 
