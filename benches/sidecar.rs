@@ -8,8 +8,13 @@
 //! of listener; the figures that matter are the ratios sidecar/baseline. Also
 //! reports the daemon's RSS idle and after load (`VmRSS`, `VmHWM`).
 //!
+//! Rounds interleave baseline and sidecar (`BENCH_ROUNDS`, default 3) and the
+//! figures are medians; `BENCH_CONNS` takes a list (`16,64`). With `BENCH_WRK=1`
+//! the TCP comparison is repeated with `wrk`, an external load generator.
+//!
 //!   cargo bench --bench sidecar                      # release build
-//!   BENCH_SECS=1 BENCH_CONNS=4 cargo bench --bench sidecar
+//!   BENCH_CONNS=16,64 BENCH_WRK=1 cargo bench --bench sidecar
+//!   BENCH_SECS=1 BENCH_CONNS=4 BENCH_ROUNDS=1 cargo bench --bench sidecar
 //!
 //! Results: stdout and `target/bench/sidecar.json`.
 
@@ -147,8 +152,13 @@ async fn run() {
     wait_for(|| base_sock.exists(), Duration::from_secs(10));
 
     let path = "/v1/token/api?format=raw";
-    let mut results = Vec::new();
-    for (name, target) in [
+    let rounds = env_num("BENCH_ROUNDS", 3).max(1) as usize;
+    let conn_counts: Vec<usize> = std::env::var("BENCH_CONNS")
+        .unwrap_or_else(|_| conns.to_string())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let targets = [
         ("baseline unix", Target::Unix(base_sock.clone())),
         ("sidecar unix", Target::Unix(sock.clone())),
         (
@@ -156,29 +166,60 @@ async fn run() {
             Target::Tcp(format!("127.0.0.1:{base_port}")),
         ),
         ("sidecar tcp", Target::Tcp(format!("127.0.0.1:{port}"))),
-    ] {
-        let r = load(&target, path, conns, Duration::from_secs(secs)).await;
-        println!(
-            "{name:<14} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  ({} requests, {} errors)",
-            r.rps, r.p50_us, r.p99_us, r.count, r.errors
+    ];
+    // Rounds interleave baseline and sidecar, so drift in the machine's load
+    // (other processes, thermal) hits both alike; the figures are medians.
+    let mut summary = Vec::new();
+    let mut errors = 0;
+    for &c in &conn_counts {
+        let mut per_target: Vec<Vec<LoadResult>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, (_, target)) in targets.iter().enumerate() {
+                let r = load(target, path, c, Duration::from_secs(secs)).await;
+                errors += r.errors;
+                per_target[i].push(r);
+            }
+        }
+        for (i, (name, _)) in targets.iter().enumerate() {
+            let m = Medians::of(&per_target[i]);
+            println!(
+                "{c:>3} conns  {name:<14} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  (median of {rounds} rounds)",
+                m.rps, m.p50_us, m.p99_us
+            );
+            summary.push(serde_json::json!({
+                "connections": c, "name": name, "rps": m.rps, "p50_us": m.p50_us, "p99_us": m.p99_us,
+                "rounds": per_target[i].iter().map(|r| serde_json::json!({"rps": r.rps, "p99_us": r.p99_us, "requests": r.count})).collect::<Vec<_>>(),
+            }));
+        }
+        let ratio = |s: usize, b: usize| {
+            median_f64(
+                per_target[s]
+                    .iter()
+                    .zip(&per_target[b])
+                    .map(|(s, b)| s.rps / b.rps)
+                    .collect(),
+            )
+        };
+        let (unix_ratio, tcp_ratio) = (ratio(1, 0), ratio(3, 2));
+        println!("{c:>3} conns  sidecar/baseline throughput (median of per-round ratios): unix {unix_ratio:.2}, tcp {tcp_ratio:.2}");
+        summary.push(
+            serde_json::json!({"connections": c, "ratio_unix": unix_ratio, "ratio_tcp": tcp_ratio}),
         );
-        results.push((name, r));
     }
+    let external = if std::env::var("BENCH_WRK").is_ok_and(|v| v == "1") {
+        wrk_rounds(port, base_port, &conn_counts, rounds, secs)
+    } else {
+        serde_json::Value::Null
+    };
     let loaded_rss = rss_kib(pid, "VmRSS:");
     let peak_rss = rss_kib(pid, "VmHWM:");
-    let ratio = |a: usize, b: usize| results[a].1.rps / results[b].1.rps;
-    let (unix_ratio, tcp_ratio) = (ratio(1, 0), ratio(3, 2));
-    println!("sidecar/baseline throughput: unix {unix_ratio:.2}, tcp {tcp_ratio:.2}");
     println!("sidecar RSS: idle {idle_rss} KiB, after load {loaded_rss} KiB, peak {peak_rss} KiB");
     let doc = serde_json::json!({
-        "secs_per_target": secs,
-        "connections": conns,
+        "secs_per_round": secs,
+        "rounds": rounds,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "targets": results.iter().map(|(n, r)| serde_json::json!({
-            "name": n, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us, "requests": r.count, "errors": r.errors,
-        })).collect::<Vec<_>>(),
-        "ratio_unix": unix_ratio,
-        "ratio_tcp": tcp_ratio,
+        "results": summary,
+        "wrk": external,
         "rss_kib": {"idle": idle_rss, "after_load": loaded_rss, "peak": peak_rss},
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -188,10 +229,127 @@ async fn run() {
         serde_json::to_string_pretty(&doc).unwrap(),
     )
     .unwrap();
-    let errors: u64 = results.iter().map(|(_, r)| r.errors).sum();
     drop(sidecar);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(errors, 0, "requests failed during the benchmark");
+}
+
+struct Medians {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl Medians {
+    fn of(rounds: &[LoadResult]) -> Self {
+        let median_u64 = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        Self {
+            rps: median_f64(rounds.iter().map(|r| r.rps).collect()),
+            p50_us: median_u64(rounds.iter().map(|r| r.p50_us).collect()),
+            p99_us: median_u64(rounds.iter().map(|r| r.p99_us).collect()),
+        }
+    }
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The same comparison with an external load generator (`wrk`, TCP only: it has
+/// no Unix-socket mode), so the figures do not depend on this file's client.
+fn wrk_rounds(
+    port: u16,
+    base_port: u16,
+    conn_counts: &[usize],
+    rounds: usize,
+    secs: u64,
+) -> serde_json::Value {
+    let mut out = Vec::new();
+    for &c in conn_counts {
+        let (mut base, mut side) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            base.push(wrk(base_port, c, secs));
+            side.push(wrk(port, c, secs));
+        }
+        let (base, side): (Vec<_>, Vec<_>) = (
+            base.into_iter().flatten().collect(),
+            side.into_iter().flatten().collect(),
+        );
+        if base.is_empty() || side.is_empty() {
+            println!("wrk: no result (is wrk installed?)");
+            return serde_json::Value::Null;
+        }
+        let ratio = median_f64(side.iter().zip(&base).map(|(s, b)| s.0 / b.0).collect());
+        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            median_f64(v.iter().map(f).collect())
+        };
+        let (s_rps, s_p50, s_p99) = (
+            med(&side, |r| r.0),
+            med(&side, |r| r.1),
+            med(&side, |r| r.2),
+        );
+        let (b_rps, b_p50, b_p99) = (
+            med(&base, |r| r.0),
+            med(&base, |r| r.1),
+            med(&base, |r| r.2),
+        );
+        println!(
+            "wrk {c:>3} conns tcp: sidecar {s_rps:>9.0} req/s p50 {s_p50:.0} µs p99 {s_p99:.0} µs | baseline {b_rps:>9.0} req/s p50 {b_p50:.0} µs p99 {b_p99:.0} µs | ratio {ratio:.2} (medians of {rounds} interleaved rounds)"
+        );
+        out.push(serde_json::json!({
+            "connections": c,
+            "sidecar": {"rps": s_rps, "p50_us": s_p50, "p99_us": s_p99},
+            "baseline": {"rps": b_rps, "p50_us": b_p50, "p99_us": b_p99},
+            "ratio": ratio,
+        }));
+    }
+    serde_json::Value::Array(out)
+}
+
+/// One `wrk` run: (requests/s, p50 µs, p99 µs).
+fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-H",
+            "Host: localhost",
+            &format!("http://127.0.0.1:{port}/v1/token/api?format=raw"),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let micros = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n,
+            "ms" => n * 1e3,
+            "s" => n * 1e6,
+            _ => return None,
+        })
+    };
+    if text.contains("Non-2xx") {
+        println!("wrk: non-2xx answers from port {port}:\n{text}");
+        return None;
+    }
+    Some((
+        field("Requests/sec:")?.parse().ok()?,
+        micros(field("50%")?)?,
+        micros(field("99%")?)?,
+    ))
 }
 
 fn wait_for(mut f: impl FnMut() -> bool, within: Duration) {

@@ -3,25 +3,40 @@
 //!
 //! - **Refresh ahead**: a value is refreshed in the background once it has lived
 //!   `refresh_at` of its lifetime (default 2/3), with ±`jitter` so many sidecars do
-//!   not refresh in lockstep.
-//! - **Single flight**: however many callers ask for a cold (or too-old) key at
-//!   once, one upstream fetch runs; the others wait for its result — value or
-//!   error — instead of starting their own.
+//!   not refresh in lockstep. Pinned keys (the configured tokens) always are;
+//!   on-demand keys only if they were asked for again since their last fetch, so a
+//!   key asked for once costs one exchange and is dropped when it expires.
+//! - **Single flight**: however many callers ask for a cold key at once, one
+//!   upstream fetch runs; the others wait for its result — value or error —
+//!   instead of starting their own.
+//! - **Never wait while valid**: a caller whose key holds a still-valid value gets
+//!   it at once, even when it is due for refresh or a refresh is in flight (the
+//!   refresh then runs in the background; see `serve_while_refreshing` for AWS
+//!   credentials, which wait for a fresh value unless the refresh is failing).
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
 //!   served until it truly expires; the refresh is retried with capped
-//!   exponential backoff and jitter.
+//!   exponential backoff and jitter, the delay never more than half of the value's
+//!   remaining life, so several attempts happen before it expires.
+//! - **Negative cache**: a failed fetch with no valid value to fall back on is
+//!   answered from the cache for `negative_ttl`; then an on-demand key is
+//!   forgotten (it is not retried in the background), a pinned one retried.
+//! - **Bounded**: at most `max_on_demand` unpinned keys, least recently used
+//!   dropped first; unpinned keys idle for `idle_evict` are dropped too. Admission
+//!   of a new key goes through a caller-supplied check (the sidecar's rate limit).
 //! - **Monotonic expiry**: freshness is judged on `Instant`s fixed when the value
 //!   was received, never on the wall clock.
-//! - **Eviction**: keys not requested for `idle_evict` are dropped, unless pinned
-//!   (configured tokens the sidecar keeps warm from start).
+//!
+//! The hot path (a cached, fresh value) takes two shared read locks and touches
+//! two atomics; nothing walks the whole cache except the background refresher,
+//! which does it under a read lock.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -43,6 +58,15 @@ impl Expiring for crate::token::Token {
     }
 }
 
+impl<T: Expiring> Expiring for Arc<T> {
+    fn received(&self) -> Instant {
+        (**self).received()
+    }
+    fn expires(&self) -> Instant {
+        (**self).expires()
+    }
+}
+
 /// The upstream call that produces a value for a key.
 pub type Fetcher<K, V, E> =
     Arc<dyn Fn(K) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>> + Send + Sync>;
@@ -54,8 +78,9 @@ pub struct CachePolicy {
     pub refresh_at: f64,
     /// Random spread of `refresh_at`, as a fraction of the lifetime.
     pub jitter: f64,
-    /// A value with less than this left is not handed out while a fresh one can
-    /// be fetched (callers such as AWS SDKs refresh only seconds before expiry).
+    /// A value with less than this left is refreshed before it is handed out
+    /// again (callers such as AWS SDKs refresh only seconds before expiry); while
+    /// that refresh runs or fails, the still-valid value is served.
     pub min_remaining: Duration,
     /// First retry delay after a failed refresh; doubles up to `retry_max`.
     pub retry_base: Duration,
@@ -63,6 +88,15 @@ pub struct CachePolicy {
     pub retry_max: Duration,
     /// Unpinned keys not requested for this long are evicted.
     pub idle_evict: Duration,
+    /// Most unpinned (on-demand) keys kept; the least recently used goes first.
+    pub max_on_demand: usize,
+    /// How long a failed fetch (with no valid value) is answered from the cache.
+    pub negative_ttl: Duration,
+    /// A valid value below `min_remaining` is handed out at once while its
+    /// refresh runs behind the caller (JWTs: any valid token opens a
+    /// connection). When false (AWS credentials, which SDKs keep until near
+    /// expiry), the caller waits for the refresh unless it is backing off.
+    pub serve_while_refreshing: bool,
 }
 
 impl Default for CachePolicy {
@@ -74,6 +108,9 @@ impl Default for CachePolicy {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             idle_evict: Duration::from_secs(3600),
+            max_on_demand: 1000,
+            negative_ttl: Duration::from_secs(5),
+            serve_while_refreshing: true,
         }
     }
 }
@@ -95,6 +132,10 @@ pub struct CacheStats {
     pub stale_served: AtomicU64,
     /// Keys dropped after `idle_evict`.
     pub evictions: AtomicU64,
+    /// Failures answered from the negative cache.
+    pub negative_hits: AtomicU64,
+    /// New keys the admission check refused.
+    pub refused: AtomicU64,
 }
 
 /// What a caller gets when no value can be served.
@@ -112,6 +153,19 @@ impl<E: fmt::Display> fmt::Display for CacheError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for CacheError<E> {}
 
+/// Why [`Cache::get_admitted`] gave no value.
+#[derive(Debug, Clone)]
+pub enum GetError<E> {
+    /// The key was not cached and the admission check refused it; try again
+    /// after this long.
+    Refused {
+        /// When the admission check expects to say yes.
+        retry_after: Duration,
+    },
+    /// The fetch failed (now or within `negative_ttl`).
+    Failed(CacheError<E>),
+}
+
 struct Slot<V, E> {
     value: Option<V>,
     /// When the background refresher should next fetch.
@@ -119,35 +173,54 @@ struct Slot<V, E> {
     /// Failed refreshes in a row (drives the backoff).
     failures: u32,
     last_error: Option<Arc<E>>,
+    /// When the last fetch failed (the negative cache).
+    failed_at: Option<Instant>,
+    /// When the last fetch completed, either way.
+    attempted_ms: u64,
     /// Incremented by every completed fetch, so waiters can tell one happened.
     generation: u64,
-    last_access: Instant,
-    pinned: bool,
 }
 
 struct Entry<V, E> {
-    slot: Mutex<Slot<V, E>>,
+    slot: RwLock<Slot<V, E>>,
     /// Held while fetching: the single flight.
-    flight: tokio::sync::Mutex<()>,
+    flight: Arc<tokio::sync::Mutex<()>>,
+    /// Milliseconds since the cache's epoch of the last request (atomic so the hot
+    /// path needs no write lock).
+    last_access_ms: AtomicU64,
+    pinned: AtomicBool,
 }
 
-type Entries<K, V, E> = Arc<Mutex<HashMap<K, Arc<Entry<V, E>>>>>;
+impl<V, E> Entry<V, E> {
+    fn pinned(&self) -> bool {
+        self.pinned.load(Ordering::Relaxed)
+    }
+}
+
+struct Table<K, V, E> {
+    map: HashMap<K, Arc<Entry<V, E>>>,
+    /// The pinned keys, so readiness and metrics look at these without walking
+    /// the on-demand ones.
+    pinned: Vec<(K, Arc<Entry<V, E>>)>,
+}
 
 /// The cache. Clone to share.
 pub struct Cache<K, V, E> {
-    entries: Entries<K, V, E>,
+    table: Arc<RwLock<Table<K, V, E>>>,
     fetch: Fetcher<K, V, E>,
     policy: CachePolicy,
     stats: Arc<CacheStats>,
+    epoch: Instant,
 }
 
 impl<K, V, E> Clone for Cache<K, V, E> {
     fn clone(&self) -> Self {
         Self {
-            entries: self.entries.clone(),
+            table: self.table.clone(),
             fetch: self.fetch.clone(),
             policy: self.policy.clone(),
             stats: self.stats.clone(),
+            epoch: self.epoch,
         }
     }
 }
@@ -174,10 +247,14 @@ where
     /// An empty cache that fetches with `fetch`.
     pub fn new(policy: CachePolicy, fetch: Fetcher<K, V, E>) -> Self {
         Self {
-            entries: Arc::new(Mutex::new(HashMap::new())),
+            table: Arc::new(RwLock::new(Table {
+                map: HashMap::new(),
+                pinned: Vec::new(),
+            })),
             fetch,
             policy,
             stats: Arc::new(CacheStats::default()),
+            epoch: Instant::now(),
         }
     }
 
@@ -191,46 +268,88 @@ where
         &self.policy
     }
 
-    /// Marks `key` as kept warm (never evicted) and fetches it now.
+    /// Marks `key` as kept warm (never evicted, always refreshed) and fetches it now.
     pub async fn pin(&self, key: K) -> Result<V, CacheError<E>> {
-        self.entry(&key)
-            .slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pinned = true;
+        {
+            let mut table = write(&self.table);
+            let entry = match table.map.get(&key) {
+                Some(e) => e.clone(),
+                None => {
+                    let e = self.new_entry();
+                    table.map.insert(key.clone(), e.clone());
+                    e
+                }
+            };
+            if !entry.pinned.swap(true, Ordering::Relaxed) {
+                table.pinned.push((key.clone(), entry));
+            }
+        }
         self.get(key).await
     }
 
     /// The current value of `key` if it is still valid, without fetching, counting
     /// a hit or touching its idle time (for the template renderer).
     pub fn peek(&self, key: &K) -> Option<V> {
-        let entry = lock(&self.entries).get(key).cloned()?;
-        let slot = lock(&entry.slot);
+        let entry = read(&self.table).map.get(key).cloned()?;
+        let slot = read(&entry.slot);
         slot.value.clone().filter(still_valid)
     }
 
     /// The value for `key`: cached if fresh enough, else fetched (one fetch for all
     /// concurrent callers), else the stale-but-valid value if the fetch failed.
     pub async fn get(&self, key: K) -> Result<V, CacheError<E>> {
-        let entry = self.entry(&key);
+        // Admitting everything, the lookup cannot refuse; the fallback (a detached
+        // entry) keeps this free of panics all the same.
+        let entry = self
+            .entry(&key, || Ok(()))
+            .unwrap_or_else(|_| self.new_entry());
+        self.get_entry(&key, entry).await
+    }
+
+    /// Like [`Cache::get`], but a key not in the cache is first put to `admit`
+    /// (called at most once, under the cache's lock, only by the caller that would
+    /// create the key: concurrent callers of one cold key count once).
+    pub async fn get_admitted(
+        &self,
+        key: &K,
+        admit: impl FnOnce() -> Result<(), Duration>,
+    ) -> Result<V, GetError<E>> {
+        match self.entry(key, admit) {
+            Ok(entry) => self.get_entry(key, entry).await.map_err(GetError::Failed),
+            Err(retry_after) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(GetError::Refused { retry_after })
+            }
+        }
+    }
+
+    async fn get_entry(&self, key: &K, entry: Arc<Entry<V, E>>) -> Result<V, CacheError<E>> {
+        entry.last_access_ms.store(self.now_ms(), Ordering::Relaxed);
         let seen_generation = {
-            let mut slot = lock(&entry.slot);
-            slot.last_access = Instant::now();
+            let slot = read(&entry.slot);
             if let Some(v) = slot.value.as_ref().filter(|v| self.servable(v)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(v.clone());
             }
-            // The last fetch failed and its retry is not due yet: serve the still
-            // valid value rather than sending every caller upstream.
-            let backing_off =
-                slot.last_error.is_some() && slot.refresh_due.is_some_and(|t| t > Instant::now());
-            if let Some(v) = slot
-                .value
-                .as_ref()
-                .filter(|v| backing_off && still_valid(*v))
-            {
-                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-                return Ok(v.clone());
+            if let Some(v) = slot.value.as_ref().filter(|v| still_valid(*v)) {
+                let due = slot.refresh_due.is_none_or(|t| t <= Instant::now());
+                let backing_off = slot.last_error.is_some() && !due;
+                if self.policy.serve_while_refreshing || backing_off {
+                    // Valid: hand it out now, refresh behind the caller's back.
+                    self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+                    let v = v.clone();
+                    drop(slot);
+                    if due {
+                        self.spawn_refresh(key.clone(), entry.clone());
+                    }
+                    return Ok(v);
+                }
+            }
+            if let (Some(e), Some(at)) = (&slot.last_error, slot.failed_at) {
+                if at.elapsed() < self.policy.negative_ttl {
+                    self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+                    return Err(CacheError { error: e.clone() });
+                }
             }
             slot.generation
         };
@@ -238,7 +357,7 @@ where
         let _flight = entry.flight.lock().await;
         {
             // Someone else's fetch finished while we waited: take its result.
-            let slot = lock(&entry.slot);
+            let slot = read(&entry.slot);
             if slot.generation != seen_generation {
                 if let Some(v) = slot.value.as_ref().filter(|v| still_valid(*v)) {
                     return Ok(v.clone());
@@ -248,7 +367,21 @@ where
                 }
             }
         }
-        self.fetch_into(&key, &entry).await
+        self.fetch_into(key, &entry).await
+    }
+
+    /// Fetches `key` in the background unless a fetch for it is already running.
+    fn spawn_refresh(&self, key: K, entry: Arc<Entry<V, E>>) {
+        let Ok(flight) = entry.flight.clone().try_lock_owned() else {
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _flight = flight;
+            if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
+                cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 
     /// Fetches for `key` while holding its flight lock, records the outcome, and
@@ -256,22 +389,31 @@ where
     async fn fetch_into(&self, key: &K, entry: &Entry<V, E>) -> Result<V, CacheError<E>> {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let result = (self.fetch)(key.clone()).await;
-        let mut slot = lock(&entry.slot);
+        let now_ms = self.now_ms();
+        let mut slot = write(&entry.slot);
         slot.generation += 1;
+        slot.attempted_ms = now_ms;
         match result {
             Ok(v) => {
                 slot.refresh_due = Some(self.refresh_time(&v));
                 slot.failures = 0;
                 slot.last_error = None;
+                slot.failed_at = None;
                 slot.value = Some(v.clone());
                 Ok(v)
             }
             Err(e) => {
                 self.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
                 let e = Arc::new(e);
-                slot.failures += 1;
+                slot.failures = slot.failures.saturating_add(1);
                 slot.last_error = Some(e.clone());
-                slot.refresh_due = Some(Instant::now() + self.backoff(slot.failures));
+                let now = Instant::now();
+                slot.failed_at = Some(now);
+                let remaining = slot
+                    .value
+                    .as_ref()
+                    .map(|v| v.expires().saturating_duration_since(now));
+                slot.refresh_due = Some(now + self.backoff(slot.failures, remaining));
                 match slot.value.as_ref().filter(|v| still_valid(*v)) {
                     Some(v) => {
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
@@ -283,26 +425,51 @@ where
         }
     }
 
-    /// One pass of the background refresher: refreshes what is due, evicts what is
-    /// idle. Returns when the refreshes it started have finished.
+    /// One pass of the background refresher: refreshes what is due, drops what is
+    /// idle, expired or failed (unpinned keys). Returns when the refreshes it
+    /// started have finished.
     pub async fn refresh_due(&self) {
         let now = Instant::now();
+        let now_ms = self.now_ms();
+        let idle_ms = u64::try_from(self.policy.idle_evict.as_millis()).unwrap_or(u64::MAX);
         let mut due = Vec::new();
+        let mut drop_keys = Vec::new();
         {
-            let mut entries = lock(&self.entries);
-            entries.retain(|_, e| {
-                let slot = lock(&e.slot);
-                let keep =
-                    slot.pinned || now.duration_since(slot.last_access) < self.policy.idle_evict;
-                if !keep {
-                    self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            // A read lock: callers keep being served while this walks.
+            let table = read(&self.table);
+            for (k, e) in table.map.iter() {
+                let slot = read(&e.slot);
+                let pinned = e.pinned();
+                if !pinned {
+                    let last = e.last_access_ms.load(Ordering::Relaxed);
+                    let idle = now_ms.saturating_sub(last) >= idle_ms;
+                    let valid = slot.value.as_ref().is_some_and(still_valid);
+                    let expired = slot.value.is_some() && !valid;
+                    let failed_out = !valid
+                        && slot
+                            .failed_at
+                            .is_some_and(|t| now.duration_since(t) >= self.policy.negative_ttl);
+                    if idle || expired || failed_out {
+                        drop_keys.push(k.clone());
+                        continue;
+                    }
+                    // On-demand keys: refreshed only if asked for since the last
+                    // fetch, and only while there is a value to keep fresh.
+                    if !valid || last <= slot.attempted_ms {
+                        continue;
+                    }
                 }
-                keep
-            });
-            for (k, e) in entries.iter() {
-                let slot = lock(&e.slot);
                 if slot.refresh_due.is_some_and(|t| t <= now) {
                     due.push((k.clone(), e.clone()));
+                }
+            }
+        }
+        if !drop_keys.is_empty() {
+            let mut table = write(&self.table);
+            for k in drop_keys {
+                if table.map.get(&k).is_some_and(|e| !e.pinned()) {
+                    table.map.remove(&k);
+                    self.stats.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -313,13 +480,13 @@ where
                 let Ok(_flight) = entry.flight.try_lock() else {
                     return; // a caller is already fetching it
                 };
-                if lock(&entry.slot)
+                if read(&entry.slot)
                     .refresh_due
                     .is_some_and(|t| t > Instant::now())
                 {
                     return;
                 }
-                if cache.fetch_into(&key, &entry).await.is_err() || lock(&entry.slot).failures > 0 {
+                if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
                     cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -330,7 +497,7 @@ where
     /// Runs [`Cache::refresh_due`] every `tick` until `stop` resolves.
     pub async fn run_refresher(&self, tick: Duration, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut interval = tokio::time::interval(tick);
+        let mut interval = tokio::time::interval(tick.max(Duration::from_millis(1)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -340,51 +507,97 @@ where
         }
     }
 
-    /// Every key with its state.
+    /// Every key with its state. Walks the whole cache: for tests and
+    /// diagnostics, not for anything a caller can trigger often (see
+    /// [`Cache::pinned_status`]).
     pub fn status(&self) -> Vec<KeyStatus<K>> {
-        lock(&self.entries)
+        read(&self.table)
+            .map
             .iter()
-            .map(|(k, e)| {
-                let slot = lock(&e.slot);
-                KeyStatus {
-                    key: k.clone(),
-                    remaining: slot
-                        .value
-                        .as_ref()
-                        .map(|v| v.expires().saturating_duration_since(Instant::now())),
-                    failures: slot.failures,
-                    pinned: slot.pinned,
-                }
-            })
+            .map(|(k, e)| key_status(k, e))
             .collect()
     }
 
-    fn entry(&self, key: &K) -> Arc<Entry<V, E>> {
-        let mut entries = lock(&self.entries);
-        // The hot path: the key exists, no clone of it needed.
-        if let Some(e) = entries.get(key) {
-            return e.clone();
-        }
-        entries
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Entry {
-                    slot: Mutex::new(Slot {
-                        value: None,
-                        refresh_due: None,
-                        failures: 0,
-                        last_error: None,
-                        generation: 0,
-                        last_access: Instant::now(),
-                        pinned: false,
-                    }),
-                    flight: tokio::sync::Mutex::new(()),
-                })
-            })
-            .clone()
+    /// The pinned keys with their state (cost grows with the configuration, not
+    /// with what callers ask for).
+    pub fn pinned_status(&self) -> Vec<KeyStatus<K>> {
+        read(&self.table)
+            .pinned
+            .iter()
+            .map(|(k, e)| key_status(k, e))
+            .collect()
     }
 
-    /// Fresh enough to hand out without fetching.
+    /// How many keys are cached: (pinned, on demand).
+    pub fn key_counts(&self) -> (usize, usize) {
+        let table = read(&self.table);
+        let pinned = table.pinned.len();
+        (pinned, table.map.len().saturating_sub(pinned))
+    }
+
+    /// Whether `key` is cached (with or without a value).
+    pub fn contains(&self, key: &K) -> bool {
+        read(&self.table).map.contains_key(key)
+    }
+
+    /// The entry for `key`, created (after `admit` says yes) if new; the least
+    /// recently used unpinned key makes room when `max_on_demand` is reached.
+    fn entry(
+        &self,
+        key: &K,
+        admit: impl FnOnce() -> Result<(), Duration>,
+    ) -> Result<Arc<Entry<V, E>>, Duration> {
+        // The hot path: the key exists; a shared lock, no clone of the key.
+        if let Some(e) = read(&self.table).map.get(key) {
+            return Ok(e.clone());
+        }
+        let mut table = write(&self.table);
+        if let Some(e) = table.map.get(key) {
+            return Ok(e.clone());
+        }
+        admit()?;
+        let on_demand = table.map.len().saturating_sub(table.pinned.len());
+        if on_demand >= self.policy.max_on_demand {
+            // Bounded by max_on_demand, and only when a new key is admitted
+            // (which the sidecar rate-limits).
+            let oldest = table
+                .map
+                .iter()
+                .filter(|(_, e)| !e.pinned())
+                .min_by_key(|(_, e)| e.last_access_ms.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                table.map.remove(&k);
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let e = self.new_entry();
+        table.map.insert(key.clone(), e.clone());
+        Ok(e)
+    }
+
+    fn new_entry(&self) -> Arc<Entry<V, E>> {
+        Arc::new(Entry {
+            slot: RwLock::new(Slot {
+                value: None,
+                refresh_due: None,
+                failures: 0,
+                last_error: None,
+                failed_at: None,
+                attempted_ms: 0,
+                generation: 0,
+            }),
+            flight: Arc::new(tokio::sync::Mutex::new(())),
+            last_access_ms: AtomicU64::new(self.now_ms()),
+            pinned: AtomicBool::new(false),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Fresh enough to hand out without refreshing.
     fn servable(&self, v: &V) -> bool {
         v.expires().saturating_duration_since(Instant::now()) > self.policy.min_remaining
     }
@@ -406,14 +619,33 @@ where
         at.min(latest.max(v.received()))
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let exp = self
+    /// Exponential from `retry_base` to `retry_max`, jittered down by up to half,
+    /// and never more than half of what the current value has left (so the
+    /// attempts crowd in before it expires instead of one landing after).
+    fn backoff(&self, failures: u32, remaining: Option<Duration>) -> Duration {
+        let mut exp = self
             .policy
             .retry_base
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.policy.retry_max);
-        let ms = exp.as_millis() as u64;
+        if let Some(r) = remaining.filter(|r| !r.is_zero()) {
+            exp = exp.min((r / 2).max(Duration::from_millis(50)));
+        }
+        let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
+    }
+}
+
+fn key_status<K: Clone, V: Expiring, E>(k: &K, e: &Entry<V, E>) -> KeyStatus<K> {
+    let slot = read(&e.slot);
+    KeyStatus {
+        key: k.clone(),
+        remaining: slot
+            .value
+            .as_ref()
+            .map(|v| v.expires().saturating_duration_since(Instant::now())),
+        failures: slot.failures,
+        pinned: e.pinned(),
     }
 }
 
@@ -421,8 +653,12 @@ fn still_valid<V: Expiring>(v: &V) -> bool {
     v.expires() > Instant::now()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -454,6 +690,9 @@ mod tests {
             retry_base: Duration::from_millis(10),
             retry_max: Duration::from_millis(40),
             idle_evict: Duration::from_secs(60),
+            max_on_demand: 100,
+            negative_ttl: Duration::ZERO,
+            serve_while_refreshing: true,
         }
     }
 
@@ -523,7 +762,7 @@ mod tests {
     async fn refreshes_ahead_and_serves_stale_while_valid() {
         let (fetch, calls, fail) = counting(Duration::from_millis(400), Duration::ZERO);
         let cache = Cache::new(policy(), fetch);
-        assert_eq!(cache.get(1).await.unwrap().n, 1);
+        assert_eq!(cache.pin(1).await.unwrap().n, 1);
         tokio::time::sleep(Duration::from_millis(220)).await;
         cache.refresh_due().await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed at half-life");
@@ -580,6 +819,8 @@ mod tests {
         );
         cache.get(1).await.unwrap();
         cache.get(1).await.unwrap();
+        // The refetch runs behind the caller, who was not kept waiting.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -600,10 +841,160 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(cache.get(1).await.unwrap().n, 1, "stale but valid");
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..20 {
+            assert_eq!(cache.get(1).await.unwrap().n, 1, "stale but valid");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
             "one failed fetch, then backoff"
         );
+    }
+
+    #[tokio::test]
+    async fn a_valid_value_is_served_at_once_while_its_refresh_is_slow() {
+        let (fetch, calls, _) = counting(Duration::from_millis(600), Duration::from_millis(300));
+        let cache = Cache::new(
+            CachePolicy {
+                min_remaining: Duration::from_secs(10),
+                ..policy()
+            },
+            fetch,
+        );
+        cache.pin(1).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(cache.get(1).await.unwrap().n, 1);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one background refetch");
+    }
+
+    #[test]
+    fn retry_backoff_is_capped_by_the_remaining_lifetime() {
+        let (fetch, _, _) = counting(Duration::from_secs(60), Duration::ZERO);
+        let cache: Cache<u8, V, String> = Cache::new(
+            CachePolicy {
+                retry_base: Duration::from_secs(1),
+                retry_max: Duration::from_secs(300),
+                ..policy()
+            },
+            fetch,
+        );
+        for _ in 0..50 {
+            assert!(cache.backoff(9, None) >= Duration::from_secs(128));
+            assert!(cache.backoff(9, Some(Duration::from_secs(10))) <= Duration::from_secs(5));
+            assert!(cache.backoff(9, Some(Duration::from_millis(20))) <= Duration::from_millis(50));
+        }
+    }
+
+    #[tokio::test]
+    async fn on_demand_keys_are_capped_least_recently_used_first_and_pins_stay() {
+        let (fetch, _, _) = counting(Duration::from_secs(60), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                max_on_demand: 3,
+                ..policy()
+            },
+            fetch,
+        );
+        cache.pin(100).await.unwrap();
+        for k in 0..3u8 {
+            cache.get(k).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cache.get(0).await.unwrap(); // 1 is now the least recently used
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cache.get(3).await.unwrap();
+        let mut keys: Vec<u8> = cache.status().into_iter().map(|s| s.key).collect();
+        keys.sort();
+        assert_eq!(keys, vec![0, 2, 3, 100]);
+        assert_eq!(cache.key_counts(), (1, 3));
+        assert_eq!(cache.pinned_status().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn on_demand_keys_are_refreshed_only_if_asked_for_again() {
+        let (fetch, calls, _) = counting(Duration::from_millis(300), Duration::ZERO);
+        let cache = Cache::new(policy(), fetch);
+        cache.get(1).await.unwrap(); // asked once
+        cache.get(2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cache.get(2).await.unwrap(); // asked again
+        tokio::time::sleep(Duration::from_millis(160)).await;
+        cache.refresh_due().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "only key 2 refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cache.refresh_due().await;
+        let keys: Vec<u8> = cache.status().into_iter().map(|s| s.key).collect();
+        assert_eq!(keys, vec![2], "key 1 dropped once expired");
+    }
+
+    #[tokio::test]
+    async fn a_failed_on_demand_key_is_answered_from_the_negative_cache_then_forgotten() {
+        let (fetch, calls, fail) = counting(Duration::from_secs(60), Duration::ZERO);
+        fail.store(true, Ordering::SeqCst);
+        let cache = Cache::new(
+            CachePolicy {
+                negative_ttl: Duration::from_millis(100),
+                ..policy()
+            },
+            fetch,
+        );
+        for _ in 0..10 {
+            assert!(cache.get(1).await.is_err());
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one fetch, then the negative cache"
+        );
+        assert_eq!(cache.stats().negative_hits.load(Ordering::SeqCst), 9);
+        for _ in 0..5 {
+            cache.refresh_due().await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "not retried in the background"
+        );
+        assert!(cache.status().is_empty(), "forgotten");
+    }
+
+    #[tokio::test]
+    async fn admission_is_asked_once_per_new_key_not_per_caller() {
+        let (fetch, calls, _) = counting(Duration::from_secs(60), Duration::from_millis(50));
+        let cache = Cache::new(policy(), fetch);
+        let asked = Arc::new(AtomicU32::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (c, asked) = (cache.clone(), asked.clone());
+            tasks.spawn(async move {
+                c.get_admitted(&7, || {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+                .is_ok()
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert!(r.unwrap());
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let refused = cache.get_admitted(&8, || Err(Duration::from_secs(2))).await;
+        assert!(
+            matches!(refused, Err(GetError::Refused { retry_after }) if retry_after == Duration::from_secs(2))
+        );
+        assert!(!cache.contains(&8));
     }
 }

@@ -327,12 +327,13 @@ async fn local_api_routes_formats_and_errors() {
         "{metrics}"
     );
     assert!(metrics.contains("s2iam_cache_hits_total 1"), "{metrics}");
+    // An on-demand token is counted, not labelled (issue 13: series must not
+    // grow with what callers ask for); configured tokens get per-token series.
     assert!(
-        metrics.contains(
-            "s2iam_token_seconds_to_expiry{jwt_type=\"database\",workspace_group=\"wg-ok\"}"
-        ),
+        metrics.contains("s2iam_cached_tokens{kind=\"on_demand\"} 1"),
         "{metrics}"
     );
+    assert!(!metrics.contains("wg-ok"), "{metrics}");
     assert!(!metrics.contains(jwt), "no token in metrics");
     sidecar.shutdown().await;
     server.shutdown().await;

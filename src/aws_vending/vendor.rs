@@ -86,6 +86,7 @@ impl AwsCredentialVendor {
         let settings = Arc::new(settings);
         let policy = CachePolicy {
             min_remaining: settings.min_remaining.max(policy.min_remaining),
+            serve_while_refreshing: false,
             ..policy
         };
         let cache = Cache::new(policy, fetcher(settings.clone(), client.clone()));

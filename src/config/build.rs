@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::aws_profile::aws_settings;
-use super::file::{FileCache, FileConfig, FileToken};
+use super::file::{FileCache, FileConfig, FileListen, FileToken};
 use super::value::{duration, millis, mode, parse_tcp, secs};
 use super::{
-    invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ListenConfig, LogConfig,
-    LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
+    invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
+    LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
 };
 use crate::cache::CachePolicy;
 use crate::env::Env;
@@ -72,6 +72,17 @@ pub(super) fn build(
         access: AccessConfig {
             workspace_groups: file.access.workspace_groups.unwrap_or_default(),
             assume_roles: file.access.assume_roles.unwrap_or_default(),
+            audiences: file.access.audiences.unwrap_or_default(),
+            cold_fetches_per_second: positive(
+                "access.cold_fetches_per_second",
+                file.access.cold_fetches_per_second,
+                20,
+            )?,
+            cold_fetches_per_caller_per_second: positive(
+                "access.cold_fetches_per_caller_per_second",
+                file.access.cold_fetches_per_caller_per_second,
+                5,
+            )?,
         },
         log,
         tokens,
@@ -157,6 +168,7 @@ fn listen(
         tcp,
         allowed_uids: file.listen.allowed_uids.clone().unwrap_or_default(),
         tcp_token_file: file.listen.tcp_token_file.clone(),
+        limits: conn_limits(&file.listen)?,
     })
 }
 
@@ -219,6 +231,64 @@ fn client(
     })
 }
 
+fn positive<T: Copy + Default + PartialOrd>(
+    setting: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v <= T::default() {
+        return Err(invalid(setting, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
+    let d = ConnLimits::default();
+    let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
+        let v = duration(setting, value, default, Duration::ZERO..=secs(24 * 3600))?;
+        if v.is_zero() {
+            return Err(invalid(setting, "must be greater than 0"));
+        }
+        Ok(v)
+    };
+    let max_header_bytes = l.max_header_bytes.unwrap_or(d.max_header_bytes);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(invalid(
+            "listen.max_header_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    Ok(ConnLimits {
+        header_read_timeout: nonzero(
+            "listen.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        )?,
+        idle_timeout: nonzero(
+            "listen.idle_timeout",
+            l.idle_timeout.as_deref(),
+            d.idle_timeout,
+        )?,
+        max_connections: positive(
+            "listen.max_connections",
+            l.max_connections,
+            d.max_connections,
+        )?,
+        max_connections_per_uid: positive(
+            "listen.max_connections_per_uid",
+            l.max_connections_per_uid,
+            d.max_connections_per_uid,
+        )?,
+        max_header_bytes,
+        shutdown_timeout: nonzero(
+            "listen.shutdown_timeout",
+            l.shutdown_timeout.as_deref(),
+            d.shutdown_timeout,
+        )?,
+    })
+}
+
 fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     let d = CachePolicy::default();
     let refresh_at = c.refresh_at.unwrap_or(d.refresh_at);
@@ -245,6 +315,13 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             c.idle_evict.as_deref(),
             d.idle_evict,
             secs(1)..=secs(7 * 24 * 3600),
+        )?,
+        max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
+        negative_ttl: duration(
+            "cache.negative_ttl",
+            c.negative_ttl.as_deref(),
+            d.negative_ttl,
+            Duration::ZERO..=secs(3600),
         )?,
         ..d
     })

@@ -83,6 +83,12 @@ pub(super) struct FileListen {
     pub(super) allow_non_loopback: Option<bool>,
     pub(super) allowed_uids: Option<Vec<u32>>,
     pub(super) tcp_token_file: Option<PathBuf>,
+    pub(super) header_read_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_uid: Option<usize>,
+    pub(super) max_header_bytes: Option<usize>,
+    pub(super) shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +119,8 @@ pub(super) struct FileCache {
     pub(super) min_remaining: Option<String>,
     pub(super) idle_evict: Option<String>,
     pub(super) tick: Option<String>,
+    pub(super) max_on_demand: Option<usize>,
+    pub(super) negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +128,9 @@ pub(super) struct FileCache {
 pub(super) struct FileAccess {
     pub(super) workspace_groups: Option<Vec<String>>,
     pub(super) assume_roles: Option<Vec<String>>,
+    pub(super) audiences: Option<Vec<String>>,
+    pub(super) cold_fetches_per_second: Option<u32>,
+    pub(super) cold_fetches_per_caller_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,12 @@
 //! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any.
 //!                                    # Not checkable on TCP: with tcp on, tcp_token_file is required
 //! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
+//! header_read_timeout = "10s"        # a request's headers must arrive within this (also closes idle keep-alive)
+//! idle_timeout = "60s"               # a connection with no bytes either way for this long is closed
+//! max_connections = 512              # per listener; more wait in the kernel's backlog
+//! max_connections_per_uid = 512      # per peer uid on the Unix socket; more are closed at once
+//! max_header_bytes = 16384           # larger request heads get 431
+//! shutdown_timeout = "10s"           # after SIGTERM, connections still open after this are cut
 //!
 //! [auth]
 //! server_url = "https://authsvc.singlestore.com/auth/iam/:jwtType"
@@ -36,10 +42,15 @@
 //! min_remaining = "60s"
 //! idle_evict = "1h"
 //! tick = "1s"
+//! max_on_demand = 1000               # on-demand (unconfigured) keys kept; least recently used dropped
+//! negative_ttl = "5s"                # a failed on-demand key answers its error this long, then is forgotten
 //!
 //! [access]
 //! workspace_groups = ["wg-1"]        # on-demand database tokens allowed; empty = any
 //! assume_roles = []                  # roles local callers may ask for; empty = none
+//! audiences = []                     # GCP audiences callers may ask for besides the configured ones
+//! cold_fetches_per_second = 20       # exchanges for keys not in the cache, all callers together
+//! cold_fetches_per_caller_per_second = 5  # the same per caller (uid on the socket, address on TCP)
 //!
 //! [log]
 //! format = "text"                    # or "json"
@@ -199,6 +210,42 @@ pub struct ListenConfig {
     pub allowed_uids: Vec<u32>,
     /// TCP callers must send `Authorization: Bearer <contents>`.
     pub tcp_token_file: Option<PathBuf>,
+    /// Timeouts and caps of each listener.
+    pub limits: ConnLimits,
+}
+
+/// What one listener tolerates from its callers (`[listen]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time allowed for a request's headers, counted from when the connection is
+    /// ready for one (so it also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections per listener; more wait in the kernel's backlog until
+    /// one closes.
+    pub max_connections: usize,
+    /// Open connections per peer uid on the Unix socket; more are closed at once.
+    /// The default equals `max_connections` (no extra limit); set it lower when
+    /// several users share the socket, so one cannot take every place.
+    pub max_connections_per_uid: usize,
+    /// Largest request line plus headers; larger gets 431.
+    pub max_header_bytes: usize,
+    /// After the stop signal, connections still open after this are cut.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_connections_per_uid: 512,
+            max_header_bytes: 16 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[auth]` and `[identity]`: the settings of the sidecar's one client (how it
@@ -243,6 +290,12 @@ pub struct AccessConfig {
     pub workspace_groups: Vec<String>,
     /// Roles callers may ask to assume; empty: none.
     pub assume_roles: Vec<String>,
+    /// GCP audiences callers may ask for besides the default and configured ones.
+    pub audiences: Vec<String>,
+    /// Exchanges for keys not yet cached, per second: all callers, and each caller.
+    pub cold_fetches_per_second: u32,
+    /// The same, for each caller (uid on the socket, address on TCP).
+    pub cold_fetches_per_caller_per_second: u32,
 }
 
 /// `[log]`.

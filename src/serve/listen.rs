@@ -8,23 +8,40 @@
 //! `Authorization: Bearer <token>` (except on the AWS routes, which take the raw
 //! container-credentials token instead; see [`super::aws`]).
 //!
+//! Every connection is bounded (see `ConnLimits`): hyper's header-read timeout
+//! and header-size limit, an idle timeout, a cap per listener and per peer uid;
+//! shutdown waits for in-flight requests at most `listen.shutdown_timeout`.
+//!
 //! A socket file left behind by a crashed sidecar is replaced; one that a live
 //! sidecar still answers on, or a path that is not a socket, is an error.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::serve::IncomingStream;
-use tokio::net::{TcpListener, UnixListener};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::config::ConnLimits;
 
 use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
+use super::limits::Caller;
 use super::routes;
 use super::{AppState, ServeError};
 use crate::logging::field;
@@ -36,16 +53,6 @@ pub struct UnixPeer {
     pub uid: Option<u32>,
     /// The caller's pid, when the kernel says.
     pub pid: Option<i32>,
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
-        Self {
-            uid: cred.map(|c| c.uid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
 }
 
 /// A listener being served.
@@ -84,7 +91,7 @@ impl Running {
     }
 
     /// Waits for the server to finish its in-flight requests (after the stop
-    /// signal), then removes the socket file.
+    /// signal, at most `listen.shutdown_timeout`), then removes the socket file.
     pub async fn wait(self) {
         match self {
             Running::Unix { path, task } => {
@@ -129,18 +136,12 @@ async fn start_unix(
         std::fs::Permissions::from_mode(state.config.listen.socket_mode),
     )
     .map_err(listen_err)?;
-    let app = routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, check_unix_peer))
-        .into_make_service_with_connect_info::<UnixPeer>();
+    let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        check_unix_peer,
+    ));
     tracing::info!(socket = %path.display(), "listening on unix socket");
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal(stopped))
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "unix socket server failed");
-        }
-    });
+    let task = tokio::spawn(serve(UnixAccept(listener), app, state, stopped));
     Ok(Running::Unix {
         path: path.to_path_buf(),
         task,
@@ -159,21 +160,12 @@ async fn start_tcp(
             source: in_use_hint(source, addr),
         })?;
     let addr = listener.local_addr().unwrap_or(addr);
-    let app = routes::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            check_tcp_caller,
-        ))
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        check_tcp_caller,
+    ));
     tracing::info!(%addr, "listening on tcp");
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal(stopped))
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "tcp server failed");
-        }
-    });
+    let task = tokio::spawn(serve(TcpAccept(listener), app, state, stopped));
     Ok(Running::Tcp { addr, task })
 }
 
@@ -188,7 +180,311 @@ fn in_use_hint(e: std::io::Error, addr: SocketAddr) -> std::io::Error {
     )
 }
 
-async fn stop_signal(mut stopped: watch::Receiver<bool>) {
+/// A listener's accepted connections, with what the routes need to know of the
+/// peer (put into each request as `ConnectInfo`).
+trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Peer: Clone + Send + Sync + 'static;
+    const NAME: &'static str;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
+    /// The uid whose per-uid connection cap applies, if any.
+    fn uid(peer: &Self::Peer) -> Option<u32>;
+}
+
+struct UnixAccept(UnixListener);
+
+impl Accept for UnixAccept {
+    type Io = UnixStream;
+    type Peer = UnixPeer;
+    const NAME: &'static str = "unix";
+    async fn accept(&self) -> std::io::Result<(UnixStream, UnixPeer)> {
+        let (io, _) = self.0.accept().await?;
+        let cred = io.peer_cred().ok();
+        let peer = UnixPeer {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        };
+        Ok((io, peer))
+    }
+    fn uid(peer: &UnixPeer) -> Option<u32> {
+        peer.uid
+    }
+}
+
+struct TcpAccept(TcpListener);
+
+impl Accept for TcpAccept {
+    type Io = TcpStream;
+    type Peer = SocketAddr;
+    const NAME: &'static str = "tcp";
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (io, peer) = self.0.accept().await?;
+        let _ = io.set_nodelay(true);
+        Ok((io, peer))
+    }
+    fn uid(_: &SocketAddr) -> Option<u32> {
+        None
+    }
+}
+
+/// Open connections of one listener, in total and per uid.
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+/// Releases a connection's place in [`Counts`] when the connection ends.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    uid: Option<u32>,
+    open: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.counts);
+        c.total = c.total.saturating_sub(1);
+        if let Some(uid) = self.uid {
+            if let Some(n) = c.per_uid.get_mut(&uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.per_uid.remove(&uid);
+                }
+            }
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a place for a new connection, or `None` when a cap is reached. The
+/// listener cap is also applied before accepting (a full listener stops
+/// accepting, so a burst waits in the backlog instead of being cut); the per-uid
+/// cap can only be applied after, by closing the connection.
+fn admit(
+    counts: &Arc<Mutex<Counts>>,
+    limits: &ConnLimits,
+    uid: Option<u32>,
+    open: &Arc<AtomicU64>,
+) -> Option<Slot> {
+    let mut c = lock(counts);
+    if c.total >= limits.max_connections {
+        return None;
+    }
+    if let Some(uid) = uid {
+        let n = c.per_uid.entry(uid).or_insert(0);
+        if *n >= limits.max_connections_per_uid {
+            return None;
+        }
+        *n += 1;
+    }
+    c.total += 1;
+    open.fetch_add(1, Ordering::Relaxed);
+    Some(Slot {
+        counts: counts.clone(),
+        uid,
+        open: open.clone(),
+    })
+}
+
+/// The accept loop of one listener. Axum's own `serve` sets no timer on hyper (so
+/// no header-read timeout fires) and caps nothing; this one gives every
+/// connection hyper's header-read timeout and header-size limit, an idle timeout
+/// of its own, a per-listener and per-uid cap, and on the stop signal a graceful
+/// shutdown bounded by `shutdown_timeout`.
+async fn serve<A: Accept>(
+    listener: A,
+    app: Router,
+    state: Arc<AppState>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let limits = state.config.listen.limits.clone();
+    let metrics = state.metrics.clone();
+    let open = metrics.connections_open(A::NAME);
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut conns = tokio::task::JoinSet::new();
+    let mut warned_full = false;
+    let mut warned_uid = false;
+    let conn_stopped = stopped.clone();
+    loop {
+        let room = lock(&counts).total < limits.max_connections;
+        if !room && !warned_full {
+            warned_full = true;
+            tracing::warn!(
+                listener = A::NAME,
+                max = limits.max_connections,
+                "listen.max_connections reached: new connections wait in the kernel's backlog"
+            );
+        }
+        tokio::select! {
+            _ = until_stopped(&mut stopped) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept(), if room => {
+                let (io, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off a little
+                        // rather than spin.
+                        tracing::error!(listener = A::NAME, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Some(slot) = admit(&counts, &limits, A::uid(&peer), &open) else {
+                    metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    if !warned_uid {
+                        warned_uid = true;
+                        tracing::warn!(listener = A::NAME, per_uid = limits.max_connections_per_uid, "listen.max_connections_per_uid reached: closing that user's new connections");
+                    }
+                    drop(io);
+                    continue;
+                };
+                if room {
+                    warned_full = false;
+                    warned_uid = false;
+                }
+                conns.spawn(connection(io, peer, app.clone(), limits.clone(), conn_stopped.clone(), slot));
+            }
+        }
+    }
+    // Stop signal: the listener closes (dropped below); connections finish
+    // their request and close, and whatever is left at the deadline is cut.
+    drop(listener);
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            listener = A::NAME,
+            left = conns.len(),
+            "shutdown timeout: closing connections still open"
+        );
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+}
+
+/// Serves one connection until it closes, times out or is shut down.
+async fn connection<I, P>(
+    io: I,
+    peer: P,
+    app: Router,
+    limits: ConnLimits,
+    mut stopped: watch::Receiver<bool>,
+    _slot: Slot,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    let activity = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let io = TokioIo::new(Activity {
+        inner: io,
+        started,
+        last: activity.clone(),
+    });
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer.clone()));
+        app.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192).saturating_mul(2))
+        .max_header_size(limits.max_header_bytes);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+    let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = until_stopped(&mut stopped), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(check) => {
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if now.saturating_sub(activity.load(Ordering::Relaxed)) >= idle_ms {
+                    tracing::debug!("closing idle connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Records when bytes last moved either way (for the idle timeout).
+struct Activity<I> {
+    inner: I,
+    started: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<I> Activity<I> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Activity<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Activity<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
@@ -240,6 +536,9 @@ async fn check_unix_peer(
             "this user is not allowed to use the s2iam socket (listen.allowed_uids)",
         );
     }
+    let mut req = req;
+    req.extensions_mut()
+        .insert(peer.uid.map_or(Caller::Unknown, Caller::Uid));
     next.run(req).await
 }
 
@@ -266,6 +565,7 @@ async fn check_tcp_caller(
     }
     let mut req = req;
     req.extensions_mut().insert(ViaTcp);
+    req.extensions_mut().insert(Caller::Addr(peer.ip()));
     if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;

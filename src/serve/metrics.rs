@@ -5,7 +5,11 @@
 //! - `s2iam_refresh_failures_total`: background refreshes that failed;
 //! - `s2iam_cache_hits_total`, `s2iam_cache_misses_total`, `s2iam_stale_served_total`,
 //!   `s2iam_cache_evictions_total`;
-//! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per cached token;
+//! - `s2iam_token_seconds_to_expiry{jwt_type,workspace_group}`: per configured token
+//!   (on-demand tokens are counted in `s2iam_cached_tokens{kind}`, never labelled,
+//!   so the series cannot grow with what callers ask for);
+//! - `s2iam_negative_cache_hits_total`, `s2iam_cold_fetches_refused_total`;
+//! - `s2iam_connections_open{listener}`, `s2iam_connections_refused_total`;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
 //! - `s2iam_sink_write_failures_total`, `s2iam_ready`;
@@ -17,18 +21,39 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::CacheStats;
 
-/// Counters the routes update.
+/// The routes `s2iam_requests_total` counts (the router's matched paths), and
+/// `unmatched`: fixed, so the series cannot grow with what callers send.
+pub const ROUTES: [&str; 9] = [
+    "/v1/token/database",
+    "/v1/token/api",
+    "/v1/identity",
+    "/v1/aws/credentials/{profile}",
+    "/v1/s3/presign",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "unmatched",
+];
+
+/// The statuses counted one by one; any other is counted as `other`.
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504, 0];
+
+/// Counters the routes update: plain atomics, no lock on the request path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES.len()],
     /// Sink files that could not be written.
     pub sink_write_failures: AtomicU64,
     /// Requests, errors and bytes of the API proxies.
     pub api_proxy: ApiProxyMetrics,
+    /// Connections closed at once because a cap was reached.
+    pub connections_refused: AtomicU64,
+    unix_open: Arc<AtomicU64>,
+    tcp_open: Arc<AtomicU64>,
 }
 
 /// Counters of the `[[api_proxy]]` listeners, keyed by proxy name and a label.
@@ -112,18 +137,28 @@ fn add(
 }
 
 impl Metrics {
-    /// Counts one local API request.
+    /// The gauge of open connections of the listener named `listener`.
+    pub fn connections_open(&self, listener: &str) -> Arc<AtomicU64> {
+        if listener == "unix" {
+            self.unix_open.clone()
+        } else {
+            self.tcp_open.clone()
+        }
+    }
+
+    /// Counts a request to `route` (one of [`ROUTES`]; anything else counts as
+    /// `unmatched`) answered with `status`.
     pub fn count_request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        // Look up before inserting so the common case allocates nothing.
-        match requests
-            .iter_mut()
-            .find(|((r, s), _)| *s == status && r == route)
-        {
-            Some((_, n)) => *n += 1,
-            None => {
-                requests.insert((route.to_string(), status), 1);
-            }
+        let r = ROUTES
+            .iter()
+            .position(|x| *x == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len() - 1);
+        if let Some(n) = self.requests.get(r).and_then(|row| row.get(s)) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -131,6 +166,7 @@ impl Metrics {
     pub fn render(
         &self,
         cache: &CacheStats,
+        (pinned, on_demand): (usize, usize),
         tokens: &[(String, String, f64)],
         aws: &[(String, f64)],
         aws_cache: &CacheStats,
@@ -142,17 +178,21 @@ impl Metrics {
             "# HELP s2iam_requests_total Local API requests by route and status."
         );
         let _ = writeln!(out, "# TYPE s2iam_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "s2iam_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, row) in ROUTES.iter().zip(&self.requests) {
+            for (status, n) in STATUSES.iter().zip(row) {
+                let n = n.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = match status {
+                    0 => "other".to_string(),
+                    s => s.to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "s2iam_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         let counters = [
             (
@@ -191,9 +231,24 @@ impl Metrics {
                 &cache.evictions,
             ),
             (
+                "s2iam_negative_cache_hits_total",
+                "Requests answered with a recent failure instead of a new fetch.",
+                &cache.negative_hits,
+            ),
+            (
+                "s2iam_cold_fetches_refused_total",
+                "Requests for tokens not yet cached refused by the rate limit (429).",
+                &cache.refused,
+            ),
+            (
                 "s2iam_sink_write_failures_total",
                 "Failed file-sink writes.",
                 &self.sink_write_failures,
+            ),
+            (
+                "s2iam_connections_refused_total",
+                "Connections closed at once because listen.max_connections(_per_uid) was reached.",
+                &self.connections_refused,
             ),
         ];
         for (name, help, value) in counters {
@@ -203,6 +258,16 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_connections_open Open connections per listener.\n# TYPE s2iam_connections_open gauge\ns2iam_connections_open{{listener=\"unix\"}} {}\ns2iam_connections_open{{listener=\"tcp\"}} {}",
+            self.unix_open.load(Ordering::Relaxed),
+            self.tcp_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP s2iam_cached_tokens Tokens in the cache: configured (pinned) and on demand.\n# TYPE s2iam_cached_tokens gauge\ns2iam_cached_tokens{{kind=\"configured\"}} {pinned}\ns2iam_cached_tokens{{kind=\"on_demand\"}} {on_demand}"
+        );
         let _ = writeln!(
             out,
             "# HELP s2iam_token_seconds_to_expiry Seconds until each cached token expires."
@@ -282,6 +347,7 @@ mod tests {
         aws_stats.fetches.store(3, Ordering::Relaxed);
         let text = m.render(
             &stats,
+            (1, 2),
             &[("database".into(), "w\"g".into(), 12.4)],
             &[("analytics".into(), 900.2)],
             &aws_stats,
@@ -293,6 +359,7 @@ mod tests {
         assert!(text.contains("s2iam_cache_hits_total 5"));
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
         assert!(text.contains("s2iam_ready 1"));
+        assert!(text.contains("s2iam_cached_tokens{kind=\"on_demand\"} 2"));
     }
 
     #[test]
@@ -306,6 +373,7 @@ mod tests {
         m.api_proxy.add_bytes("data", "downstream", 5);
         let text = m.render(
             &CacheStats::default(),
+            (0, 0),
             &[],
             &[],
             &CacheStats::default(),

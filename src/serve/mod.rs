@@ -10,13 +10,16 @@
 //! native sidecar's startup probe holds the application back until then.
 //!
 //! Shutdown (SIGTERM/SIGINT or the given future): stop accepting, let in-flight
-//! requests finish, remove the socket file.
+//! requests finish (at most `listen.shutdown_timeout`), remove the socket file.
+//! SIGHUP is logged and ignored.
 
 pub mod api;
 pub mod apiproxy;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod encoded;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod once;
@@ -40,7 +43,7 @@ use crate::token::Token;
 use crate::util::rfc3339;
 
 /// The token cache of the sidecar.
-pub type TokenCache = Cache<TokenRequest, Token, Error>;
+pub type TokenCache = Cache<TokenRequest, Arc<encoded::EncodedToken>, Error>;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,8 @@ pub struct AppState {
     pub aws: AwsCredentialVendor,
     /// The container-credentials token written to `aws.authorization_token_file`.
     pub aws_token: Option<Secret>,
+    /// Rate limits on exchanges for keys not cached yet.
+    pub cold: limits::ColdLimits,
     /// The `[[template]]`s.
     pub renderer: Arc<crate::render::Renderer>,
     /// Bounds the refusal logs a hostile caller can cause.
@@ -130,7 +135,8 @@ impl AppState {
             DetectState::Pending => problems.push("identity: detection in progress".to_string()),
             DetectState::Failed(e) => problems.push(format!("identity: {e}")),
         }
-        let status = self.cache.status();
+        // Pinned keys only: the cost follows the configuration, not the callers.
+        let status = self.cache.pinned_status();
         for req in self.warm_requests() {
             let warm = status
                 .iter()
@@ -139,7 +145,7 @@ impl AppState {
                 problems.push(format!("token {} not warm", describe(&req)));
             }
         }
-        let aws_status = self.aws.cache().status();
+        let aws_status = self.aws.cache().pinned_status();
         for profile in self.config.aws.profiles.iter().filter(|p| p.warm) {
             let warm = aws_status
                 .iter()
@@ -254,6 +260,10 @@ impl Sidecar {
         let state = Arc::new(AppState {
             aws,
             aws_token,
+            cold: limits::ColdLimits::new(
+                config.access.cold_fetches_per_second,
+                config.access.cold_fetches_per_caller_per_second,
+            ),
             cache: Cache::new(
                 config.cache.policy.clone(),
                 fetcher(
@@ -363,10 +373,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let sidecar = Sidecar::start(config, provider_config).await?;
+    let hangup = on_sighup();
     shutdown.await;
+    if let Some(task) = hangup {
+        task.abort();
+    }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     sidecar.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP is a documented no-op: the configuration is read once at start (a
+/// reload would have to re-bind listeners and re-key the cache); without a
+/// handler the signal's default action would kill the process uncleanly.
+fn on_sighup() -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP ignored: the configuration is read at start only; restart s2iam serve to apply changes");
+        }
+    }))
 }
 
 /// With AWS profiles and a token file configured: a fresh random token, written
@@ -397,7 +430,7 @@ fn fetcher(
     sinks: HashMap<TokenRequest, Sink>,
     metrics: Arc<metrics::Metrics>,
     fetched: Arc<tokio::sync::Notify>,
-) -> Fetcher<TokenRequest, Token, Error> {
+) -> Fetcher<TokenRequest, Arc<encoded::EncodedToken>, Error> {
     // One action runner per sink, so a sink's actions never overlap.
     let sinks: Arc<HashMap<_, _>> = Arc::new(
         sinks
@@ -432,7 +465,7 @@ fn fetcher(
                 }
                 Err(e) => tracing::warn!(token = %describe(&req), error = %e, "token fetch failed"),
             }
-            token
+            token.map(|t| encoded::EncodedToken::new(t, &req))
         })
     })
 }

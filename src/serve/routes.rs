@@ -21,17 +21,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 
 use super::api::{api_error, parse_query, ApiError};
+use super::limits::Caller;
 use super::{describe, AppState};
+use crate::cache::GetError;
 use crate::client::{Error, TokenRequest};
 use crate::exchange::{ExchangeError, JwtType};
-use crate::util::rfc3339;
+use crate::provider::CloudProvider;
 
 /// Builds the API router (caller checks are layered on by the listener).
 pub fn router(state: Arc<AppState>) -> Router {
@@ -80,37 +83,43 @@ async fn newline_after_json(req: Request, next: Next) -> Response {
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    // MatchedPath clones an Arc, not the string.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    state.metrics.count_request(&route, resp.status().as_u16());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics.count_request(route, resp.status().as_u16());
     resp
 }
 
 async fn database_token(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    token(state, JwtType::Database, query, headers).await
+    let caller = caller.map_or(Caller::Unknown, |c| c.0);
+    token(state, JwtType::Database, caller, query, headers).await
 }
 
 async fn api_token(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    token(state, JwtType::Api, query, headers).await
+    let caller = caller.map_or(Caller::Unknown, |c| c.0);
+    token(state, JwtType::Api, caller, query, headers).await
 }
+
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
 
 async fn token(
     state: Arc<AppState>,
     jwt_type: JwtType,
+    caller: Caller,
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -133,29 +142,73 @@ async fn token(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match state.cache.get(req.clone()).await {
-        Ok(token) => {
-            if raw {
-                return (
-                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    token.jwt().expose().to_string(),
-                )
-                    .into_response();
-            }
-            Json(serde_json::json!({
-                "token": token.jwt().expose(),
-                "expires_at": rfc3339(token.expires_at),
-                "expires_in": token.remaining().as_secs(),
-                "jwt_type": jwt_type,
-                "workspace_group_id": req.workspace_group_id,
-            }))
-            .into_response()
+    let admit = || state.cold.check(caller);
+    match state.cache.get_admitted(&req, admit).await {
+        // Pre-encoded with the cache entry: no JSON document built per request.
+        Ok(token) if raw => ([(header::CONTENT_TYPE, TEXT)], token.raw()).into_response(),
+        Ok(token) => ([(header::CONTENT_TYPE, JSON)], token.json()).into_response(),
+        Err(GetError::Refused { retry_after }) => {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut resp = api_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many tokens not yet cached were asked for; retry in {secs} s (access.cold_fetches_per_second, access.cold_fetches_per_caller_per_second)"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            resp
         }
-        Err(e) => {
+        Err(GetError::Failed(e)) => {
             tracing::warn!(token = %describe(&req), error = %e, "cannot serve token");
             upstream_error(&e.error)
         }
     }
+}
+
+/// Longest workspace group ID accepted (SingleStore's are 36-character UUIDs).
+const MAX_WORKSPACE_GROUP_CHARS: usize = 128;
+/// Longest GCP audience accepted.
+const MAX_AUDIENCE_CHARS: usize = 512;
+
+/// Workspace group IDs are UUID-like: letters, digits, `-`, `_`, `.`.
+fn valid_workspace_group(wg: &str) -> bool {
+    !wg.is_empty()
+        && wg.len() <= MAX_WORKSPACE_GROUP_CHARS
+        && wg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The audience a token request uses. Only GCP identity tokens carry one, so on
+/// other clouds `audience=` is refused and never part of the cache key; on GCP
+/// (or before detection) it must be the default, a configured token's, or in
+/// `access.audiences`.
+fn audience(state: &AppState, given: Option<&String>) -> Result<String, ApiError> {
+    let cfg = &state.config;
+    let Some(aud) = given.filter(|a| !a.is_empty()) else {
+        return Ok(cfg.client.gcp_audience.clone());
+    };
+    let detected = match &*state.detect.lock().unwrap_or_else(|p| p.into_inner()) {
+        super::DetectState::Detected(p) => Some(*p),
+        _ => None,
+    };
+    if detected.is_some_and(|p| p != CloudProvider::Gcp) {
+        return Err(ApiError::bad_request(
+            "audience applies to GCP identity tokens only; this workload is not on GCP",
+        ));
+    }
+    if aud.len() > MAX_AUDIENCE_CHARS {
+        return Err(ApiError::bad_request("audience is too long"));
+    }
+    let allowed = *aud == cfg.client.gcp_audience
+        || cfg.access.audiences.contains(aud)
+        || cfg.tokens.iter().any(|t| t.gcp_audience == *aud);
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "this audience is not in access.audiences",
+        ));
+    }
+    Ok(aud.clone())
 }
 
 fn token_request(
@@ -182,6 +235,11 @@ fn token_request(
         _ => {}
     }
     if let Some(wg) = &workspace_group_id {
+        if !valid_workspace_group(wg) {
+            return Err(ApiError::bad_request(format!(
+                "workspaceGroupID must be 1 to {MAX_WORKSPACE_GROUP_CHARS} letters, digits, '-', '_' or '.'"
+            )));
+        }
         let configured = cfg
             .tokens
             .iter()
@@ -193,9 +251,6 @@ fn token_request(
             return Err(ApiError::forbidden(format!(
                 "workspace group {wg:?} is not in access.workspace_groups"
             )));
-        }
-        if wg.len() > 256 {
-            return Err(ApiError::bad_request("workspaceGroupID is too long"));
         }
     }
     let assume_role = params.get("assumeRole").filter(|s| !s.is_empty()).cloned();
@@ -215,10 +270,7 @@ fn token_request(
         workspace_group_id,
         assume_role,
         role_session_name: cfg.client.role_session_name.clone(),
-        gcp_audience: params
-            .get("audience")
-            .cloned()
-            .unwrap_or_else(|| cfg.client.gcp_audience.clone()),
+        gcp_audience: audience(state, params.get("audience"))?,
     })
 }
 
@@ -275,9 +327,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    // Per-key series for the configured (pinned) tokens only: labels must not
+    // grow with what callers ask for. On-demand keys are a count.
     let tokens: Vec<(String, String, f64)> = state
         .cache
-        .status()
+        .pinned_status()
         .into_iter()
         .filter_map(|s| {
             let remaining = s.remaining?;
@@ -297,6 +351,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .collect();
     let body = state.metrics.render(
         state.cache.stats(),
+        state.cache.key_counts(),
         &tokens,
         &aws,
         state.aws.cache().stats(),

@@ -54,7 +54,7 @@ pub fn spawn(
 async fn current_values(state: &AppState) -> Option<Values> {
     let mut values = Values::default();
     for req in state.warm_requests() {
-        add_token(&mut values, &req, &state.cache.peek(&req)?);
+        add_token(&mut values, &req, &state.cache.peek(&req)?.token);
     }
     let region = state.aws.settings().region(state.client.provider_config());
     for profile in state.config.aws.profiles.iter().filter(|p| p.warm) {

@@ -118,7 +118,7 @@ impl Proxy {
             );
         }
         let jwt = match self.state.cache.get(self.token.clone()).await {
-            Ok(token) => token.jwt().clone(),
+            Ok(token) => token.token.jwt().clone(),
             Err(CacheError { error: e }) => {
                 self.state
                     .metrics
