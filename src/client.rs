@@ -153,7 +153,7 @@ impl Client {
             .unwrap_or_else(|| cfg.endpoints.auth_server.clone());
         let server = ServerUrl::parse(&template, options.allow_http)?;
         Ok(Self {
-            exchange: ExchangeClient::for_server(options.exchange.clone(), &server),
+            exchange: ExchangeClient::with_provider_config(options.exchange.clone(), &cfg),
             cfg,
             server,
             options,
@@ -256,14 +256,12 @@ impl Client {
             headers: &headers,
             identity: &identity,
         };
-        let clock = self.cfg.clock.clone();
         let token = self
             .exchange
             .exchange(
                 &self.server,
                 exchange_req,
                 deadline.saturating_duration_since(Instant::now()),
-                move || clock.now(),
             )
             .await?;
         Ok((token, identity))

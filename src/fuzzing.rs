@@ -42,7 +42,7 @@ pub fn duration(data: &[u8]) {
     let _ = crate::serve::aws::parse_expires(&input);
     let _ = crate::util::parse_rfc3339(&input);
     let _ = crate::provider::aws::keys::parse_time(&input);
-    let _ = crate::provider::cloud_http::parse_retry_after(&input, SystemTime::now());
+    let _ = crate::http::fetch::parse_retry_after(&input, SystemTime::now());
 }
 
 /// The query string of a local API request (`/v1/token/*`, `/v1/s3/presign`).
@@ -82,7 +82,9 @@ pub fn sts_xml(data: &[u8]) {
 /// has not expired and its deadline is representable.
 pub fn exchange_response(data: &[u8]) {
     let now = SystemTime::now();
-    if let Ok(token) = crate::exchange::parse_success(data, now, Duration::from_secs(3600)) {
+    if let Ok(token) =
+        crate::exchange::response::parse_success(data, now, Duration::from_secs(3600))
+    {
         assert!(token.expires_at > now);
         let _ = token.remaining();
         let _ = format!("{token:?}");
@@ -93,7 +95,7 @@ pub fn exchange_response(data: &[u8]) {
 pub fn jwt_claims(data: &[u8]) {
     let jwt = text(data);
     let _ = crate::token::Claims::decode_checked(&jwt);
-    let _ = crate::provider::cloud_http::jwt_claims(&jwt);
+    let _ = crate::provider::jwt::jwt_claims(&jwt);
     let _ = crate::token::Token::new(
         crate::Secret::new(jwt),
         SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 2),

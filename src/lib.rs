@@ -7,6 +7,7 @@
 //! |---|---|
 //! | every endpoint and its override | [`env::endpoints`] |
 //! | environment, files, clock, HTTP client (injected) | [`env`](mod@env), [`http`] |
+//! | AWS credentials vended to applications | [`aws_vending`], [`sidecar_client`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
@@ -16,6 +17,9 @@
 //! | files rendered from tokens, after-render actions | [`render`] |
 //! | a command run with tokens in its environment | [`run`] |
 //! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
+//!
+//! The module map, the import rules and how the tests reach every endpoint are in
+//! `docs/architecture.md` in the repository.
 //!
 //! A database JWT in three lines:
 //!

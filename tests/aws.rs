@@ -878,12 +878,7 @@ async fn headers_are_accepted_by_the_auth_service() {
         identity: &identity,
     };
     let token = ExchangeClient::new(ExchangeConfig::default())
-        .exchange(
-            &url,
-            req,
-            Duration::from_secs(10),
-            std::time::SystemTime::now,
-        )
+        .exchange(&url, req, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(token.claims.provider.as_deref(), Some("aws"));

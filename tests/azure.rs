@@ -8,7 +8,7 @@ mod common;
 
 use common::mocks as start;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use s2iam::env::{Env, Fs};
@@ -587,7 +587,7 @@ async fn the_auth_service_accepts_the_headers() {
             identity: &identity,
         };
         let token = ExchangeClient::new(ExchangeConfig::default())
-            .exchange(&url, req, Duration::from_secs(10), SystemTime::now)
+            .exchange(&url, req, Duration::from_secs(10))
             .await
             .expect("the mock auth service verifies the access token");
         assert_eq!(token.claims.provider.as_deref(), Some("azure"));

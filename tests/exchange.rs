@@ -75,9 +75,7 @@ async fn exchange(
         headers: &id.0,
         identity: &id.1,
     };
-    client
-        .exchange(&server, req, timeout, SystemTime::now)
-        .await
+    client.exchange(&server, req, timeout).await
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Cloud detection.
 //!
 //! Phase 1 reads only the environment: each provider's `fast_detect` looks for the
-//! variables its platform sets (see DESIGN.md §2), in the order AWS, GCP, Azure.
+//! variables its platform sets (listed in each provider's module), in the order
+//! AWS, GCP, Azure.
 //! Phase 2 probes every metadata service concurrently under one overall deadline;
 //! the first positive answer wins and the other probes are cancelled. When nothing
 //! answers, the error says per provider what was tried and why it failed.

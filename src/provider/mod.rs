@@ -9,9 +9,9 @@
 
 pub mod aws;
 pub mod azure;
-pub(crate) mod cloud_http;
 pub mod detect;
 pub mod gcp;
+pub(crate) mod jwt;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,8 +20,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::env::ProviderConfig;
+pub use crate::http::RetryPolicy;
 use crate::secret::Secret;
-pub use cloud_http::RetryPolicy;
 
 /// A cloud s2iam knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -294,45 +294,18 @@ impl Provider {
     }
 }
 
-/// Maps a transport error to a [`ProbeError`] naming the URL, never the headers.
-pub(crate) fn probe_error(
-    url: &str,
-    timeout: std::time::Duration,
-    e: &reqwest::Error,
-) -> ProbeError {
-    if e.is_timeout() {
-        return ProbeError::Timeout {
-            url: url.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-        };
-    }
-    let text = error_chain(e);
-    if text.contains("refused") {
-        ProbeError::Refused {
-            url: url.to_string(),
-        }
-    } else {
-        ProbeError::Unreachable {
-            url: url.to_string(),
-            reason: text,
+impl From<crate::http::TransportError> for ProbeError {
+    /// A transport failure during a probe: refused and timed out mean no such
+    /// service here; a body too large means something else answers.
+    fn from(e: crate::http::TransportError) -> Self {
+        use crate::http::TransportError as T;
+        match e {
+            T::Timeout { url, timeout_ms } => ProbeError::Timeout { url, timeout_ms },
+            T::Refused { url } => ProbeError::Refused { url },
+            T::Other { url, reason } => ProbeError::Unreachable { url, reason },
+            e @ T::TooLarge { .. } => ProbeError::NotThisCloud(e.to_string()),
         }
     }
-}
-
-/// The error and its sources on one line (reqwest's top-level message alone is
-/// "error sending request").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ pub enum ServeError {
     Template(#[from] crate::render::TemplateError),
     /// An API proxy could not start.
     #[error(transparent)]
+    /// An API proxy could not start.
     ApiProxy(#[from] apiproxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     /// The TCP bearer token file could not be read.

@@ -2,7 +2,7 @@
 //!
 //! Google and Azure tokens are minted here with the mock issuers' keys using the
 //! real claim shapes, so these tests do not depend on the metadata mocks. The
-//! `aws_sts_*` tests call the mock STS through `cloud::sigv4::sign`, and need both
+//! `aws_sts_*` tests call the mock STS through `cloud::aws::sigv4::sign`, and need both
 //! to be implemented (they are being written on other branches).
 
 use std::time::Duration;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use s2iam_testserver::cloud::sigv4::{self, SigningCredentials};
+use s2iam_testserver::cloud::aws::sigv4::{self, SigningCredentials};
 use s2iam_testserver::util::now_unix;
 use s2iam_testserver::{AwsCredential, CloudConfig, FaultRule, TestServer, TestServerConfig};
 use serde_json::Value;

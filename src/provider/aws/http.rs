@@ -4,118 +4,38 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
-use crate::provider::{probe_error, ProbeError};
-
-/// Metadata services, STS and container endpoints answer in bytes or kilobytes; a
-/// bigger body is not theirs.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::http::TransportError;
+use crate::http::{fetch, retry_answers, RetryPolicy};
 
 /// How many times a request is sent when it keeps getting 429 or 5xx.
 pub const ATTEMPTS: u32 = 3;
 
-/// A request that got no usable HTTP answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    #[error("connection refused by {url}")]
-    Refused { url: String },
-    #[error("no answer from {url} within {timeout_ms} ms")]
-    Timeout { url: String, timeout_ms: u64 },
-    #[error("cannot reach {url}: {reason}")]
-    Other { url: String, reason: String },
-    #[error("response from {url} is larger than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
-}
-
-impl TransportError {
-    pub fn from_reqwest(url: &str, timeout: Duration, e: &reqwest::Error) -> Self {
-        match probe_error(url, timeout, e) {
-            ProbeError::Refused { url } => Self::Refused { url },
-            ProbeError::Timeout { url, timeout_ms } => Self::Timeout { url, timeout_ms },
-            ProbeError::Unreachable { url, reason } => Self::Other { url, reason },
-            other => Self::Other {
-                url: url.to_string(),
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout { .. })
-    }
-}
+/// The AWS sources' retries: [`ATTEMPTS`] tries, 200 ms doubling (with equal
+/// jitter: 100-200 ms, then 200-400 ms), `Retry-After` honoured within the budget.
+pub const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: ATTEMPTS,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(2),
+    budget: Duration::from_secs(5),
+};
 
 /// A complete HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-}
+pub type Answer = crate::http::Reply;
 
 fn retryable(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// Sends the request `build` makes, with `timeout` per attempt, retrying 429 and
-/// 5xx answers up to [`ATTEMPTS`] times with jittered exponential backoff
-/// (100 ms, 200 ms, ...). Returns the last answer, whatever its status.
+/// 5xx answers under [`RETRY`]. Returns the last answer, whatever its status; a
+/// transport failure is returned at once (the callers decide what a refused or
+/// silent metadata service means).
 pub async fn send(
     url: &str,
     timeout: Duration,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<Answer, TransportError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let resp = build()
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| TransportError::from_reqwest(url, timeout, &e))?;
-        let status = resp.status().as_u16();
-        let body = read_body(url, timeout, resp).await?;
-        if !retryable(status) || attempt >= ATTEMPTS {
-            return Ok(Answer { status, body });
-        }
-        tracing::debug!(url, status, attempt, "retrying");
-        tokio::time::sleep(backoff(attempt)).await;
-    }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64 << (attempt - 1).min(6);
-    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base / 2))
-}
-
-/// Reads at most [`MAX_BODY_BYTES`]; invalid UTF-8 is replaced, not an error (the
-/// callers parse the text and report what they did not find).
-async fn read_body(
-    url: &str,
-    timeout: Duration,
-    mut resp: reqwest::Response,
-) -> Result<String, TransportError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| TransportError::from_reqwest(url, timeout, &e))?
-    {
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(TransportError::TooLarge {
-                url: url.to_string(),
-                limit: MAX_BODY_BYTES,
-            });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    retry_answers(&RETRY, retryable, || fetch(build(), url, timeout)).await
 }
 
 /// Removes every occurrence of each secret from `text` (error messages from
@@ -149,12 +69,5 @@ mod tests {
         assert_eq!(scrub("x", &[""]), "x");
         let long = "é".repeat(600);
         assert!(scrub(&long, &[]).len() <= 515);
-    }
-
-    #[test]
-    fn backoff_grows() {
-        assert!(backoff(1) >= Duration::from_millis(100));
-        assert!(backoff(2) >= Duration::from_millis(200));
-        assert!(backoff(2) <= Duration::from_millis(300));
     }
 }

@@ -70,7 +70,8 @@ pub enum ImdsError {
     },
 }
 
-/// The cause and the fixes of an IMDSv2 token timeout (DESIGN.md §6).
+/// The cause and the fixes of an IMDSv2 token timeout: the hop limit of 1 that
+/// drops the token response one network hop short of a container.
 pub fn hop_limit_explanation(timeout_ms: u64, then: &ImdsError) -> String {
     format!(
         "no answer within {timeout_ms} ms although the metadata service accepts connections \
@@ -128,10 +129,10 @@ impl Imds {
         })
         .await;
         match answer {
-            Ok(a) if a.ok() && !a.body.trim().is_empty() => {
+            Ok(a) if a.is_success() && !a.body.trim().is_empty() => {
                 Ok(Session::V2(Secret::new(a.body.trim())))
             }
-            Ok(a) if a.ok() => Err(ImdsError::Empty { url }),
+            Ok(a) if a.is_success() => Err(ImdsError::Empty { url }),
             Ok(a) if matches!(a.status, 403..=405) => {
                 tracing::debug!(status = a.status, "IMDSv2 token refused; using IMDSv1");
                 Ok(Session::V1 {

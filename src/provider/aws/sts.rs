@@ -378,7 +378,7 @@ impl StsClient {
         })
         .await
         .map_err(|source| StsError::Transport { action, source })?;
-        if answer.ok() {
+        if answer.is_success() {
             return Ok(answer.body);
         }
         let mut secrets: Vec<&str> = extra_secrets.to_vec();

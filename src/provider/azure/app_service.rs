@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use super::super::cloud_http::{fetch, retry, GaveUp, RetryPolicy};
 use super::super::{ProviderConfig, ProviderError};
 use super::token::Source;
+use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(5);

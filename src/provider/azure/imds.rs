@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::cloud_http::{fetch, retry, FetchError, GaveUp, Reply, RetryPolicy};
 use super::super::{ProbeError, ProviderConfig, ProviderError};
 use super::token::{Compute, Source};
+use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, TransportError};
 use crate::Secret;
 
 pub(super) const INSTANCE_PATH: &str = "/metadata/instance?api-version=2021-02-01";
@@ -72,7 +72,10 @@ pub(super) async fn token(
 }
 
 /// One `/metadata/instance` request.
-pub(super) async fn instance(cfg: &ProviderConfig, timeout: Duration) -> Result<Reply, FetchError> {
+pub(super) async fn instance(
+    cfg: &ProviderConfig,
+    timeout: Duration,
+) -> Result<Reply, TransportError> {
     let url = format!("{}{INSTANCE_PATH}", cfg.endpoints.azure_imds);
     fetch(cfg.http.get(&url).header("Metadata", "true"), &url, timeout).await
 }
@@ -118,7 +121,7 @@ pub(super) fn parse_compute(body: &str) -> Option<Compute> {
 
 /// A detection answer: 200 with instance metadata is Azure; anything else is not.
 pub(super) fn check_probe_reply(url: &str, reply: &Reply) -> Result<(), ProbeError> {
-    let shown = super::super::cloud_http::display_url(url);
+    let shown = crate::http::display_url(url);
     if reply.status != 200 {
         return Err(ProbeError::Status {
             url: shown,

@@ -46,11 +46,11 @@ pub(crate) fn fuzz_responses(body: &str) {
 use std::path::Path;
 use std::time::Duration;
 
-use super::cloud_http::RetryPolicy;
 use super::{
     CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
     ProviderError,
 };
+use crate::http::RetryPolicy;
 use token::{Compute, Origin};
 
 /// Per-attempt timeout of the detection probe (the reference's 1 s).
@@ -105,12 +105,12 @@ impl AzureProvider {
         loop {
             let last = match imds::instance(cfg, PROBE_TIMEOUT).await {
                 Ok(reply) if reply.status == 429 || reply.status >= 500 => ProbeError::Status {
-                    url: super::cloud_http::display_url(&url),
+                    url: crate::http::display_url(&url),
                     status: reply.status,
                 },
                 Ok(reply) => return imds::check_probe_reply(&url, &reply),
-                Err(e @ super::cloud_http::FetchError::Other { .. }) => e.into_probe_error(),
-                Err(e) => return Err(e.into_probe_error()),
+                Err(e @ crate::http::TransportError::Other { .. }) => e.into(),
+                Err(e) => return Err(e.into()),
             };
             if attempt >= PROBE_ATTEMPTS {
                 return Err(last);

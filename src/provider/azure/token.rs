@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::super::cloud_http::{claim_str, jwt_claims, snippet, FetchError, Reply, Step};
 use super::super::{CloudIdentity, CloudProvider, ProviderError};
+use crate::http::{snippet, Reply, Step, TransportError};
+use crate::provider::jwt::{claim_str, jwt_claims};
 use crate::Secret;
 
 pub(super) const RESOURCE_TYPE: &str = "azure-managed-identity";
@@ -40,7 +41,7 @@ impl Source<'_> {
     /// Sorts one attempt's outcome into success, transient or final failure.
     pub fn classify(
         &self,
-        result: Result<Reply, FetchError>,
+        result: Result<Reply, TransportError>,
         now: SystemTime,
     ) -> Step<Secret, ProviderError> {
         let reply = match Step::from_transport(result, |e| self.upstream(e)) {
@@ -222,7 +223,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn reply(status: u16, body: &str) -> Result<Reply, FetchError> {
+    fn reply(status: u16, body: &str) -> Result<Reply, TransportError> {
         Ok(Reply {
             status,
             headers: Default::default(),

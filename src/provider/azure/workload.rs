@@ -16,9 +16,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::super::cloud_http::{fetch, retry, GaveUp, RetryPolicy};
 use super::super::{CloudProvider, ProviderConfig, ProviderError};
 use super::token::Source;
+use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::super::cloud_http::{claim_str, jwt_claims};
 use super::super::{CloudIdentity, CloudProvider, ProviderError};
+use crate::provider::jwt::{claim_str, jwt_claims};
 
 pub(super) const RESOURCE_TYPE: &str = "gcp-compute-instance";
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::cloud_http::{fetch, retry, FetchError, GaveUp, Reply, RetryPolicy, Step};
 use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, Step, TransportError};
 use crate::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,7 +49,7 @@ pub(super) async fn generate_id_token(
     .await
 }
 
-fn classify(email: &str, result: Result<Reply, FetchError>) -> Step<Secret, ProviderError> {
+fn classify(email: &str, result: Result<Reply, TransportError>) -> Step<Secret, ProviderError> {
     let reply = match Step::from_transport(result, |e| upstream(email, e)) {
         Ok(reply) => reply,
         Err(step) => return step,
@@ -107,8 +107,8 @@ fn google_message(reply: &Reply) -> String {
                     status,
                 }),
         }) => match status {
-            Some(s) => format!("{s}: {}", super::super::cloud_http::snippet(&m)),
-            None => super::super::cloud_http::snippet(&m),
+            Some(s) => format!("{s}: {}", crate::http::snippet(&m)),
+            None => crate::http::snippet(&m),
         },
         _ => reply.snippet(),
     }
@@ -136,7 +136,7 @@ fn upstream(email: &str, reason: impl Into<String>) -> ProviderError {
 mod tests {
     use super::*;
 
-    fn reply(status: u16, body: &str) -> Result<Reply, FetchError> {
+    fn reply(status: u16, body: &str) -> Result<Reply, TransportError> {
         Ok(Reply {
             status,
             headers: Default::default(),

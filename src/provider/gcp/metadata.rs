@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::cloud_http::{fetch, retry, FetchError, GaveUp, Reply, RetryPolicy, Step};
 use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, Step, TransportError};
 use crate::Secret;
 
 /// Per-request timeout of token requests.
@@ -116,7 +116,7 @@ impl<'a> Metadata<'a> {
 
 /// One attempt's answer, sorted into success, "no service account", transient or
 /// final failure.
-fn classify(what: &str, result: Result<Reply, FetchError>) -> Step<String, ProviderError> {
+fn classify(what: &str, result: Result<Reply, TransportError>) -> Step<String, ProviderError> {
     let reply = match Step::from_transport(result, |e| upstream(what, e)) {
         Ok(reply) => reply,
         Err(step) => return step,
@@ -166,7 +166,7 @@ fn bad_endpoint(base: &str, e: url::ParseError) -> ProviderError {
 mod tests {
     use super::*;
 
-    fn reply(status: u16, body: &str) -> Result<Reply, FetchError> {
+    fn reply(status: u16, body: &str) -> Result<Reply, TransportError> {
         Ok(Reply {
             status,
             headers: Default::default(),
@@ -191,9 +191,12 @@ mod tests {
             classify("x", reply(403, "forbidden")),
             Step::Fail(ProviderError::Upstream { reason, .. }) if reason.contains("403") && reason.contains("forbidden")
         ));
-        let refused = Err(FetchError::Refused { url: "u".into() });
+        let refused = Err(TransportError::Refused { url: "u".into() });
         assert!(matches!(classify("x", refused), Step::Retry { .. }));
-        let big = Err(FetchError::TooLarge { url: "u".into() });
+        let big = Err(TransportError::TooLarge {
+            url: "u".into(),
+            limit: 1,
+        });
         assert!(matches!(classify("x", big), Step::Fail(_)));
     }
 

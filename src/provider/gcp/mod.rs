@@ -32,18 +32,18 @@ pub(crate) fn fuzz_responses(body: &str) {
 use std::path::Path;
 use std::time::Duration;
 
-use super::cloud_http::{fetch, RetryPolicy};
 use super::{
     CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
     ProviderError,
 };
+use crate::http::{fetch, RetryPolicy};
 
 /// Per-request timeout of the detection probe. A real metadata server answers in
 /// milliseconds; detection's overall deadline bounds the whole race anyway.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Identity requests are retried on connection errors, 429 and 5xx: GKE's metadata
-/// server can take seconds to answer on a freshly started pod (DESIGN §6).
+/// server can take seconds to answer on a freshly started pod.
 pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 5,
     base_delay: Duration::from_millis(200),
@@ -83,7 +83,7 @@ impl GcpProvider {
         let req = cfg.http.get(&url).header("Metadata-Flavor", "Google");
         let reply = fetch(req, &url, PROBE_TIMEOUT)
             .await
-            .map_err(|e| e.into_probe_error())?;
+            .map_err(ProbeError::from)?;
         check_probe_reply(&url, reply.status, reply.header("Metadata-Flavor"))
     }
 
@@ -163,7 +163,7 @@ fn is_external_account(cfg: &ProviderConfig, path: &Path) -> bool {
 fn check_probe_reply(url: &str, status: u16, flavor: Option<&str>) -> Result<(), ProbeError> {
     if status != 200 {
         return Err(ProbeError::Status {
-            url: super::cloud_http::display_url(url),
+            url: crate::http::display_url(url),
             status,
         });
     }
@@ -171,7 +171,7 @@ fn check_probe_reply(url: &str, status: u16, flavor: Option<&str>) -> Result<(),
         Some(f) if f.trim().eq_ignore_ascii_case("Google") => Ok(()),
         _ => Err(ProbeError::NotThisCloud(format!(
             "{} answered 200 without the response header `Metadata-Flavor: Google`: not a GCE metadata server",
-            super::cloud_http::display_url(url)
+            crate::http::display_url(url)
         ))),
     }
 }

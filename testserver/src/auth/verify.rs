@@ -51,7 +51,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use super::{AuthConfig, VerifiedIdentity};
-use crate::cloud::sigv4::{self, SigningCredentials};
+use crate::cloud::aws::sigv4::{self, SigningCredentials};
 use crate::cloud::MockCloud;
 use crate::keys::SigningKey;
 

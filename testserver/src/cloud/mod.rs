@@ -21,8 +21,6 @@
 pub mod aws;
 pub mod azure;
 pub mod gcp;
-pub mod sigv4;
-pub mod sts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -315,7 +313,7 @@ struct Inner {
     user_key: AwsCredential,
     gcp_access_tokens: gcp::AccessTokens,
     aws: aws::AwsState,
-    sts: sts::StsState,
+    sts: aws::sts::StsState,
 }
 
 impl MockCloud {
@@ -497,7 +495,7 @@ impl MockCloud {
     pub fn router(&self) -> Router {
         Router::new()
             .merge(aws::routes())
-            .merge(sts::routes())
+            .merge(aws::sts::routes())
             .merge(gcp::routes())
             .merge(azure::routes())
             .route("/jwks/{issuer}", get(jwks))

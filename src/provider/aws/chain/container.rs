@@ -124,7 +124,7 @@ impl ContainerCredentials {
         })
         .await?;
         let secrets: Vec<&str> = token.iter().map(|t| t.expose()).collect();
-        if !answer.ok() {
+        if !answer.is_success() {
             let mut message = http::scrub(&error_message(&answer.body), &secrets);
             if token.is_none() && matches!(answer.status, 401 | 403) {
                 message.push_str(

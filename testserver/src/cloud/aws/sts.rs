@@ -47,9 +47,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::aws::{assumed_role_arn, constant_time_eq, role_unique_id};
 use super::sigv4::{self, SigV4Error, SignedRequest};
-use super::{AwsCredential, MockCloud, AKS_ISSUER, EKS_ISSUER};
+use super::{assumed_role_arn, constant_time_eq, role_unique_id};
+use crate::cloud::{AwsCredential, MockCloud, AKS_ISSUER, EKS_ISSUER};
 use crate::util::{now_unix, rfc3339};
 
 /// The XML namespace of every STS response.

@@ -41,6 +41,9 @@ use axum::routing::any;
 use axum::Router;
 use serde::Serialize;
 
+pub mod sigv4;
+pub mod sts;
+
 use super::{AwsCredential, AwsIdentity, MockCloud, KEY_ALPHABET};
 use crate::util::{now_unix, rfc3339};
 
