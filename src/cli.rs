@@ -60,7 +60,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "database")]
     pub jwt_type: String,
     /// Workspace group ID (required for database JWT).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub workspace_group_id: String,
     #[command(flatten)]
     pub identity: IdentityFlags,
@@ -71,10 +71,11 @@ pub struct TokenArgs {
     /// Authentication server URL (default: $S2IAM_JWT_SERVER_URL, else production).
     #[arg(long)]
     pub server_url: Option<String>,
-    /// Allow http:// authentication server URLs (for testing only).
+    /// Allow http:// authentication server URLs (for testing only; also
+    /// S2IAM_ALLOW_HTTP=1, as for the sidecar).
     #[arg(long)]
     pub allow_http: bool,
-    /// Environment variable name for JWT output (prints NAME=<jwt>).
+    /// Environment variable name for JWT output (prints `NAME=<jwt>`).
     #[arg(long)]
     pub env_name: Option<String>,
     /// Environment variable name for status output (NAME=0 or NAME=1).
@@ -86,7 +87,8 @@ pub struct TokenArgs {
     /// Verify the issued JWT against the server's JWKS before printing it.
     #[arg(long)]
     pub validate: bool,
-    /// Print {"jwt","expires_at","provider","identity"} as JSON.
+    /// Print {"token","expires_at","provider","identity",...} as JSON (`jwt` is
+    /// the same token, kept for older scripts).
     #[arg(long)]
     pub json: bool,
 }
@@ -384,7 +386,7 @@ pub struct IdentityArgs {
 /// Where AWS commands get credentials: the sidecar's socket, else the config file.
 #[derive(Debug, Clone, Args)]
 pub struct AwsSourceArgs {
-    /// The credential profile ([[aws_profile]] name).
+    /// The credential profile (`[[aws_profile]]` name).
     #[arg(long)]
     pub profile: String,
     /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
@@ -599,7 +601,11 @@ fn jwt_options(flags: &IdentityFlags, args: Option<&TokenArgs>) -> Result<JwtOpt
         server_url: args
             .and_then(|a| a.server_url.clone())
             .filter(|s| !s.is_empty()),
-        allow_http: args.is_some_and(|a| a.allow_http),
+        allow_http: args.is_some_and(|a| a.allow_http)
+            || cfg
+                .env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true"),
         provider: parse_provider(flags)?,
         force_detect: flags.force_detect,
         timeout: flags.timeout,
@@ -649,6 +655,7 @@ pub async fn run_token(
     }
     if args.json {
         let doc = serde_json::json!({
+            "token": token.jwt().expose(),
             "jwt": token.jwt().expose(),
             "expires_at": rfc3339(token.expires_at),
             "expires_in": token.remaining().as_secs(),
@@ -769,9 +776,13 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        writeln!(
+        if let Some(socket) = &config.listen.socket {
+            s2iam::config::check_socket_dir(socket)?;
+        }
+        write!(
             out,
-            "configuration is valid ({} template(s) rendered with placeholder values):\n{config:#?}",
+            "configuration is valid ({} template(s) rendered with placeholder values):
+{config}",
             config.templates.len()
         )?;
         return Ok(());
@@ -816,6 +827,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
     let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
+        remove_dir_on_exit: args.dir.is_none() && !dir.exists(),
         dir,
         tcp: args.tcp,
         workspace_group_id: args.workspace_group_id.clone(),
@@ -860,6 +872,9 @@ fn init_serve_logging(config: &s2iam::config::ServeConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(s2iam::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .with_env_filter(filter);
     let _ = match config.log.format {
         s2iam::config::LogFormat::Json => builder.json().try_init(),
@@ -874,6 +889,9 @@ pub fn init_logging(verbose: bool) {
     let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(s2iam::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .try_init();
 }

@@ -8,7 +8,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -35,6 +35,16 @@ pub enum Error {
     #[error(transparent)]
     /// The auth service gave no token.
     Exchange(#[from] ExchangeError),
+    /// The request's overall deadline passed while the cloud was still being
+    /// detected or asked for an identity (a metadata service that accepts and
+    /// never answers).
+    #[error("no {during} within the {timeout_ms} ms deadline (--timeout, auth.timeout): the metadata service is not answering")]
+    Deadline {
+        /// The step that was still running.
+        during: &'static str,
+        /// The deadline, in milliseconds.
+        timeout_ms: u64,
+    },
 }
 
 /// Options of [`Client`] and the one-call helpers. `Default` is the production
@@ -49,7 +59,8 @@ pub struct JwtOptions {
     pub provider: Option<CloudProvider>,
     /// Always probe the metadata services, ignoring environment hints.
     pub force_detect: bool,
-    /// Overall time for one token request (detection excluded).
+    /// Overall deadline of one token request: identity (and detection, when it has
+    /// not run yet), metadata retries and the exchange together.
     pub timeout: Duration,
     /// Deadline of detection.
     pub detect_timeout: Duration,
@@ -182,19 +193,42 @@ impl Client {
             .await
     }
 
-    /// Identity headers (for the role, if any) and the identity they prove.
+    /// Identity headers (for the role, if any) and the identity they prove, within
+    /// the request deadline (`timeout`).
     pub async fn identity(
         &self,
         req: &TokenRequest,
     ) -> Result<(IdentityHeaders, CloudIdentity), Error> {
-        let detected = self.provider().await?;
-        let provider = match &req.assume_role {
-            Some(role) => detected.assume_role(role)?,
-            None => detected.clone(),
+        self.identity_until(req, Instant::now() + self.options.timeout)
+            .await
+    }
+
+    async fn identity_until(
+        &self,
+        req: &TokenRequest,
+        deadline: Instant,
+    ) -> Result<(IdentityHeaders, CloudIdentity), Error> {
+        let during = if self.provider.initialized() {
+            "identity"
+        } else {
+            "cloud detection or identity"
         };
-        Ok(provider
-            .identity(&self.cfg, &req.identity_request())
-            .await?)
+        let work = async {
+            let detected = self.provider().await?;
+            let provider = match &req.assume_role {
+                Some(role) => detected.assume_role(role)?,
+                None => detected.clone(),
+            };
+            Ok(provider
+                .identity(&self.cfg, &req.identity_request())
+                .await?)
+        };
+        tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or(Err(Error::Deadline {
+                during,
+                timeout_ms: duration_ms(self.options.timeout),
+            }))
     }
 
     /// A fresh token from the auth service.
@@ -202,7 +236,9 @@ impl Client {
         self.token_with_identity(req).await.map(|(token, _)| token)
     }
 
-    /// A fresh token and the identity the client presented for it.
+    /// A fresh token and the identity the client presented for it. The whole
+    /// flow shares one deadline, `timeout`: what identity took, the exchange
+    /// does not get.
     pub async fn token_with_identity(
         &self,
         req: &TokenRequest,
@@ -212,7 +248,8 @@ impl Client {
         {
             return Err(ExchangeError::MissingWorkspaceGroup.into());
         }
-        let (headers, identity) = self.identity(req).await?;
+        let deadline = Instant::now() + self.options.timeout;
+        let (headers, identity) = self.identity_until(req, deadline).await?;
         let exchange_req = ExchangeRequest {
             jwt_type: req.jwt_type,
             workspace_group_id: req.workspace_group_id.as_deref(),
@@ -221,10 +258,18 @@ impl Client {
         };
         let token = self
             .exchange
-            .exchange(&self.server, exchange_req, self.options.timeout)
+            .exchange(
+                &self.server,
+                exchange_req,
+                deadline.saturating_duration_since(Instant::now()),
+            )
             .await?;
         Ok((token, identity))
     }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A database JWT for `workspace_group_id`, detecting the cloud.

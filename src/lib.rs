@@ -53,7 +53,11 @@ pub mod config;
 pub mod dbproxy;
 pub mod env;
 pub mod exchange;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
+pub mod logging;
 pub mod provider;
 #[cfg(feature = "sidecar")]
 pub mod render;

@@ -38,16 +38,54 @@ pub struct Claims {
     pub workspace_group_id: Option<String>,
 }
 
+/// Why a string the auth service returned is not a JWT. The client refuses it
+/// rather than handing callers and sinks something no database will accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedJwt {
+    /// Not `header.payload.signature`.
+    #[error("the JWT does not have three dot-separated segments")]
+    Segments,
+    /// The header does not decode to a JSON object.
+    #[error("the JWT's header is not a base64url-encoded JSON object")]
+    Header,
+    /// The payload does not decode to a JSON object of the expected claim types.
+    #[error("the JWT's payload is not a base64url-encoded JSON object with valid claims")]
+    Payload,
+    /// The signature is empty or not base64url.
+    #[error("the JWT has no signature")]
+    Signature,
+}
+
 impl Claims {
     /// Decodes the payload segment without verifying the signature.
     pub fn decode_unverified(jwt: &str) -> Option<Claims> {
+        Self::decode_checked(jwt).ok()
+    }
+
+    /// Decodes the payload after checking the token is JWT-shaped: header and
+    /// payload base64url JSON objects, a non-empty base64url signature. Nothing is
+    /// verified cryptographically (that is JWKS validation's job).
+    pub fn decode_checked(jwt: &str) -> Result<Claims, MalformedJwt> {
         let mut parts = jwt.split('.');
-        let (_h, payload, _s) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MalformedJwt::Segments);
+        };
+        let object = |segment: &str| {
+            URL_SAFE_NO_PAD
+                .decode(segment.trim_end_matches('='))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .filter(serde_json::Value::is_object)
+        };
+        object(header).ok_or(MalformedJwt::Header)?;
+        let payload = object(payload).ok_or(MalformedJwt::Payload)?;
+        let base64url = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        if signature.is_empty() || !signature.bytes().all(base64url) {
+            return Err(MalformedJwt::Signature);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_value(payload).map_err(|_| MalformedJwt::Payload)
     }
 }
 
@@ -88,11 +126,15 @@ impl Token {
     ) -> Self {
         let claims = Claims::decode_unverified(jwt.expose()).unwrap_or_default();
         let received = Instant::now();
-        let lifetime = expires_at.duration_since(now).unwrap_or(Duration::ZERO);
+        // Capped so no stated expiry, however absurd, overflows the monotonic clock.
+        let lifetime = expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(crate::util::MAX_DURATION);
         Self {
             jwt,
             expires_at,
-            expires_mono: received + lifetime,
+            expires_mono: received.checked_add(lifetime).unwrap_or(received),
             received,
             audience,
             claims,
@@ -146,6 +188,27 @@ mod tests {
         assert!(Claims::decode_unverified("x.y").is_none());
         assert!(Claims::decode_unverified("a.!!!.c").is_none());
         assert!(Claims::decode_unverified("a.b.c.d").is_none());
+        assert_eq!(Claims::decode_checked("nope"), Err(MalformedJwt::Segments));
+        assert_eq!(
+            Claims::decode_checked(&format!("e30.{}.", URL_SAFE_NO_PAD.encode("{}"))),
+            Err(MalformedJwt::Signature)
+        );
+        assert_eq!(
+            Claims::decode_checked(&format!("bm9wZQ.{}.sig", URL_SAFE_NO_PAD.encode("{}"))),
+            Err(MalformedJwt::Header)
+        );
+        assert_eq!(
+            Claims::decode_checked(&jwt_with(r#"{"exp":"soon"}"#)),
+            Err(MalformedJwt::Payload)
+        );
+    }
+
+    #[test]
+    fn an_absurd_expiry_does_not_overflow_the_clock() {
+        let now = SystemTime::now();
+        let far = std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 / 2);
+        let t = Token::new(Secret::new(jwt_with("{}")), far, now, None);
+        assert!(t.remaining() <= crate::util::MAX_DURATION);
     }
 
     #[test]

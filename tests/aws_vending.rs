@@ -464,6 +464,20 @@ async fn sts_refusal_is_a_502_naming_the_profile() {
     s.sidecar.shutdown().await;
 }
 
+/// Issue 13: an STS 403 without an XML error document (a proxy, a WAF) mapped to
+/// 503 "unavailable", so callers retried a refusal.
+#[tokio::test]
+async fn sts_403_without_an_error_document_is_a_refusal() {
+    let s = setup_with(CloudConfig::aws(), PROFILES, "aws").await;
+    s.server
+        .cloud_faults()
+        .add(s2iam_testserver::FaultRule::status("/", 403).method("POST"));
+    let (status, doc) = s.creds("analytics").await;
+    assert_eq!(status, 502, "{doc}");
+    assert_eq!(doc["code"], "sts_refused");
+    s.sidecar.shutdown().await;
+}
+
 // ---- the container-credentials endpoint's authorization ------------------------------------
 
 #[tokio::test]
@@ -553,6 +567,17 @@ async fn bad_requests_are_clear_4xx() {
         ),
         (
             "profile=analytics&bucket=a-analytics-b&key=k&expires=soon",
+            400,
+            "bad_request",
+        ),
+        // Issue 13: these panicked in Duration::from_secs_f64 (empty reply).
+        (
+            "profile=nope&bucket=b&key=k&expires=1e30",
+            400,
+            "bad_request",
+        ),
+        (
+            "profile=analytics&bucket=a-analytics-b&key=k&expires=99999999999999999999h",
             400,
             "bad_request",
         ),

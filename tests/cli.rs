@@ -429,3 +429,81 @@ async fn a_loopback_auth_server_is_reached_without_the_proxy() {
     assert!(out.status.success(), "{}", stderr(&out));
     server.shutdown().await;
 }
+
+/// An auth service that answers every exchange with `body` (HTTP 200).
+async fn fixed_auth(body: String) -> String {
+    let app = axum::Router::new().route(
+        "/auth/iam/{t}",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/auth/iam/:jwtType")
+}
+
+fn unsigned_jwt(payload: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(payload))
+}
+
+/// Issue 13: `exp = u64::MAX` with no `expires_at` panicked the CLI; an expired
+/// or non-JWT answer was printed as if it were a token.
+#[tokio::test]
+async fn hostile_auth_answers_are_clear_errors_not_panics() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let cases = [
+        (
+            format!(
+                r#"{{"jwt":"{}"}}"#,
+                unsigned_jwt(r#"{"exp":18446744073709551615}"#)
+            ),
+            "is not a valid time",
+        ),
+        (
+            format!(r#"{{"jwt":"{}"}}"#, unsigned_jwt(r#"{"exp":1000}"#)),
+            "already expired",
+        ),
+        (r#"{"jwt":"hello"}"#.to_string(), "three dot-separated"),
+    ];
+    for (body, want) in cases {
+        let url = fixed_auth(body.clone()).await;
+        let mut cmd = s2iam(&server);
+        cmd.args(["--jwt-type", "api", "--server-url", &url, "--allow-http"]);
+        let out = run(cmd).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{body}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{body}: {err}"
+        );
+        assert!(stdout(&out).is_empty(), "nothing printed as a token");
+    }
+    server.shutdown().await;
+}
+
+/// Issue 13: `--timeout 1e20` panicked in `Duration::from_secs_f64`.
+#[tokio::test]
+async fn huge_timeouts_are_usage_errors_not_panics() {
+    let server = mocks(CloudConfig::gcp()).await;
+    for args in [
+        &["--timeout", "1e20"][..],
+        &["--timeout", "99999999999999999999h"][..],
+        &["probe", "--timeout", "1e20"][..],
+    ] {
+        let mut cmd = s2iam(&server);
+        cmd.args(args);
+        let out = run(cmd).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("invalid duration") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    server.shutdown().await;
+}

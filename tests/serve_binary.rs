@@ -177,6 +177,26 @@ async fn check_validates_a_config_and_exits() {
         "{err}"
     );
 
+    // Issue 13: a huge duration panicked even under --check; a zero tick killed
+    // both refreshers.
+    for (text, setting) in [
+        ("[auth]\ntimeout = \"1e20\"\n", "auth.timeout"),
+        ("[auth]\ntimeout = \"9999999999h\"\n", "auth.timeout"),
+        ("[cache]\ntick = \"0s\"\n", "cache.tick"),
+        ("[cache]\nmin_remaining = \"2h\"\n", "cache.min_remaining"),
+    ] {
+        let path = dir.join("hostile.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = s2iam(None)
+            .args(["serve", "--check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(setting) && !err.contains("panicked"), "{err}");
+    }
+
     let out = s2iam(None)
         .args(["serve", "--check", "--config"])
         .arg(dir.join("missing.toml"))

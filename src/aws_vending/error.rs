@@ -85,7 +85,11 @@ impl VendError {
         let reason = e.to_string();
         let profile = profile.to_string();
         match e {
-            StsError::Service { status, .. } if (400..500).contains(status) && *status != 429 => {
+            // A 4xx is a refusal whether or not STS (or a proxy in front of it)
+            // sent an error document: retrying will not help.
+            StsError::Service { status, .. } | StsError::Status { status, .. }
+                if (400..500).contains(status) && *status != 429 =>
+            {
                 Self::Refused { profile, reason }
             }
             _ => Self::Unavailable { profile, reason },

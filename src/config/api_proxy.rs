@@ -213,7 +213,7 @@ fn parse_one(i: usize, p: FileApiProxy, allow_http: bool) -> Result<ApiProxyConf
         Some(v) => match parse_duration(&v) {
             Ok(d) if !d.is_zero() => Ok(d),
             Ok(_) => Err(invalid(&setting(field), "must be more than 0")),
-            Err(e) => Err(invalid(&setting(field), e)),
+            Err(e) => Err(invalid(&setting(field), e.to_string())),
         },
     };
     let max_connections = p.max_connections.unwrap_or(defaults.max_connections);

@@ -20,6 +20,8 @@ pub(super) fn aws_settings(
         "aws.min_remaining",
         a.min_remaining.as_deref(),
         d.min_remaining,
+        // Vended credentials live at most 12 h (STS).
+        Duration::ZERO..=super::value::secs(6 * 3600),
     )?;
     if min_remaining < crate::aws_vending::MIN_REMAINING {
         return Err(invalid(
@@ -154,7 +156,7 @@ fn aws_profile(
     }
     let duration_value = match &p.duration {
         Some(text) => {
-            let d = parse_duration(text).map_err(|e| invalid(&named("duration"), e))?;
+            let d = parse_duration(text).map_err(|e| invalid(&named("duration"), e.to_string()))?;
             if !(900..=43_200).contains(&d.as_secs()) {
                 return Err(invalid(
                     &named("duration"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::aws_profile::aws_settings;
 use super::file::{FileCache, FileConfig, FileListen, FileToken};
-use super::value::{duration, mode, parse_tcp};
+use super::value::{duration, millis, mode, parse_tcp, secs};
 use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
@@ -30,6 +30,7 @@ pub(super) fn build(
             "cache.tick",
             file.cache.tick.as_deref(),
             Duration::from_secs(1),
+            millis(10)..=secs(60),
         )?,
     };
     let log = LogConfig {
@@ -147,6 +148,19 @@ fn listen(
             "no listener: give a socket or a tcp address",
         ));
     }
+    // allowed_uids is checked with SO_PEERCRED, which TCP has not: refuse a
+    // config that would look restricted but serve any local process over TCP.
+    let uids_set = file
+        .listen
+        .allowed_uids
+        .as_ref()
+        .is_some_and(|u| !u.is_empty());
+    if uids_set && tcp.is_some() && file.listen.tcp_token_file.is_none() {
+        return Err(invalid(
+            "listen.allowed_uids",
+            "applies to the Unix socket only, and listen.tcp is on without listen.tcp_token_file: any local process could use TCP; set tcp_token_file or turn tcp off",
+        ));
+    }
     Ok(ListenConfig {
         socket,
         socket_mode: mode(
@@ -181,6 +195,7 @@ fn client(
             "auth.timeout",
             file.auth.timeout.as_deref(),
             Duration::from_secs(10),
+            millis(100)..=secs(600),
         )?,
         validate_jwks: file.auth.validate_jwks.unwrap_or(false),
         identity_format_preference: file.auth.identity_format_preference.clone(),
@@ -198,11 +213,13 @@ fn client(
             "identity.detect_timeout",
             file.identity.detect_timeout.as_deref(),
             Duration::from_secs(5),
+            millis(100)..=secs(600),
         )?,
         startup_timeout: duration(
             "identity.startup_timeout",
             file.identity.startup_timeout.as_deref(),
             Duration::from_secs(120),
+            Duration::ZERO..=secs(24 * 3600),
         )?,
         gcp_audience: file
             .identity
@@ -232,7 +249,7 @@ fn positive<T: Copy + Default + PartialOrd>(
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
     let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
-        let v = duration(setting, value, default)?;
+        let v = duration(setting, value, default, Duration::ZERO..=secs(24 * 3600))?;
         if v.is_zero() {
             return Err(invalid(setting, "must be greater than 0"));
         }
@@ -292,13 +309,22 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             "cache.min_remaining",
             c.min_remaining.as_deref(),
             Duration::from_secs(60),
+            // Below half the auth service's one-hour token lifetime, else a fresh
+            // token would already be "too old" to hand out.
+            Duration::ZERO..=secs(30 * 60),
         )?,
-        idle_evict: duration("cache.idle_evict", c.idle_evict.as_deref(), d.idle_evict)?,
+        idle_evict: duration(
+            "cache.idle_evict",
+            c.idle_evict.as_deref(),
+            d.idle_evict,
+            secs(1)..=secs(7 * 24 * 3600),
+        )?,
         max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
         negative_ttl: duration(
             "cache.negative_ttl",
             c.negative_ttl.as_deref(),
             d.negative_ttl,
+            Duration::ZERO..=secs(3600),
         )?,
         ..d
     })

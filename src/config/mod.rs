@@ -14,7 +14,8 @@
 //! socket_mode = "0660"
 //! tcp = "127.0.0.1:7869"             # optional loopback HTTP (off by default)
 //! allow_non_loopback = false         # refuse a non-loopback tcp address unless true
-//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any
+//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any.
+//!                                    # Not checkable on TCP: with tcp on, tcp_token_file is required
 //! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
 //! header_read_timeout = "10s"        # a request's headers must arrive within this (also closes idle keep-alive)
 //! idle_timeout = "60s"               # a connection with no bytes either way for this long is closed
@@ -107,6 +108,7 @@ pub mod api_proxy;
 pub mod aws_profile;
 pub mod build;
 pub mod file;
+pub mod summary;
 pub mod value;
 
 use std::net::SocketAddr;
@@ -120,6 +122,7 @@ use crate::env::{Env, ProviderConfig};
 use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::CloudProvider;
 pub use api_proxy::ApiProxyConfig;
+pub use summary::check_socket_dir;
 
 /// The socket when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
@@ -424,6 +427,7 @@ mod tests {
             socket_mode = "0600"
             tcp = "127.0.0.1:7869"
             allowed_uids = [1000]
+            tcp_token_file = "/tmp/tcp-token"
             [auth]
             server_url = "http://127.0.0.1:1/auth/iam/:jwtType"
             allow_http = true

@@ -21,16 +21,40 @@ pub(super) fn parse_tcp(text: &str, allow_non_loopback: bool) -> Result<SocketAd
     Ok(addr)
 }
 
-/// A Go-style duration (`10s`, `1m30s`), or `default` when unset.
+/// A Go-style duration (`10s`, `1m30s`), or `default` when unset; refused
+/// outside `limits` (a zero `cache.tick` would stop both refreshers; a 100-year
+/// `auth.timeout` would overflow the deadline clock).
 pub(super) fn duration(
     setting: &str,
     value: Option<&str>,
     default: Duration,
+    limits: std::ops::RangeInclusive<Duration>,
 ) -> Result<Duration, ConfigError> {
-    value
-        .map(|v| parse_duration(v).map_err(|e| invalid(setting, e)))
-        .transpose()
-        .map(|d| d.unwrap_or(default))
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(text).map_err(|e| invalid(setting, e.to_string()))?;
+    if !limits.contains(&d) {
+        let show = |d: &Duration| humantime::format_duration(*d).to_string();
+        return Err(invalid(
+            setting,
+            format!(
+                "{:?} is outside {} ..= {}",
+                crate::util::snippet(text, 40),
+                show(limits.start()),
+                show(limits.end())
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+pub(super) const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub(super) const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// An octal file mode (`"0640"`), or `default` when unset.

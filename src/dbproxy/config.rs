@@ -208,7 +208,7 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
     let duration = |field: &str, value: &Option<String>, default: Duration| {
         value
             .as_deref()
-            .map(|v| parse_duration(v).map_err(|e| invalid(setting(field), e)))
+            .map(|v| parse_duration(v).map_err(|e| invalid(setting(field), e.to_string())))
             .transpose()
             .map(|d| d.unwrap_or(default))
     };

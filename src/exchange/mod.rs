@@ -15,7 +15,7 @@
 //! (`/auth/oidc/op/Customer/.well-known/jwks.json`).
 
 mod jwks;
-mod response;
+pub(crate) mod response;
 mod server_url;
 
 use std::sync::{Arc, Mutex};
@@ -151,6 +151,12 @@ pub enum ExchangeError {
     #[error("the auth server's response is not valid: {0}")]
     /// The answer is not the expected JSON.
     MalformedResponse(String),
+    /// The token's expiry (stated or from its `exp`) is not in the future.
+    #[error("the auth server returned a JWT that is already expired (expiry {expired_at}); check the server's and this machine's clocks")]
+    ExpiredJwt {
+        /// The expiry, RFC 3339.
+        expired_at: String,
+    },
     #[error("the auth server's response is larger than {MAX_RESPONSE_BYTES} bytes")]
     /// The answer is larger than [`MAX_RESPONSE_BYTES`].
     ResponseTooLarge,

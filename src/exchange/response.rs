@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::ExchangeError;
 use crate::secret::Secret;
 use crate::token::{Claims, Token};
-use crate::util::{from_unix, parse_rfc3339, snippet};
+use crate::util::{from_unix, parse_rfc3339, rfc3339, snippet};
 
 #[derive(Deserialize)]
 struct ExchangeResponse {
@@ -20,7 +20,7 @@ struct ExchangeResponse {
     audience: Option<String>,
 }
 
-pub(super) fn parse_success(
+pub(crate) fn parse_success(
     body: &[u8],
     now: SystemTime,
     default_lifetime: Duration,
@@ -32,16 +32,30 @@ pub(super) fn parse_success(
         .jwt
         .filter(|j| !j.is_empty())
         .ok_or(ExchangeError::EmptyJwt)?;
-    let claims = Claims::decode_unverified(&jwt).unwrap_or_default();
-    let expires_at = match parsed.expires_at.as_deref() {
-        Some(s) => parse_rfc3339(s).ok_or_else(|| {
+    let stated = match parsed.expires_at.as_deref() {
+        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
             ExchangeError::MalformedResponse(format!(
                 "expires_at {:?} is not RFC 3339",
                 snippet(s, 64)
             ))
-        })?,
-        None => claims.exp.map(from_unix).unwrap_or(now + default_lifetime),
+        })?),
+        None => None,
     };
+    // A non-JWT answer is refused rather than handed to callers and sinks.
+    let claims = Claims::decode_checked(&jwt)
+        .map_err(|e| ExchangeError::MalformedResponse(e.to_string()))?;
+    let expires_at = match (stated, claims.exp) {
+        (Some(at), _) => at,
+        (None, Some(exp)) => from_unix(exp).ok_or_else(|| {
+            ExchangeError::MalformedResponse(format!("the JWT's exp {exp} is not a valid time"))
+        })?,
+        (None, None) => now.checked_add(default_lifetime).unwrap_or(now),
+    };
+    if expires_at <= now {
+        return Err(ExchangeError::ExpiredJwt {
+            expired_at: rfc3339(expires_at),
+        });
+    }
     Ok(Token::new(
         Secret::new(jwt),
         expires_at,
@@ -106,10 +120,57 @@ mod tests {
             ),
             Err(ExchangeError::MalformedResponse(_))
         ));
-        let t = parse_success(br#"{"jwt":"a.b.c"}"#, now, Duration::from_secs(60)).unwrap();
+        assert!(matches!(
+            parse_success(br#"{"jwt":"a.b.c"}"#, now, Duration::from_secs(60)),
+            Err(ExchangeError::MalformedResponse(_))
+        ));
+        let t = parse_success(
+            format!(r#"{{"jwt":"{}"}}"#, jwt_with("{}")).as_bytes(),
+            now,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(
             t.remaining() <= Duration::from_secs(60) && t.remaining() > Duration::from_secs(50)
         );
+    }
+
+    fn jwt_with(payload: &str) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(payload))
+    }
+
+    /// Issue 13: `exp = u64::MAX` with no `expires_at` panicked in `from_unix`; an
+    /// expired token was served; a non-JWT answer was passed through.
+    #[test]
+    fn hostile_expiries_and_shapes_are_refused() {
+        let now = SystemTime::now();
+        let body = |payload: &str| format!(r#"{{"jwt":"{}"}}"#, jwt_with(payload));
+        let err = parse_success(
+            body(r#"{"exp":18446744073709551615}"#).as_bytes(),
+            now,
+            Duration::ZERO,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExchangeError::MalformedResponse(_)), "{err}");
+        let err =
+            parse_success(body(r#"{"exp":1000}"#).as_bytes(), now, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, ExchangeError::ExpiredJwt { .. }), "{err}");
+        let stale = format!(
+            r#"{{"jwt":"{}","expires_at":"2001-01-01T00:00:00Z"}}"#,
+            jwt_with("{}")
+        );
+        let err = parse_success(stale.as_bytes(), now, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, ExchangeError::ExpiredJwt { .. }), "{err}");
+        let err = parse_success(br#"{"jwt":"not a token"}"#, now, Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("three dot-separated"), "{err}");
+        let ok = parse_success(
+            body(r#"{"exp":4000000000}"#).as_bytes(),
+            now,
+            Duration::ZERO,
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

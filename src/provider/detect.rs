@@ -137,6 +137,15 @@ async fn probe_all(
     timeout: Duration,
     start: Instant,
 ) -> Result<Detection, DetectError> {
+    let e = &cfg.endpoints;
+    tracing::debug!(
+        aws_imds = %e.aws_imds,
+        ecs_credentials = %e.ecs_credentials,
+        gcp_metadata = %e.gcp_metadata_probe,
+        azure_imds = %e.azure_imds,
+        timeout_ms = timeout.as_millis() as u64,
+        "no cloud named in the environment (AWS_*/ECS_*, GOOGLE_*/GCE_*, AZURE_*/IDENTITY_*/MSI_*): probing the metadata services"
+    );
     let mut probes = JoinSet::new();
     for kind in CloudProvider::ALL {
         let cfg = cfg.clone();
@@ -162,11 +171,14 @@ async fn probe_all(
                     elapsed: start.elapsed(),
                 });
             }
-            Ok(Some(Ok((kind, Err(error), elapsed)))) => attempts.push(Attempt {
-                provider: kind,
-                error: Some(error),
-                elapsed,
-            }),
+            Ok(Some(Ok((kind, Err(error), elapsed)))) => {
+                tracing::debug!(provider = %kind, elapsed_ms = elapsed.as_millis() as u64, %error, "probe found nothing");
+                attempts.push(Attempt {
+                    provider: kind,
+                    error: Some(error),
+                    elapsed,
+                })
+            }
             Ok(Some(Err(join_error))) => {
                 tracing::warn!(error = %join_error, "a detection probe task failed");
             }
@@ -175,6 +187,7 @@ async fn probe_all(
     }
     for kind in CloudProvider::ALL {
         if !attempts.iter().any(|a| a.provider == kind) {
+            tracing::debug!(provider = %kind, "probe still waiting at the detection deadline (a metadata address that accepts and never answers, or a firewall that drops)");
             attempts.push(Attempt {
                 provider: kind,
                 error: None,

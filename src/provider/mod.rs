@@ -11,7 +11,7 @@ pub mod aws;
 pub mod azure;
 pub mod detect;
 pub mod gcp;
-mod jwt;
+pub(crate) mod jwt;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -224,7 +224,7 @@ pub fn action(setting: &str, a: FileAction) -> Result<Action, Invalid> {
             let timeout = match &a.timeout {
                 None => DEFAULT_TIMEOUT,
                 Some(t) => crate::util::parse_duration(t)
-                    .map_err(|e| invalid(&format!("{setting}.timeout"), e))?,
+                    .map_err(|e| invalid(&format!("{setting}.timeout"), e.to_string()))?,
             };
             Ok(Action::Command {
                 argv,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 /// A JSON error response.
 pub fn api_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
@@ -43,12 +42,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        json_line(
             self.status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
+            &serde_json::json!({"error": self.code, "message": self.message}),
         )
-            .into_response()
     }
+}
+
+/// A JSON document with the trailing newline every line-oriented tool expects
+/// (`curl` output, `read`, `jq -c` streams).
+pub fn json_line(status: StatusCode, doc: &serde_json::Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        format!("{doc}\n"),
+    )
+        .into_response()
 }
 
 /// Parses a query string, refusing unknown and repeated parameters.

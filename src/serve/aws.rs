@@ -28,14 +28,14 @@ use axum::{Extension, Json};
 use super::api::{constant_time_eq, parse_query, ViaTcp};
 use super::AppState;
 use crate::aws_vending::{PresignRequest, VendError};
+use crate::logging::field;
 
 /// A refusal in the container-credentials error shape.
 pub fn aws_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
+    super::api::json_line(
         status,
-        Json(serde_json::json!({"code": code, "message": message.into()})),
+        &serde_json::json!({"code": code, "message": message.into()}),
     )
-        .into_response()
 }
 
 fn from_error(e: &VendError) -> Response {
@@ -54,8 +54,9 @@ fn check_token(
         return None;
     }
     let Some(expected) = &state.aws_token else {
-        tracing::warn!(
-            path,
+        crate::refusal!(
+            state.refusals,
+            path = %field(path),
             reason = "no aws.authorization_token_file configured",
             "refused AWS request on tcp"
         );
@@ -74,7 +75,7 @@ fn check_token(
         Some(g) if constant_time_eq(g.as_bytes(), expected.expose().as_bytes()) => return None,
         Some(_) => "wrong Authorization token",
     };
-    tracing::warn!(path, reason, "refused AWS request on tcp");
+    crate::refusal!(state.refusals, path = %field(path), reason, "refused AWS request on tcp");
     Some(aws_error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -96,13 +97,13 @@ pub async fn credentials(
     match state.aws.credentials(&profile).await {
         Ok(v) => Json(v.container_json()).into_response(),
         Err(e) => {
-            tracing::warn!(path, status = e.status(), error = %e, "refused AWS credentials request");
+            crate::refusal!(state.refusals, path = %field(&path), status = e.status(), error = %field(&e.to_string()), "refused AWS credentials request");
             from_error(&e)
         }
     }
 }
 
-const PRESIGN_PARAMS: &[&str] = &["profile", "bucket", "key", "method", "expires"];
+pub(crate) const PRESIGN_PARAMS: &[&str] = &["profile", "bucket", "key", "method", "expires"];
 
 /// `GET /v1/s3/presign`.
 pub async fn presign(
@@ -118,20 +119,20 @@ pub async fn presign(
     let req = match presign_request(query.as_deref()) {
         Ok(r) => r,
         Err(message) => {
-            tracing::warn!(path, error = %message, "refused presign request");
+            crate::refusal!(state.refusals, path, error = %field(&message), "refused presign request");
             return aws_error(StatusCode::BAD_REQUEST, "bad_request", message);
         }
     };
     match state.aws.presign(&req).await {
         Ok(p) => Json(p.json()).into_response(),
         Err(e) => {
-            tracing::warn!(path, profile = %crate::util::snippet(&req.profile, 80), bucket = %crate::util::snippet(&req.bucket, 80), status = e.status(), error = %e, "refused presign request");
+            crate::refusal!(state.refusals, path, profile = %field(&req.profile), bucket = %field(&req.bucket), status = e.status(), error = %field(&e.to_string()), "refused presign request");
             from_error(&e)
         }
     }
 }
 
-fn presign_request(query: Option<&str>) -> Result<PresignRequest, String> {
+pub(crate) fn presign_request(query: Option<&str>) -> Result<PresignRequest, String> {
     let params = parse_query(query, PRESIGN_PARAMS).map_err(|e| e.message)?;
     let required = |name: &str| {
         params

@@ -37,6 +37,9 @@ pub struct DevOptions {
     pub data_api_proxy: SocketAddr,
     /// Loopback address of the API proxy to the mock Management API.
     pub management_api_proxy: SocketAddr,
+    /// Remove `dir` on exit (it was made for this run); otherwise only the token
+    /// file is removed. Either way no valid JWT is left behind.
+    pub remove_dir_on_exit: bool,
 }
 
 /// Name of the API proxy `s2iam dev` runs in front of the mock Data API.
@@ -149,6 +152,16 @@ impl Dev {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let wg = &self.options.workspace_group_id;
+        let aws_demo = if self.options.cloud == "aws" {
+            format!("\x20 curl --unix-socket {socket} http://localhost/v1/aws/credentials/{DEMO_AWS_PROFILE}\n")
+        } else {
+            String::new()
+        };
+        let exports: String = self
+            .cli_env()
+            .iter()
+            .map(|(k, v)| format!("\x20 export {k}={v}\n"))
+            .collect();
         let proxy = |name| {
             self.sidecar
                 .api_proxy_addr(name)
@@ -172,6 +185,12 @@ impl Dev {
              \x20 curl -s 'http://{tcp}/v1/token/api?format=raw'\n\
              \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
              \x20 curl --unix-socket {socket} http://localhost/metrics\n\
+             {aws_demo}\
+             \n\
+             Use the s2iam CLI against the same mocks (paste into another shell):\n\
+             {exports}\
+             \x20 s2iam --workspace-group-id {wg}\n\
+             \x20 s2iam identity\n\
              \n\
              Connect to the mock SingleStore without a token (the database proxy logs in with it):\n\
              \x20 mariadb -h 127.0.0.1 -P {mysql_port} -u '*' -e 'SELECT CURRENT_USER()'\n\
@@ -190,7 +209,7 @@ impl Dev {
             api_url = self.api.url(),
             data = proxy(DATA_API_PROXY),
             mgmt = proxy(MANAGEMENT_API_PROXY),
-            sink = self.options.dir.join("database-token").display(),
+            sink = self.options.dir.join(TOKEN_FILE).display(),
             mysql_port = self.mysql_addr().map(|a| a.port()).unwrap_or_default(),
             db = self
                 .mocks
@@ -209,13 +228,36 @@ impl Dev {
             .and_then(|p| p.tcp_addr())
     }
 
-    /// Stops the sidecar, then the mocks.
+    /// The environment that points the CLI at this run's mocks.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = mock_env(&self.mocks.cloud_url());
+        env.push((
+            "S2IAM_JWT_SERVER_URL".into(),
+            self.mocks.exchange_url_template(),
+        ));
+        env.push(("S2IAM_ALLOW_HTTP".into(), "1".into()));
+        env
+    }
+
+    /// Stops everything and removes the token file (and the directory, if it was
+    /// made for this run): a valid JWT must not outlive the demo.
     pub async fn shutdown(self) {
         self.sidecar.shutdown().await;
         self.api.shutdown().await;
         self.mocks.shutdown().await;
+        let _ = std::fs::remove_file(self.options.dir.join(TOKEN_FILE));
+        if self.options.remove_dir_on_exit {
+            let _ = std::fs::remove_dir_all(&self.options.dir);
+        }
     }
 }
+
+/// The token file the demo keeps warm.
+const TOKEN_FILE: &str = "database-token";
+
+/// The AWS credentials profile `s2iam dev --cloud aws` serves (the mock
+/// instance's own role).
+const DEMO_AWS_PROFILE: &str = "demo";
 
 fn serve_config(
     options: &DevOptions,
@@ -238,7 +280,7 @@ fn serve_config(
             assume_role: None,
             gcp_audience: config.client.gcp_audience.clone(),
             sink: Some(Sink {
-                path: options.dir.join("database-token"),
+                path: options.dir.join(TOKEN_FILE),
                 mode: 0o600,
                 owner: None,
                 group: None,
@@ -269,6 +311,14 @@ fn serve_config(
             ProxyToken::Api,
         ),
     ];
+    if options.cloud == "aws" {
+        config.aws.profiles = vec![crate::aws_vending::AwsProfile {
+            name: DEMO_AWS_PROFILE.into(),
+            source: crate::aws_vending::ProfileSource::Workload,
+            rules: Vec::new(),
+            warm: false,
+        }];
+    }
     config
 }
 

@@ -44,6 +44,7 @@ use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::limits::Caller;
 use super::routes;
 use super::{AppState, ServeError};
+use crate::logging::field;
 
 /// The peer of a Unix-socket connection.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +159,7 @@ async fn start_tcp(
         .await
         .map_err(|source| ServeError::Listen {
             what: addr.to_string(),
-            source,
+            source: in_use_hint(source, addr),
         })?;
     let addr = listener.local_addr().unwrap_or(addr);
     let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
@@ -168,6 +169,17 @@ async fn start_tcp(
     tracing::info!(%addr, "listening on tcp");
     let task = tokio::spawn(serve(TcpAccept(listener), app, state, stopped));
     Ok(Running::Tcp { addr, task })
+}
+
+/// "Address in use" with what to do about it.
+fn in_use_hint(e: std::io::Error, addr: SocketAddr) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return e;
+    }
+    std::io::Error::new(
+        e.kind(),
+        format!("{e}: another process (another s2iam, or `s2iam dev`?) is listening on port {}; stop it, or choose another port with --tcp or listen.tcp (`ss -ltnp` shows who)", addr.port()),
+    )
 }
 
 /// A listener's accepted connections, with what the routes need to know of the
@@ -486,7 +498,7 @@ async fn check_unix_peer(
 ) -> Response {
     let allowed = &state.config.listen.allowed_uids;
     if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
-        tracing::warn!(uid = ?peer.uid, pid = ?peer.pid, path = %req.uri().path(), "refused unix-socket caller");
+        crate::refusal!(state.refusals, uid = ?peer.uid, pid = ?peer.pid, path = %field(req.uri().path()), "refused unix-socket caller");
         return api_error(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
@@ -506,13 +518,14 @@ async fn check_tcp_caller(
     next: Next,
 ) -> Response {
     use axum::http::StatusCode;
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
+    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().unwrap_or(""),
+        // None or several: never a loopback name.
+        _ => "",
+    };
     if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
-        tracing::warn!(%peer, host, "refused request with a non-loopback Host header");
+        crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -534,7 +547,7 @@ async fn check_tcp_caller(
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-            tracing::warn!(%peer, path = %req.uri().path(), "refused tcp caller without the bearer token");
+            crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
             return api_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -545,16 +558,41 @@ async fn check_tcp_caller(
     next.run(req).await
 }
 
+/// Whether `host` is exactly a loopback name with an optional port: `localhost`,
+/// `127.x.x.x` or `[::1]`, then nothing or `:` and digits. Anything after the
+/// name (`[::1]evil`, `127.0.0.1:7869@evil`) is refused.
 pub(crate) fn host_is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, "")) => (name, None),
+            Some((name, after)) => match after.strip_prefix(':') {
+                Some(port) => (name, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    let bracketed = host.starts_with('[');
+    let name_ok = if bracketed {
+        name.parse::<std::net::Ipv6Addr>()
             .is_ok_and(|ip| ip.is_loopback())
+    } else {
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    port_ok && name_ok
 }
 
 #[cfg(test)]
@@ -578,6 +616,15 @@ mod tests {
             "10.0.0.1",
             "",
             "[fe80::1]:1",
+            // Issue 13: trailing junk after a loopback name was accepted.
+            "[::1]evil",
+            "127.0.0.1:7869@evil",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "localhost:80:80",
+            "[::1]:80x",
+            "[127.0.0.1]",
+            "127.0.0.1.evil",
         ] {
             assert!(!host_is_loopback(h), "{h}");
         }

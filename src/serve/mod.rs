@@ -120,6 +120,8 @@ pub struct AppState {
     pub cold: limits::ColdLimits,
     /// The `[[template]]`s.
     pub renderer: Arc<crate::render::Renderer>,
+    /// Bounds the refusal logs a hostile caller can cause.
+    pub refusals: crate::logging::Throttle,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -222,13 +224,14 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
 /// `database/wg-1` style name of a token request, for logs and errors.
 pub fn describe(req: &TokenRequest) -> String {
     let mut s = req.jwt_type.to_string();
+    // Caller-chosen values: escaped and cut (crate::logging).
     if let Some(wg) = &req.workspace_group_id {
         s.push('/');
-        s.push_str(wg);
+        s.push_str(&crate::logging::field(wg));
     }
     if let Some(role) = &req.assume_role {
         s.push_str(" as ");
-        s.push_str(role);
+        s.push_str(&crate::logging::field(role));
     }
     s
 }
@@ -292,6 +295,7 @@ impl Sidecar {
             metrics,
             detect: Mutex::new(DetectState::Pending),
             tcp_token,
+            refusals: crate::logging::Throttle::for_refusals(),
             identity: tokio::sync::Mutex::new(None),
             config,
         });

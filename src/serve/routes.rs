@@ -50,7 +50,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /v1/aws/credentials/{profile}, /v1/s3/presign, /healthz, /readyz, /metrics") })
         .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn(newline_after_json))
         .with_state(state)
+}
+
+/// Ends every JSON answer of the router with a newline (answers are small:
+/// buffering them costs nothing measurable).
+async fn newline_after_json(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "answer too large",
+        );
+    };
+    if bytes.ends_with(b"\n") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut line = bytes.to_vec();
+    line.push(b'\n');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(line))
 }
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -85,7 +114,7 @@ async fn api_token(
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
+pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
 
 async fn token(
     state: Arc<AppState>,
@@ -263,9 +292,12 @@ fn upstream_error(e: &Error) -> Response {
             api_error(StatusCode::BAD_GATEWAY, "auth_rejected", message)
         }
         Error::Exchange(
-            ExchangeError::EmptyJwt | ExchangeError::MalformedResponse(_) | ExchangeError::Jwks(_),
+            ExchangeError::EmptyJwt
+            | ExchangeError::MalformedResponse(_)
+            | ExchangeError::ExpiredJwt { .. }
+            | ExchangeError::Jwks(_),
         ) => api_error(StatusCode::BAD_GATEWAY, "auth_bad_response", message),
-        Error::Detect(_) | Error::Provider(_) => api_error(
+        Error::Detect(_) | Error::Provider(_) | Error::Deadline { .. } => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "identity_unavailable",
             message,

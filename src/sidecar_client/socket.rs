@@ -129,7 +129,7 @@ pub async fn get(
 }
 
 /// Status and body of an HTTP/1.1 answer.
-fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
+pub(crate) fn parse_answer(answer: &[u8]) -> Result<(u16, String), String> {
     let text = String::from_utf8_lossy(answer);
     let (head, body) = text
         .split_once("\r\n\r\n")

@@ -26,12 +26,13 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
         .ok()?;
     let secs = u64::try_from(t.unix_timestamp()).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(u64::from(t.nanosecond())))
+    UNIX_EPOCH.checked_add(Duration::new(secs, t.nanosecond()))
 }
 
-/// Unix seconds to `SystemTime`.
-pub fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+/// Unix seconds to `SystemTime`; `None` past what the platform's clock can hold
+/// (a JWT's `exp` is untrusted input).
+pub fn from_unix(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// At most `max` bytes of `text`, on a char boundary, for error messages that
@@ -47,45 +48,46 @@ pub fn snippet(text: &str, max: usize) -> String {
     format!("{}…", text[..end].trim())
 }
 
-/// Parses a Go-style duration (`10s`, `1m30s`, `250ms`, `0`), the form the
-/// reference CLI's `--timeout` takes. A bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+/// The longest duration any setting or parameter takes (a year). Every duration
+/// the program reads is added to an `Instant` or `SystemTime` somewhere; this
+/// bound keeps that arithmetic far from overflow whatever the input.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration (the text, cut).
+    #[error("invalid duration {0:?}: use e.g. 10s, 1m30s, 1.5h, 250ms (a bare number is seconds)")]
+    Invalid(String),
+    /// Longer than [`MAX_DURATION`] (the text, cut).
+    #[error("duration {0:?} is longer than the maximum of 365 days")]
+    TooLong(String),
+}
+
+/// Parses a Go-style duration (`10s`, `1m30s`, `1.5h`, `250ms`, `0`), the form the
+/// reference CLI's `--timeout` takes; a bare number (`2`, `0.5`) is seconds.
+/// Anything longer than [`MAX_DURATION`] is refused, so no input can overflow the
+/// clock arithmetic downstream.
+///
+/// Units are parsed by `humantime`, whose arithmetic is checked; it also accepts
+/// the spelled-out units (`1 hour`). The crate built for Go's syntax
+/// (`go-parse-duration` 0.1.1) was measured and rejected: it panics on a
+/// multi-byte character after a unit letter (`1aé`) and rejects nothing we need.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let text = s.trim();
+    let shown = || snippet(text, 40);
+    let parsed = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        text.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    } else {
+        humantime::parse_duration(text).ok()
+    };
+    let d = parsed.ok_or_else(|| DurationError::Invalid(shown()))?;
+    if d > MAX_DURATION {
+        return Err(DurationError::TooLong(shown()));
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("invalid duration {s:?}"))?;
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 1m, 500ms"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    Ok(Duration::from_secs_f64(total))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -101,12 +103,45 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+    }
+
+    /// Each of these panicked in `Duration::from_secs_f64` (issue 13).
+    #[test]
+    fn huge_durations_are_refused_not_panics() {
+        for text in [
+            "1e20",
+            "1e30",
+            "1e20s",
+            "99999999999999999999999h",
+            "18446744073709551615s",
+            "366d",
+            "inf",
+            "NaN",
+            "1aé",
+            ".",
+            "",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text:?}");
+        }
+        assert!(matches!(
+            parse_duration("1e20"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_duration("400d"),
+            Err(DurationError::TooLong(_))
+        ));
     }
 
     #[test]
     fn rfc3339_round_trip() {
-        let t = from_unix(1_800_000_000);
+        let t = from_unix(1_800_000_000).unwrap();
         assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        assert!(from_unix(u64::MAX).is_none());
         assert!(parse_rfc3339("yesterday").is_none());
         assert!(parse_rfc3339("2026-11-23T12:00:00.5+01:00").is_some());
     }

@@ -8,7 +8,12 @@ use std::path::Path;
 /// a socket.
 pub async fn prepare_socket_path(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // Not the umask's choice (0777 under umask 000): owner and group only.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
     }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,

@@ -460,7 +460,10 @@ fn required(xml: &str, name: &str, action: &'static str) -> Result<String, StsEr
         })
 }
 
-fn parse_credentials(result: &str, action: &'static str) -> Result<AwsCredentials, StsError> {
+pub(crate) fn parse_credentials(
+    result: &str,
+    action: &'static str,
+) -> Result<AwsCredentials, StsError> {
     let creds = section(result, "Credentials", action)?;
     let expiration = match xml::tag(creds, "Expiration") {
         Some(text) => Some(parse_time(&text).ok_or_else(|| StsError::Malformed {
@@ -478,7 +481,11 @@ fn parse_credentials(result: &str, action: &'static str) -> Result<AwsCredential
     })
 }
 
-fn parse_assumed(xml: &str, result: &str, action: &'static str) -> Result<AssumedRole, StsError> {
+pub(crate) fn parse_assumed(
+    xml: &str,
+    result: &str,
+    action: &'static str,
+) -> Result<AssumedRole, StsError> {
     let result = section(xml, result, action)?;
     let mut credentials = parse_credentials(result, action)?;
     let user = section(result, "AssumedRoleUser", action)?;

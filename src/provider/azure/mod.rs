@@ -28,6 +28,21 @@ mod imds;
 mod token;
 mod workload;
 
+/// The Azure parsers of IMDS, App Service and Azure AD answers, for the fuzz
+/// targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_responses(body: &str) {
+    let _ = token::access_token(body);
+    let compute = imds::parse_compute(body).unwrap_or_default();
+    for origin in [
+        token::Origin::Imds,
+        token::Origin::AppService,
+        token::Origin::WorkloadIdentity,
+    ] {
+        let _ = token::identity_from_token(body, &compute, origin);
+    }
+}
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -83,7 +83,7 @@ impl Source<'_> {
     }
 }
 
-fn access_token(body: &str) -> Option<Secret> {
+pub(super) fn access_token(body: &str) -> Option<Secret> {
     #[derive(Deserialize)]
     struct Answer {
         access_token: Option<String>,

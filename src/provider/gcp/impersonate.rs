@@ -79,7 +79,7 @@ fn classify(email: &str, result: Result<Reply, TransportError>) -> Step<Secret, 
     }
 }
 
-fn token_of(body: &str) -> Option<Secret> {
+pub(super) fn token_of(body: &str) -> Option<Secret> {
     #[derive(Deserialize)]
     struct Answer {
         token: Option<String>,

@@ -141,7 +141,7 @@ fn classify(what: &str, result: Result<Reply, TransportError>) -> Step<String, P
 }
 
 /// `projects/123/zones/us-central1-a` → `us-central1-a`.
-fn zone_name(body: &str) -> Option<String> {
+pub(super) fn zone_name(body: &str) -> Option<String> {
     let zone = body.trim().rsplit('/').next()?.trim();
     (!zone.is_empty()).then(|| zone.to_string())
 }

@@ -18,6 +18,17 @@ mod claims;
 mod impersonate;
 mod metadata;
 
+/// The GCP parsers of metadata-server and IAM Credentials answers, for the fuzz
+/// targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_responses(body: &str) {
+    let _ = metadata::zone_name(body);
+    let _ = impersonate::token_of(body);
+    let zone = claims::region_of(body);
+    let _ = claims::identity_from_token(body, Some(&zone));
+    let _ = claims::identity_from_token(body, None);
+}
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -214,7 +214,7 @@ fn authorization(cfg: &ProviderConfig) -> Result<Option<Secret>, ContainerError>
     Ok(Some(Secret::new(token)))
 }
 
-fn error_message(body: &str) -> String {
+pub(crate) fn error_message(body: &str) -> String {
     match serde_json::from_str::<ErrorDocument>(body) {
         Ok(ErrorDocument { code, message }) => match (code, message) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -225,7 +225,7 @@ fn error_message(body: &str) -> String {
     }
 }
 
-fn parse(url: &str, body: &str) -> Result<AwsCredentials, ContainerError> {
+pub(crate) fn parse(url: &str, body: &str) -> Result<AwsCredentials, ContainerError> {
     let malformed = |reason: String| ContainerError::Malformed {
         url: url.to_string(),
         reason,

@@ -100,7 +100,7 @@ impl InstanceRole {
     }
 }
 
-fn parse(role: &str, body: &str) -> Result<AwsCredentials, InstanceRoleError> {
+pub(crate) fn parse(role: &str, body: &str) -> Result<AwsCredentials, InstanceRoleError> {
     let malformed = |reason: String| InstanceRoleError::Malformed {
         role: role.to_string(),
         reason,

@@ -1,0 +1,263 @@
+//! The rough edges a newcomer hits with the CLI (issue 13), each pinned.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::mocks;
+use s2iam_testserver::{CloudConfig, TestServer};
+
+fn s2iam(server: &TestServer) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear();
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_shows_no_empty_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    assert!(help.contains("--workspace-group-id"), "{help}");
+    assert!(!help.contains("[default: ]"), "{help}");
+    assert!(!help.contains("[default: \"\"]"), "{help}");
+}
+
+/// The sidecar honours S2IAM_ALLOW_HTTP; so does the CLI now.
+#[tokio::test]
+async fn the_cli_honours_s2iam_allow_http() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args(["--jwt-type", "api"]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ey"));
+    server.shutdown().await;
+}
+
+/// `--json` names the token `token`, as the sidecar does; `jwt` stays for the
+/// scripts that read it.
+#[tokio::test]
+async fn json_names_the_token_as_the_sidecar_does() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut cmd = s2iam(&server);
+    cmd.args([
+        "--jwt-type",
+        "api",
+        "--json",
+        "--allow-http",
+        "--server-url",
+        &server.exchange_url_template(),
+    ]);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["token"].as_str().unwrap().starts_with("ey"));
+    assert_eq!(doc["token"], doc["jwt"]);
+    server.shutdown().await;
+}
+
+/// With no cloud, `--verbose` says what was probed and what each probe found.
+#[tokio::test]
+async fn verbose_explains_a_failed_detection() {
+    let server = mocks(CloudConfig::none()).await;
+    let mut cmd = s2iam(&server);
+    cmd.args(["detect", "--verbose", "--timeout", "3s"]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("probing the metadata services"), "{err}");
+    for cloud in ["aws", "gcp", "azure"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("provider={cloud}"))),
+            "{cloud}: {err}"
+        );
+    }
+    server.shutdown().await;
+}
+
+fn check(toml: &str) -> Output {
+    let dir = common::temp_dir("newcomer-check");
+    let path = dir.join("s2iam.toml");
+    std::fs::write(&path, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .env_clear()
+        .args(["serve", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+/// `serve --check` prints settings in the config file's terms, not Rust Debug
+/// with file modes in decimal.
+#[test]
+fn check_prints_settings_not_debug() {
+    let out = check(
+        "[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\nsocket_mode = \"0660\"\n[cache]\nmin_remaining = \"90s\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/s2iam-check/api\"\n",
+    );
+    let text = text(&out.stdout);
+    assert!(out.status.success(), "{}", text);
+    assert!(text.contains("(mode 0660)"), "{text}");
+    assert!(
+        text.contains("(mode 0640)"),
+        "the sink's default mode: {text}"
+    );
+    assert!(text.contains("min_remaining = 1m 30s"), "{text}");
+    assert!(
+        !text.contains("ServeConfig {") && !text.contains("432"),
+        "{text}"
+    );
+}
+
+/// A socket whose directory cannot be created fails the check, not the start.
+#[test]
+fn check_refuses_an_uncreatable_socket_dir() {
+    for socket in ["/proc/s2iam-nope/s.sock", "/etc/hostname/s.sock"] {
+        let out = check(&format!("[listen]\nsocket = \"{socket}\"\n"));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{socket}: {err}");
+        assert!(err.contains("listen.socket"), "{socket}: {err}");
+    }
+}
+
+/// `allowed_uids` cannot apply to TCP: with TCP on and no token, refused.
+#[test]
+fn allowed_uids_with_unauthenticated_tcp_is_refused() {
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("allowed_uids") && err.contains("tcp_token_file"),
+        "{err}"
+    );
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A taken port says what to do, not just "Address in use".
+#[tokio::test]
+async fn port_in_use_gives_a_hint() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args([
+            "serve",
+            "--no-socket",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+        ]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("choose another port"), "{err}");
+    drop(taken);
+    server.shutdown().await;
+}
+
+/// `s2iam dev` prints the `export` lines the CLI needs to use its mocks (and
+/// they work), serves a demo AWS profile on `--cloud aws`, and leaves no JWT
+/// behind in its temporary directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2iam"))
+        .env_clear()
+        .args(["dev", "--cloud", "aws", "--exit-after", "60s", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C stops everything");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let exports: Vec<(String, String)> = banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        exports.iter().any(|(k, _)| k == "S2IAM_JWT_SERVER_URL"),
+        "{banner:#?}"
+    );
+    let socket = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("socket:"))
+        .map(|s| std::path::PathBuf::from(s.trim()))
+        .expect("the banner names the socket");
+    let dir = socket.parent().unwrap().to_path_buf();
+
+    // The CLI with exactly the printed environment gets a token from the mocks.
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cli.env_clear()
+        .envs(exports.iter().cloned())
+        .args(["--jwt-type", "api"]);
+    let out = run(cli).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ey"));
+
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), async || {
+            common::uds_get(&socket, "/readyz").await.0 == 200
+        })
+        .await
+    );
+    let (status, body) = common::uds_get(&socket, "/v1/aws/credentials/demo").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("AccessKeyId"),
+        "the demo profile's credentials"
+    );
+    assert!(dir.join("database-token").exists());
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(!dir.exists(), "{} removed on exit", dir.display());
+}
