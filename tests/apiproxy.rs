@@ -779,3 +779,42 @@ async fn shutdown_lets_a_streaming_response_finish_and_refuses_new_connections()
     api.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_breaks_off_mid_body_is_an_error_for_the_client_not_a_short_answer() {
+    let w = World::start(|_, _| {}).await;
+    w.api.api().hold_streams(true);
+    let mut resp = http()
+        .post(w.url("data", "/api/v2/query/rows"))
+        .json(&serde_json::json!({"sql": "SELECT * FROM large LIMIT 20000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.chunk().await.unwrap().is_some());
+    w.api.api().break_streams();
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("no hang");
+    assert!(
+        rest.is_err(),
+        "the client sees the body fail, not a clean end"
+    );
+    let metrics = w.metrics().await;
+    assert!(
+        metrics.contains("s2iam_api_proxy_upstream_errors_total{proxy=\"data\",reason=\"body\"} 1"),
+        "{metrics}"
+    );
+    // The proxy is fine afterwards.
+    w.api.api().hold_streams(false);
+    assert_eq!(query(&w, "data", "SELECT 1").await.0, 200);
+    w.stop().await;
+}

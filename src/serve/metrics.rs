@@ -16,7 +16,7 @@
 //! - `s2iam_dbproxy_*`: the database proxies (see [`crate::dbproxy::metrics`]).
 //! - `s2iam_api_proxy_requests_total{proxy,class}` (`2xx`..`5xx` as the client saw it),
 //!   `s2iam_api_proxy_upstream_errors_total{proxy,reason}` (`token`, `connect`,
-//!   `timeout`, `other`), `s2iam_api_proxy_bytes_total{proxy,direction}` (`upstream`:
+//!   `timeout`, `other`, `body`: broke off mid-response), `s2iam_api_proxy_bytes_total{proxy,direction}` (`upstream`:
 //!   request bodies sent, `downstream`: response bodies relayed).
 
 use std::collections::BTreeMap;
@@ -80,7 +80,7 @@ impl ApiProxyMetrics {
         add(&self.requests, proxy, class, 1);
     }
 
-    /// `reason`: `token`, `connect`, `timeout` or `other`.
+    /// `reason`: `token`, `connect`, `timeout`, `other` or `body`.
     pub fn count_upstream_error(&self, proxy: &str, reason: &'static str) {
         add(&self.upstream_errors, proxy, reason, 1);
     }

@@ -25,7 +25,8 @@
 //! - `GET /_mock/api/requests`: `[ApiRecord]` (the bearer token only as a SHA-256
 //!   fingerprint); `DELETE` clears it.
 //! - [`MockApi::hold_streams`]: large results stop after their first chunk until
-//!   released, so a test can see bytes arrive before the upstream has finished.
+//!   released, so a test can see bytes arrive before the upstream has finished;
+//!   [`MockApi::break_streams`] makes the held ones fail mid-body instead.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -106,7 +107,15 @@ struct Inner {
     config: RwLock<ApiConfig>,
     key: Arc<SigningKey>,
     records: Mutex<Vec<ApiRecord>>,
-    hold: watch::Sender<bool>,
+    gate: watch::Sender<Gate>,
+}
+
+/// What a large result does after its first chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    Hold,
+    Break,
 }
 
 impl MockApi {
@@ -117,7 +126,7 @@ impl MockApi {
                 config: RwLock::new(config),
                 key,
                 records: Mutex::new(Vec::new()),
-                hold: watch::channel(false).0,
+                gate: watch::channel(Gate::Open).0,
             }),
         }
     }
@@ -138,7 +147,15 @@ impl MockApi {
 
     /// While on, a large result sends its first chunk and then waits.
     pub fn hold_streams(&self, on: bool) {
-        self.inner.hold.send_replace(on);
+        self.inner
+            .gate
+            .send_replace(if on { Gate::Hold } else { Gate::Open });
+    }
+
+    /// Held large results (and later ones, after their first chunk) fail: the
+    /// connection is cut mid-body, as when a server dies while sending.
+    pub fn break_streams(&self) {
+        self.inner.gate.send_replace(Gate::Break);
     }
 
     /// Every request seen so far.
@@ -426,8 +443,8 @@ fn answer(api: &MockApi, sql: &str, claims: &Value) -> Response {
 
 /// Rows generated in ~64 KiB chunks by a task and streamed as they are made.
 fn large(api: &MockApi, rows: u64) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let mut hold = api.inner.hold.subscribe();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let mut gate = api.inner.gate.subscribe();
     tokio::spawn(async move {
         let payload = "x".repeat(100);
         let mut chunk = String::with_capacity(70_000);
@@ -440,7 +457,7 @@ fn large(api: &MockApi, rows: u64) -> Response {
             chunk.push_str(&format!("{{\"id\":{id},\"payload\":\"{payload}\"}}"));
             if chunk.len() >= 64 * 1024 {
                 if tx
-                    .send(Bytes::from(std::mem::take(&mut chunk)))
+                    .send(Ok(Bytes::from(std::mem::take(&mut chunk))))
                     .await
                     .is_err()
                 {
@@ -448,12 +465,17 @@ fn large(api: &MockApi, rows: u64) -> Response {
                 }
                 if !first_sent {
                     first_sent = true;
-                    let _ = hold.wait_for(|on| !*on).await;
+                    let gate = gate.wait_for(|g| *g != Gate::Hold).await.map(|g| *g);
+                    if gate.is_ok_and(|g| g == Gate::Break) {
+                        let broken = std::io::Error::other("mock stream broken");
+                        let _ = tx.send(Err(broken)).await;
+                        return;
+                    }
                 }
             }
         }
         chunk.push_str("]}]}");
-        let _ = tx.send(Bytes::from(chunk)).await;
+        let _ = tx.send(Ok(Bytes::from(chunk))).await;
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
@@ -462,11 +484,11 @@ fn large(api: &MockApi, rows: u64) -> Response {
 }
 
 /// A body fed by a channel, ending when the sender is dropped.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -474,7 +496,7 @@ impl http_body::Body for ChannelBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.0
             .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
     }
 }
 

@@ -22,7 +22,9 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 const FLUSH_EVERY: u64 = 1 << 20;
 
 /// `inner`, counting the bytes of its data frames into
-/// `s2iam_api_proxy_bytes_total{proxy, direction}`.
+/// `s2iam_api_proxy_bytes_total{proxy, direction}`, and a response body that
+/// fails midway (the upstream broke off) into
+/// `s2iam_api_proxy_upstream_errors_total{proxy, reason="body"}`.
 pub struct Counted<B> {
     inner: B,
     metrics: Arc<Metrics>,
@@ -79,6 +81,14 @@ where
                     if this.pending >= FLUSH_EVERY {
                         this.flush();
                     }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.flush();
+                if this.direction == "downstream" {
+                    this.metrics
+                        .api_proxy
+                        .count_upstream_error(&this.proxy, "body");
                 }
             }
             Poll::Ready(_) => this.flush(),
