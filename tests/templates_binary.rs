@@ -195,14 +195,20 @@ async fn signal_action_delivers_sighup_to_the_pid_file_process() {
     let server = mocks_with_expiry(Duration::from_secs(3)).await;
     let dir = temp_dir("tpl-signal");
     let (pid_file, hups) = (dir.join("app.pid"), dir.join("hups"));
-    // The "application": writes its pid, counts SIGHUPs.
+    // The "application": writes its pid, counts SIGHUPs. Python, not `sh`: a shell
+    // cannot trap a signal that was ignored when it started (as under `nohup`),
+    // while Python installs its handler whatever it inherited.
     let _app = Proc(
-        Command::new("sh")
+        Command::new("python3")
             .arg("-c")
             .arg(format!(
-                "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.05; done",
-                hups.display(),
-                pid_file.display()
+                "import os, signal, time\n\
+                 def hup(*_):\n    open({hups:?}, 'a').write('hup\\n')\n\
+                 signal.signal(signal.SIGHUP, hup)\n\
+                 open({pid:?}, 'w').write(str(os.getpid()))\n\
+                 while True:\n    time.sleep(0.05)\n",
+                hups = hups.display().to_string(),
+                pid = pid_file.display().to_string(),
             ))
             .spawn()
             .unwrap(),
