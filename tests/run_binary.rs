@@ -7,40 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, temp_dir, uds_get};
-use s2iam_testserver::{AuthConfig, CloudConfig, TestServer, TestServerConfig};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn mocks_with_expiry(expiry: Duration) -> TestServer {
-    TestServer::start(
-        TestServerConfig::new(CloudConfig::gcp()).with_auth(AuthConfig {
-            token_expiry: expiry,
-            ..AuthConfig::default()
-        }),
-    )
-    .await
-    .expect("test server starts")
-}
-
-fn s2iam(server: &TestServer) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
-        cmd.env(k, v);
-    }
-    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
-        .env("S2IAM_ALLOW_HTTP", "1");
-    cmd
-}
+use common::{eventually, mocks_with_expiry, s2iam_cmd as s2iam, temp_dir, uds_get, Proc};
+use s2iam_testserver::TestServer;
 
 /// Verifies the JWT's RS256 signature with the mock auth service's key.
 fn verified_claims(server: &TestServer, jwt: &str) -> serde_json::Value {

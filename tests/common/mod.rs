@@ -104,3 +104,39 @@ pub async fn eventually(within: Duration, mut f: impl AsyncFnMut() -> bool) -> b
 pub fn sub_of(jwt: &str) -> Option<String> {
     s2iam::token::Claims::decode_unverified(jwt).and_then(|c| c.sub)
 }
+
+/// A child process killed and reaped when the test ends, pass or fail.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The mock cloud (GCP) and auth service, issuing tokens that live `expiry`.
+pub async fn mocks_with_expiry(expiry: Duration) -> TestServer {
+    TestServer::start(TestServerConfig::new(CloudConfig::gcp()).with_auth(
+        s2iam_testserver::AuthConfig {
+            token_expiry: expiry,
+            ..s2iam_testserver::AuthConfig::default()
+        },
+    ))
+    .await
+    .expect("test server starts")
+}
+
+/// The real `s2iam` binary with an empty environment but `PATH`, every endpoint
+/// pointed at `server`.
+pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1");
+    cmd
+}
