@@ -699,13 +699,17 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
         DetectionMethod::Metadata => ("metadata", None),
     };
     let provider = detection.provider.kind();
+    let credentials = detection.provider.credential_source_plan(&cfg);
     if args.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "provider": provider,
             "method": method,
             "evidence": evidence,
             "elapsed_ms": detection.elapsed.as_millis() as u64,
         });
+        if let Some(c) = &credentials {
+            doc["credential_source"] = serde_json::Value::from(c.as_str());
+        }
         writeln!(out, "{doc}")?;
     } else {
         let how = match (&detection.method, evidence) {
@@ -718,6 +722,9 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "{provider} ({how}; {} ms)",
             detection.elapsed.as_millis()
         )?;
+        if let Some(c) = &credentials {
+            writeln!(out, "credentials: {c}")?;
+        }
     }
     Ok(())
 }
@@ -744,6 +751,9 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
         writeln!(out, "account:       {}", identity.account_id)?;
         writeln!(out, "region:        {}", identity.region)?;
         writeln!(out, "resource type: {}", identity.resource_type)?;
+        if let Some(source) = &identity.credential_source {
+            writeln!(out, "credentials:   {source}")?;
+        }
         for (k, v) in &identity.additional_claims {
             writeln!(out, "{k}: {v}")?;
         }
