@@ -202,7 +202,9 @@ async fn credential_source_environment_instance_metadata_and_container() {
         role("from-imds"),
         role("from-ecs")
     );
-    let cases: [(&str, &str, Vec<(&str, &str)>, String); 3] = [
+    // (profile, role, extra variables, the AssumeRole caller or "" for any)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, String);
+    let cases: [Case; 3] = [
         (
             "env",
             "from-env",

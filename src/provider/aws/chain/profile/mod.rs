@@ -106,7 +106,7 @@ pub enum ProfileError {
         /// The profile.
         profile: String,
         /// What went wrong.
-        source: WebIdentityError,
+        source: Box<WebIdentityError>,
     },
     /// A `credential_source` gave no credentials.
     #[error("profile `{profile}`: credential_source {source_name} gave no credentials: {reason}")]
@@ -134,7 +134,7 @@ pub enum ProfileError {
         /// The role.
         role_arn: String,
         /// STS's answer.
-        source: StsError,
+        source: Box<StsError>,
     },
 }
 
@@ -264,7 +264,7 @@ async fn run(cfg: &ProviderConfig, plan: &Plan) -> Result<AwsCredentials, Profil
             .map_err(|source| ProfileError::AssumeRole {
                 profile: hop.profile.clone(),
                 role_arn: hop.role_arn.clone(),
-                source,
+                source: Box::new(source),
             })?
             .credentials;
     }
@@ -296,7 +296,7 @@ async fn base(
         .await
         .map_err(|source| ProfileError::WebIdentity {
             profile: profile.clone(),
-            source,
+            source: Box::new(source),
         }),
         Base::Named { profile, source } => {
             let failed = |reason: String| ProfileError::NamedSource {

@@ -79,7 +79,7 @@ pub enum ProcessError {
         program: String,
         /// "exited with status 3", "was killed by a signal".
         status: String,
-        /// ": <stderr excerpt>", or empty.
+        /// `": "` and an excerpt of stderr, or empty.
         stderr: String,
     },
     /// Its output is not a usable credentials document.
