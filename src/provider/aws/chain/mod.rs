@@ -295,6 +295,9 @@ pub fn plan(cfg: &ProviderConfig) -> String {
     match profile::SharedConfig::plan(cfg) {
         Ok(Some(plan)) => return plan.to_string(),
         Ok(None) => {}
+        Err(profile::ProfileError::Resolve(e)) if e.needs_sdk() && cfg!(feature = "aws-config") => {
+            return CredentialSource::AwsSdk.as_str().to_string()
+        }
         Err(e) => return format!("{}: {e}", CredentialSource::SharedConfig),
     }
     if cfg.env.is_set("AWS_WEB_IDENTITY_TOKEN_FILE") {
