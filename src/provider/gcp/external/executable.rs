@@ -145,10 +145,12 @@ async fn run(
             )))
         }
         // Dropping `child` (kill_on_drop) kills it.
-        Err(_) => return Err(no_identity(&format!(
+        Err(_) => {
+            return Err(no_identity(&format!(
             "the credential executable {program:?} did not finish within {} ms (timeout_millis)",
             timeout.as_millis()
-        ))),
+        )))
+        }
     };
     if !status.success() {
         return Err(no_identity(&format!(
