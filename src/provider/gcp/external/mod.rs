@@ -40,6 +40,9 @@ pub(super) async fn id_token(
     audience: &str,
     assume_role: Option<&str>,
 ) -> Result<Secret, ProviderError> {
+    // Every URL is checked before any source is read or run.
+    adc::check_url(cfg, "token_url", &account.token_url, UrlUse::Service)
+        .map_err(|e| no_identity(&e.to_string()))?;
     let target = impersonation_target(cfg, account, assume_role)?;
     let subject = subject_token(cfg, account, target.as_ref().map(|t| t.email.as_str())).await?;
     let access = sts::exchange(cfg, policy, account, &subject).await?;

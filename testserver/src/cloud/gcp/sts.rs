@@ -57,6 +57,27 @@ const SAML2_TYPE: &str = "urn:ietf:params:oauth:token-type:saml2";
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 const INVALID_TARGET: &str = "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.";
 
+impl MockCloud {
+    /// A subject token the pool's OIDC provider accepts: a Kubernetes
+    /// service-account token of the mock EKS cluster for `sub`, with the provider's
+    /// default audience (`https://iam.googleapis.com/projects/.../providers/Q`), as a
+    /// pod projects for Google workload identity federation. `None` without a pool.
+    pub fn mint_federation_subject_token(&self, sub: &str) -> Option<String> {
+        let config = self.config();
+        let pool = config.google.pool.as_ref()?;
+        let now = self.now_unix();
+        let claims = json!({
+            "iss": EKS_ISSUER,
+            "sub": sub,
+            "aud": [format!("https:{}", pool.audience(&pool.oidc_provider_id))],
+            "iat": now,
+            "nbf": now,
+            "exp": now.saturating_add(lifetime(self)),
+        });
+        self.keys().eks.sign(&claims).ok()
+    }
+}
+
 /// An OAuth error: `{"error", "error_description"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
