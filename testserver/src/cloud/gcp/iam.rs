@@ -1,4 +1,7 @@
 //! IAM Credentials: `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken`
+//! (and `:generateAccessToken`, `{"scope": [...], "lifetime"?: "3600s"}` →
+//! `{"accessToken", "expireTime"}`, which Google's libraries call for
+//! `service_account_impersonation_url`)
 //!
 //! A global API, always served. `Authorization: Bearer` must hold a live token the
 //! mock minted; who may impersonate whom:
@@ -41,7 +44,7 @@ struct GenerateIdTokenRequest {
     audience: Option<String>,
     #[serde(default)]
     include_email: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     delegates: Vec<String>,
 }
 
@@ -178,23 +181,108 @@ fn authorize_instance<'a>(
     impersonable(gcp, target)
 }
 
-pub(super) async fn generate_id_token(
+/// `POST .../serviceAccounts/{sa}:generateIdToken` and `:generateAccessToken`.
+pub(super) async fn service_account_method(
     State(cloud): State<MockCloud>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(("generateIdToken", target)) = name.rsplit_once(':').map(|(t, m)| (m, t)) else {
-        return google_error(
+    match name.rsplit_once(':') {
+        Some((target, "generateIdToken")) => generate_id_token(&cloud, target, &headers, &body),
+        Some((target, "generateAccessToken")) => {
+            generate_access_token(&cloud, target, &headers, &body)
+        }
+        _ => google_error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "The requested method was not found on this service account resource.",
-        );
-    };
-    let Some(caller) = authenticate(&cloud, &headers) else {
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateAccessTokenRequest {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    scope: Vec<String>,
+    #[serde(default)]
+    lifetime: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    delegates: Vec<String>,
+}
+
+/// Google's JSON APIs read `null` as absent (google-auth sends `"delegates": null`).
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `{"accessToken", "expireTime"}` for the target, owned by it (so it can call
+/// IAM Credentials as itself); `lifetime` (`"3600s"`) at most an hour.
+fn generate_access_token(
+    cloud: &MockCloud,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let Some(caller) = authenticate(cloud, headers) else {
         return unauthenticated();
     };
-    let request: GenerateIdTokenRequest = match serde_json::from_slice(&body) {
+    let request: GenerateAccessTokenRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("Invalid JSON payload received. {e}"),
+            )
+        }
+    };
+    let config = cloud.config();
+    let Some(target) = authorize(&config, &caller, target, &request.delegates) else {
+        return permission_denied();
+    };
+    if request.scope.is_empty() {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Request contains an invalid argument: scope is required.",
+        );
+    }
+    let mut secs = lifetime(cloud);
+    if let Some(l) = &request.lifetime {
+        match l.strip_suffix('s').and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) if (1..=3600).contains(&n) => secs = secs.min(n),
+            _ => {
+                return google_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "Request contains an invalid argument: lifetime must be between 1s and 3600s.",
+                )
+            }
+        }
+    }
+    let token = cloud.gcp_access_tokens().issue(&target.email, secs);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        json!({"accessToken": token, "expireTime": crate::util::rfc3339(now_unix() + secs)})
+            .to_string(),
+    )
+        .into_response()
+}
+
+fn generate_id_token(
+    cloud: &MockCloud,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let cloud = cloud.clone();
+    let Some(caller) = authenticate(&cloud, headers) else {
+        return unauthenticated();
+    };
+    let request: GenerateIdTokenRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
             return google_error(

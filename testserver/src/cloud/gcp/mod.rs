@@ -4,8 +4,9 @@
 //! | paths | service | module |
 //! |---|---|---|
 //! | `GET /computeMetadata/v1/...` | the GCE metadata server | [`metadata`] |
-//! | `POST /v1/projects/-/serviceAccounts/{sa}:generateIdToken` | IAM Credentials | [`iam`] |
+//! | `POST /v1/projects/-/serviceAccounts/{sa}:generateIdToken` (`:generateAccessToken`) | IAM Credentials | [`iam`] |
 //! | `POST /v1/token` | Security Token Service (workload identity federation) | [`sts`] |
+//! | `GET /_mock/google/subject-token?sub=` | a subject token the pool's OIDC provider accepts, for out-of-process checks | [`sts`] |
 //! | `POST /token` | the OAuth 2.0 token endpoint (service-account keys, refresh tokens) | [`oauth`] |
 //!
 //! The metadata server answers only while [`CloudConfig::gcp`](super::CloudConfig) is
@@ -46,9 +47,10 @@ pub fn routes() -> Router<MockCloud> {
         .route("/computeMetadata/{*path}", get(metadata::metadata))
         .route(
             "/v1/projects/-/serviceAccounts/{name}",
-            post(iam::generate_id_token),
+            post(iam::service_account_method),
         )
         .route("/v1/token", post(sts::token))
+        .route("/_mock/google/subject-token", get(sts::subject_token))
         .route("/token", post(oauth::token))
 }
 

@@ -6,7 +6,7 @@
 //! service accepts it) with
 //! `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`, `audience` (a
 //! provider of the pool, `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/Q`),
-//! `scope` (must include `https://www.googleapis.com/auth/cloud-platform`),
+//! `scope` (Google OAuth scopes, e.g. `https://www.googleapis.com/auth/cloud-platform`),
 //! `requested_token_type=urn:ietf:params:oauth:token-type:access_token`,
 //! `subject_token`, `subject_token_type`.
 //!
@@ -19,7 +19,9 @@
 //! - AWS provider (`urn:ietf:params:aws:token-type:aws4_request`): the
 //!   percent-encoded JSON `{"url","method","headers":[{"key","value"}]}` of a
 //!   signed `POST` `GetCallerIdentity` to `sts[.region].amazonaws.com` (or
-//!   loopback), whose signed `x-goog-cloud-target-resource` header is the audience.
+//!   loopback), whose `x-goog-cloud-target-resource` header is the audience (signing
+//!   it is recommended, not required: google-auth adds it after signing, s2iam
+//!   signs it).
 //!   It is replayed through the mock AWS STS's own signature, session-token and
 //!   expiry checks (`cloud::aws::sts::authenticate`), as Google replays it against
 //!   AWS; the caller must be in the pool's AWS account. The principal is
@@ -54,6 +56,10 @@ pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// AWS subject tokens.
 pub const AWS4_REQUEST_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
 const SAML2_TYPE: &str = "urn:ietf:params:oauth:token-type:saml2";
+/// Every Google OAuth scope starts so (`.../cloud-platform`, `.../iam`: Google's
+/// libraries ask for `iam` when the token is only for impersonation).
+const GOOGLE_SCOPE_PREFIX: &str = "https://www.googleapis.com/auth/";
+#[cfg(test)]
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 const INVALID_TARGET: &str = "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.";
 
@@ -146,6 +152,20 @@ pub(super) fn params(
     }
 }
 
+/// `GET /_mock/google/subject-token?sub=...`: what
+/// [`MockCloud::mint_federation_subject_token`] mints, as text (404 without a pool).
+pub(super) async fn subject_token(
+    State(cloud): State<MockCloud>,
+    uri: axum::http::Uri,
+) -> Response {
+    let sub =
+        crate::util::query_param(uri.query(), "sub").unwrap_or_else(|| "s2iam-workload".into());
+    match cloud.mint_federation_subject_token(&sub) {
+        Some(token) => (StatusCode::OK, token).into_response(),
+        None => (StatusCode::NOT_FOUND, "no workload identity pool").into_response(),
+    }
+}
+
 /// `POST /v1/token`.
 pub(super) async fn token(
     State(cloud): State<MockCloud>,
@@ -207,10 +227,10 @@ fn exchange(cloud: &MockCloud, headers: &HeaderMap, body: &[u8]) -> Result<Strin
     let provider = provider_of(pool, audience)
         .ok_or_else(|| OAuthError::new("invalid_target", INVALID_TARGET))?;
     let scopes: Vec<&str> = get("scope").unwrap_or("").split_whitespace().collect();
-    if !scopes.contains(&CLOUD_PLATFORM) {
+    if scopes.is_empty() || !scopes.iter().all(|s| s.starts_with(GOOGLE_SCOPE_PREFIX)) {
         return Err(OAuthError::new(
             "invalid_scope",
-            "The scope must include https://www.googleapis.com/auth/cloud-platform.",
+            "The scope must be one or more Google OAuth scopes (https://www.googleapis.com/auth/...).",
         ));
     }
     let subject_id = match (provider, subject_type) {
@@ -345,15 +365,6 @@ fn verify_aws(
         return Err(grant(
             "The AWS request's x-goog-cloud-target-resource header does not match the audience."
                 .into(),
-        ));
-    }
-    let signed_target = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("x-goog-cloud-target-resource"));
-    if !signed_target {
-        return Err(grant(
-            "The AWS request must sign the x-goog-cloud-target-resource header.".into(),
         ));
     }
     let req = SignedRequest {
