@@ -20,7 +20,8 @@ pub fn random_from(alphabet: &[u8], len: usize) -> String {
     let mut buf = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut buf);
     buf.iter()
-        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .filter_map(|b| alphabet.get(usize::from(*b).checked_rem(alphabet.len())?))
+        .map(|c| char::from(*c))
         .collect()
 }
 
@@ -123,22 +124,31 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// Decodes `%XX` escapes in a URL path segment (lossy on invalid UTF-8; a `%` not
 /// followed by two hex digits is kept as is). Unlike form decoding, `+` stays `+`.
 pub fn percent_decode_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
+    String::from_utf8_lossy(&percent_decode(s)).into_owned()
+}
+
+/// Decodes `%XX` escapes to bytes; a `%` not followed by two hex digits stays
+/// literal, and `+` stays `+`.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if let (b'%', [h, l, after @ ..]) = (b, tail) {
+            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
+                out.push(h << 4 | l);
+                rest = after;
                 continue;
             }
         }
-        out.push(bytes[i]);
-        i += 1;
+        out.push(b);
+        rest = tail;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A random version-4-shaped UUID, for object ids, trace and correlation ids.
