@@ -74,8 +74,13 @@ pub mod serde_secs {
     }
 }
 
+/// The longest duration a flag takes (ten years): anything the mocks add to a
+/// clock stays far from overflow.
+pub const MAX_GO_DURATION: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
 /// Parses a Go-style duration (`1h`, `90s`, `1h30m`, `250ms`, `0`), the form the
-/// reference test server's `--token-expiry` and `--timeout` flags take.
+/// reference test server's `--token-expiry` and `--timeout` flags take. Longer
+/// than [`MAX_GO_DURATION`] is an error, not a panic.
 pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -110,7 +115,10 @@ pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
         total += value * secs;
         rest = tail;
     }
-    Ok(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|d| *d <= MAX_GO_DURATION)
+        .ok_or_else(|| format!("duration {s:?} is longer than the maximum of 10 years"))
 }
 
 /// The first value of query parameter `name`, form-decoded. Never fails: garbage in a
@@ -185,6 +193,21 @@ mod tests {
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("5x").is_err());
         assert!(parse_go_duration("").is_err());
+        // These panicked in `Duration::from_secs_f64` (issue 13).
+        for huge in [
+            "99999999999999999999999h",
+            "1e20h",
+            "5000000000000000000000s",
+        ] {
+            assert!(parse_go_duration(huge).is_err(), "{huge}");
+        }
+        let err = parse_go_duration("99999999999999999999999h").unwrap_err();
+        assert!(err.contains("maximum of 10 years"), "{err}");
+        assert!(parse_go_duration("87601h").is_err());
+        assert_eq!(
+            parse_go_duration("87600h").unwrap(),
+            Duration::from_secs(87_600 * 3600)
+        );
     }
 
     #[test]
