@@ -266,7 +266,7 @@ fn generate_access_token(
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        json!({"accessToken": token, "expireTime": crate::util::rfc3339(now_unix() + secs)})
+        json!({"accessToken": token, "expireTime": crate::util::rfc3339(now_unix().saturating_add(secs))})
             .to_string(),
     )
         .into_response()

@@ -60,9 +60,9 @@ pub fn mint_impersonated_id_token(
     target: &ServiceAccount,
     audience: &str,
     include_email: bool,
-) -> String {
+) -> Result<String, KeyError> {
     let claims = id_token_claims(target, audience, include_email, now_unix(), lifetime(cloud));
-    sign(cloud, &claims).expect("signing with a generated RSA key cannot fail")
+    sign(cloud, &claims)
 }
 
 /// OAuth access tokens the mock has minted (metadata server, STS, OAuth token
@@ -89,7 +89,10 @@ impl AccessTokens {
         let now = now_unix();
         let mut tokens = self.lock();
         tokens.retain(|_, (_, exp)| *exp > now);
-        tokens.insert(token.clone(), (email.to_string(), now + lifetime_secs));
+        tokens.insert(
+            token.clone(),
+            (email.to_string(), now.saturating_add(lifetime_secs)),
+        );
         token
     }
 
@@ -130,7 +133,7 @@ fn id_token_claims(
     let mut claims = json!({
         "aud": audience,
         "azp": sa.unique_id,
-        "exp": now + lifetime,
+        "exp": now.saturating_add(lifetime),
         "iat": now,
         "iss": GOOGLE_ISSUER,
         "sub": sa.unique_id,

@@ -241,7 +241,10 @@ fn jwt_bearer<'a>(
         claims["iat"].as_u64().unwrap_or(0),
         claims["exp"].as_u64().unwrap_or(0),
     );
-    if exp <= now || iat > now + LEEWAY_SECS || exp < iat || exp - iat > MAX_ASSERTION_SECS {
+    let too_long = exp
+        .checked_sub(iat)
+        .is_none_or(|life| life > MAX_ASSERTION_SECS);
+    if exp <= now || iat > now.saturating_add(LEEWAY_SECS) || too_long {
         return Err(grant_error(
             "invalid_grant",
             "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
@@ -307,7 +310,7 @@ fn refresh<'a>(
             "email_verified": true,
             "at_hash": URL_SAFE_NO_PAD.encode(crate::util::random_hex(8)),
             "iat": now,
-            "exp": now + lifetime,
+            "exp": now.saturating_add(lifetime),
         });
         let token =
             sign(cloud, &claims).map_err(|_| grant_error("internal_failure", "Internal error."))?;
