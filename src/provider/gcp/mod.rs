@@ -36,8 +36,8 @@ mod metadata;
 mod oauth;
 mod sts;
 
-/// The GCP parsers of metadata-server and IAM Credentials answers, for the fuzz
-/// targets (`crate::fuzzing`).
+/// The GCP parsers of metadata-server, IAM Credentials and STS answers, credential
+/// files and executable outputs, for the fuzz targets (`crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_responses(body: &str) {
     let _ = metadata::zone_name(body);
@@ -45,6 +45,9 @@ pub(crate) fn fuzz_responses(body: &str) {
     let zone = claims::region_of(body);
     let _ = claims::identity_from_token(body, Some(&zone));
     let _ = claims::identity_from_token(body, None);
+    let _ = adc::parse(body);
+    let _ = sts::access_token_of(body);
+    let _ = external::executable::parse_response(body, true, 0);
 }
 
 use std::path::Path;

@@ -10,6 +10,7 @@
 //! | `POST /` (form), `GET /?Action=`        | AWS STS query API                    | `sts`   |
 //! | `/computeMetadata/v1/...`               | GCE metadata server                  | `gcp`   |
 //! | `/v1/projects/-/serviceAccounts/{sa}:generateIdToken` | IAM Credentials API    | `gcp`   |
+//! | `POST /v1/token`, `POST /token`         | Google STS, Google OAuth token endpoint | `gcp` |
 //! | `/metadata/...`                         | Azure IMDS (instance, managed identity) | `azure` |
 //! | `/msi/token`                            | App Service / Container Apps identity endpoint | `azure` |
 //! | `POST /{tenant}/oauth2/v2.0/token`      | Azure AD (workload identity exchange) | `azure` |

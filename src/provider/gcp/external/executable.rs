@@ -174,7 +174,11 @@ struct Response {
 }
 
 /// The token of a version-1 executable response.
-fn parse_response(text: &str, need_expiry: bool, now: u64) -> Result<Secret, ProviderError> {
+pub(in crate::provider::gcp) fn parse_response(
+    text: &str,
+    need_expiry: bool,
+    now: u64,
+) -> Result<Secret, ProviderError> {
     let r: Response = serde_json::from_str(text.trim())
         .map_err(|_| no_identity("the credential executable's output is not a JSON object"))?;
     match r.version {

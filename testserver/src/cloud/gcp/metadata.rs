@@ -19,7 +19,7 @@
 //! - `instance/service-accounts/` lists `default/` and `{email}/`, each holding
 //!   `aliases`, `email`, `scopes`, `token` and `identity`:
 //!   - `token` → `{"access_token": "ya29.…", "expires_in": n, "token_type": "Bearer"}`
-//!     (JSON); the token is opaque, remembered in [`AccessTokens`] so IAM Credentials
+//!     (JSON); the token is opaque, remembered in [`AccessTokens`](super::AccessTokens) so IAM Credentials
 //!     can tell whose it is;
 //!   - `identity?audience=A[&format=standard|full][&licenses=TRUE|FALSE]` → an RS256
 //!     ID token (text) signed with the Google key: `iss` `https://accounts.google.com`,
