@@ -616,7 +616,8 @@ async fn only_the_default_account_may_impersonate() {
     let server = start(CloudConfig::gcp()).await;
     let target = target(&server);
     // A token of the target itself is authentic but not the default account's.
-    let targets_token = gcp::mint_impersonated_id_token(server.cloud(), &target, "x", true);
+    let targets_token =
+        gcp::mint_impersonated_id_token(server.cloud(), &target, "x", true).unwrap();
     let r = generate_id_token(
         &server,
         &target.email,
@@ -711,7 +712,7 @@ async fn malformed_generate_id_token_requests_are_rejected() {
     }
     // Another method on the resource, or none at all.
     for path in [
-        format!("/v1/projects/-/serviceAccounts/{email}:generateAccessToken"),
+        format!("/v1/projects/-/serviceAccounts/{email}:signBlob"),
         format!("/v1/projects/-/serviceAccounts/{email}"),
     ] {
         let r = send(

@@ -383,7 +383,11 @@ fn handle(
 }
 
 /// The signing credential, once its signature, session token and expiry check out.
-fn authenticate(cloud: &MockCloud, req: &SignedRequest<'_>) -> Result<AwsCredential, StsError> {
+/// Also how Google STS verifies an AWS subject token (`crate::cloud::gcp::sts`).
+pub(crate) fn authenticate(
+    cloud: &MockCloud,
+    req: &SignedRequest<'_>,
+) -> Result<AwsCredential, StsError> {
     let now = cloud.now_unix();
     let lookup = |akid: &str| cloud.credential(akid).map(|c| c.secret_access_key);
     let signer = sigv4::verify(req, "sts", lookup, now)?;
@@ -712,7 +716,10 @@ fn policy_arns(params: &Params) -> Result<Vec<String>, StsError> {
 /// The percentage of the packed-policy allowance a policy uses (STS compresses;
 /// the mock approximates by length).
 fn packed_policy_size(raw: &str) -> usize {
-    (raw.len() * 100).div_ceil(MAX_POLICY_CHARS * 2).max(1)
+    raw.len()
+        .saturating_mul(100)
+        .div_ceil(MAX_POLICY_CHARS.saturating_mul(2))
+        .max(1)
 }
 
 /// Whether the configured `assumable_roles` (empty = any) allow `role`.
