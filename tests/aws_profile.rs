@@ -283,7 +283,8 @@ async fn web_identity_token_file_in_a_profile() {
     let server = start(CloudConfig::aws()).await;
     let token = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:ns:app");
+        .mint_eks_web_identity_token("system:serviceaccount:ns:app")
+        .unwrap();
     let aws_config = format!(
         "[default]\nrole_arn = {}\nweb_identity_token_file = /var/run/token\nrole_session_name = pod-1\n",
         role("irsa")

@@ -148,8 +148,10 @@ impl SourceError for ProfileError {
 
     fn skip(&self) -> Skip {
         match self {
-            Self::Resolve(e) if e.needs_sdk() && cfg!(feature = "aws-config") => {
-                Skip::Deferred(self.to_string())
+            Self::Resolve(ResolveError::NeedsSdk { profile, kind })
+                if cfg!(feature = "aws-config") =>
+            {
+                Skip::Deferred(format!("profile `{profile}` uses {kind}"))
             }
             _ if self.is_not_configured() => Skip::NotConfigured(self.to_string()),
             _ => Skip::Failed(self.to_string()),
