@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 
 pub use api::{ApiConfig, ApiRecord, MockApi, MockApiServer};
 pub use auth::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
+pub use cloud::azure::ArcChallenge;
 pub use cloud::{
     AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, ManagedIdentity,
     MockCloud, ServiceAccount,

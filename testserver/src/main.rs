@@ -80,6 +80,10 @@ struct Args {
     /// Lifetime of credentials and tokens the mock cloud issues (Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     cloud_token_ttl: Duration,
+    /// Where the mock Azure Arc agent writes its challenge key files (default: a
+    /// private temporary directory). Real clients insist on /var/opt/azcmagent/tokens.
+    #[arg(long)]
+    azure_arc_key_dir: Option<PathBuf>,
     /// Also run a mock SingleStore (MySQL protocol over TLS, JWT login) on this
     /// loopback port (0 = a random free port).
     #[arg(long)]
@@ -137,6 +141,9 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
             .with_context(|| format!("unknown --cloud {name:?}: use aws, gcp, azure or none"))?,
     };
     cloud.token_ttl = args.cloud_token_ttl;
+    if let Some(az) = cloud.azure.as_mut() {
+        az.arc_key_dir = args.azure_arc_key_dir.clone();
+    }
     let mut config = TestServerConfig::new(cloud).with_auth(auth_config(args));
     config.auth_addr = SocketAddr::new(args.host, args.port);
     if !args.cloud_listen.is_empty() {

@@ -218,6 +218,24 @@ pub struct AzureIdentity {
     pub identity_header: String,
     /// Client ids that AKS workload identity may exchange a federated token for.
     pub workload_client_ids: Vec<String>,
+    /// The `secret` header the legacy `MSI_ENDPOINT` requires (`MSI_SECRET`).
+    #[serde(default = "default_msi_secret")]
+    pub msi_secret: String,
+    /// `expires_on` of the legacy `MSI_ENDPOINT` as App Service's date string
+    /// instead of Azure ML's epoch seconds.
+    #[serde(default)]
+    pub msi_date_expiry: bool,
+    /// Where the Azure Arc agent writes its challenge key files; `None`: a private
+    /// temporary directory per mock cloud.
+    #[serde(default)]
+    pub arc_key_dir: Option<std::path::PathBuf>,
+    /// How the Azure Arc agent answers the first, unauthenticated request.
+    #[serde(default)]
+    pub arc_challenge: azure::ArcChallenge,
+}
+
+fn default_msi_secret() -> String {
+    "s2iam-test-msi-secret".into()
 }
 
 /// A managed identity: the three ids a client may select it by.
@@ -258,6 +276,10 @@ impl Default for AzureIdentity {
             }],
             identity_header: "s2iam-test-identity-header".into(),
             workload_client_ids: vec!["0d3c6a77-0000-4000-8000-00000000c1d2".into()],
+            msi_secret: default_msi_secret(),
+            msi_date_expiry: false,
+            arc_key_dir: None,
+            arc_challenge: azure::ArcChallenge::Normal,
         }
     }
 }
@@ -312,6 +334,7 @@ struct Inner {
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
     gcp_access_tokens: gcp::AccessTokens,
+    azure_arc_keys: azure::ArcKeys,
     aws: aws::AwsState,
     sts: aws::sts::StsState,
 }
@@ -343,6 +366,7 @@ impl MockCloud {
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
                 gcp_access_tokens: gcp::AccessTokens::default(),
+                azure_arc_keys: azure::ArcKeys::default(),
                 aws: Default::default(),
                 sts: Default::default(),
             }),
@@ -482,6 +506,11 @@ impl MockCloud {
     /// API can tell which service account a bearer token belongs to.
     pub fn gcp_access_tokens(&self) -> &gcp::AccessTokens {
         &self.inner.gcp_access_tokens
+    }
+
+    /// The keys the mock Azure Arc agent has handed out in its challenges.
+    pub fn azure_arc_keys(&self) -> &azure::ArcKeys {
+        &self.inner.azure_arc_keys
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, AwsCredential>> {
