@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod files;
 pub mod vars;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -22,6 +23,11 @@ pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use endpoints::Endpoints;
 pub use files::Fs;
 pub use vars::Env;
+
+/// Where the Azure Arc agent writes the key files of its challenges on Linux. The
+/// SDKs read a key only from this directory: a process that can answer on the
+/// agent's port must not be able to make us read, and send away, any other file.
+pub const DEFAULT_AZURE_ARC_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
 
 /// What every credential source is given.
 #[derive(Clone, Debug)]
@@ -36,6 +42,10 @@ pub struct ProviderConfig {
     pub http: reqwest::Client,
     /// Every address, with overrides applied.
     pub endpoints: Endpoints,
+    /// The only directory an Azure Arc challenge may name a key file in
+    /// ([`DEFAULT_AZURE_ARC_KEY_DIR`]). Deliberately not read from the environment:
+    /// only a program embedding the library (its tests) can move it.
+    pub azure_arc_key_dir: PathBuf,
 }
 
 impl ProviderConfig {
@@ -55,7 +65,15 @@ impl ProviderConfig {
             clock: Arc::new(SystemClock),
             http,
             endpoints,
+            azure_arc_key_dir: PathBuf::from(DEFAULT_AZURE_ARC_KEY_DIR),
         }
+    }
+
+    /// The same config with another Azure Arc key directory (tests, whose mock
+    /// agent writes its key files into a temporary directory).
+    pub fn with_azure_arc_key_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.azure_arc_key_dir = dir.into();
+        self
     }
 
     /// The same config with another clock (tests of expiry and skew).

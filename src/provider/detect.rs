@@ -4,8 +4,11 @@
 //! variables its platform sets (listed in each provider's module), in the order
 //! AWS, GCP, Azure.
 //! Phase 2 probes every metadata service concurrently under one overall deadline;
-//! the first positive answer wins and the other probes are cancelled. When nothing
-//! answers, the error says per provider what was tried and why it failed.
+//! the first positive answer wins and the other probes are cancelled.
+//! Phase 3, when nothing answered: a developer machine with the Azure CLI installed
+//! is Azure, its login the identity (as azure-identity's `DefaultAzureCredential`
+//! ends with the CLI; `S2IAM_AZURE_CLI=off` turns this off). Otherwise the error
+//! says per provider what was tried and why it failed.
 
 use std::time::{Duration, Instant};
 
@@ -121,7 +124,20 @@ pub async fn detect_provider(
             });
         }
     }
-    probe_all(cfg, opts.timeout, start).await
+    match probe_all(cfg, opts.timeout, start).await {
+        Err(e) => match AzureProvider::developer_detect(cfg) {
+            Some(evidence) => {
+                tracing::debug!(probes = %e, "no metadata service answered: using the Azure CLI");
+                Ok(Detection {
+                    provider: Provider::for_kind(CloudProvider::Azure),
+                    method: DetectionMethod::Environment(evidence),
+                    elapsed: start.elapsed(),
+                })
+            }
+            None => Err(e),
+        },
+        found => found,
+    }
 }
 
 /// Phase 1: the first provider with evidence in the environment.

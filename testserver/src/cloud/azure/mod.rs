@@ -3,11 +3,11 @@
 //!
 //! | file | surface | path on the mock |
 //! |---|---|---|
-//! | [`imds`] | the VM's Instance Metadata Service | `GET /metadata/...` |
-//! | [`app_service`] | App Service / Container Apps identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`) | `GET /msi/token` |
-//! | [`arc`] | the Azure Arc agent (HIMDS): 401 challenge, key file, `Basic` retry | `GET /arc/metadata/identity/oauth2/token` |
-//! | [`msi`] | the legacy `MSI_ENDPOINT` (+ `MSI_SECRET`: Azure ML, older App Service; without: Cloud Shell) | `GET`/`POST /MSI/token` |
-//! | [`aad`] | Azure AD's token endpoint as AKS workload identity uses it | `POST /{tenant}/oauth2/v2.0/token` |
+//! | `imds.rs` | the VM's Instance Metadata Service | `GET /metadata/...` |
+//! | `app_service.rs` | App Service / Container Apps identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`) | `GET /msi/token` |
+//! | `arc.rs` | the Azure Arc agent (HIMDS): 401 challenge, key file, `Basic` retry | `GET /arc/metadata/identity/oauth2/token` |
+//! | `msi.rs` | the legacy `MSI_ENDPOINT` (+ `MSI_SECRET`: Azure ML, older App Service; without: Cloud Shell) | `GET`/`POST /MSI/token` |
+//! | `aad.rs` | Azure AD's token endpoint as AKS workload identity uses it | `POST /{tenant}/oauth2/v2.0/token` |
 //!
 //! Every surface but Azure AD answers only while [`CloudConfig::azure`](super::CloudConfig)
 //! is set (otherwise a plain 404). This file holds what they share: the access tokens
