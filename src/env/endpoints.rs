@@ -13,6 +13,9 @@
 //! | Azure IMDS | `http://169.254.169.254` | `S2IAM_AZURE_IMDS_ENDPOINT` |
 //! | Azure AD authority | `https://login.microsoftonline.com` | `AZURE_AUTHORITY_HOST` |
 //! | Azure App Service identity | — | `IDENTITY_ENDPOINT` (+ `IDENTITY_HEADER`) |
+//! | Azure Arc agent | `http://localhost:40342/metadata/identity/oauth2/token` when `/opt/azcmagent/bin/himds` exists | `IDENTITY_ENDPOINT` (+ `IMDS_ENDPOINT`) |
+//! | Azure legacy managed identity | — | `MSI_ENDPOINT` (+ `MSI_SECRET`) |
+//! | Azure CLI (a command, not an address) | `az` on `PATH` | `S2IAM_AZURE_CLI` |
 //! | SingleStore auth service | `https://authsvc.singlestore.com/auth/iam/:jwtType` | `--server-url`, `S2IAM_JWT_SERVER_URL` (Python reference), `S2IAM_SERVER_URL` (Go reference) |
 //!
 //! The `S2IAM_*` names exist where the ecosystem has no standard variable, and they
