@@ -788,6 +788,32 @@ async fn arc_key_outside_the_agent_directory_is_refused() {
     server.shutdown().await;
 }
 
+/// An agent without user-assigned identities answers with the machine's own: the
+/// token is refused rather than used as the wrong identity (as MSAL does).
+#[tokio::test]
+async fn arc_legacy_agent_ignoring_the_client_id_is_refused() {
+    let keys = TempDir::new("arc-legacy");
+    let mut cloud = CloudConfig::azure();
+    let az = cloud.azure.as_mut().unwrap();
+    az.arc_key_dir = Some(keys.0.clone());
+    az.arc_legacy_agent = true;
+    let server = start(cloud).await;
+    let cfg = arc_cfg(&server, &keys.0);
+    identity(&AzureProvider::default(), &cfg)
+        .await
+        .expect("system identity");
+    let uami = azure().user_identities[0].client_id.clone();
+    let msg = identity(&AzureProvider::default().assume_role(&uami).unwrap(), &cfg)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("did not confirm the user-assigned identity"),
+        "{msg}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn arc_transient_errors_restart_the_challenge() {
     let keys = TempDir::new("arc-retry");

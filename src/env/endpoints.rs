@@ -140,7 +140,9 @@ fn with_scheme(host: &str) -> String {
 }
 
 /// Environment variables that point every endpoint at a mock cloud at `base`
-/// without triggering fast-path detection (for tests and `s2iam dev`).
+/// without triggering fast-path detection (for tests and `s2iam dev`). The Azure CLI
+/// is turned off (`S2IAM_AZURE_CLI=off`): a developer's own `az` login must not
+/// answer for a mock cloud that has no identity.
 pub fn mock_env(base: &str) -> Vec<(String, String)> {
     [
         "AWS_EC2_METADATA_SERVICE_ENDPOINT",
@@ -153,6 +155,7 @@ pub fn mock_env(base: &str) -> Vec<(String, String)> {
     ]
     .iter()
     .map(|k| (k.to_string(), base.to_string()))
+    .chain([("S2IAM_AZURE_CLI".to_string(), "off".to_string())])
     .collect()
 }
 

@@ -97,7 +97,7 @@ impl Arc {
             policy,
             |_| {
                 let source = &source;
-                async move { attempt(cfg, source, url).await }
+                async move { attempt(cfg, source, url, client_id).await }
             },
             |g: GaveUp| source.upstream(g.to_string()),
         )
@@ -109,6 +109,7 @@ async fn attempt(
     cfg: &ProviderConfig,
     source: &Source<'_>,
     url: &str,
+    client_id: Option<&str>,
 ) -> Step<AccessToken, ProviderError> {
     let first = cfg.http.get(url).header("Metadata", "true");
     let reply = match Step::from_transport(fetch(first, url, TIMEOUT).await, |e| source.upstream(e))
@@ -134,7 +135,29 @@ async fn attempt(
         .get(url)
         .header("Metadata", "true")
         .header("Authorization", format!("Basic {}", key.expose()));
-    source.classify(fetch(second, url, TIMEOUT).await, cfg.clock.now())
+    let reply =
+        match Step::from_transport(fetch(second, url, TIMEOUT).await, |e| source.upstream(e)) {
+            Ok(reply) => reply,
+            Err(step) => return step,
+        };
+    if let (true, Some(wanted)) = (reply.is_success(), client_id) {
+        if !confirms(&reply.body, wanted) {
+            // An agent without user-assigned identities answers with the machine's
+            // own; MSAL refuses that too, rather than act as the wrong identity.
+            return Step::Fail(source.upstream(format!(
+                "the Azure Arc agent did not confirm the user-assigned identity {wanted} in                  its answer (an agent without user-assigned identities returns the                  machine's own): refusing the token"
+            )));
+        }
+    }
+    source.classify_reply(&reply, cfg.clock.now())
+}
+
+/// Whether the answer's `client_id` is `wanted`.
+fn confirms(body: &str, wanted: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("client_id")?.as_str().map(str::to_owned))
+        .is_some_and(|id| id.eq_ignore_ascii_case(wanted))
 }
 
 /// The key the 401 challenge points at, after checking where it points.
@@ -232,6 +255,17 @@ fn hint(status: u16) -> &'static str {
 mod tests {
     use super::*;
     use crate::env::{Env, Fs};
+
+    #[test]
+    fn user_assigned_answers_must_name_the_identity() {
+        assert!(confirms(r#"{"access_token":"x","client_id":"ABC"}"#, "abc"));
+        assert!(!confirms(
+            r#"{"access_token":"x","client_id":"other"}"#,
+            "abc"
+        ));
+        assert!(!confirms(r#"{"access_token":"x"}"#, "abc"));
+        assert!(!confirms("not json", "abc"));
+    }
 
     #[test]
     fn realm_header_shapes() {

@@ -157,8 +157,8 @@ impl AzureProvider {
             if attempt >= PROBE_ATTEMPTS {
                 return Err(last);
             }
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt).saturating_mul(50))).await;
+            attempt = attempt.saturating_add(1);
         }
     }
 

@@ -247,6 +247,10 @@ pub struct AzureIdentity {
     /// How the Azure Arc agent answers the first, unauthenticated request.
     #[serde(default)]
     pub arc_challenge: azure::ArcChallenge,
+    /// An Arc agent too old for user-assigned identities: it ignores the selector
+    /// and answers with the machine's own identity.
+    #[serde(default)]
+    pub arc_legacy_agent: bool,
 }
 
 fn default_msi_secret() -> String {
@@ -295,6 +299,7 @@ impl Default for AzureIdentity {
             msi_date_expiry: false,
             arc_key_dir: None,
             arc_challenge: azure::ArcChallenge::Normal,
+            arc_legacy_agent: false,
         }
     }
 }

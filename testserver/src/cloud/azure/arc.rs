@@ -15,6 +15,8 @@
 //! it where they like, and `scripts/check-azure-clients` points it at the real
 //! `/var/opt/azcmagent/tokens` inside a private mount namespace.
 //!
+//! `azure.arc_legacy_agent` is an agent without user-assigned identities: it ignores
+//! the selector and answers with the machine's identity (clients must notice).
 //! [`ArcChallenge`] makes the agent misbehave the ways clients must refuse: no
 //! challenge header, a key file outside the directory, a file without `.key`, an
 //! oversize file. Errors are IMDS-shaped `{"error", "error_description"}`; a wrong or
@@ -178,11 +180,14 @@ pub(super) async fn token(
         Some(key) if cloud.azure_arc_keys().accepts(key) => {}
         _ => return challenge(&cloud, az),
     }
-    let identity =
-        match parse_selector(query, &IMDS_SELECTORS).and_then(|s| select_identity(az, &s)) {
-            Ok(i) => i,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
-        };
+    let selector = match az.arc_legacy_agent {
+        true => Ok(super::Selector::Default),
+        false => parse_selector(query, &IMDS_SELECTORS),
+    };
+    let identity = match selector.and_then(|s| select_identity(az, &s)) {
+        Ok(i) => i,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
     let (now, ttl) = (now_unix(), ttl(&cloud));
     let mut subject = Subject::managed(az, &identity);
     subject.az_rid = Some(machine_resource_id(az));
