@@ -1128,3 +1128,75 @@ async fn azure_cli_that_hangs_is_stopped() {
     );
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// The s2iam command names the source
+// ---------------------------------------------------------------------------
+
+async fn s2iam_cli(server: &TestServer, extra: &[(&str, &str)], args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear();
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn detect_and_identity_name_the_source() {
+    let server = start(CloudConfig::azure()).await;
+    let endpoint = format!("{}{MSI_PATH}", server.cloud_url());
+    let secret = azure().msi_secret;
+    let msi = [
+        ("MSI_ENDPOINT", endpoint.as_str()),
+        ("MSI_SECRET", secret.as_str()),
+    ];
+    let detect = s2iam_cli(&server, &msi, &["detect", "--json"]).await;
+    let detect: serde_json::Value = serde_json::from_str(&detect).unwrap();
+    assert_eq!(detect["provider"], "azure");
+    let evidence = detect["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("MSI_ENDPOINT is set") && evidence.contains("MSI_SECRET"),
+        "{evidence}"
+    );
+    let id = s2iam_cli(&server, &msi, &["identity", "--json"]).await;
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    assert_eq!(id["additional_claims"]["identity_source"], "msi-endpoint");
+
+    // No metadata at all, and an az that is logged in: the Azure CLI, named as such.
+    let system = azure().system_identity.unwrap();
+    let token = s2iam_testserver::cloud::azure::mint_managed_identity_token(
+        server.cloud(),
+        &system,
+        "https://management.azure.com/",
+    )
+    .unwrap();
+    server.cloud().update(|c| c.azure = None);
+    let dir = TempDir::new("az-cli");
+    let az = fake_az(&dir, &format!("cat <<'EOF'\n{}\nEOF", az_json(&token)));
+    let with_az = [("S2IAM_AZURE_CLI", az.as_str())];
+    let detect = s2iam_cli(&server, &with_az, &["detect"]).await;
+    assert!(
+        detect.starts_with("azure (from the environment: no metadata service answered")
+            && detect.contains("Azure CLI"),
+        "{detect}"
+    );
+    let id = s2iam_cli(&server, &with_az, &["identity"]).await;
+    assert!(id.contains("identity_source: azure-cli"), "{id}");
+    assert!(id.contains(&system.object_id), "{id}");
+    assert!(!id.contains(&token));
+    server.shutdown().await;
+}
