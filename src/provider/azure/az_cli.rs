@@ -70,6 +70,16 @@ impl AzureCli {
         &self,
         resource: &str,
     ) -> Result<(AccessToken, Option<String>), ProviderError> {
+        // An argument, not an option: az must not read a resource as a flag.
+        if resource.starts_with('-')
+            || resource
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(upstream(format!(
+                "the resource {resource:?} cannot be passed to az (it starts with - or has spaces)"
+            )));
+        }
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args([
             "account",
@@ -247,6 +257,19 @@ mod tests {
         assert_eq!(cli.tenant.as_deref(), Some("contoso.onmicrosoft.com"));
         let off = [("S2IAM_AZURE_CLI", "off"), ("PATH", "/usr/bin")];
         assert!(AzureCli::from_env(&cfg(&off, &["/usr/bin/az"])).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_resource_is_never_an_option() {
+        let cli = AzureCli {
+            program: PathBuf::from("/nonexistent/az"),
+            timeout: DEFAULT_TIMEOUT,
+            tenant: None,
+        };
+        for bad in ["--help", "-h", "https://x y", "https://x\n"] {
+            let e = cli.token(bad).await.unwrap_err().to_string();
+            assert!(e.contains("cannot be passed to az"), "{bad}: {e}");
+        }
     }
 
     #[test]
