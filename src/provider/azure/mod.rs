@@ -157,7 +157,10 @@ impl AzureProvider {
             if attempt >= PROBE_ATTEMPTS {
                 return Err(last);
             }
-            tokio::time::sleep(Duration::from_millis(u64::from(attempt).saturating_mul(50))).await;
+            tokio::time::sleep(Duration::from_millis(
+                50u64.saturating_mul(u64::from(attempt)),
+            ))
+            .await;
             attempt = attempt.saturating_add(1);
         }
     }

@@ -95,7 +95,7 @@ pub(super) async fn token(
         StatusCode::OK,
         &json!({
             "access_token": token,
-            "expires_on": (now + ttl).to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
             "resource": resource,
             "token_type": "Bearer",
             "client_id": identity.client_id,

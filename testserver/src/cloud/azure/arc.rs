@@ -205,7 +205,7 @@ pub(super) async fn token(
             "access_token": token,
             "client_id": identity.client_id,
             "expires_in": ttl.to_string(),
-            "expires_on": (now + ttl).to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
             "ext_expires_in": ttl.to_string(),
             "not_before": now.to_string(),
             "resource": resource,

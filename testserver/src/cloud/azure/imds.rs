@@ -255,7 +255,7 @@ fn imds_token(cloud: &MockCloud, az: &AzureIdentity, query: Option<&str>) -> Res
             "access_token": token,
             "client_id": identity.client_id,
             "expires_in": ttl.to_string(),
-            "expires_on": (now + ttl).to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
             "ext_expires_in": ttl.to_string(),
             "not_before": now.to_string(),
             "resource": resource,

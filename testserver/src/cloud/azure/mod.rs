@@ -69,7 +69,8 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
-/// The IMDS access token for `identity` and `resource`; `None` when Azure is off.
+/// The IMDS access token for `identity` and `resource`; `None` when Azure is off
+/// or signing fails.
 pub fn mint_managed_identity_token(
     cloud: &MockCloud,
     identity: &ManagedIdentity,
@@ -79,7 +80,7 @@ pub fn mint_managed_identity_token(
     let az = config.azure.as_ref()?;
     let subject = Subject::managed(az, identity);
     let claims = access_token_claims(&subject, resource, now_unix(), ttl(cloud));
-    Some(sign(cloud, &claims).expect("signing with a generated RSA key cannot fail"))
+    sign(cloud, &claims).ok()
 }
 
 /// The ARM resource id of the mock VM (`xms_az_rid`, `compute.resourceId`).
@@ -158,7 +159,7 @@ fn access_token_claims(subject: &Subject, audience: &str, now: u64, ttl: u64) ->
         "iss": iss,
         "iat": now,
         "nbf": now,
-        "exp": now + ttl,
+        "exp": now.saturating_add(ttl),
         "aio": crate::util::random_hex(24),
         "appid": subject.client_id,
         "appidacr": "2",

@@ -130,7 +130,7 @@ fn issue(
     let Ok(token) = sign(cloud, &claims) else {
         return app_service_error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed");
     };
-    let expires = now + ttl;
+    let expires = now.saturating_add(ttl);
     let expires_on = if az.msi_date_expiry {
         app_service_date(expires)
     } else {
