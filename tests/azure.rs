@@ -1090,6 +1090,20 @@ async fn azure_cli_failures_are_clear() {
     );
     assert!(!msg.contains("eyJhbGciOiJSUzI1NiJ9"), "{msg}");
 
+    // An old az printing only expiresOn (local time), long past in any zone.
+    let az = fake_az(
+        &dir,
+        r#"echo '{"accessToken": "e30.e30.c2ln", "expiresOn": "2020-01-01 00:00:00.000000"}'"#,
+    );
+    let msg = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("expired") && msg.contains("Azure CLI"),
+        "{msg}"
+    );
+
     let az = fake_az(&dir, "echo 'not json'");
     let msg = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
         .await

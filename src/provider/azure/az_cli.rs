@@ -145,8 +145,10 @@ fn find_on_path(cfg: &ProviderConfig, name: &str) -> Option<PathBuf> {
         .find(|p| cfg.fs.exists(p))
 }
 
-/// The token, its expiry (`expires_on`; `expiresOn` is local time without a zone,
-/// so it is not guessed at) and the subscription.
+/// The token, its expiry and the subscription. `expires_on` (az ≥ 2.54) is epoch
+/// seconds. Older versions print only `expiresOn`, a local time without its zone:
+/// it is read as the latest instant it can denote in any zone (UTC−12), so a token
+/// is only ever called expired when it is, whatever the zone.
 fn parse(stdout: &[u8]) -> Option<(AccessToken, Option<String>)> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -154,6 +156,8 @@ fn parse(stdout: &[u8]) -> Option<(AccessToken, Option<String>)> {
         access_token: Option<String>,
         #[serde(rename = "expires_on")]
         expires_on: Option<serde_json::Value>,
+        #[serde(rename = "expiresOn")]
+        expires_on_local: Option<String>,
         subscription: Option<String>,
     }
     let answer: Answer = serde_json::from_slice(stdout).ok()?;
@@ -164,10 +168,30 @@ fn parse(stdout: &[u8]) -> Option<(AccessToken, Option<String>)> {
     }
     let token = AccessToken {
         token: Secret::new(token),
-        expires_on: answer.expires_on.as_ref().and_then(parse_expires_on),
+        expires_on: answer
+            .expires_on
+            .as_ref()
+            .and_then(parse_expires_on)
+            .or_else(|| answer.expires_on_local.as_deref().and_then(latest_instant)),
     };
     let subscription = answer.subscription.filter(|s| !s.trim().is_empty());
     Some((token, subscription))
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` in an unknown zone, as the latest Unix time it
+/// can be (the zone 12 hours behind UTC).
+fn latest_instant(local: &str) -> Option<u64> {
+    let (date, time) = local.trim().split_once(' ')?;
+    let mut d = date.split('-').map(|p| p.parse::<i32>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|p| p.parse::<u8>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
+    let naive = date.with_hms(hour, minute, second).ok()?.assume_utc();
+    let latest = naive.unix_timestamp().checked_add(12 * 3600)?;
+    u64::try_from(latest).ok()
 }
 
 /// A failed `az`: "not logged in" is no identity (with what `az` said), anything
@@ -284,10 +308,18 @@ mod tests {
         assert_eq!(sub.as_deref(), Some("s-1"));
         let (t, _) =
             parse(br#"{"accessToken":"x","expiresOn":"2024-01-01 12:00:00.000000"}"#).unwrap();
-        assert_eq!(
-            t.expires_on, None,
-            "local time without a zone is not guessed"
-        );
+        // 2024-01-01 12:00 at UTC-12 is 2024-01-02 00:00 UTC.
+        assert_eq!(t.expires_on, Some(1_704_153_600));
+        assert_eq!(latest_instant("2024-01-01 12:00:00"), Some(1_704_153_600));
+        for bad in [
+            "",
+            "2024-01-01",
+            "2024-13-01 12:00:00",
+            "soon 12:00:00",
+            "2024-01-01 25:00:00",
+        ] {
+            assert_eq!(latest_instant(bad), None, "{bad}");
+        }
         for bad in [
             &b""[..],
             b"[]",

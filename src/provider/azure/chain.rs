@@ -68,6 +68,18 @@ impl Chosen {
         }
     }
 
+    /// The source as a person names it, for detection's evidence.
+    pub fn describe(&self) -> String {
+        match self {
+            Chosen::ImdsOrCli(Some(_)) => format!(
+                "{}, else {}",
+                Origin::Imds.describe(),
+                Origin::AzureCli.describe()
+            ),
+            other => other.origin().describe().to_string(),
+        }
+    }
+
     /// Whether IMDS answers (one quick probe), when the CLI is the alternative.
     pub async fn imds_answers(cfg: &ProviderConfig) -> bool {
         match AzureProvider::probe(cfg).await {

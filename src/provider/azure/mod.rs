@@ -93,7 +93,7 @@ impl AzureProvider {
     /// credential source it selects.
     pub fn fast_detect(cfg: &ProviderConfig) -> Option<String> {
         Self::fast_evidence(cfg).map(|evidence| {
-            let source = chain::Chosen::from_env(cfg, None).origin();
+            let source = chain::Chosen::from_env(cfg, None);
             format!("{evidence}; credential source: {}", source.describe())
         })
     }
