@@ -1058,6 +1058,24 @@ async fn azure_cli_is_not_used_where_imds_answers() {
     server.shutdown().await;
 }
 
+/// A VM whose IMDS is throttled or failing is still a VM: its managed identity is
+/// used (with retries), never the developer's `az` login.
+#[tokio::test]
+async fn azure_cli_is_not_used_when_imds_is_only_flaky() {
+    let server = start(CloudConfig::azure()).await;
+    server
+        .cloud_faults()
+        .add(FaultRule::status(INSTANCE_PATH, 503).times(3));
+    let dir = TempDir::new("az-flaky");
+    let az = fake_az(&dir, "exit 3");
+    let (_, id) = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap();
+    assert_eq!(id.additional_claims["identity_source"], "imds");
+    assert_eq!(az_args(&dir), "", "az was not run");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn azure_cli_failures_are_clear() {
     let server = start(CloudConfig::none()).await;

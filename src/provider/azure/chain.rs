@@ -26,6 +26,7 @@ use super::token::Origin;
 use super::workload::WorkloadIdentity;
 use super::AzureProvider;
 use crate::env::ProviderConfig;
+use crate::provider::ProbeError;
 
 /// The source the environment selects.
 #[derive(Debug, Clone)]
@@ -80,12 +81,16 @@ impl Chosen {
         }
     }
 
-    /// Whether IMDS answers (one quick probe), when the CLI is the alternative.
+    /// Whether this is an Azure VM (one quick probe of IMDS), when the CLI is the
+    /// alternative. IMDS throttling (429) or failing (5xx) still means a VM: its
+    /// managed identity is the one to use, and a flaky IMDS must not silently turn
+    /// the workload into the developer's `az login`.
     pub async fn imds_answers(cfg: &ProviderConfig) -> bool {
         match AzureProvider::probe(cfg).await {
             Ok(()) => true,
+            Err(ProbeError::Status { status, .. }) if status == 429 || status >= 500 => true,
             Err(e) => {
-                tracing::debug!(error = %e, "Azure IMDS does not answer: using the Azure CLI's login");
+                tracing::debug!(error = %e, "no Azure IMDS here: using the Azure CLI's login");
                 false
             }
         }
