@@ -205,7 +205,7 @@ fn challenge_key(cfg: &ProviderConfig, reply: &Reply) -> Result<Secret, String> 
 }
 
 /// The file in `Basic realm=<path>` (quotes allowed).
-fn realm_path(header: &str) -> Option<PathBuf> {
+pub(super) fn realm_path(header: &str) -> Option<PathBuf> {
     let (scheme, rest) = header.trim().split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

@@ -149,7 +149,7 @@ fn find_on_path(cfg: &ProviderConfig, name: &str) -> Option<PathBuf> {
 /// seconds. Older versions print only `expiresOn`, a local time without its zone:
 /// it is read as the latest instant it can denote in any zone (UTC−12), so a token
 /// is only ever called expired when it is, whatever the zone.
-fn parse(stdout: &[u8]) -> Option<(AccessToken, Option<String>)> {
+pub(super) fn parse(stdout: &[u8]) -> Option<(AccessToken, Option<String>)> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Answer {

@@ -3,9 +3,13 @@
 //! Detection:
 //! - fast path (no network), as the reference client: `AZURE_FEDERATED_TOKEN_FILE`
 //!   naming an existing file, `AZURE_CLIENT_ID` (with or without `AZURE_TENANT_ID`),
-//!   `AZURE_ENV`, `MSI_ENDPOINT` or `IDENTITY_ENDPOINT` set;
+//!   `AZURE_ENV`, `MSI_ENDPOINT` or `IDENTITY_ENDPOINT` set; beyond the reference, the
+//!   Azure Arc agent installed (`/opt/azcmagent/bin/himds`). The evidence names the
+//!   credential source the environment selects;
 //! - probe: `GET {imds}/metadata/instance?api-version=2021-02-01` with `Metadata: true`;
-//!   positive on 200 with a JSON `compute` object.
+//!   positive on 200 with a JSON `compute` object;
+//! - last resort ([`AzureProvider::developer_detect`], after every cloud's probe
+//!   failed): the Azure CLI installed.
 //!
 //! Identity: an access token for `IdentityRequest::azure_resource`, from the first
 //! source the environment offers, in azure-identity's `DefaultAzureCredential`
@@ -18,7 +22,7 @@
 //!    Cloud Shell;
 //! 5. IMDS (`imds.rs`), plus its instance metadata for subscription, resource group
 //!    and region;
-//! 6. the Azure CLI's login (`az_cli.rs`), when IMDS does not answer.
+//! 6. the Azure CLI's login (`az_cli.rs`), when there is no IMDS.
 //!
 //! `identity_source` in the identity's additional claims names the source used.
 //!
@@ -39,11 +43,13 @@ mod msi;
 mod token;
 mod workload;
 
-/// The Azure parsers of IMDS, App Service and Azure AD answers, for the fuzz
+/// The Azure parsers of IMDS, App Service, Arc, MSI and Azure AD answers, for the fuzz
 /// targets (`crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_responses(body: &str) {
     let _ = token::access_token(body, 0);
+    let _ = az_cli::parse(body.as_bytes());
+    let _ = arc::realm_path(body);
     let compute = imds::parse_compute(body).unwrap_or_default();
     for origin in [
         token::Origin::Imds,
