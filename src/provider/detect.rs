@@ -125,7 +125,7 @@ pub async fn detect_provider(
         }
     }
     match probe_all(cfg, opts.timeout, start).await {
-        Err(e) => match AzureProvider::developer_detect(cfg) {
+        Err(e) => match AzureProvider::fallback_detect(cfg) {
             Some(evidence) => {
                 tracing::debug!(probes = %e, "no metadata service answered: using the Azure CLI");
                 Ok(Detection {

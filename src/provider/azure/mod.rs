@@ -8,7 +8,7 @@
 //!   credential source the environment selects;
 //! - probe: `GET {imds}/metadata/instance?api-version=2021-02-01` with `Metadata: true`;
 //!   positive on 200 with a JSON `compute` object;
-//! - last resort ([`AzureProvider::developer_detect`], after every cloud's probe
+//! - last resort ([`AzureProvider::fallback_detect`], after every cloud's probe
 //!   failed): the Azure CLI installed.
 //!
 //! Identity: an access token for `IdentityRequest::azure_resource`, from the first
@@ -136,7 +136,7 @@ impl AzureProvider {
     /// answer: a developer machine with the Azure CLI, whose login is then the
     /// identity (as `DefaultAzureCredential` ends with `AzureCliCredential`). No
     /// process is run here; `S2IAM_AZURE_CLI=off` turns it off.
-    pub fn developer_detect(cfg: &ProviderConfig) -> Option<String> {
+    pub fn fallback_detect(cfg: &ProviderConfig) -> Option<String> {
         az_cli::AzureCli::from_env(cfg).map(|cli| {
             format!(
                 "no metadata service answered and the Azure CLI is installed ({});                  credential source: {}",

@@ -354,9 +354,9 @@ struct Inner {
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
     gcp_access_tokens: gcp::AccessTokens,
-    azure_arc_keys: azure::ArcKeys,
     aws: aws::AwsState,
     sts: aws::sts::StsState,
+    azure_arc_keys: azure::ArcKeys,
 }
 
 impl MockCloud {
@@ -386,9 +386,9 @@ impl MockCloud {
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
                 gcp_access_tokens: gcp::AccessTokens::default(),
-                azure_arc_keys: azure::ArcKeys::default(),
                 aws: Default::default(),
                 sts: Default::default(),
+                azure_arc_keys: azure::ArcKeys::default(),
             }),
         }
     }
@@ -527,16 +527,16 @@ impl MockCloud {
         &self.inner.gcp_access_tokens
     }
 
-    /// The keys the mock Azure Arc agent has handed out in its challenges.
-    pub fn azure_arc_keys(&self) -> &azure::ArcKeys {
-        &self.inner.azure_arc_keys
-    }
-
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, AwsCredential>> {
         self.inner
             .credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys the mock Azure Arc agent has handed out in its challenges.
+    pub fn azure_arc_keys(&self) -> &azure::ArcKeys {
+        &self.inner.azure_arc_keys
     }
 
     /// The router for every path in the module table.
