@@ -40,12 +40,12 @@ pub struct ProviderConfig {
     pub clock: Arc<dyn Clock>,
     /// One client for every metadata, STS and identity call (connection pooling).
     pub http: reqwest::Client,
-    /// Every address, with overrides applied.
-    pub endpoints: Endpoints,
     /// The only directory an Azure Arc challenge may name a key file in
     /// ([`DEFAULT_AZURE_ARC_KEY_DIR`]). Deliberately not read from the environment:
     /// only a program embedding the library (its tests) can move it.
     pub azure_arc_key_dir: PathBuf,
+    /// Every address, with overrides applied.
+    pub endpoints: Endpoints,
 }
 
 impl ProviderConfig {
@@ -64,8 +64,8 @@ impl ProviderConfig {
             fs,
             clock: Arc::new(SystemClock),
             http,
-            endpoints,
             azure_arc_key_dir: PathBuf::from(DEFAULT_AZURE_ARC_KEY_DIR),
+            endpoints,
         }
     }
 
