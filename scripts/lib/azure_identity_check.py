@@ -56,7 +56,9 @@ def main():
             issued = exchange(auth_url, token.token)
             out.update(ok=issued.get("sub") == c.get("oid"), sub=issued.get("sub"),
                        provider=issued.get("provider"), detail="exchanged")
-    except (ClientAuthenticationError, CredentialUnavailableError, ValueError) as e:
+    # MSAL refuses a challenge outside the key directory by construction: it reads
+    # only /var/opt/azcmagent/tokens/<basename>.key, which then does not exist (OSError).
+    except (ClientAuthenticationError, CredentialUnavailableError, ValueError, OSError) as e:
         out["detail"] = "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:300])
         out["ok"] = case == "refused"
     except urllib.error.HTTPError as e:

@@ -65,6 +65,27 @@ pub enum ArcChallenge {
     OversizeKey,
 }
 
+impl std::str::FromStr for ArcChallenge {
+    type Err = String;
+
+    /// `normal`, `missing-header`, `wrong-directory`, `not-key-suffix`, `oversize-key`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "normal" => Self::Normal,
+            "missing-header" => Self::MissingHeader,
+            "wrong-directory" => Self::WrongDirectory,
+            "not-key-suffix" => Self::NotKeySuffix,
+            "oversize-key" => Self::OversizeKey,
+            _ => {
+                return Err(format!(
+                    "unknown Arc challenge {s:?}: use normal, missing-header, wrong-directory, \
+                     not-key-suffix or oversize-key"
+                ))
+            }
+        })
+    }
+}
+
 /// The keys the agent has handed out, by key, with their files.
 #[derive(Default)]
 pub struct ArcKeys {
