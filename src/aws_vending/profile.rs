@@ -120,7 +120,9 @@ pub struct AwsSettings {
     pub authorization_token_mode: u32,
     /// STS and S3 region; `None`: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: Option<String>,
-    /// An S3-compatible endpoint for presigning; `None`: `https://s3.{region}.amazonaws.com`.
+    /// An S3-compatible endpoint for presigning; `None`: `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, else derived from the region (partition, FIPS,
+    /// dual-stack: `https://s3.{region}.amazonaws.com` in the `aws` partition).
     pub s3_endpoint: Option<String>,
     /// Presign path-style URLs (S3-compatible stores).
     pub s3_path_style: bool,
@@ -158,11 +160,16 @@ impl AwsSettings {
             .unwrap_or_else(|| crate::provider::aws::DEFAULT_REGION.to_string())
     }
 
-    /// The S3 endpoint presigned URLs point at.
-    pub fn s3_endpoint(&self, cfg: &ProviderConfig) -> String {
-        self.s3_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region(cfg)))
+    /// The S3 endpoint presigned URLs point at: the configured one, else the
+    /// environment's or the region's (see [`crate::env::aws_endpoints::s3`]).
+    pub fn s3_endpoint(
+        &self,
+        cfg: &ProviderConfig,
+    ) -> Result<String, crate::env::aws_endpoints::EndpointError> {
+        match &self.s3_endpoint {
+            Some(e) => Ok(e.clone()),
+            None => cfg.endpoints.s3(&self.region(cfg)).map(|e| e.url),
+        }
     }
 }
 

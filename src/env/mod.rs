@@ -10,9 +10,11 @@
 //! the bottom of the crate: it imports only [`crate::http`] (see
 //! docs/architecture.md).
 
+pub mod aws_endpoints;
 pub mod clock;
 pub mod endpoints;
 pub mod files;
+pub mod skew;
 pub mod vars;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::time::SystemTime;
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use endpoints::Endpoints;
 pub use files::Fs;
+pub use skew::{ClockSkew, SkewReading};
 pub use vars::Env;
 
 /// What every credential source is given.
@@ -36,6 +39,9 @@ pub struct ProviderConfig {
     pub http: reqwest::Client,
     /// Every address, with overrides applied.
     pub endpoints: Endpoints,
+    /// How far AWS's clock is from this one, measured from STS answers and shared
+    /// by every STS client made from this config (see [`skew`]).
+    pub aws_clock_skew: Arc<ClockSkew>,
 }
 
 impl ProviderConfig {
@@ -55,6 +61,7 @@ impl ProviderConfig {
             clock: Arc::new(SystemClock),
             http,
             endpoints,
+            aws_clock_skew: Arc::new(ClockSkew::default()),
         }
     }
 
