@@ -271,6 +271,13 @@ struct ParsedAuthorization {
     signature: Vec<u8>,
 }
 
+/// The region of the credential scope in a request's `Authorization` header.
+pub fn scope_region(headers: &HeaderMap) -> Option<String> {
+    let value = authorization_header(headers).ok()?;
+    let parsed = parse_authorization(&value).ok()?;
+    Some(parsed.scope.region)
+}
+
 fn authorization_header(headers: &HeaderMap) -> Result<String, SigV4Error> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
