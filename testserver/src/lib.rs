@@ -153,12 +153,18 @@ impl TestServer {
         let mut cloud_listeners = Vec::new();
         for addr in &config.cloud_addrs {
             let listener = bind(*addr).await?;
-            cloud_listeners.push(server::spawn(
-                listener,
-                cloud.router(),
-                cloud_faults.clone(),
-                cloud_log.clone(),
-            ));
+            cloud_listeners.push(
+                server::spawn(
+                    listener,
+                    cloud.router(),
+                    cloud_faults.clone(),
+                    cloud_log.clone(),
+                )
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?,
+            );
         }
         let cloud_tls = if config.cloud_tls_names.is_empty() {
             None
@@ -173,7 +179,11 @@ impl TestServer {
                 cloud_faults.clone(),
                 cloud_log.clone(),
                 tls.server_config.clone(),
-            );
+            )
+            .map_err(|source| StartError::Bind {
+                addr: loopback_any_port(),
+                source,
+            })?;
             Some((listener, tls.ca_pem))
         };
         let sts_url = cloud_listeners.first().map(|l| l.url()).unwrap_or_default();
@@ -200,7 +210,11 @@ impl TestServer {
             auth.router(),
             auth_faults.clone(),
             auth_log.clone(),
-        );
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.auth_addr,
+            source,
+        })?;
         Ok(Self {
             cloud,
             auth,

@@ -117,8 +117,14 @@ impl Listener {
     }
 }
 
-/// Serves `app` on `listener` with fault injection and request logging.
-pub fn spawn(listener: TcpListener, app: Router, faults: Faults, log: RequestLog) -> Listener {
+/// Serves `app` on `listener` with fault injection and request logging; fails
+/// only if the listener cannot tell its address.
+pub fn spawn(
+    listener: TcpListener,
+    app: Router,
+    faults: Faults,
+    log: RequestLog,
+) -> std::io::Result<Listener> {
     spawn_with(listener, app, faults, log, None)
 }
 
@@ -131,7 +137,7 @@ pub fn spawn_tls(
     faults: Faults,
     log: RequestLog,
     tls: Arc<rustls::ServerConfig>,
-) -> Listener {
+) -> std::io::Result<Listener> {
     spawn_with(listener, app, faults, log, Some(tls))
 }
 
@@ -141,17 +147,15 @@ fn spawn_with(
     faults: Faults,
     log: RequestLog,
     tls: Option<Arc<rustls::ServerConfig>>,
-) -> Listener {
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+) -> std::io::Result<Listener> {
+    let addr = listener.local_addr()?;
     let app = app
         .merge(admin_routes(faults.clone(), log.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let (stop, stopped) = watch::channel(false);
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let task = tokio::spawn(accept_loop(listener, app, faults, log, tls, stopped));
-    Listener { addr, stop, task }
+    Ok(Listener { addr, stop, task })
 }
 
 async fn accept_loop(
