@@ -184,3 +184,58 @@ async fn the_sidecar_reports_the_skew_in_metrics() {
     sidecar.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn presigned_urls_are_signed_on_awss_clock_once_the_skew_is_known() {
+    let offset = -20 * 60;
+    let server = mocks(CloudConfig::aws().with_clock_offset(offset)).await;
+    let dir = temp_dir("skew-presign");
+    let toml = format!(
+        "[identity]\nprovider = \"aws\"\n[aws]\nauthorization_token_file = \"{}\"\n\
+         [[aws_profile]]\nname = \"data\"\nsource = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/data\"\n",
+        dir.join("aws-token").display()
+    );
+    let mut c = ServeConfig::from_toml(
+        &toml,
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.listen.socket = None;
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let token = std::fs::read_to_string(dir.join("aws-token")).unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/s3/presign?profile=data&bucket=bucket-1&key=k",
+            sidecar.tcp_addr().unwrap()
+        ))
+        .header("Authorization", token.trim())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{doc}");
+    let url = url::Url::parse(doc["url"].as_str().unwrap()).unwrap();
+    // No S3 endpoint configured: the region's, virtual-hosted.
+    assert_eq!(url.host_str(), Some("bucket-1.s3.us-east-1.amazonaws.com"));
+    let signed_at = url
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Date")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // AssumeRole was refused once for the skew, then the URL was signed on AWS's clock.
+    assert_eq!(sts_statuses(&server), [403, 200]);
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let signed = time::PrimitiveDateTime::parse(&signed_at, &fmt)
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(near(signed - now, offset), "signed at {signed_at}");
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}

@@ -178,6 +178,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn s3_endpoint_is_configured_else_derived_from_the_region() {
+        use crate::env::{Env, Fs};
+        let cfg = |pairs: &[(&str, &str)]| {
+            ProviderConfig::with_env(
+                Env::from_pairs(pairs.to_vec()),
+                Fs::from_files::<std::path::PathBuf, String>([]),
+            )
+        };
+        let settings = AwsSettings::default();
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[("AWS_REGION", "cn-north-1")]))
+                .unwrap(),
+            "https://s3.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[
+                    ("AWS_REGION", "us-gov-west-1"),
+                    ("AWS_USE_FIPS_ENDPOINT", "true"),
+                    ("AWS_USE_DUALSTACK_ENDPOINT", "true"),
+                ]))
+                .unwrap(),
+            "https://s3-fips.dualstack.us-gov-west-1.amazonaws.com"
+        );
+        let err = settings
+            .s3_endpoint(&cfg(&[
+                ("AWS_REGION", "cn-north-1"),
+                ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ]))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not support FIPS"), "{err}");
+        let configured = AwsSettings {
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            ..AwsSettings::default()
+        };
+        assert_eq!(
+            configured
+                .s3_endpoint(&cfg(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]))
+                .unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]))
+                .unwrap(),
+            "http://127.0.0.1:1"
+        );
+    }
+
+    #[test]
     fn profile_names() {
         for ok in ["analytics", "admin-1", "a.b_c"] {
             assert!(validate_profile_name(ok).is_ok(), "{ok}");

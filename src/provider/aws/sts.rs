@@ -812,5 +812,14 @@ mod tests {
             StsErrorKind::InvalidCredentials
         );
         assert_eq!(e("Whatever").kind(), StsErrorKind::Other);
+        let skewed = StsError::Service {
+            action: "X",
+            endpoint: "e".into(),
+            status: 403,
+            code: "SignatureDoesNotMatch".into(),
+            message: "Signature expired: 20261130T093000Z is now earlier than 20261130T093500Z (20261130T095000Z - 15 min.)".into(),
+        };
+        assert_eq!(skewed.kind(), StsErrorKind::ClockSkew);
+        assert_eq!(e("RequestTimeTooSkewed").kind(), StsErrorKind::ClockSkew);
     }
 }
