@@ -10,9 +10,11 @@
 //! the bottom of the crate: it imports only [`crate::http`] (see
 //! docs/architecture.md).
 
+pub mod aws_endpoints;
 pub mod clock;
 pub mod endpoints;
 pub mod files;
+pub mod skew;
 pub mod vars;
 
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use std::time::SystemTime;
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use endpoints::Endpoints;
 pub use files::Fs;
+pub use skew::{ClockSkew, SkewReading};
 pub use vars::Env;
 
 /// Where the Azure Arc agent writes the key files of its challenges on Linux. The
@@ -46,6 +49,9 @@ pub struct ProviderConfig {
     pub azure_arc_key_dir: PathBuf,
     /// Every address, with overrides applied.
     pub endpoints: Endpoints,
+    /// How far AWS's clock is from this one, measured from STS answers and shared
+    /// by every STS client made from this config (see [`skew`]).
+    pub aws_clock_skew: Arc<ClockSkew>,
 }
 
 impl ProviderConfig {
@@ -66,6 +72,7 @@ impl ProviderConfig {
             http,
             azure_arc_key_dir: PathBuf::from(DEFAULT_AZURE_ARC_KEY_DIR),
             endpoints,
+            aws_clock_skew: Arc::new(ClockSkew::default()),
         }
     }
 
