@@ -13,6 +13,11 @@
 //!   `us-east-1`. IMDS is not asked when another source supplied the credentials:
 //!   the platforms behind those sources (ECS, Lambda, the EKS webhook) set
 //!   `AWS_REGION`, and off EC2 the lookup would only cost a timeout.
+//! - STS endpoint: derived from that region as the SDKs derive it (partition,
+//!   `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
+//!   `AWS_STS_REGIONAL_ENDPOINTS`; see [`crate::env::aws_endpoints`]) unless
+//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one; the identity reports it
+//!   (`StsEndpoint`, `StsPartition`).
 //! - Identity: temporary credentials only leave the process — long-lived keys are
 //!   first exchanged with STS `GetSessionToken` (as the reference clients do), or
 //!   used to `AssumeRole` when a role is set; then STS `GetCallerIdentity` with the
@@ -138,10 +143,20 @@ impl AwsProvider {
         }
         headers.push("X-Cloud-Provider", "aws");
         let mut identity = cloud_identity(&caller);
+<<<<<<< HEAD
         identity.credential_source = Some(match &self.role_arn {
             Some(role) => format!("{} (then assume role {role})", session.source_detail),
             None => session.source_detail.clone(),
         });
+=======
+        identity
+            .additional_claims
+            .insert("StsEndpoint".into(), sts.endpoint().to_string());
+        identity.additional_claims.insert(
+            "StsPartition".into(),
+            sts.partition().unwrap_or("(explicit endpoint)").to_string(),
+        );
+>>>>>>> main
         Ok((headers, identity))
     }
 
