@@ -699,11 +699,8 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
         DetectionMethod::Metadata => ("metadata", None),
     };
     let provider = detection.provider.kind();
-<<<<<<< HEAD
     let credentials = detection.provider.credential_source_plan(&cfg);
-=======
     let sts = (provider == CloudProvider::Aws).then(|| aws_sts_endpoint(&cfg));
->>>>>>> main
     if args.json {
         let mut doc = serde_json::json!({
             "provider": provider,
@@ -711,15 +708,13 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "evidence": evidence,
             "elapsed_ms": detection.elapsed.as_millis() as u64,
         });
-<<<<<<< HEAD
         if let Some(c) = &credentials {
             doc["credential_source"] = serde_json::Value::from(c.as_str());
-=======
+        }
         if let Some((endpoint, partition, region)) = &sts {
             doc["sts_endpoint"] = endpoint.clone().into();
             doc["sts_partition"] = partition.clone().into();
             doc["sts_region"] = region.clone().into();
->>>>>>> main
         }
         writeln!(out, "{doc}")?;
     } else {
@@ -733,16 +728,14 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "{provider} ({how}; {} ms)",
             detection.elapsed.as_millis()
         )?;
-<<<<<<< HEAD
         if let Some(c) = &credentials {
             writeln!(out, "credentials: {c}")?;
-=======
+        }
         if let Some((endpoint, partition, region)) = &sts {
             writeln!(
                 out,
                 "STS endpoint: {endpoint} (partition {partition}, region {region})"
             )?;
->>>>>>> main
         }
     }
     Ok(())

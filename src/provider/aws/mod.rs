@@ -143,12 +143,10 @@ impl AwsProvider {
         }
         headers.push("X-Cloud-Provider", "aws");
         let mut identity = cloud_identity(&caller);
-<<<<<<< HEAD
         identity.credential_source = Some(match &self.role_arn {
             Some(role) => format!("{} (then assume role {role})", session.source_detail),
             None => session.source_detail.clone(),
         });
-=======
         identity
             .additional_claims
             .insert("StsEndpoint".into(), sts.endpoint().to_string());
@@ -156,7 +154,6 @@ impl AwsProvider {
             "StsPartition".into(),
             sts.partition().unwrap_or("(explicit endpoint)").to_string(),
         );
->>>>>>> main
         Ok((headers, identity))
     }
 
