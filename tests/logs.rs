@@ -6,20 +6,11 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, mocks, temp_dir, uds_get};
 use s2iam_testserver::CloudConfig;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -46,7 +37,7 @@ async fn caller_values_are_escaped_refusals_throttled_and_no_colour_in_files() {
         .args(["serve", "--tcp", &format!("127.0.0.1:{port}"), "--socket"])
         .arg(&socket)
         .stderr(std::fs::File::create(&log_path).unwrap());
-    let mut child = Proc(cmd.stdout(Stdio::null()).spawn().unwrap());
+    let child = common::Proc(cmd.stdout(Stdio::null()).spawn().unwrap());
     assert!(eventually(Duration::from_secs(20), async || socket.exists()).await);
     assert!(
         eventually(Duration::from_secs(20), async || uds_get(
@@ -87,14 +78,7 @@ async fn caller_values_are_escaped_refusals_throttled_and_no_colour_in_files() {
         );
     }
 
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let _ = child.0.wait();
-    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let logs = stop_and_read_log(child, &dir);
     assert!(
         !logs.contains('\u{1b}'),
         "no escape byte (colour or caller's)"
