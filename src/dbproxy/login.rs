@@ -126,6 +126,11 @@ impl Greeting {
     }
 
     fn parse(&self) -> Result<HandshakePacket<'_>, Failure> {
+        if let Some(len) = auth_data_len(&self.raw).filter(|len| *len >= 0x80) {
+            return Err(protocol(format!(
+                "SingleStore's greeting gives an authentication data length of {len}: not a MySQL greeting"
+            )));
+        }
         HandshakePacket::deserialize((), &mut ParseBuf(&self.raw))
             .map_err(|e| protocol(format!("cannot parse SingleStore's greeting: {e}")))
     }
@@ -158,6 +163,18 @@ impl Greeting {
             .map(|g| g.capabilities())
             .unwrap_or_else(|_| CapabilityFlags::empty())
     }
+}
+
+/// The greeting's auth-plugin-data length byte, if the greeting reaches it:
+/// after the protocol version, the NUL-terminated server version, and 20 bytes
+/// (connection id, scramble, filler, capabilities, collation, status,
+/// capabilities). A real server sends 21, or 0 without plugin auth.
+/// `mysql_common` computes `len as i8 - 8`, which overflows (a panic where
+/// overflow checks are on, as in debug builds) for 0x80 to 0x87; found by the
+/// `mysql_packets` fuzz target. Lengths from 0x80 up are refused.
+fn auth_data_len(greeting: &[u8]) -> Option<u8> {
+    let version_len = greeting.get(1..)?.iter().position(|b| *b == 0)?;
+    greeting.get(version_len.saturating_add(22)).copied()
 }
 
 fn protocol(message: String) -> Failure {
@@ -420,6 +437,32 @@ mod tests {
         // A greeting where an error packet stands is passed on as is.
         let err = Greeting::from_packet(seed("err")).err().unwrap();
         assert_eq!(err.packet, seed("err"));
+    }
+
+    /// Found by the `mysql_packets` fuzz target: an overflow inside
+    /// `mysql_common`'s greeting parser (a panic with overflow checks on).
+    #[test]
+    fn a_greeting_with_an_auth_data_length_over_127_is_refused_not_a_panic() {
+        use base64::Engine;
+        let crash = base64::engine::general_purpose::STANDARD
+            .decode("CaofAAAAAP8VBCMyODAwMEFj/12BgYGBgYGBgYGBgf//Y2VzcyBkZW5pZf8VBCMyOC4wMDBBH2P///8AAAD/FQQjMjBBY///////Y2VzcyBkZW7/Y2VzcyBk")
+            .unwrap();
+        let err = Greeting::from_packet(crash).err().unwrap();
+        assert!(
+            err.message.contains("authentication data length of 129"),
+            "{}",
+            err.message
+        );
+        // The same in a well-formed greeting, for each length mysql_common
+        // cannot take, and one it can.
+        let good = seed("greeting");
+        assert_eq!(auth_data_len(&good), Some(21));
+        for len in 0x80..=0x87u8 {
+            let mut bad = good.clone();
+            bad[40] = len;
+            assert!(Greeting::from_packet(bad).is_err(), "{len:#x}");
+        }
+        assert!(auth_data_len(b"\x0a5.7").is_none());
     }
 
     #[test]
