@@ -183,3 +183,5 @@ pub async fn wait_ready(socket: &Path) {
         "sidecar ready"
     );
 }
+
+pub mod google;
