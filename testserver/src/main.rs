@@ -80,6 +80,11 @@ struct Args {
     /// Lifetime of credentials and tokens the mock cloud issues (Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     cloud_token_ttl: Duration,
+    /// How far the mock cloud's clock is ahead of this machine's (Go duration,
+    /// `-` for behind: 10m, -10m, 90s): the `Date` header of every mock cloud
+    /// response and STS's signature time check use it.
+    #[arg(long, default_value = "0", allow_hyphen_values = true, value_parser = parse_signed_go_duration)]
+    cloud_clock_offset: i64,
     /// Also run a mock SingleStore (MySQL protocol over TLS, JWT login) on this
     /// loopback port (0 = a random free port).
     #[arg(long)]
@@ -137,6 +142,7 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
             .with_context(|| format!("unknown --cloud {name:?}: use aws, gcp, azure or none"))?,
     };
     cloud.token_ttl = args.cloud_token_ttl;
+    cloud.clock_offset_secs = args.cloud_clock_offset;
     let mut config = TestServerConfig::new(cloud).with_auth(auth_config(args));
     config.auth_addr = SocketAddr::new(args.host, args.port);
     if !args.cloud_listen.is_empty() {
@@ -158,6 +164,18 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
         anyhow::bail!("--key-size must be between 1024 and 8192");
     }
     Ok(config)
+}
+
+/// A Go duration with an optional sign, as whole seconds (`-10m` is -600).
+fn parse_signed_go_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let secs = i64::try_from(parse_go_duration(rest)?.as_secs())
+        .map_err(|_| format!("duration {s:?} is too large"))?;
+    Ok(if negative { -secs } else { secs })
 }
 
 #[tokio::main]
@@ -251,5 +269,28 @@ async fn wait_for_stop(args: &Args) {
         _ = timeout => {}
         _ = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_offsets_parse_with_a_sign() {
+        assert_eq!(parse_signed_go_duration("10m"), Ok(600));
+        assert_eq!(parse_signed_go_duration("+90s"), Ok(90));
+        assert_eq!(parse_signed_go_duration("-10m"), Ok(-600));
+        assert_eq!(parse_signed_go_duration("0"), Ok(0));
+        assert!(parse_signed_go_duration("-").is_err());
+        assert!(parse_signed_go_duration("10").is_err());
+        let args = Args::parse_from([
+            "s2iam-testserver",
+            "--cloud",
+            "aws",
+            "--cloud-clock-offset",
+            "-10m",
+        ]);
+        assert_eq!(server_config(&args).unwrap().cloud.clock_offset_secs, -600);
     }
 }

@@ -1240,7 +1240,7 @@ async fn signature_rejections() {
         let (s, err) = send_post(&c, &server, &headers, body).await;
         assert_eq!(
             (s, error_code(&err).as_str()),
-            (StatusCode::BAD_REQUEST, "RequestExpired")
+            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
         );
     }
 
@@ -1508,5 +1508,95 @@ async fn sts_fault_then_success() {
     );
     let (s, _) = send_post(&c, &server, &headers, body).await;
     assert_eq!(s, StatusCode::OK);
+    server.shutdown().await;
+}
+
+/// The `Date` header of a response as Unix seconds.
+fn date_of(resp: &reqwest::Response) -> u64 {
+    let value = resp.headers()["date"].to_str().unwrap();
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(value, &fmt)
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp() as u64
+}
+
+#[tokio::test]
+async fn clock_offset_moves_every_date_header_and_the_sts_time_check() {
+    for offset in [20 * 60_i64, -20 * 60] {
+        let server = start(CloudConfig::aws().with_clock_offset(offset)).await;
+        let c = client();
+        let expected = now_unix().saturating_add_signed(offset);
+        // IMDS, STS and the other clouds' paths all answer with the cloud's clock.
+        for path in [
+            "/latest/meta-data/instance-id",
+            "/computeMetadata/v1/instance/id",
+            "/",
+        ] {
+            let resp = c
+                .get(format!("{}{path}", server.cloud_url()))
+                .send()
+                .await
+                .unwrap();
+            let date = date_of(&resp);
+            assert!(date.abs_diff(expected) <= 2, "{path}: {date} vs {expected}");
+        }
+
+        // Signed with this machine's clock: refused as the real STS refuses it,
+        // naming the server's time.
+        let user = signing(&server.cloud().user_key());
+        let (headers, body) = signed_post(
+            &server,
+            &[("Action", "GetCallerIdentity"), ("Version", "2011-06-15")],
+            &user,
+            now_unix(),
+        );
+        let (s, err) = send_post(&c, &server, &headers, body).await;
+        assert_eq!(
+            (s, error_code(&err).as_str()),
+            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
+        );
+        let message = tag(&err, "Message").unwrap();
+        let server_time = sigv4::format_amz_date(expected);
+        let prefix = if offset > 0 {
+            "Signature expired: "
+        } else {
+            "Signature not yet current: "
+        };
+        assert!(message.starts_with(prefix), "{message}");
+        // `(20261130T101500Z - 15 min.)`: the server's time, to the minute.
+        assert!(
+            message.contains(&format!("({}", &server_time[..13])),
+            "{message} vs {server_time}"
+        );
+
+        // Signed with the cloud's clock: accepted, and the credentials it issues
+        // expire by the cloud's clock.
+        let (headers, body) = signed_post(
+            &server,
+            &[("Action", "GetSessionToken"), ("Version", "2011-06-15")],
+            &user,
+            expected,
+        );
+        let (s, xml) = send_post(&c, &server, &headers, body).await;
+        assert_eq!(s, StatusCode::OK, "{xml}");
+        let expires = parse_rfc3339(tag(&xml, "Expiration").unwrap());
+        assert!(expires.abs_diff(expected + 3600) <= 2);
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn clock_offset_can_change_while_running() {
+    let server = start(CloudConfig::aws()).await;
+    let c = client();
+    let url = format!("{}/latest/meta-data/instance-id", server.cloud_url());
+    let before = date_of(&c.get(&url).send().await.unwrap());
+    assert!(before.abs_diff(now_unix()) <= 2);
+    server.cloud().update(|cfg| cfg.clock_offset_secs = 600);
+    let after = date_of(&c.get(&url).send().await.unwrap());
+    assert!(after.abs_diff(now_unix() + 600) <= 2);
     server.shutdown().await;
 }

@@ -46,6 +46,13 @@ pub struct CloudConfig {
     /// Lifetime of every credential and token the cloud issues.
     #[serde(with = "crate::util::serde_secs")]
     pub token_ttl: Duration,
+    /// Seconds the cloud's clock is ahead of this machine's (negative: behind), as
+    /// if the workload's clock had drifted. Applied to the `Date` header of every
+    /// response and to STS (its SigV4 time check, the times it issues), so a
+    /// request signed with the local clock is refused once the offset passes STS's
+    /// 15 minutes. See [`MockCloud::now_unix`].
+    #[serde(default)]
+    pub clock_offset_secs: i64,
 }
 
 impl CloudConfig {
@@ -56,7 +63,15 @@ impl CloudConfig {
             gcp: None,
             azure: None,
             token_ttl: Duration::from_secs(3600),
+            clock_offset_secs: 0,
         }
+    }
+
+    /// The same config with the cloud's clock `offset_secs` ahead of this
+    /// machine's (negative: behind).
+    pub fn with_clock_offset(mut self, offset_secs: i64) -> Self {
+        self.clock_offset_secs = offset_secs;
+        self
     }
 
     /// An AWS instance with default identities.
@@ -363,6 +378,13 @@ impl MockCloud {
         f(&mut self.inner.config.write().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// The cloud's clock in Unix seconds: this machine's plus
+    /// [`CloudConfig::clock_offset_secs`]. STS checks signatures against it and
+    /// every response's `Date` header shows it.
+    pub fn now_unix(&self) -> u64 {
+        offset_clock(now_unix(), self.config().clock_offset_secs)
+    }
+
     /// The keys its tokens are signed with.
     pub fn keys(&self) -> &KeySet {
         &self.inner.keys
@@ -397,11 +419,11 @@ impl MockCloud {
             arn: arn.to_string(),
             user_id: user_id.to_string(),
             account: account.to_string(),
-            expires: Some(now_unix() + ttl.as_secs()),
+            expires: Some(self.now_unix() + ttl.as_secs()),
         };
         let mut credentials = self.lock_credentials();
         if credentials.len() >= PRUNE_AT {
-            let now = now_unix();
+            let now = self.now_unix();
             credentials.retain(|_, c| c.expires.is_none_or(|e| e > now));
         }
         credentials.insert(cred.access_key_id.clone(), cred.clone());
@@ -499,8 +521,45 @@ impl MockCloud {
             .merge(gcp::routes())
             .merge(azure::routes())
             .route("/jwks/{issuer}", get(jwks))
+            .layer(axum::middleware::map_response_with_state(
+                self.clone(),
+                date_header,
+            ))
             .with_state(self.clone())
     }
+}
+
+/// `unix` moved by `offset_secs`, clamped at the epoch.
+fn offset_clock(unix: u64, offset_secs: i64) -> u64 {
+    if offset_secs >= 0 {
+        unix.saturating_add(offset_secs.unsigned_abs())
+    } else {
+        unix.saturating_sub(offset_secs.unsigned_abs())
+    }
+}
+
+/// Sets `Date` to the cloud's clock (hyper leaves a `Date` it finds alone), so a
+/// client can measure its skew from any response as the SDKs do.
+async fn date_header(
+    State(cloud): State<MockCloud>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&http_date(cloud.now_unix())) {
+        resp.headers_mut().insert(axum::http::header::DATE, value);
+    }
+    resp
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the `Date` header's form.
+pub fn http_date(unix: u64) -> String {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    i64::try_from(unix)
+        .ok()
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok())
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
 }
 
 /// The issuer of projected Kubernetes service-account tokens in the mock (EKS and
@@ -535,6 +594,20 @@ async fn jwks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_and_offsets() {
+        assert_eq!(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(offset_clock(1000, 600), 1600);
+        assert_eq!(offset_clock(1000, -600), 400);
+        assert_eq!(offset_clock(100, -600), 0);
+        let cloud = MockCloud::new(
+            CloudConfig::aws().with_clock_offset(-600),
+            KeySet::shared().unwrap(),
+        );
+        let skew = i128::from(cloud.now_unix()) - i128::from(now_unix());
+        assert!((-601..=-599).contains(&skew), "{skew}");
+    }
 
     #[test]
     fn expired_credentials_and_tokens_are_pruned_when_the_store_is_full() {

@@ -86,7 +86,7 @@ impl MockCloud {
         account: &str,
     ) -> (AwsCredential, u64) {
         let ttl = self.config().token_ttl.as_secs();
-        let now = now_unix();
+        let now = self.now_unix();
         let mut sessions = self
             .inner
             .aws

@@ -156,9 +156,12 @@ pub enum SigV4Error {
     /// The signature is wrong, or the credential scope is wrong for this service.
     #[error("{0}")]
     SignatureDoesNotMatch(String),
-    /// `X-Amz-Date` is more than 15 minutes from the server's clock.
+    /// `X-Amz-Date` is more than 15 minutes from the server's clock. STS reports
+    /// it as `SignatureDoesNotMatch` (403) with a message naming the server's time
+    /// (`Signature expired: ... (20261130T101500Z - 15 min.)`); other query APIs
+    /// (EC2) say `RequestExpired`.
     #[error("{0}")]
-    RequestExpired(String),
+    SignatureExpired(String),
 }
 
 /// The message AWS sends with a plain signature mismatch.
@@ -171,18 +174,18 @@ impl SigV4Error {
             Self::MissingAuthenticationToken => "MissingAuthenticationToken",
             Self::IncompleteSignature(_) => "IncompleteSignature",
             Self::InvalidClientTokenId => "InvalidClientTokenId",
-            Self::SignatureDoesNotMatch(_) => "SignatureDoesNotMatch",
-            Self::RequestExpired(_) => "RequestExpired",
+            Self::SignatureDoesNotMatch(_) | Self::SignatureExpired(_) => "SignatureDoesNotMatch",
         }
     }
 
     /// The HTTP status AWS answers this error with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::IncompleteSignature(_) | Self::RequestExpired(_) => 400,
+            Self::IncompleteSignature(_) => 400,
             Self::MissingAuthenticationToken
             | Self::InvalidClientTokenId
-            | Self::SignatureDoesNotMatch(_) => 403,
+            | Self::SignatureDoesNotMatch(_)
+            | Self::SignatureExpired(_) => 403,
         }
     }
 
@@ -428,7 +431,7 @@ fn check_clock(amz_date: &str, signed_at: u64, now_unix: u64) -> Result<(), SigV
             "Signature not yet current: {amz_date} is still later than {latest} ({now} + 15 min.)"
         )
     };
-    Err(SigV4Error::RequestExpired(message))
+    Err(SigV4Error::SignatureExpired(message))
 }
 
 /// The signed headers' canonical `(name, value)` pairs, in the order signed.
@@ -1021,16 +1024,21 @@ mod tests {
     }
 
     #[test]
-    fn stale_or_future_date_is_request_expired() {
+    fn stale_or_future_date_is_signature_expired() {
         let now = 1_800_000_000;
         let (pairs, body) = signed_sts_request(now - 16 * 60);
         let err = verify_pairs(&pairs, &body, now).unwrap_err();
-        assert_eq!(err.code(), "RequestExpired");
-        assert_eq!(err.status(), 400);
-        let (pairs, body) = signed_sts_request(now + 16 * 60);
+        assert_eq!((err.code(), err.status()), ("SignatureDoesNotMatch", 403));
         assert_eq!(
-            verify_pairs(&pairs, &body, now).unwrap_err().code(),
-            "RequestExpired"
+            err.to_string(),
+            "Signature expired: 20270115T074400Z is now earlier than 20270115T074500Z (20270115T080000Z - 15 min.)"
+        );
+        let (pairs, body) = signed_sts_request(now + 16 * 60);
+        let err = verify_pairs(&pairs, &body, now).unwrap_err();
+        assert_eq!(err.code(), "SignatureDoesNotMatch");
+        assert!(
+            err.to_string().starts_with("Signature not yet current: "),
+            "{err}"
         );
         // 14 minutes of skew is tolerated.
         let (pairs, body) = signed_sts_request(now - 14 * 60);

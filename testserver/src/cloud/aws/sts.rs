@@ -383,7 +383,7 @@ fn handle(
 
 /// The signing credential, once its signature, session token and expiry check out.
 fn authenticate(cloud: &MockCloud, req: &SignedRequest<'_>) -> Result<AwsCredential, StsError> {
-    let now = now_unix();
+    let now = cloud.now_unix();
     let lookup = |akid: &str| cloud.credential(akid).map(|c| c.secret_access_key);
     let signer = sigv4::verify(req, "sts", lookup, now)?;
     let cred = cloud
