@@ -1020,6 +1020,18 @@ pub fn init_logging(verbose: bool) {
         .try_init();
 }
 
+/// Installs the stderr logger for errors only (`S2IAM_LOG` overrides).
+pub fn init_logging_quiet() {
+    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| "error".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(s2iam::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(_)) | Some(Command::Proxy(_)) => {}
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => cli::init_logging(false),
+        // Doctor's report says what the library's warnings would (hop limit, ...).
+        Some(Command::Doctor(_)) if !verbose => cli::init_logging_quiet(),
         _ => cli::init_logging(verbose),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

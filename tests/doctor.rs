@@ -422,3 +422,39 @@ fn jwt_with_exp(exp: u64) -> String {
         ))
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_ten_minutes_off_fails_and_two_minutes_warns() {
+    // The cloud's clock (its Date headers and STS's signature check) 10 minutes
+    // ahead of this machine's: this machine is 10 minutes behind.
+    let server = mocks(CloudConfig::aws().with_clock_offset(600)).await;
+    let run = doctor(&server, &[], &[]);
+    let check = run.check("clock_skew");
+    assert_eq!(check["status"], "fail", "{check:#}");
+    let message = run.message("clock_skew");
+    assert!(message.contains("s behind aws_"), "{check:#}");
+    assert!(message.contains("SigV4"), "{check:#}");
+    for source in ["skew.aws_imds", "skew.aws_sts"] {
+        let skew: i64 = check["details"][source].as_str().unwrap().parse().unwrap();
+        assert!((599..=601).contains(&skew), "{source}: {check:#}");
+    }
+    // The auth service's clock is right: it shows as such.
+    assert_eq!(check["details"]["skew.auth_service"], "+0");
+    assert!(check["fix"].as_str().unwrap().contains("chrony"));
+    assert_eq!(run.code, 1);
+    server.shutdown().await;
+
+    // The cloud behind by two minutes: a warning, and AWS still works.
+    let server = mocks(CloudConfig::aws().with_clock_offset(-120)).await;
+    let run = doctor(&server, &[], &[]);
+    assert_eq!(
+        run.status("clock_skew"),
+        "warn",
+        "{:#}",
+        run.check("clock_skew")
+    );
+    assert!(run.message("clock_skew").contains("s ahead of aws_"));
+    assert_eq!(run.status("credentials"), "pass");
+    assert_eq!(run.code, 0, "{:#}", run.json);
+    server.shutdown().await;
+}

@@ -1,9 +1,11 @@
 //! Clock skew: this machine's clock against the `Date` headers of the services
 //! s2iam talks to (the metadata service, STS, the auth service).
 //!
-//! SigV4 signatures are refused beyond 5 minutes of skew, and tokens with
-//! `iat`/`nbf` from the future are refused by verifiers with small leeways, so:
-//! PASS up to [`WARN_SECS`], WARN up to [`FAIL_SECS`], FAIL beyond. A `Date`
+//! AWS refuses SigV4 signatures 15 minutes off (STS: `SignatureDoesNotMatch`,
+//! "Signature expired"), many verifiers of `iat`/`nbf`/`exp` allow a few minutes at
+//! most, and every expiry s2iam computes from a wall-clock time is off by the
+//! skew. So: PASS up to [`WARN_SECS`], WARN up to [`FAIL_SECS`] (the 5 minutes
+//! SigV4 clients are told to stay within), FAIL beyond. A `Date`
 //! header has one-second resolution; so does this check.
 
 use std::time::{Duration, SystemTime};
@@ -16,7 +18,7 @@ use crate::provider::ProviderConfig;
 pub const ID: &str = "clock_skew";
 /// Skew (seconds) beyond which it is a warning.
 pub const WARN_SECS: u64 = 60;
-/// Skew (seconds) beyond which SigV4 refuses requests: a failure.
+/// Skew (seconds) beyond which it is a failure (SigV4 clients are told to stay within 5 minutes).
 pub const FAIL_SECS: u64 = 300;
 
 /// One server's `Date` and this clock's time when the answer arrived.
@@ -105,7 +107,7 @@ pub fn check(samples: &[DateSample]) -> Check {
         Check::fail(
             ID,
             format!(
-                "this clock is {abs} s {direction} {} (more than SigV4's 5 minutes: AWS requests will be refused); {all}",
+                "this clock is {abs} s {direction} {} (more than 5 minutes: AWS refuses SigV4 signatures from 15 minutes on, token verifiers from a few, and expiry times are off by as much); {all}",
                 worst.source
             ),
             fix,
