@@ -128,16 +128,7 @@ fn assert_schema(run: &Run) {
 
 /// The `sub` a real exchange gets (`--print-sub` prints it on stderr).
 fn real_sub(server: &TestServer) -> String {
-    let out = s2iam_cmd(server)
-        .args(["--jwt-type", "api", "--print-sub"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
+    real_sub_with(server, &[])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -457,4 +448,86 @@ async fn a_clock_ten_minutes_off_fails_and_two_minutes_warns() {
     assert_eq!(run.status("credentials"), "pass");
     assert_eq!(run.code, 0, "{:#}", run.json);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn irsa_names_its_source_and_token_and_a_hop_limit_only_warns() {
+    let server = mocks(CloudConfig {
+        aws: Some(AwsIdentity {
+            imds_v1: false,
+            ..AwsIdentity::default()
+        }),
+        ..CloudConfig::none()
+    })
+    .await;
+    server
+        .cloud_faults()
+        .add(FaultRule::blackhole("/latest/api/token").method("PUT"));
+    let dir = common::temp_dir("doctor-irsa");
+    let token_path = dir.join("token");
+    let token = server
+        .cloud()
+        .mint_eks_web_identity_token("system:serviceaccount:default:app");
+    std::fs::write(&token_path, &token).unwrap();
+    let role = "arn:aws:iam::123456789012:role/irsa-app";
+    let run = doctor(
+        &server,
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.to_str().unwrap()),
+            ("AWS_ROLE_ARN", role),
+        ],
+        &[],
+    );
+    assert_eq!(run.json["outcome"]["detected_by"], "environment");
+    assert_eq!(
+        run.status("token_files"),
+        "pass",
+        "{:#}",
+        run.check("token_files")
+    );
+    assert!(run
+        .message("token_files")
+        .contains("AWS_WEB_IDENTITY_TOKEN_FILE"));
+    assert!(run.message("token_files").contains("exp="));
+    assert!(!run.json.to_string().contains(&token));
+    assert!(!run.json.to_string().contains("system:serviceaccount"));
+    assert!(
+        run.message("credentials")
+            .starts_with("web identity (IRSA)"),
+        "{:#}",
+        run.check("credentials")
+    );
+    assert_eq!(run.status("metadata"), "skip");
+    assert_eq!(run.json["outcome"]["sub"], role);
+    // The hop limit would stop the instance role, not IRSA: a warning.
+    let hop = run.check("imds_hop_limit");
+    assert_eq!(hop["status"], "warn", "{hop:#}");
+    assert!(run.message("imds_hop_limit").contains("does not stop it"));
+    assert_eq!(run.code, 0, "{:#}", run.json);
+    assert_eq!(
+        run.json["outcome"]["sub"],
+        real_sub_with(
+            &server,
+            &[
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.to_str().unwrap()),
+                ("AWS_ROLE_ARN", role),
+            ]
+        )
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    server.shutdown().await;
+}
+
+fn real_sub_with(server: &TestServer, env: &[(&str, &str)]) -> String {
+    let out = s2iam_cmd(server)
+        .envs(env.iter().copied())
+        .args(["--jwt-type", "api", "--print-sub"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{millis, Check};
+use super::{millis, Check, Status};
 use crate::http::{fetch, TransportError};
 use crate::provider::aws::imds::IMDS_TIMEOUT;
 use crate::provider::ProviderConfig;
@@ -136,10 +136,26 @@ pub async fn check(cfg: &ProviderConfig, timeout: Duration) -> Check {
     verdict(&o, &cfg.endpoints.aws_imds).detail("imds", cfg.endpoints.aws_imds.clone())
 }
 
+/// A hop-limit FAIL is only a warning when s2iam's credentials do not come from
+/// IMDS (IRSA, container credentials, keys): s2iam works, other SDKs on the
+/// instance may not.
+pub fn relevance(c: Check, uses_metadata: Option<bool>, source: Option<&str>) -> Check {
+    match (c.status, uses_metadata, source) {
+        (Status::Fail, Some(false), Some(source)) => Check {
+            status: Status::Warn,
+            message: format!(
+                "{} (s2iam takes its credentials from {source}, so this does not stop it; other SDKs on this instance may be affected)",
+                c.message
+            ),
+            ..c
+        },
+        _ => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Status;
 
     #[test]
     fn verdicts() {
@@ -162,7 +178,16 @@ mod tests {
             }
         }
         let c = verdict(&Observation::PutTimeoutGetAnswered(401), b);
-        assert!(c.fix.unwrap().contains("--http-put-response-hop-limit 2"));
+        assert!(c
+            .fix
+            .clone()
+            .unwrap()
+            .contains("--http-put-response-hop-limit 2"));
         assert!(c.message.contains("requires tokens"));
+        let irsa = relevance(c.clone(), Some(false), Some("web identity (IRSA)"));
+        assert_eq!(irsa.status, Status::Warn);
+        assert!(irsa.message.contains("does not stop it"), "{irsa:?}");
+        assert_eq!(relevance(c.clone(), Some(true), Some("imds")), c);
+        assert_eq!(relevance(c.clone(), None, None), c);
     }
 }

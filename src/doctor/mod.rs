@@ -251,13 +251,19 @@ pub async fn run(cfg: &ProviderConfig, opts: &DoctorOptions) -> Report {
             imds::ID,
             format!("not on AWS ({other} detected): no EC2 instance metadata to check"),
         ),
-    };
-    checks.push(hop.timed(started));
+    }
+    .timed(started);
 
     let started = Instant::now();
     let found = identity::run(cfg, opts, provider).await;
-    checks.push(found.credentials.clone().timed(started));
+    let credentials = found.credentials.clone().timed(started);
     outcome.credential_source = found.source.clone();
+    checks.push(imds::relevance(
+        hop,
+        found.uses_metadata,
+        found.source.as_deref(),
+    ));
+    checks.push(credentials);
 
     let started = Instant::now();
     let ready = metadata::run(cfg, opts.timeout, provider, found.uses_metadata).await;
