@@ -531,3 +531,57 @@ fn real_sub_with(server: &TestServer, env: &[(&str, &str)]) -> String {
     );
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
+
+/// A TLS terminator in front of `upstream` with a self-signed certificate no
+/// client trusts: its https URL.
+async fn untrusted_https_front(upstream: std::net::SocketAddr) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_tls_certificate_fails_the_handshake() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let front = untrusted_https_front(server.auth_addr()).await;
+    let url = format!("{front}/auth/iam/:jwtType");
+    let run = doctor(&server, &[("S2IAM_JWT_SERVER_URL", &url)], &[]);
+    let check = run.check("auth_service");
+    assert_eq!(check["status"], "fail", "{check:#}");
+    assert!(
+        run.message("auth_service")
+            .starts_with("TLS handshake failed"),
+        "{check:#}"
+    );
+    assert!(check["fix"].as_str().unwrap().contains("CA"), "{check:#}");
+    assert_eq!(run.code, 1);
+    server.shutdown().await;
+}
