@@ -585,3 +585,34 @@ async fn an_untrusted_tls_certificate_fails_the_handshake() {
     assert_eq!(run.code, 1);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stray_aws_variable_on_gcp_warns_at_detection() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let run = doctor(&server, &[("AWS_REGION", "us-east-1")], &[]);
+    let check = run.check("detect");
+    assert_eq!(check["status"], "warn", "{check:#}");
+    assert!(
+        run.message("detect").contains("AWS_REGION is set"),
+        "{check:#}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("--provider gcp"),
+        "{check:#}"
+    );
+    // The client would indeed take AWS and find no AWS credentials.
+    assert_eq!(run.json["outcome"]["provider"], "aws");
+    assert_eq!(
+        run.status("credentials"),
+        "fail",
+        "{:#}",
+        run.check("credentials")
+    );
+    assert_eq!(run.code, 1);
+    // --force-detect, as the client: GCP, and everything passes.
+    let run = doctor(&server, &[("AWS_REGION", "us-east-1")], &["--force-detect"]);
+    assert_eq!(run.json["outcome"]["provider"], "gcp");
+    assert_eq!(run.status("detect"), "pass");
+    assert_eq!(run.code, 0, "{:#}", run.json);
+    server.shutdown().await;
+}

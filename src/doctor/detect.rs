@@ -168,10 +168,30 @@ pub fn check(d: &Detection) -> Check {
         }
         Method::Metadata => "its metadata service answered first".to_string(),
     };
-    let mut c = Check::pass(
-        ID,
-        format!("{}: {how}; probes: {}", chosen.provider, probes.join("; ")),
-    );
+    let message = format!("{}: {how}; probes: {}", chosen.provider, probes.join("; "));
+    let answered = |kind: CloudProvider| {
+        d.probes
+            .iter()
+            .any(|p| p.provider == kind && p.result.is_ok())
+    };
+    let other = d
+        .probes
+        .iter()
+        .find(|p| p.provider != chosen.provider && p.result.is_ok())
+        .map(|p| p.provider);
+    let mut c = match (&chosen.method, other) {
+        (Method::Environment(why), Some(other)) if !answered(chosen.provider) => Check::warn(
+            ID,
+            format!(
+                "{message}; the environment says {} ({why}) but {other}'s metadata service answered: the client will use {} without probing",
+                chosen.provider, chosen.provider
+            ),
+            format!(
+                "if this is {other}, unset the variable or pass --provider {other} (or --force-detect)"
+            ),
+        ),
+        _ => Check::pass(ID, message),
+    };
     c.details = details;
     c
 }
@@ -213,6 +233,28 @@ mod tests {
             "{c:?}"
         );
         assert!(c.fix.is_some());
+    }
+
+    #[test]
+    fn environment_contradicted_by_another_cloud_warns() {
+        let d = Detection {
+            chosen: Some(Chosen {
+                provider: CloudProvider::Aws,
+                method: Method::Environment("AWS_REGION is set".into()),
+            }),
+            probes: vec![
+                probe(CloudProvider::Aws, false, 5),
+                probe(CloudProvider::Gcp, true, 3),
+            ],
+            timeout: Duration::from_secs(1),
+        };
+        let c = check(&d);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.message.contains("gcp's metadata service answered"),
+            "{c:?}"
+        );
+        assert!(c.fix.unwrap().contains("--provider gcp"));
     }
 
     #[test]
