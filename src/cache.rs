@@ -41,6 +41,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::util::instant_after;
+
 /// A cached value with a monotonic lifetime.
 pub trait Expiring: Clone + Send + Sync + 'static {
     /// When it was received.
@@ -391,7 +393,7 @@ where
         let result = (self.fetch)(key.clone()).await;
         let now_ms = self.now_ms();
         let mut slot = write(&entry.slot);
-        slot.generation += 1;
+        slot.generation = slot.generation.wrapping_add(1);
         slot.attempted_ms = now_ms;
         match result {
             Ok(v) => {
@@ -413,7 +415,7 @@ where
                     .value
                     .as_ref()
                     .map(|v| v.expires().saturating_duration_since(now));
-                slot.refresh_due = Some(now + self.backoff(slot.failures, remaining));
+                slot.refresh_due = Some(instant_after(now, self.backoff(slot.failures, remaining)));
                 match slot.value.as_ref().filter(|v| still_valid(*v)) {
                     Some(v) => {
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
@@ -610,7 +612,7 @@ where
             0.0
         };
         let fraction = (self.policy.refresh_at + jitter).clamp(0.05, 0.95);
-        let at = v.received() + lifetime.mul_f64(fraction);
+        let at = instant_after(v.received(), lifetime.mul_f64(fraction));
         // Never later than the point where the value stops being servable.
         let latest = v
             .expires()
@@ -629,7 +631,7 @@ where
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.policy.retry_max);
         if let Some(r) = remaining.filter(|r| !r.is_zero()) {
-            exp = exp.min((r / 2).max(Duration::from_millis(50)));
+            exp = exp.min(r.checked_div(2).unwrap_or(r).max(Duration::from_millis(50)));
         }
         let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))

@@ -151,7 +151,8 @@ async fn web_identity_token_file_is_exchanged_with_sts() {
     let token_path = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
     let token = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:default:app");
+        .mint_eks_web_identity_token("system:serviceaccount:default:app")
+        .unwrap();
     let role = format!("arn:aws:iam::{ACCOUNT}:role/irsa-app");
     let cfg = config(
         &server,

@@ -470,7 +470,8 @@ async fn aks_workload_identity_exchanges_the_projected_token() {
     let az = azure();
     let assertion = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:default:app");
+        .mint_aks_federated_token("system:serviceaccount:default:app")
+        .unwrap();
     let cfg = workload_cfg(&server, Fs::from_files([(TOKEN_FILE, assertion.as_str())]));
     assert!(AzureProvider::fast_detect(&cfg).is_some());
     let (headers, id) = identity(&AzureProvider::default(), &cfg).await.unwrap();
@@ -507,7 +508,8 @@ async fn aks_workload_identity_with_a_bad_assertion() {
     // A valid assertion for a client id without a federated credential.
     let assertion = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:default:app");
+        .mint_aks_federated_token("system:serviceaccount:default:app")
+        .unwrap();
     let cfg = workload_cfg(&server, Fs::from_files([(TOKEN_FILE, assertion.as_str())]));
     let stranger = AzureProvider::default()
         .assume_role("00000000-1111-4222-8333-444444444444")
@@ -549,7 +551,8 @@ async fn aks_token_file_is_reread_on_every_call() {
     );
     let good = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:default:app");
+        .mint_aks_federated_token("system:serviceaccount:default:app")
+        .unwrap();
     std::fs::write(&path, &good).unwrap();
     identity(&AzureProvider::default(), &cfg)
         .await

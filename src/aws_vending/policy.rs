@@ -162,15 +162,17 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         if pi < p.len() && p[pi] == '*' {
+            // Indices stay below the lengths, so `+ 1` cannot overflow; saturating
+            // says so to the linter.
             star = Some((pi, ti));
-            pi += 1;
+            pi = pi.saturating_add(1);
         } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
+            pi = pi.saturating_add(1);
+            ti = ti.saturating_add(1);
         } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
+            pi = sp.saturating_add(1);
+            ti = st.saturating_add(1);
+            star = Some((sp, ti));
         } else {
             return false;
         }

@@ -111,16 +111,8 @@ pub fn presign(p: &PresignParams<'_>) -> Result<String, String> {
         sigv4::canonical_request(p.method, &url, &headers, "UNSIGNED-PAYLOAD", false);
     let to_sign = sigv4::string_to_sign(&amz_date, &scope, &canonical);
     let key = sigv4::signing_key(p.secret_access_key, &amz_date[..8], p.region, "s3");
-    let signature = hmac_hex(&key, to_sign.as_bytes());
+    let signature = hex::encode(sigv4::hmac(&key, to_sign.as_bytes()));
     Ok(format!("{url}&X-Amz-Signature={signature}"))
-}
-
-fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac =
-        Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(data);
-    hex::encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

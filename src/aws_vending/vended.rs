@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::cache::Expiring;
 use crate::provider::aws::AwsCredentials;
 use crate::secret::Secret;
-use crate::util::rfc3339;
+use crate::util::{instant_after, rfc3339, time_after};
 
 /// Where credentials come from when a caller gives no `expiration`: assume this
 /// lifetime and fetch again after it.
@@ -30,13 +30,13 @@ impl VendedCredentials {
     pub fn new(credentials: AwsCredentials, now: SystemTime, at: Instant) -> Self {
         let expiration = credentials
             .expiration
-            .unwrap_or(now + UNKNOWN_EXPIRY_LIFETIME);
+            .unwrap_or_else(|| time_after(now, UNKNOWN_EXPIRY_LIFETIME));
         let lifetime = expiration.duration_since(now).unwrap_or(Duration::ZERO);
         Self {
             credentials,
             expiration,
             received: at,
-            expires: at + lifetime,
+            expires: instant_after(at, lifetime),
         }
     }
 

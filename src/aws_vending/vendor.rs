@@ -15,7 +15,7 @@ use super::{VendError, VendedCredentials};
 use crate::cache::{Cache, CachePolicy, Fetcher};
 use crate::client::Client;
 use crate::env::ProviderConfig;
-use crate::util::rfc3339;
+use crate::util::{rfc3339, time_after};
 
 /// Presigned URLs last this long unless asked otherwise (capped by the
 /// credentials' remaining lifetime).
@@ -226,7 +226,7 @@ impl AwsCredentialVendor {
         Ok(Presigned {
             url,
             method,
-            expires_at: now + Duration::from_secs(expires),
+            expires_at: time_after(now, Duration::from_secs(expires)),
             expires_in: expires,
         })
     }

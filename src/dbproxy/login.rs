@@ -127,7 +127,7 @@ impl Greeting {
     /// The greeting the client gets: the server's, without TLS.
     pub fn for_client(&self) -> Result<Vec<u8>, Failure> {
         let g = self.parse()?;
-        let caps = g.capabilities() - CapabilityFlags::CLIENT_SSL;
+        let caps = g.capabilities().difference(CapabilityFlags::CLIENT_SSL);
         let scramble_1: [u8; 8] = g
             .scramble_1_ref()
             .try_into()
@@ -181,7 +181,10 @@ impl ClientLogin {
         // (singlestoredb with TLS options) set CLIENT_SSL in a full response to a
         // server that offered no TLS and go on in the clear: that flag is dropped.
         if caps.contains(CapabilityFlags::CLIENT_SSL) && raw.len() > SSL_REQUEST_LEN {
-            let cleared = (caps - CapabilityFlags::CLIENT_SSL).bits().to_le_bytes();
+            let cleared = caps
+                .difference(CapabilityFlags::CLIENT_SSL)
+                .bits()
+                .to_le_bytes();
             raw[..4].copy_from_slice(&cleared);
         } else if caps.contains(CapabilityFlags::CLIENT_SSL) {
             return Err(protocol(
@@ -219,7 +222,12 @@ impl ClientLogin {
     ) -> Result<(CapabilityFlags, u32, Vec<u8>), Failure> {
         let r = self.response()?;
         let caps = upstream_capabilities(r.capabilities(), server_caps);
-        let max_packet = u32::from_le_bytes(self.raw[4..8].try_into().expect("checked by parse"));
+        let max_packet = self
+            .raw
+            .get(4..8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| protocol("the client's handshake response is short".into()))?;
         let mut password = jwt.expose().as_bytes().to_vec();
         password.push(0);
         let attrs = r

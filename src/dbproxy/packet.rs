@@ -26,14 +26,15 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> io::Result<(
         let mut header = [0u8; 4];
         r.read_exact(&mut header).await?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-        if payload.len() + len > limit {
+        if len > limit.saturating_sub(payload.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("a handshake packet larger than {limit} bytes"),
             ));
         }
         let start = payload.len();
-        payload.resize(start + len, 0);
+        // Bounded by `limit` just above.
+        payload.resize(start.saturating_add(len), 0);
         r.read_exact(&mut payload[start..]).await?;
         if len < MAX_CHUNK {
             return Ok((header[3], payload));
@@ -47,7 +48,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
     mut seq: u8,
     payload: &[u8],
 ) -> io::Result<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 8);
+    let mut out = Vec::with_capacity(payload.len().saturating_add(8));
     let mut chunks = payload.chunks(MAX_CHUNK).peekable();
     if chunks.peek().is_none() {
         out.extend_from_slice(&[0, 0, 0, seq]);

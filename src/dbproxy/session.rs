@@ -66,7 +66,7 @@ async fn connect(
             return Err((0, not_allowed(format!("uid {uid} is not in allowed_uids"))));
         }
     }
-    let deadline = started + config.connect_timeout;
+    let deadline = crate::util::instant_after(started, config.connect_timeout);
     let within = |what: &'static str| {
         move |_| {
             Failure::new(
@@ -280,6 +280,6 @@ async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
         if since >= idle {
             return;
         }
-        tokio::time::sleep(idle - since).await;
+        tokio::time::sleep(idle.saturating_sub(since)).await;
     }
 }

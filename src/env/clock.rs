@@ -25,11 +25,13 @@ pub struct OffsetClock(pub i64);
 impl Clock for OffsetClock {
     fn now(&self) -> SystemTime {
         let now = SystemTime::now();
-        if self.0 >= 0 {
-            now + Duration::from_secs(self.0 as u64)
+        let shift = Duration::from_secs(self.0.unsigned_abs());
+        let shifted = if self.0 >= 0 {
+            now.checked_add(shift)
         } else {
-            now - Duration::from_secs(self.0.unsigned_abs())
-        }
+            now.checked_sub(shift)
+        };
+        shifted.unwrap_or(now)
     }
 }
 

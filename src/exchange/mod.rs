@@ -27,6 +27,7 @@ use crate::env::{Clock, ProviderConfig};
 use crate::http::{fetch, TransportError};
 use crate::provider::{CloudIdentity, IdentityHeaders};
 use crate::token::Token;
+use crate::util::instant_after;
 use response::{parse_success, server_message, status_hint};
 pub use server_url::ServerUrl;
 
@@ -290,11 +291,11 @@ impl ExchangeClient {
             return Err(ExchangeError::MissingWorkspaceGroup);
         }
         let url = server.resolve(req.jwt_type, req.identity.provider, req.workspace_group_id);
-        let deadline = Instant::now() + timeout;
+        let deadline = instant_after(Instant::now(), timeout);
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
         loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome =
                 match tokio::time::timeout(left, self.attempt(&url, req, attempt, left)).await {
@@ -321,13 +322,13 @@ impl ExchangeClient {
                     let policy = &self.config.retry;
                     if attempt >= policy.max_attempts
                         || wait >= left
-                        || waited + wait > policy.budget
+                        || waited.saturating_add(wait) > policy.budget
                     {
                         return Err(error);
                     }
                     tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying token exchange");
                     tokio::time::sleep(wait).await;
-                    waited += wait;
+                    waited = waited.saturating_add(wait);
                 }
             }
         }
@@ -352,7 +353,13 @@ impl ExchangeClient {
         }
         // The caller's deadline (the timeout around this attempt) decides; the
         // request's own timeout is only a backstop past it.
-        let answer = match fetch(builder, url.as_str(), left + Duration::from_secs(1)).await {
+        let answer = match fetch(
+            builder,
+            url.as_str(),
+            left.saturating_add(Duration::from_secs(1)),
+        )
+        .await
+        {
             Ok(answer) => answer,
             Err(TransportError::TooLarge { .. }) => {
                 return Attempt::Fail(ExchangeError::ResponseTooLarge)

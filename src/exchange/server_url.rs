@@ -8,40 +8,33 @@ use crate::provider::CloudProvider;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrl {
     template: String,
+    /// The template filled for each JWT type (rows: database, api) and cloud
+    /// (columns: aws, gcp, azure), parsed once so that no request can meet an
+    /// unparsable URL.
+    urls: [[url::Url; 3]; 2],
 }
 
 impl ServerUrl {
     /// Validates `template` before any I/O: it must parse as a URL once its
     /// placeholders are filled, and use https unless `allow_http`.
     pub fn parse(template: &str, allow_http: bool) -> Result<Self, ExchangeError> {
-        let probe = fill(template, JwtType::Database, CloudProvider::Aws);
-        let url = url::Url::parse(&probe).map_err(|e| ExchangeError::InvalidServerUrl {
-            url: template.to_string(),
-            reason: e.to_string(),
-        })?;
-        match url.scheme() {
-            "https" => {}
-            "http" if allow_http => {}
-            "http" => {
-                return Err(ExchangeError::HttpNotAllowed {
-                    url: template.to_string(),
-                })
-            }
-            other => {
-                return Err(ExchangeError::InvalidServerUrl {
-                    url: template.to_string(),
-                    reason: format!("scheme {other:?} is not https"),
-                })
-            }
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(ExchangeError::InvalidServerUrl {
-                url: template.to_string(),
-                reason: "no host".into(),
-            });
-        }
+        use CloudProvider::{Aws, Azure, Gcp};
+        let one = |jwt_type, provider| parse_filled(template, jwt_type, provider, allow_http);
+        let urls = [
+            [
+                one(JwtType::Database, Aws)?,
+                one(JwtType::Database, Gcp)?,
+                one(JwtType::Database, Azure)?,
+            ],
+            [
+                one(JwtType::Api, Aws)?,
+                one(JwtType::Api, Gcp)?,
+                one(JwtType::Api, Azure)?,
+            ],
+        ];
         Ok(Self {
             template: template.to_string(),
+            urls,
         })
     }
 
@@ -57,8 +50,15 @@ impl ServerUrl {
         provider: CloudProvider,
         workspace_group_id: Option<&str>,
     ) -> url::Url {
-        let mut url = url::Url::parse(&fill(&self.template, jwt_type, provider))
-            .expect("validated in ServerUrl::parse");
+        let row = match jwt_type {
+            JwtType::Database => &self.urls[0],
+            JwtType::Api => &self.urls[1],
+        };
+        let mut url = match provider {
+            CloudProvider::Aws => row[0].clone(),
+            CloudProvider::Gcp => row[1].clone(),
+            CloudProvider::Azure => row[2].clone(),
+        };
         if let (JwtType::Database, Some(id)) = (jwt_type, workspace_group_id) {
             url.query_pairs_mut().append_pair("workspaceGroupID", id);
         }
@@ -83,6 +83,43 @@ impl ServerUrl {
         url.set_query(None);
         url
     }
+}
+
+/// `template` filled for one JWT type and cloud, parsed and checked.
+fn parse_filled(
+    template: &str,
+    jwt_type: JwtType,
+    provider: CloudProvider,
+    allow_http: bool,
+) -> Result<url::Url, ExchangeError> {
+    let url = url::Url::parse(&fill(template, jwt_type, provider)).map_err(|e| {
+        ExchangeError::InvalidServerUrl {
+            url: template.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(ExchangeError::HttpNotAllowed {
+                url: template.to_string(),
+            })
+        }
+        other => {
+            return Err(ExchangeError::InvalidServerUrl {
+                url: template.to_string(),
+                reason: format!("scheme {other:?} is not https"),
+            })
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ExchangeError::InvalidServerUrl {
+            url: template.to_string(),
+            reason: "no host".into(),
+        });
+    }
+    Ok(url)
 }
 
 fn fill(template: &str, jwt_type: JwtType, provider: CloudProvider) -> String {

@@ -78,7 +78,7 @@ pub async fn fetch(
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        if chunk.len() > MAX_BODY_BYTES.saturating_sub(body.len()) {
             return Err(TransportError::TooLarge {
                 url: shown,
                 limit: MAX_BODY_BYTES,
@@ -133,7 +133,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let at = time::PrimitiveDateTime::parse(value, &format)
         .ok()?
         .assume_utc();
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.unix_timestamp()).ok()?);
+    let at = crate::util::from_unix(u64::try_from(at.unix_timestamp()).ok()?)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 

@@ -33,10 +33,10 @@ impl RetryPolicy {
             .base_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let full = exp.min(self.max_delay);
-        let half = full / 2;
+        let half = full.checked_div(2).unwrap_or_default();
         let jitter_ns =
             rand::thread_rng().gen_range(0..=half.as_nanos().min(u64::MAX as u128) as u64);
-        half + Duration::from_nanos(jitter_ns)
+        half.saturating_add(Duration::from_nanos(jitter_ns))
     }
 }
 
@@ -129,8 +129,8 @@ where
         let wait = after.unwrap_or_else(|| policy.backoff(attempt)).min(left);
         tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
         tokio::time::sleep(wait).await;
-        waited += wait;
-        attempt += 1;
+        waited = waited.saturating_add(wait);
+        attempt = attempt.saturating_add(1);
     }
 }
 
@@ -165,8 +165,8 @@ where
             "retrying"
         );
         tokio::time::sleep(wait).await;
-        waited += wait;
-        attempt += 1;
+        waited = waited.saturating_add(wait);
+        attempt = attempt.saturating_add(1);
     }
 }
 

@@ -159,7 +159,7 @@ async fn probe_all(
             (kind, result, began.elapsed())
         });
     }
-    let deadline = tokio::time::Instant::from_std(start + timeout);
+    let deadline = tokio::time::Instant::from_std(crate::util::instant_after(start, timeout));
     let mut attempts: Vec<Attempt> = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, probes.join_next()).await {

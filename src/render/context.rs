@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::provider::{CloudIdentity, CloudProvider};
 use crate::secret::Secret;
-use crate::util::rfc3339;
+use crate::util::{rfc3339, time_after};
 
 /// A JWT as a template sees it.
 #[derive(Debug, Clone)]
@@ -113,7 +113,10 @@ impl Values {
     /// Placeholder values of the right shape (a three-part JWT, an RFC 3339 time)
     /// for everything `available` names: what `--check` renders with.
     pub fn placeholders(available: &Available) -> Self {
-        let expires_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800);
+        let expires_at = time_after(
+            SystemTime::UNIX_EPOCH,
+            std::time::Duration::from_secs(4_102_444_800),
+        );
         let jwt = |what: &str| TokenValue {
             token: Secret::new(format!(
                 "eyJhbGciOiJub25lIn0.eyJwbGFjZWhvbGRlciI6dHJ1ZX0.{what}"

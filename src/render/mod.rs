@@ -248,11 +248,16 @@ fn error(name: &str, source: &str, e: &minijinja::Error, detailed: bool) -> Temp
     }
     match (e.line(), range) {
         (Some(line), Some(r)) => {
-            let line_start = source[..r.start].rfind('\n').map_or(0, |i| i + 1);
+            let line_start = source[..r.start]
+                .rfind('\n')
+                .map_or(0, |i| i.saturating_add(1));
             TemplateError::At {
                 name: name.to_string(),
                 line,
-                column: source[line_start..r.start].chars().count() + 1,
+                column: source[line_start..r.start]
+                    .chars()
+                    .count()
+                    .saturating_add(1),
                 message,
             }
         }

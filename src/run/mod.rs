@@ -29,6 +29,7 @@ use nix::sys::signal::Signal;
 use crate::config::{ServeConfig, ServeOverrides};
 use crate::exchange::JwtType;
 use crate::provider::ProviderConfig;
+use crate::util::instant_after;
 pub use source::{Fetched, Source, TokenSpec};
 
 /// A restarted child that fails sooner than this counts as a crash.
@@ -166,8 +167,8 @@ pub async fn run(args: &RunOptions) -> Result<u8, RunError> {
                     tracing::info!(%status, "command exited");
                     return Ok(child::exit_code(status));
                 }
-                crashes += 1;
-                let delay = Duration::from_secs(1 << (crashes - 1));
+                crashes = crashes.saturating_add(1);
+                let delay = Duration::from_secs(1).saturating_mul(1 << crashes.saturating_sub(1).min(MAX_CRASH_RESTARTS));
                 tracing::warn!(%status, attempt = crashes, delay = ?delay, "the restarted command failed at once; starting it again after a delay");
                 if wait_or_stop(&mut signals, delay).await {
                     return Ok(child::exit_code(status));
@@ -185,13 +186,13 @@ pub async fn run(args: &RunOptions) -> Result<u8, RunError> {
                     Ok(fresh) if fresh.iter().zip(&tokens).any(|(a, b)| a.jwt != b.jwt) => fresh,
                     Ok(_) => {
                         // The sidecar has not refreshed yet: ask again shortly.
-                        rotate_at = Some(Instant::now() + retry.next());
+                        rotate_at = Some(instant_after(Instant::now(), retry.next()));
                         continue;
                     }
                     Err(e) => {
                         let delay = retry.next();
                         tracing::warn!(error = %e, retry_in = ?delay, "cannot refresh the tokens; the command keeps running");
-                        rotate_at = Some(Instant::now() + delay);
+                        rotate_at = Some(instant_after(Instant::now(), delay));
                         continue;
                     }
                 };
@@ -224,7 +225,7 @@ async fn wait_or_stop(
     signals: &mut tokio::sync::mpsc::UnboundedReceiver<Signal>,
     delay: Duration,
 ) -> bool {
-    let deadline = tokio::time::Instant::now() + delay;
+    let deadline = tokio::time::Instant::from_std(instant_after(Instant::now(), delay));
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return false,
@@ -248,10 +249,10 @@ async fn sleep_until(at: Option<Instant>) {
 fn rotation_time(tokens: &[Fetched], refresh_at: f64) -> Instant {
     let earliest = tokens
         .iter()
-        .map(|t| t.received + t.lifetime.mul_f64(refresh_at))
+        .map(|t| instant_after(t.received, t.lifetime.mul_f64(refresh_at)))
         .min()
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-    earliest.max(Instant::now() + Duration::from_secs(1))
+        .unwrap_or_else(|| instant_after(Instant::now(), Duration::from_secs(3600)));
+    earliest.max(instant_after(Instant::now(), Duration::from_secs(1)))
 }
 
 fn environment(specs: &[TokenSpec], tokens: &[Fetched]) -> Vec<(String, String)> {
@@ -279,7 +280,7 @@ impl Backoff {
     }
     fn next(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         d
     }
     fn reset(&mut self) {
@@ -301,7 +302,7 @@ fn plan(args: &RunOptions) -> Result<Plan, RunError> {
     let source = match &args.socket {
         Some(socket) => Source::Sidecar {
             socket: socket.clone(),
-            timeout: config.client.timeout + Duration::from_secs(5),
+            timeout: config.client.timeout.saturating_add(Duration::from_secs(5)),
         },
         None => Source::Local {
             client: Box::new(crate::client::Client::new(

@@ -151,7 +151,7 @@ async fn from_sidecar(
     let lifetime = Duration::from_secs(expires_in);
     Ok(Fetched {
         jwt: Secret::new(jwt),
-        expires_at: SystemTime::now() + lifetime,
+        expires_at: crate::util::time_after(SystemTime::now(), lifetime),
         received,
         lifetime,
     })

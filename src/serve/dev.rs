@@ -78,6 +78,9 @@ pub enum DevError {
         /// Why.
         source: std::io::Error,
     },
+    #[error("the demo's built-in configuration is invalid: {0}")]
+    /// The demo's configuration did not load (a bug: its environment is fixed).
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The running demo.
@@ -127,7 +130,7 @@ impl Dev {
         // A fixed environment: nothing from the real one can point s2iam elsewhere.
         let env = Env::from_pairs(mock_env(&mocks.cloud_url()));
         let provider_config = ProviderConfig::with_env(env.clone(), Fs::real());
-        let mut config = serve_config(&options, &mocks, &api, &env);
+        let mut config = serve_config(&options, &mocks, &api, &env)?;
         config.database_proxies = dev_proxy(&options, &mocks, &ca)?.into_iter().collect();
         let sidecar = Sidecar::start(config, provider_config).await?;
         Ok(Self {
@@ -264,9 +267,8 @@ fn serve_config(
     mocks: &TestServer,
     api: &MockApiServer,
     env: &Env,
-) -> ServeConfig {
-    let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())
-        .expect("the built-in defaults are valid");
+) -> Result<ServeConfig, DevError> {
+    let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())?;
     config.listen.socket = Some(options.dir.join("s2iam.sock"));
     config.listen.tcp = Some(options.tcp);
     config.client.server_url = Some(mocks.exchange_url_template());
@@ -319,7 +321,7 @@ fn serve_config(
             warm: false,
         }];
     }
-    config
+    Ok(config)
 }
 
 /// The database proxy in front of the mock SingleStore.

@@ -56,7 +56,12 @@ impl EncodedToken {
     /// The JSON document, with `expires_in` as of now.
     pub fn json(&self) -> Vec<u8> {
         let secs = self.token.remaining().as_secs().to_string();
-        let mut out = Vec::with_capacity(self.json_head.len() + secs.len() + self.json_tail.len());
+        let capacity = self
+            .json_head
+            .len()
+            .saturating_add(secs.len())
+            .saturating_add(self.json_tail.len());
+        let mut out = Vec::with_capacity(capacity);
         out.extend_from_slice(&self.json_head);
         out.extend_from_slice(secs.as_bytes());
         out.extend_from_slice(&self.json_tail);

@@ -278,9 +278,9 @@ fn admit(
         if *n >= limits.max_connections_per_uid {
             return None;
         }
-        *n += 1;
+        *n = n.saturating_add(1);
     }
-    c.total += 1;
+    c.total = c.total.saturating_add(1);
     open.fetch_add(1, Ordering::Relaxed);
     Some(Slot {
         counts: counts.clone(),
@@ -398,7 +398,11 @@ async fn connection<I, P>(
         .max_header_size(limits.max_header_bytes);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+    let check = limits
+        .idle_timeout
+        .checked_div(4)
+        .unwrap_or_default()
+        .max(Duration::from_millis(10));
     let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
     let mut shutting_down = false;
     loop {

@@ -132,7 +132,7 @@ fn add(
 ) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     match map.iter_mut().find(|((p, l), _)| *l == label && p == proxy) {
-        Some((_, v)) => *v += n,
+        Some((_, v)) => *v = v.saturating_add(n),
         None => {
             map.insert((proxy.to_string(), label), n);
         }
@@ -155,11 +155,11 @@ impl Metrics {
         let r = ROUTES
             .iter()
             .position(|x| *x == route)
-            .unwrap_or(ROUTES.len() - 1);
+            .unwrap_or(ROUTES.len().saturating_sub(1));
         let s = STATUSES
             .iter()
             .position(|x| *x == status)
-            .unwrap_or(STATUSES.len() - 1);
+            .unwrap_or(STATUSES.len().saturating_sub(1));
         if let Some(n) = self.requests.get(r).and_then(|row| row.get(s)) {
             n.fetch_add(1, Ordering::Relaxed);
         }

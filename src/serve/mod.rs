@@ -562,7 +562,7 @@ async fn startup(state: Arc<AppState>) {
                     Duration::from_secs(60)
                 };
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(cap);
+                delay = delay.saturating_mul(2).min(cap);
             }
         }
     }

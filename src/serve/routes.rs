@@ -148,7 +148,9 @@ async fn token(
         Ok(token) if raw => ([(header::CONTENT_TYPE, TEXT)], token.raw()).into_response(),
         Ok(token) => ([(header::CONTENT_TYPE, JSON)], token.json()).into_response(),
         Err(GetError::Refused { retry_after }) => {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let secs = retry_after
+                .as_secs()
+                .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
             let mut resp = api_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

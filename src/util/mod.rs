@@ -4,7 +4,7 @@
 pub mod atomic_file;
 pub mod unix_socket;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// RFC 3339 UTC (`2026-11-23T12:00:00Z`).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -35,17 +35,42 @@ pub fn from_unix(secs: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
+/// `at + d` on the monotonic clock, saturating: a duration too long for the
+/// clock (only reachable from unchecked input) gives a moment [`MAX_DURATION`]
+/// away instead, and `at` itself if even that overflows.
+pub fn instant_after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(MAX_DURATION))
+        .unwrap_or(at)
+}
+
+/// `t + d` on the wall clock, saturating as [`instant_after`] does.
+pub fn time_after(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(MAX_DURATION))
+        .unwrap_or(t)
+}
+
+/// The largest char boundary of `text` at or below `max` (what the unstable
+/// `str::floor_char_boundary` does).
+pub fn char_floor(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
 /// At most `max` bytes of `text`, on a char boundary, for error messages that
 /// quote a server's body.
 pub fn snippet(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.trim().to_string();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", text[..end].trim())
+    let end = char_floor(text, max);
+    format!("{}…", text.get(..end).unwrap_or_default().trim())
 }
 
 /// The longest duration any setting or parameter takes (a year). Every duration
@@ -144,6 +169,22 @@ mod tests {
         assert!(from_unix(u64::MAX).is_none());
         assert!(parse_rfc3339("yesterday").is_none());
         assert!(parse_rfc3339("2026-11-23T12:00:00.5+01:00").is_some());
+    }
+
+    #[test]
+    fn clock_arithmetic_saturates() {
+        let now = Instant::now();
+        assert_eq!(
+            instant_after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(instant_after(now, Duration::MAX) >= now + MAX_DURATION);
+        let t = from_unix(1_800_000_000).unwrap();
+        assert_eq!(
+            time_after(t, Duration::from_secs(1)),
+            from_unix(1_800_000_001).unwrap()
+        );
+        assert!(time_after(t, Duration::MAX) >= t + MAX_DURATION);
     }
 
     #[test]

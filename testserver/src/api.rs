@@ -223,7 +223,8 @@ impl MockApiServer {
         let tcp = server::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let listener = server::spawn(tcp, api.router(), faults.clone(), log.clone());
+        let listener = server::spawn(tcp, api.router(), faults.clone(), log.clone())
+            .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self {
             api,
             listener,
@@ -319,7 +320,7 @@ fn authorize(
             let index = {
                 let mut records = api.lock_records();
                 records.push(record);
-                records.len() - 1
+                records.len().saturating_sub(1)
             };
             Ok((claims, index))
         }
@@ -561,7 +562,9 @@ async fn upload(
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(f) => bytes += f.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(f) => {
+                bytes = bytes.saturating_add(f.data_ref().map_or(0, |d| d.len() as u64));
+            }
             Err(e) => {
                 return finish(
                     &api,

@@ -158,7 +158,7 @@ impl Faults {
     pub fn decide(&self, method: &str, path: &str) -> Option<Decision> {
         let mut rules = self.lock();
         let rule = rules.iter_mut().find(|r| r.matches(method, path))?;
-        rule.hits += 1;
+        rule.hits = rule.hits.saturating_add(1);
         Some(Decision {
             latency: Duration::from_millis(rule.latency_ms),
             action: rule.action,

@@ -137,12 +137,18 @@ impl TestServer {
         let mut cloud_listeners = Vec::new();
         for addr in &config.cloud_addrs {
             let listener = bind(*addr).await?;
-            cloud_listeners.push(server::spawn(
-                listener,
-                cloud.router(),
-                cloud_faults.clone(),
-                cloud_log.clone(),
-            ));
+            cloud_listeners.push(
+                server::spawn(
+                    listener,
+                    cloud.router(),
+                    cloud_faults.clone(),
+                    cloud_log.clone(),
+                )
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?,
+            );
         }
         let sts_url = cloud_listeners.first().map(|l| l.url()).unwrap_or_default();
         // STS is this test server's own listener: never through a proxy.
@@ -168,7 +174,11 @@ impl TestServer {
             auth.router(),
             auth_faults.clone(),
             auth_log.clone(),
-        );
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.auth_addr,
+            source,
+        })?;
         Ok(Self {
             cloud,
             auth,

@@ -175,7 +175,11 @@ fn parse_signed_go_duration(s: &str) -> Result<i64, String> {
     };
     let secs = i64::try_from(parse_go_duration(rest)?.as_secs())
         .map_err(|_| format!("duration {s:?} is too large"))?;
-    Ok(if negative { -secs } else { secs })
+    Ok(if negative {
+        secs.saturating_neg()
+    } else {
+        secs
+    })
 }
 
 #[tokio::main]

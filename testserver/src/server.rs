@@ -117,17 +117,21 @@ impl Listener {
     }
 }
 
-/// Serves `app` on `listener` with fault injection and request logging.
-pub fn spawn(listener: TcpListener, app: Router, faults: Faults, log: RequestLog) -> Listener {
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+/// Serves `app` on `listener` with fault injection and request logging; fails
+/// only if the listener cannot tell its address.
+pub fn spawn(
+    listener: TcpListener,
+    app: Router,
+    faults: Faults,
+    log: RequestLog,
+) -> std::io::Result<Listener> {
+    let addr = listener.local_addr()?;
     let app = app
         .merge(admin_routes(faults.clone(), log.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, app, faults, log, stopped));
-    Listener { addr, stop, task }
+    Ok(Listener { addr, stop, task })
 }
 
 async fn accept_loop(

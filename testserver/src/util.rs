@@ -20,7 +20,8 @@ pub fn random_from(alphabet: &[u8], len: usize) -> String {
     let mut buf = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut buf);
     buf.iter()
-        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .filter_map(|b| alphabet.get(usize::from(*b).checked_rem(alphabet.len())?))
+        .map(|c| char::from(*c))
         .collect()
 }
 
@@ -73,8 +74,13 @@ pub mod serde_secs {
     }
 }
 
+/// The longest duration a flag takes (ten years): anything the mocks add to a
+/// clock stays far from overflow.
+pub const MAX_GO_DURATION: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
 /// Parses a Go-style duration (`1h`, `90s`, `1h30m`, `250ms`, `0`), the form the
-/// reference test server's `--token-expiry` and `--timeout` flags take.
+/// reference test server's `--token-expiry` and `--timeout` flags take. Longer
+/// than [`MAX_GO_DURATION`] is an error, not a panic.
 pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -109,7 +115,10 @@ pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
         total += value * secs;
         rest = tail;
     }
-    Ok(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|d| *d <= MAX_GO_DURATION)
+        .ok_or_else(|| format!("duration {s:?} is longer than the maximum of 10 years"))
 }
 
 /// The first value of query parameter `name`, form-decoded. Never fails: garbage in a
@@ -123,22 +132,31 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 /// Decodes `%XX` escapes in a URL path segment (lossy on invalid UTF-8; a `%` not
 /// followed by two hex digits is kept as is). Unlike form decoding, `+` stays `+`.
 pub fn percent_decode_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
+    String::from_utf8_lossy(&percent_decode(s)).into_owned()
+}
+
+/// Decodes `%XX` escapes to bytes; a `%` not followed by two hex digits stays
+/// literal, and `+` stays `+`.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if let (b'%', [h, l, after @ ..]) = (b, tail) {
+            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
+                out.push(h << 4 | l);
+                rest = after;
                 continue;
             }
         }
-        out.push(bytes[i]);
-        i += 1;
+        out.push(b);
+        rest = tail;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A random version-4-shaped UUID, for object ids, trace and correlation ids.
@@ -175,6 +193,21 @@ mod tests {
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("5x").is_err());
         assert!(parse_go_duration("").is_err());
+        // These panicked in `Duration::from_secs_f64` (issue 13).
+        for huge in [
+            "99999999999999999999999h",
+            "1e20h",
+            "5000000000000000000000s",
+        ] {
+            assert!(parse_go_duration(huge).is_err(), "{huge}");
+        }
+        let err = parse_go_duration("99999999999999999999999h").unwrap_err();
+        assert!(err.contains("maximum of 10 years"), "{err}");
+        assert!(parse_go_duration("87601h").is_err());
+        assert_eq!(
+            parse_go_duration("87600h").unwrap(),
+            Duration::from_secs(87_600 * 3600)
+        );
     }
 
     #[test]

@@ -1056,7 +1056,8 @@ async fn assume_role_with_web_identity_eks() {
     let c = client();
     let token = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:default:app");
+        .mint_eks_web_identity_token("system:serviceaccount:default:app")
+        .unwrap();
     let (s, xml) = web_identity(&c, &server, &token).await;
     assert_eq!(s, StatusCode::OK, "{xml}");
     assert!(xml.starts_with(
@@ -1138,11 +1139,13 @@ async fn assume_role_with_web_identity_rejections() {
     // A tampered payload breaks the signature.
     let good = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:default:app");
+        .mint_eks_web_identity_token("system:serviceaccount:default:app")
+        .unwrap();
     let parts: Vec<&str> = good.split('.').collect();
     let other = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:kube-system:admin");
+        .mint_eks_web_identity_token("system:serviceaccount:kube-system:admin")
+        .unwrap();
     let tampered = format!(
         "{}.{}.{}",
         parts[0],
@@ -1200,7 +1203,8 @@ async fn assume_role_with_web_identity_google_and_aks() {
     assert_eq!(tag(&xml, "Audience"), Some("s2iam-aws"));
     let aks = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:default:app");
+        .mint_aks_federated_token("system:serviceaccount:default:app")
+        .unwrap();
     let (s, xml) = web_identity(&c, &server, &aks).await;
     assert_eq!(s, StatusCode::OK, "{xml}");
     server.shutdown().await;

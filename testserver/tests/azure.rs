@@ -638,7 +638,8 @@ async fn aks_federated_token_exchanges_for_the_user_identity() {
     let user = a.user_identities[0].clone();
     let federated = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:default:app");
+        .mint_aks_federated_token("system:serviceaccount:default:app")
+        .unwrap();
     let r = aad(
         &server,
         &a.tenant_id,
@@ -672,7 +673,8 @@ async fn aks_exchange_rejects_wrong_tenant_and_unknown_clients() {
     let client_id = a.workload_client_ids[0].clone();
     let federated = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:x:y");
+        .mint_aks_federated_token("system:serviceaccount:x:y")
+        .unwrap();
     let r = aad(
         &server,
         "00000000-0000-0000-0000-000000000000",
@@ -727,7 +729,8 @@ async fn aks_exchange_rejects_bad_assertions() {
         (
             server
                 .cloud()
-                .mint_eks_web_identity_token("system:serviceaccount:a:b"),
+                .mint_eks_web_identity_token("system:serviceaccount:a:b")
+                .unwrap(),
             70021,
         ),
     ];
@@ -749,7 +752,8 @@ async fn aks_exchange_rejects_malformed_requests() {
     let client_id = a.workload_client_ids[0].clone();
     let federated = server
         .cloud()
-        .mint_aks_federated_token("system:serviceaccount:x:y");
+        .mint_aks_federated_token("system:serviceaccount:x:y")
+        .unwrap();
     let full = exchange_form(&client_id, &federated);
     let without = |name: &str| -> Vec<(&str, &str)> {
         full.iter().filter(|(k, _)| *k != name).cloned().collect()

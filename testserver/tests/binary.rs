@@ -135,6 +135,8 @@ fn bad_flags_are_refused_with_a_message() {
     for args in [
         vec!["--cloud", "moon"],
         vec!["--token-expiry", "ten"],
+        // Panicked in `Duration::from_secs_f64` before (issue 13).
+        vec!["--token-expiry", "99999999999999999999999h"],
         vec!["--key-size", "12"],
     ] {
         let out = bin().args(&args).stdin(Stdio::null()).output().unwrap();

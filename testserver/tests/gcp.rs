@@ -616,7 +616,8 @@ async fn only_the_default_account_may_impersonate() {
     let server = start(CloudConfig::gcp()).await;
     let target = target(&server);
     // A token of the target itself is authentic but not the default account's.
-    let targets_token = gcp::mint_impersonated_id_token(server.cloud(), &target, "x", true);
+    let targets_token =
+        gcp::mint_impersonated_id_token(server.cloud(), &target, "x", true).unwrap();
     let r = generate_id_token(
         &server,
         &target.email,

@@ -46,11 +46,7 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
         out = out.replace(s, "<redacted>");
     }
     if out.len() > 512 {
-        let mut cut = 512;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
+        out.truncate(crate::util::char_floor(&out, 512));
         out.push_str("...");
     }
     out

@@ -2,7 +2,7 @@
 //! with and the sidecar vends. Imports nothing else of `provider::aws`.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::secret::Secret;
 
@@ -61,7 +61,7 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
         time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
             .ok()?;
     let secs = u64::try_from(t.unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    crate::util::from_unix(secs)
 }
 
 #[cfg(test)]

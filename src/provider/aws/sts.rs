@@ -503,27 +503,23 @@ pub(crate) fn parse_assumed(
 pub mod xml {
     /// The raw inner text of the first `<name>` element (markup and all).
     pub fn element<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
-        let mut from = 0;
-        while let Some(pos) = doc[from..].find(&format!("<{name}")) {
-            let start = from + pos;
-            let after = start + 1 + name.len();
-            let rest = &doc[after..];
-            match rest.chars().next() {
-                Some('>') => {
-                    let inner_start = after + 1;
-                    let end = doc[inner_start..].find(&format!("</{name}>"))?;
-                    return Some(&doc[inner_start..inner_start + end]);
-                }
+        let open = format!("<{name}");
+        let close = format!("</{name}>");
+        let inner = |from: &'a str| from.find(&close).and_then(|end| from.get(..end));
+        let mut rest = doc;
+        while let Some(pos) = rest.find(&open) {
+            // What follows `<name`: `>`, attributes, or a longer name.
+            let after = rest.get(pos..)?.strip_prefix(open.as_str())?;
+            match after.chars().next() {
+                Some('>') => return inner(after.get(1..)?),
                 Some(c) if c.is_whitespace() || c == '/' => {
-                    let close = rest.find('>')?;
-                    if rest[..close].ends_with('/') {
+                    let (attrs, from_gt) = after.split_at(after.find('>')?);
+                    if attrs.ends_with('/') {
                         return Some("");
                     }
-                    let inner_start = after + close + 1;
-                    let end = doc[inner_start..].find(&format!("</{name}>"))?;
-                    return Some(&doc[inner_start..inner_start + end]);
+                    return inner(from_gt.get(1..)?);
                 }
-                _ => from = after,
+                _ => rest = after,
             }
         }
         None
@@ -549,7 +545,7 @@ pub mod xml {
             match entity(&rest[1..semi]) {
                 Some(c) => {
                     out.push(c);
-                    rest = &rest[semi + 1..];
+                    rest = &rest[semi..][1..];
                 }
                 None => {
                     out.push('&');

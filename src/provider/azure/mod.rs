@@ -115,8 +115,11 @@ impl AzureProvider {
             if attempt >= PROBE_ATTEMPTS {
                 return Err(last);
             }
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(
+                50u64.saturating_mul(u64::from(attempt)),
+            ))
+            .await;
+            attempt = attempt.saturating_add(1);
         }
     }
 

@@ -57,7 +57,7 @@ pub(super) fn identity_from_token(
 pub(super) fn region_of(zone: &str) -> String {
     let parts: Vec<&str> = zone.split('-').collect();
     if parts.len() >= 3 {
-        parts[..parts.len() - 1].join("-")
+        parts[..parts.len().saturating_sub(1)].join("-")
     } else {
         String::new()
     }

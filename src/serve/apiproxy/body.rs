@@ -77,7 +77,7 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.pending += data.len() as u64;
+                    this.pending = this.pending.saturating_add(data.len() as u64);
                     if this.pending >= FLUSH_EVERY {
                         this.flush();
                     }

@@ -264,7 +264,7 @@ async fn run_exchange(
     }
 
     let now = now_unix();
-    let expires_at = now + config.token_expiry.as_secs();
+    let expires_at = now.saturating_add(config.token_expiry.as_secs());
     let claims = issue_claims(
         &identity,
         jwt_type,

@@ -462,7 +462,7 @@ fn verify_jwt(key: &SigningKey, token: &str, issuer: &str) -> Result<Value, Veri
         let iat = iat
             .as_u64()
             .ok_or_else(|| rejected(format!("{issuer} token has a malformed iat claim")))?;
-        if iat > now + LEEWAY_SECS {
+        if iat > now.saturating_add(LEEWAY_SECS) {
             return Err(rejected(format!(
                 "{issuer} token is issued in the future (iat)"
             )));
@@ -544,7 +544,7 @@ fn gcp_identity(claims: &Value) -> Result<Verified, VerifyError> {
 fn region_from_zone(zone: &str) -> String {
     let parts: Vec<&str> = zone.split('-').collect();
     if parts.len() >= 3 {
-        parts[..parts.len() - 1].join("-")
+        parts[..parts.len().saturating_sub(1)].join("-")
     } else {
         String::new()
     }
@@ -596,8 +596,10 @@ fn azure_resource_facts(mirid: &str) -> (String, String) {
     for pair in parts.windows(2) {
         if pair[0] == "resourceGroups" {
             let rg: Vec<&str> = pair[1].split('-').collect();
-            if rg.len() > 2 {
-                region = format!("{}-{}", rg[rg.len() - 2], rg[rg.len() - 1]);
+            if let [.., a, b] = rg.as_slice() {
+                if rg.len() > 2 {
+                    region = format!("{a}-{b}");
+                }
             }
         }
         if pair[0] == "providers" {
@@ -655,9 +657,10 @@ fn parse_caller_identity(xml: &str) -> Result<CallerIdentity, VerifyError> {
 fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    Some(xml_unescape(xml[start..end].trim()))
+    let (_, from_open) = xml.split_at(xml.find(&open)?);
+    let inner = from_open.strip_prefix(open.as_str())?;
+    let inner = inner.get(..inner.find(&close)?)?;
+    Some(xml_unescape(inner.trim()))
 }
 
 fn xml_unescape(s: &str) -> String {

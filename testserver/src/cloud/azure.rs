@@ -87,7 +87,8 @@ pub fn routes() -> Router<MockCloud> {
 // Public helpers
 // ---------------------------------------------------------------------------
 
-/// The IMDS access token for `identity` and `resource`; `None` when Azure is off.
+/// The IMDS access token for `identity` and `resource`; `None` when Azure is off
+/// or signing fails.
 pub fn mint_managed_identity_token(
     cloud: &MockCloud,
     identity: &ManagedIdentity,
@@ -97,7 +98,7 @@ pub fn mint_managed_identity_token(
     let az = config.azure.as_ref()?;
     let subject = Subject::managed(az, identity);
     let claims = access_token_claims(&subject, resource, now_unix(), ttl(cloud));
-    Some(sign(cloud, &claims).expect("signing with a generated RSA key cannot fail"))
+    sign(cloud, &claims).ok()
 }
 
 /// The ARM resource id of the mock VM (`xms_az_rid`, `compute.resourceId`).
@@ -180,7 +181,7 @@ fn access_token_claims(subject: &Subject, audience: &str, now: u64, ttl: u64) ->
         "iss": iss,
         "iat": now,
         "nbf": now,
-        "exp": now + ttl,
+        "exp": now.saturating_add(ttl),
         "aio": crate::util::random_hex(24),
         "appid": subject.client_id,
         "appidacr": "2",
@@ -533,7 +534,7 @@ fn imds_token(cloud: &MockCloud, az: &AzureIdentity, query: Option<&str>) -> Res
             "access_token": token,
             "client_id": identity.client_id,
             "expires_in": ttl.to_string(),
-            "expires_on": (now + ttl).to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
             "ext_expires_in": ttl.to_string(),
             "not_before": now.to_string(),
             "resource": resource,
@@ -623,7 +624,7 @@ async fn app_service_token(
         StatusCode::OK,
         &json!({
             "access_token": token,
-            "expires_on": (now + ttl).to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
             "resource": resource,
             "token_type": "Bearer",
             "client_id": identity.client_id,

@@ -106,14 +106,14 @@ pub enum TokenFormat {
 }
 
 /// The ID token the metadata server's identity endpoint would return for the
-/// instance's default service account; `None` when GCP is off or the instance has
-/// no service account.
+/// instance's default service account; `None` when GCP is off, the instance has
+/// no service account, or signing fails.
 pub fn mint_id_token(cloud: &MockCloud, audience: &str, format: TokenFormat) -> Option<String> {
     let config = cloud.config();
     let gcp = config.gcp.as_ref()?;
     let sa = gcp.service_account.as_ref()?;
     let claims = metadata_id_token_claims(gcp, sa, audience, format, now_unix(), lifetime(cloud));
-    Some(sign(cloud, &claims).expect("signing with a generated RSA key cannot fail"))
+    sign(cloud, &claims).ok()
 }
 
 /// The ID token `generateIdToken` would return for `target`.
@@ -122,9 +122,9 @@ pub fn mint_impersonated_id_token(
     target: &ServiceAccount,
     audience: &str,
     include_email: bool,
-) -> String {
+) -> Result<String, KeyError> {
     let claims = id_token_claims(target, audience, include_email, now_unix(), lifetime(cloud));
-    sign(cloud, &claims).expect("signing with a generated RSA key cannot fail")
+    sign(cloud, &claims)
 }
 
 /// OAuth access tokens the metadata server has minted, by token, so the IAM
@@ -150,7 +150,10 @@ impl AccessTokens {
         let now = now_unix();
         let mut tokens = self.lock();
         tokens.retain(|_, (_, exp)| *exp > now);
-        tokens.insert(token.clone(), (email.to_string(), now + lifetime_secs));
+        tokens.insert(
+            token.clone(),
+            (email.to_string(), now.saturating_add(lifetime_secs)),
+        );
         token
     }
 
@@ -195,7 +198,7 @@ fn id_token_claims(
     let mut claims = json!({
         "aud": audience,
         "azp": sa.unique_id,
-        "exp": now + lifetime,
+        "exp": now.saturating_add(lifetime),
         "iat": now,
         "iss": GOOGLE_ISSUER,
         "sub": sa.unique_id,

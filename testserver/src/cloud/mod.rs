@@ -419,7 +419,7 @@ impl MockCloud {
             arn: arn.to_string(),
             user_id: user_id.to_string(),
             account: account.to_string(),
-            expires: Some(self.now_unix() + ttl.as_secs()),
+            expires: Some(self.now_unix().saturating_add(ttl.as_secs())),
         };
         let mut credentials = self.lock_credentials();
         if credentials.len() >= PRUNE_AT {
@@ -447,7 +447,7 @@ impl MockCloud {
         if tokens.len() >= PRUNE_AT {
             tokens.retain(|_, exp| *exp > now);
         }
-        tokens.insert(token.clone(), now + ttl_secs);
+        tokens.insert(token.clone(), now.saturating_add(ttl_secs));
         token
     }
 
@@ -464,7 +464,7 @@ impl MockCloud {
     /// Mints the token an EKS cluster's OIDC issuer projects into a pod for IRSA
     /// (`AWS_WEB_IDENTITY_TOKEN_FILE`), for `sub` (e.g.
     /// `system:serviceaccount:default:app`).
-    pub fn mint_eks_web_identity_token(&self, sub: &str) -> String {
+    pub fn mint_eks_web_identity_token(&self, sub: &str) -> Result<String, crate::keys::KeyError> {
         let now = now_unix();
         let claims = serde_json::json!({
             "iss": EKS_ISSUER,
@@ -472,18 +472,14 @@ impl MockCloud {
             "aud": ["sts.amazonaws.com"],
             "iat": now,
             "nbf": now,
-            "exp": now + self.config().token_ttl.as_secs(),
+            "exp": now.saturating_add(self.config().token_ttl.as_secs()),
         });
-        self.inner
-            .keys
-            .eks
-            .sign(&claims)
-            .expect("signing with a generated RSA key cannot fail")
+        self.inner.keys.eks.sign(&claims)
     }
 
     /// Mints the token AKS projects into a pod for workload identity
     /// (`AZURE_FEDERATED_TOKEN_FILE`).
-    pub fn mint_aks_federated_token(&self, sub: &str) -> String {
+    pub fn mint_aks_federated_token(&self, sub: &str) -> Result<String, crate::keys::KeyError> {
         let now = now_unix();
         let claims = serde_json::json!({
             "iss": AKS_ISSUER,
@@ -491,13 +487,9 @@ impl MockCloud {
             "aud": ["api://AzureADTokenExchange"],
             "iat": now,
             "nbf": now,
-            "exp": now + self.config().token_ttl.as_secs(),
+            "exp": now.saturating_add(self.config().token_ttl.as_secs()),
         });
-        self.inner
-            .keys
-            .eks
-            .sign(&claims)
-            .expect("signing with a generated RSA key cannot fail")
+        self.inner.keys.eks.sign(&claims)
     }
 
     /// OAuth access tokens the GCE metadata server minted, so the IAM Credentials

@@ -25,14 +25,15 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R, limit: usize) -> io::Result<(
         let mut header = [0u8; 4];
         r.read_exact(&mut header).await?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
-        if payload.len() + len > limit {
+        if len > limit.saturating_sub(payload.len()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("packet larger than {limit} bytes"),
             ));
         }
         let start = payload.len();
-        payload.resize(start + len, 0);
+        // Bounded by `limit` just above.
+        payload.resize(start.saturating_add(len), 0);
         r.read_exact(&mut payload[start..]).await?;
         if len < MAX_CHUNK {
             return Ok((header[3], payload));
@@ -62,7 +63,7 @@ pub fn frame(mut seq: u8, payload: &[u8], out: &mut Vec<u8>) -> u8 {
 
 /// Writes one packet and flushes; returns the next sequence id.
 pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, seq: u8, payload: &[u8]) -> io::Result<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 4);
+    let mut out = Vec::with_capacity(payload.len().saturating_add(4));
     let next = frame(seq, payload, &mut out);
     w.write_all(&out).await?;
     w.flush().await?;

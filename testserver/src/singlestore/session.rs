@@ -17,6 +17,7 @@ use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakeResponse;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakePacket};
 use mysql_common::proto::MyDeserialize;
+use rand::Rng;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,14 +91,17 @@ async fn login(
     peer: SocketAddr,
     id: u32,
 ) -> std::io::Result<Option<(Io, Session)>> {
-    let scramble: Vec<u8> = (0..20).map(|_| rand::random::<u8>() % 94 + 33).collect();
-    let mut scramble_2 = scramble[8..].to_vec();
+    // Printable ASCII: `!` (33) to `~` (126).
+    let scramble_1: [u8; 8] = std::array::from_fn(|_| rand::thread_rng().gen_range(33..=126));
+    let mut scramble_2: Vec<u8> = (0..12)
+        .map(|_| rand::thread_rng().gen_range(33..=126))
+        .collect();
     scramble_2.push(0);
     let greeting = HandshakePacket::new(
         10,
         SERVER_VERSION.as_bytes(),
         id,
-        scramble[..8].try_into().expect("8 bytes"),
+        scramble_1,
         Some(scramble_2),
         server_capabilities(),
         DEFAULT_COLLATION,
@@ -108,7 +112,8 @@ async fn login(
     let (seq, first) = packet::read(&mut tcp, HANDSHAKE_LIMIT).await?;
     let client_caps = first
         .get(..4)
-        .map(|b| CapabilityFlags::from_bits_truncate(u32::from_le_bytes(b.try_into().unwrap())))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| CapabilityFlags::from_bits_truncate(u32::from_le_bytes(b)))
         .unwrap_or_else(CapabilityFlags::empty);
     if !client_caps.contains(CapabilityFlags::CLIENT_SSL) {
         let msg = access_denied("?", peer, "mysql_clear_password (JWT) logins require TLS");

@@ -112,7 +112,8 @@ pub fn role_unique_id(role_arn: &str) -> String {
     let id: String = digest
         .iter()
         .take(17)
-        .map(|b| KEY_ALPHABET[*b as usize % KEY_ALPHABET.len()] as char)
+        .filter_map(|b| KEY_ALPHABET.get(usize::from(*b).checked_rem(KEY_ALPHABET.len())?))
+        .map(|c| char::from(*c))
         .collect();
     format!("AROA{id}")
 }

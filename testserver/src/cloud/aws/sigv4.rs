@@ -426,7 +426,7 @@ fn check_clock(amz_date: &str, signed_at: u64, now_unix: u64) -> Result<(), SigV
         let earliest = format_amz_date(now_unix.saturating_sub(MAX_CLOCK_SKEW_SECS));
         format!("Signature expired: {amz_date} is now earlier than {earliest} ({now} - 15 min.)")
     } else {
-        let latest = format_amz_date(now_unix + MAX_CLOCK_SKEW_SECS);
+        let latest = format_amz_date(now_unix.saturating_add(MAX_CLOCK_SKEW_SECS));
         format!(
             "Signature not yet current: {amz_date} is still later than {latest} ({now} + 15 min.)"
         )
@@ -539,7 +539,9 @@ fn signing_key(secret: &str, scope: &Scope) -> Vec<u8> {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail.
+    // `new_from_slice` comes from the generic `KeyInit` trait; HMAC itself takes
+    // keys of any length (RFC 2104 hashes long ones), so the error cannot happen.
+    #[allow(clippy::expect_used)]
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac
@@ -593,8 +595,8 @@ fn canonical_query(raw_query: &str) -> String {
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (
-                uri_encode(&percent_decode(k)),
-                uri_encode(&percent_decode(v)),
+                uri_encode(&crate::util::percent_decode(k)),
+                uri_encode(&crate::util::percent_decode(v)),
             )
         })
         .collect();
@@ -616,28 +618,6 @@ fn uri_encode(bytes: &[u8]) -> String {
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays literal.
-fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
     }
     out
 }

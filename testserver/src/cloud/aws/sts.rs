@@ -711,7 +711,10 @@ fn policy_arns(params: &Params) -> Result<Vec<String>, StsError> {
 /// The percentage of the packed-policy allowance a policy uses (STS compresses;
 /// the mock approximates by length).
 fn packed_policy_size(raw: &str) -> usize {
-    (raw.len() * 100).div_ceil(MAX_POLICY_CHARS * 2).max(1)
+    raw.len()
+        .saturating_mul(100)
+        .div_ceil(MAX_POLICY_CHARS.saturating_mul(2))
+        .max(1)
 }
 
 /// Whether the configured `assumable_roles` (empty = any) allow `role`.
