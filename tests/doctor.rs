@@ -467,7 +467,8 @@ async fn irsa_names_its_source_and_token_and_a_hop_limit_only_warns() {
     let token_path = dir.join("token");
     let token = server
         .cloud()
-        .mint_eks_web_identity_token("system:serviceaccount:default:app");
+        .mint_eks_web_identity_token("system:serviceaccount:default:app")
+        .unwrap();
     std::fs::write(&token_path, &token).unwrap();
     let role = "arn:aws:iam::123456789012:role/irsa-app";
     let run = doctor(
