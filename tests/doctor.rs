@@ -617,3 +617,50 @@ async fn a_stray_aws_variable_on_gcp_warns_at_detection() {
     assert_eq!(run.code, 0, "{:#}", run.json);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_identity_format_preference_changes_the_predicted_sub_as_it_changes_the_issued_one() {
+    let server = mocks(CloudConfig::aws()).await;
+    for (preference, format) in [
+        ("aws-arn", "aws-arn"),
+        ("aws-role-id,aws-arn", "aws-role-id"),
+        ("gcp-sa-email", "aws-arn"),
+    ] {
+        let run = doctor(&server, &[], &["--identity-format-preference", preference]);
+        assert_eq!(
+            run.json["outcome"]["identity_format"], format,
+            "{preference}"
+        );
+        let out = s2iam_cmd(&server)
+            .args([
+                "--jwt-type",
+                "api",
+                "--print-sub",
+                "--identity-format-preference",
+                preference,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let issued = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(run.json["outcome"]["sub"], issued, "{preference}");
+        let record = server.auth().records().pop().unwrap();
+        assert_eq!(
+            record.identity.unwrap().identity_format,
+            format,
+            "{preference}"
+        );
+    }
+    // The environment variable works as for a token request.
+    let run = doctor(
+        &server,
+        &[("S2IAM_IDENTITY_FORMAT_PREFERENCE", "aws-arn")],
+        &[],
+    );
+    assert_eq!(run.json["outcome"]["identity_format"], "aws-arn");
+    assert!(run.json["outcome"]["sub"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:sts::123456789012:assumed-role/s2iam-test-role/"));
+    server.shutdown().await;
+}
