@@ -1,6 +1,7 @@
 //! Token and credential files: readable, well-formed, not expired.
 //!
-//! Files looked at: `AWS_WEB_IDENTITY_TOKEN_FILE` (IRSA), `AZURE_FEDERATED_TOKEN_FILE`
+//! Files looked at: `AWS_WEB_IDENTITY_TOKEN_FILE` (IRSA),
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (EKS Pod Identity, ECS), `AZURE_FEDERATED_TOKEN_FILE`
 //! (AKS workload identity), `GOOGLE_APPLICATION_CREDENTIALS` (and, for an
 //! `external_account`, its `credential_source.file`), and any the caller adds (the
 //! sidecar's sinks). A token is reported by its non-secret claims (`exp`, `iss`,
@@ -32,23 +33,32 @@ pub struct FileReport {
     pub summary: String,
 }
 
+/// What a file is expected to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A JWT.
+    Jwt,
+    /// A JWT or an opaque token.
+    Token,
+    /// A Google credential file (JSON).
+    GoogleCredentials,
+}
+
 /// The files named by the environment (and their kind), then `extra`.
-fn named_files(cfg: &ProviderConfig, extra: &[(String, PathBuf)]) -> Vec<(String, PathBuf, bool)> {
+fn named_files(cfg: &ProviderConfig, extra: &[(String, PathBuf)]) -> Vec<(String, PathBuf, Kind)> {
     let mut files = Vec::new();
-    for var in ["AWS_WEB_IDENTITY_TOKEN_FILE", "AZURE_FEDERATED_TOKEN_FILE"] {
+    for (var, kind) in [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", Kind::Jwt),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", Kind::Token),
+        ("AZURE_FEDERATED_TOKEN_FILE", Kind::Jwt),
+        ("GOOGLE_APPLICATION_CREDENTIALS", Kind::GoogleCredentials),
+    ] {
         if let Some(p) = cfg.env.get(var) {
-            files.push((var.to_string(), PathBuf::from(p), true));
+            files.push((var.to_string(), PathBuf::from(p), kind));
         }
     }
-    if let Some(p) = cfg.env.get("GOOGLE_APPLICATION_CREDENTIALS") {
-        files.push((
-            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
-            PathBuf::from(p),
-            false,
-        ));
-    }
     for (label, path) in extra {
-        files.push((label.clone(), path.clone(), true));
+        files.push((label.clone(), path.clone(), Kind::Jwt));
     }
     files
 }
@@ -57,63 +67,67 @@ fn named_files(cfg: &ProviderConfig, extra: &[(String, PathBuf)]) -> Vec<(String
 pub fn reports(cfg: &ProviderConfig, extra: &[(String, PathBuf)]) -> Vec<FileReport> {
     let now = cfg.clock.now();
     let mut out = Vec::new();
-    for (label, path, is_token) in named_files(cfg, extra) {
+    for (label, path, kind) in named_files(cfg, extra) {
         let text = match cfg.fs.read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                out.push(FileReport {
-                    label,
-                    path,
-                    status: Status::Fail,
-                    summary: format!("cannot read it: {e}"),
-                });
+                out.push(unreadable(label, path, &e));
                 continue;
             }
         };
-        if is_token {
-            let (status, summary) = token_summary(&text, now);
+        if kind != Kind::GoogleCredentials {
+            let (status, summary) = token_or_opaque(&text, kind, now);
             out.push(FileReport {
                 label,
                 path,
                 status,
                 summary,
             });
-        } else {
-            let (status, summary, source) = credentials_summary(&text);
-            out.push(FileReport {
-                label: label.clone(),
-                path,
-                status,
-                summary,
-            });
-            if let Some(source) = source {
-                let source_label = format!("{label} credential_source.file");
-                match cfg.fs.read_to_string(&source) {
-                    Ok(t) => {
-                        // A subject token may be a JWT (OIDC) or opaque (SAML).
-                        let (status, summary) = if t.trim().split('.').count() == 3 {
-                            token_summary(&t, now)
-                        } else {
-                            (Status::Pass, "readable (not a JWT)".into())
-                        };
-                        out.push(FileReport {
-                            label: source_label,
-                            path: source,
-                            status,
-                            summary,
-                        });
-                    }
-                    Err(e) => out.push(FileReport {
+            continue;
+        }
+        let (status, summary, source) = credentials_summary(&text);
+        out.push(FileReport {
+            label: label.clone(),
+            path,
+            status,
+            summary,
+        });
+        if let Some(source) = source {
+            let source_label = format!("{label} credential_source.file");
+            match cfg.fs.read_to_string(&source) {
+                Ok(t) => {
+                    // A subject token may be a JWT (OIDC) or opaque (SAML).
+                    let (status, summary) = token_or_opaque(&t, Kind::Token, now);
+                    out.push(FileReport {
                         label: source_label,
                         path: source,
-                        status: Status::Fail,
-                        summary: format!("cannot read it: {e}"),
-                    }),
+                        status,
+                        summary,
+                    });
                 }
+                Err(e) => out.push(unreadable(source_label, source, &e)),
             }
         }
     }
     out
+}
+
+fn unreadable(label: String, path: PathBuf, e: &std::io::Error) -> FileReport {
+    FileReport {
+        label,
+        path,
+        status: Status::Fail,
+        summary: format!("cannot read it: {e}"),
+    }
+}
+
+/// A JWT's verdict; an opaque token is fine where one is allowed.
+fn token_or_opaque(text: &str, kind: Kind, now: SystemTime) -> (Status, String) {
+    let t = text.trim();
+    if kind == Kind::Token && !t.is_empty() && t.split('.').count() != 3 {
+        return (Status::Pass, "readable (an opaque token)".into());
+    }
+    token_summary(t, now)
 }
 
 /// A token file's verdict: its `exp`, `iss` and `aud`.
@@ -202,7 +216,7 @@ pub fn check(cfg: &ProviderConfig, extra: &[(String, PathBuf)]) -> Check {
     if reports.is_empty() {
         return Check::skip(
             ID,
-            "no token or credential file named (AWS_WEB_IDENTITY_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE, GOOGLE_APPLICATION_CREDENTIALS, sidecar sinks)",
+            "no token or credential file named (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE, GOOGLE_APPLICATION_CREDENTIALS, sidecar sinks)",
         );
     }
     let worst = reports
@@ -315,6 +329,27 @@ mod tests {
             &[("sink".into(), "/s".into())],
         );
         assert_eq!(c.status, Status::Warn, "{c:?}");
+    }
+
+    #[test]
+    fn container_tokens_may_be_opaque_but_web_identity_tokens_are_jwts() {
+        let c = check(
+            &cfg(
+                &[
+                    ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/c"),
+                    ("AWS_WEB_IDENTITY_TOKEN_FILE", "/w"),
+                ],
+                vec![
+                    ("/c", "opaque-secret".to_string()),
+                    ("/w", "opaque".to_string()),
+                ],
+            ),
+            &[],
+        );
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.message.contains("an opaque token"), "{c:?}");
+        assert!(c.message.contains("not a JWT"), "{c:?}");
+        assert!(!format!("{c:?}").contains("opaque-secret"));
     }
 
     #[test]
