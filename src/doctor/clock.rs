@@ -71,15 +71,7 @@ pub async fn sts_date(
     region: Option<&str>,
     timeout: Duration,
 ) -> Option<DateSample> {
-    let region = region
-        .map(str::to_owned)
-        .or_else(|| crate::provider::aws::region_from_env(cfg));
-    let url = format!(
-        "{}/",
-        cfg.endpoints
-            .sts_for(region.as_deref())
-            .trim_end_matches('/')
-    );
+    let url = format!("{}/", super::sts_url(cfg, region)?.trim_end_matches('/'));
     let req = cfg
         .http
         .post(&url)

@@ -296,6 +296,15 @@ pub async fn run(cfg: &ProviderConfig, opts: &DoctorOptions) -> Report {
     Report { checks, outcome }
 }
 
+/// The STS base URL a token request would use in `region` (else the
+/// environment's region).
+pub(crate) fn sts_url(cfg: &ProviderConfig, region: Option<&str>) -> Option<String> {
+    let region = region
+        .map(str::to_owned)
+        .or_else(|| crate::provider::aws::region_from_env(cfg));
+    Some(cfg.endpoints.sts_for(region.as_deref()))
+}
+
 /// `d` in whole milliseconds (saturating).
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

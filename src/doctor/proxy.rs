@@ -148,7 +148,6 @@ fn proxy_for(m: &Matcher, url: &str) -> Option<String> {
 /// Every endpoint s2iam may talk to, with what it is.
 fn endpoints(cfg: &ProviderConfig, opts: &DoctorOptions) -> Vec<(&'static str, String, Kind)> {
     let e = &cfg.endpoints;
-    let region = crate::provider::aws::region_from_env(cfg);
     let auth = opts
         .server_url
         .clone()
@@ -165,7 +164,6 @@ fn endpoints(cfg: &ProviderConfig, opts: &DoctorOptions) -> Vec<(&'static str, S
             Kind::Metadata,
         ),
         ("azure_imds", e.azure_imds.clone(), Kind::Metadata),
-        ("aws_sts", e.sts_for(region.as_deref()), Kind::CloudService),
         (
             "gcp_iamcredentials",
             e.gcp_iamcredentials.clone(),
@@ -178,6 +176,9 @@ fn endpoints(cfg: &ProviderConfig, opts: &DoctorOptions) -> Vec<(&'static str, S
         ),
         ("auth_service", auth, Kind::AuthService),
     ];
+    if let Some(sts) = super::sts_url(cfg, None) {
+        list.push(("aws_sts", sts, Kind::CloudService));
+    }
     for (name, var) in [
         (
             "aws_container_full_uri",
