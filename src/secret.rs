@@ -49,6 +49,24 @@ impl From<&str> for Secret {
     }
 }
 
+/// Read from a JSON string (credential files); there is deliberately no
+/// `Serialize`: a secret is only ever written on purpose, with [`Secret::expose`].
+/// A value that is not a string is an error that does not quote it.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::from).map_err(|e| {
+            let shown = e.to_string();
+            if shown.starts_with("missing field") {
+                e
+            } else {
+                serde::de::Error::custom(
+                    "expected a string (the value is not shown: it is a secret)",
+                )
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

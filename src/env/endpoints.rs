@@ -9,7 +9,8 @@
 //! | ECS container credentials host | `http://169.254.170.2` | `S2IAM_ECS_CREDENTIALS_ENDPOINT` |
 //! | GCE metadata | `http://metadata.google.internal` | `S2IAM_GCP_METADATA_ENDPOINT` (URL), `GCE_METADATA_HOST` (`host[:port]`) |
 //! | GCE detection probe | `http://169.254.169.254` (no DNS on the hot path) | `S2IAM_GCP_METADATA_ENDPOINT`, `GCE_METADATA_IP`, `GCE_METADATA_HOST` |
-//! | Google IAM Credentials | `https://iamcredentials.googleapis.com` | `S2IAM_GCP_IAMCREDENTIALS_ENDPOINT` |
+//! | Google IAM Credentials | `https://iamcredentials.googleapis.com` | `S2IAM_GCP_IAMCREDENTIALS_ENDPOINT` (a credential file's `service_account_impersonation_url` wins for it) |
+//! | Google STS, OAuth token endpoint, credential-source URLs | from the Google credential file (`token_url`, `token_uri`, `credential_source.url`...; `https://oauth2.googleapis.com/token` for an `authorized_user` file without one) | the file itself (see `provider::gcp::adc`) |
 //! | Azure IMDS | `http://169.254.169.254` | `S2IAM_AZURE_IMDS_ENDPOINT` |
 //! | Azure AD authority | `https://login.microsoftonline.com` | `AZURE_AUTHORITY_HOST` |
 //! | Azure App Service identity | — | `IDENTITY_ENDPOINT` (+ `IDENTITY_HEADER`) |

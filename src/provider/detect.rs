@@ -4,8 +4,11 @@
 //! variables its platform sets (listed in each provider's module), in the order
 //! AWS, GCP, Azure.
 //! Phase 2 probes every metadata service concurrently under one overall deadline;
-//! the first positive answer wins and the other probes are cancelled. When nothing
-//! answers, the error says per provider what was tried and why it failed.
+//! the first positive answer wins and the other probes are cancelled.
+//! Phase 3, when nothing answered: gcloud's application-default credentials file
+//! (a developer laptop) means GCP ([`GcpProvider::fallback_detect`]); it is ambient
+//! rather than chosen, so it never outranks a metadata service that answers.
+//! Otherwise the error says per provider what was tried and why it failed.
 
 use std::time::{Duration, Instant};
 
@@ -121,7 +124,17 @@ pub async fn detect_provider(
             });
         }
     }
-    probe_all(cfg, opts.timeout, start).await
+    match probe_all(cfg, opts.timeout, start).await {
+        Err(e) => match GcpProvider::fallback_detect(cfg) {
+            Some(evidence) => Ok(Detection {
+                provider: Provider::for_kind(CloudProvider::Gcp),
+                method: DetectionMethod::Environment(evidence),
+                elapsed: start.elapsed(),
+            }),
+            None => Err(e),
+        },
+        found => found,
+    }
 }
 
 /// Phase 1: the first provider with evidence in the environment.

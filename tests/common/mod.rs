@@ -140,3 +140,5 @@ pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
         .env("S2IAM_ALLOW_HTTP", "1");
     cmd
 }
+
+pub mod google;

@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 pub use api::{ApiConfig, ApiRecord, MockApi, MockApiServer};
 pub use auth::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
 pub use cloud::{
-    AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, ManagedIdentity,
-    MockCloud, ServiceAccount,
+    AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, GoogleServices,
+    ManagedIdentity, MockCloud, ServiceAccount, WorkloadIdentityPool,
 };
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use keys::KeySet;

@@ -712,7 +712,7 @@ async fn malformed_generate_id_token_requests_are_rejected() {
     }
     // Another method on the resource, or none at all.
     for path in [
-        format!("/v1/projects/-/serviceAccounts/{email}:generateAccessToken"),
+        format!("/v1/projects/-/serviceAccounts/{email}:signBlob"),
         format!("/v1/projects/-/serviceAccounts/{email}"),
     ] {
         let r = send(

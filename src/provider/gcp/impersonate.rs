@@ -20,7 +20,52 @@ use crate::Secret;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `email`'s ID token for `audience`, minted with the caller's `access` token.
+/// Where to ask for a service account's ID token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Target {
+    /// `.../v1/projects/-/serviceAccounts/{email}:generateIdToken`.
+    pub url: String,
+    /// The service account (for messages).
+    pub email: String,
+}
+
+impl Target {
+    /// `email` at the IAM Credentials API `base`.
+    pub fn at_base(base: &str, email: &str) -> Self {
+        Self {
+            url: format!(
+                "{}/v1/projects/-/serviceAccounts/{email}:generateIdToken",
+                base.trim_end_matches('/')
+            ),
+            email: email.to_string(),
+        }
+    }
+
+    /// From an `external_account` file's `service_account_impersonation_url`
+    /// (`.../serviceAccounts/{email}:generateAccessToken`): the same account's
+    /// `:generateIdToken`.
+    pub fn from_access_token_url(url: &url::Url) -> Result<Self, String> {
+        let path = url.path();
+        let (prefix, rest) = path
+            .rsplit_once("/serviceAccounts/")
+            .ok_or("expected .../projects/-/serviceAccounts/EMAIL:generateAccessToken")?;
+        let email = rest
+            .strip_suffix(":generateAccessToken")
+            .ok_or("expected it to end in :generateAccessToken")?;
+        let email = email.replace("%40", "@");
+        super::validate_service_account(&email).map_err(str::to_string)?;
+        let mut id_url = url.clone();
+        id_url.set_query(None);
+        id_url.set_path(&format!("{prefix}/serviceAccounts/{email}:generateIdToken"));
+        Ok(Self {
+            url: id_url.to_string(),
+            email,
+        })
+    }
+}
+
+/// `email`'s ID token for `audience`, minted with the caller's `access` token at
+/// the configured IAM Credentials endpoint.
 pub(super) async fn generate_id_token(
     cfg: &ProviderConfig,
     policy: &RetryPolicy,
@@ -28,20 +73,28 @@ pub(super) async fn generate_id_token(
     audience: &str,
     access: &Secret,
 ) -> Result<Secret, ProviderError> {
-    let url = format!(
-        "{}/v1/projects/-/serviceAccounts/{email}:generateIdToken",
-        cfg.endpoints.gcp_iamcredentials
-    );
+    let target = Target::at_base(&cfg.endpoints.gcp_iamcredentials, email);
+    generate_id_token_at(cfg, policy, &target.url, email, audience, access).await
+}
+
+/// `email`'s ID token for `audience` from `url` (a `:generateIdToken` URL).
+pub(super) async fn generate_id_token_at(
+    cfg: &ProviderConfig,
+    policy: &RetryPolicy,
+    url: &str,
+    email: &str,
+    audience: &str,
+    access: &Secret,
+) -> Result<Secret, ProviderError> {
     let body = serde_json::json!({"audience": audience, "includeEmail": true});
     retry(
         policy,
         |_| {
             let req = cfg
                 .http
-                .post(&url)
+                .post(url)
                 .header("Authorization", format!("Bearer {}", access.expose()))
                 .json(&body);
-            let url = &url;
             async move { classify(email, fetch(req, url, TIMEOUT).await) }
         },
         |g: GaveUp| upstream(email, g.to_string()),
@@ -117,7 +170,7 @@ fn google_message(reply: &Reply) -> String {
 fn hint(status: u16, email: &str) -> String {
     match status {
         403 => format!(
-            " (the instance's service account needs roles/iam.serviceAccountTokenCreator on {email})"
+            " (the caller (the instance's service account, the federated principal or the user) needs roles/iam.serviceAccountTokenCreator on {email}, or roles/iam.workloadIdentityUser for a workload identity pool)"
         ),
         404 => format!(" (does the service account {email} exist?)"),
         _ => String::new(),
@@ -155,6 +208,33 @@ mod tests {
             }
             _ => panic!("expected a final failure"),
         }
+    }
+
+    #[test]
+    fn impersonation_urls_become_generate_id_token_urls() {
+        let u = url::Url::parse("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken").unwrap();
+        let t = Target::from_access_token_url(&u).unwrap();
+        assert_eq!(t.email, "sa@p.iam.gserviceaccount.com");
+        assert_eq!(t.url, "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateIdToken");
+        let local = url::Url::parse("http://127.0.0.1:9/v1/projects/-/serviceAccounts/sa%40p.iam.gserviceaccount.com:generateAccessToken").unwrap();
+        assert_eq!(
+            Target::from_access_token_url(&local).unwrap().url,
+            "http://127.0.0.1:9/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateIdToken"
+        );
+        for bad in [
+            "https://x/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:signBlob",
+            "https://x/v1/other",
+            "https://x/v1/projects/-/serviceAccounts/a%2F..%2Fb@x.com:generateAccessToken",
+        ] {
+            assert!(
+                Target::from_access_token_url(&url::Url::parse(bad).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Target::at_base("http://h/", "e@x.com").url,
+            "http://h/v1/projects/-/serviceAccounts/e@x.com:generateIdToken"
+        );
     }
 
     #[test]

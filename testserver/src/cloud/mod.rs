@@ -10,6 +10,7 @@
 //! | `POST /` (form), `GET /?Action=`        | AWS STS query API                    | `sts`   |
 //! | `/computeMetadata/v1/...`               | GCE metadata server                  | `gcp`   |
 //! | `/v1/projects/-/serviceAccounts/{sa}:generateIdToken` | IAM Credentials API    | `gcp`   |
+//! | `POST /v1/token`, `POST /token`         | Google STS, Google OAuth token endpoint | `gcp` |
 //! | `/metadata/...`                         | Azure IMDS (instance, managed identity) | `azure` |
 //! | `/msi/token`                            | App Service / Container Apps identity endpoint | `azure` |
 //! | `POST /{tenant}/oauth2/v2.0/token`      | Azure AD (workload identity exchange) | `azure` |
@@ -53,6 +54,10 @@ pub struct CloudConfig {
     /// 15 minutes. See [`MockCloud::now_unix`].
     #[serde(default)]
     pub clock_offset_secs: i64,
+    /// Google's global services off GCE: workload identity federation, and who may
+    /// impersonate whom with IAM Credentials.
+    #[serde(default)]
+    pub google: GoogleServices,
 }
 
 impl CloudConfig {
@@ -64,6 +69,7 @@ impl CloudConfig {
             azure: None,
             token_ttl: Duration::from_secs(3600),
             clock_offset_secs: 0,
+            google: GoogleServices::default(),
         }
     }
 
@@ -209,6 +215,83 @@ impl Default for GcpIdentity {
     }
 }
 
+/// Google's global services as seen from outside GCE (a laptop, another cloud).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GoogleServices {
+    /// The workload identity pool Google STS federates; `None`: every exchange is
+    /// refused with `invalid_target`.
+    pub pool: Option<WorkloadIdentityPool>,
+    /// Service accounts that service-account keys and users (the OAuth token
+    /// endpoint's access tokens) may impersonate with `generateIdToken`.
+    pub impersonable: Vec<ServiceAccount>,
+}
+
+impl Default for GoogleServices {
+    fn default() -> Self {
+        Self {
+            pool: Some(WorkloadIdentityPool::default()),
+            impersonable: vec![ServiceAccount::new(
+                "s2iam-target@s2iam-test-project.iam.gserviceaccount.com",
+            )],
+        }
+    }
+}
+
+/// A workload identity pool with two providers: OIDC (tokens of the mock's
+/// Kubernetes issuer, EKS or AKS) and AWS (signed `GetCallerIdentity` requests
+/// from one account).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadIdentityPool {
+    /// The project the pool lives in.
+    pub project_number: String,
+    /// The pool id.
+    pub pool_id: String,
+    /// The OIDC provider's id.
+    pub oidc_provider_id: String,
+    /// The AWS provider's id.
+    pub aws_provider_id: String,
+    /// The AWS account the AWS provider trusts.
+    pub aws_account_id: String,
+    /// Service accounts every principal of the pool may impersonate
+    /// (`roles/iam.workloadIdentityUser` granted to the whole pool).
+    pub service_accounts: Vec<ServiceAccount>,
+}
+
+impl Default for WorkloadIdentityPool {
+    fn default() -> Self {
+        Self {
+            project_number: "123456789012".into(),
+            pool_id: "s2iam-pool".into(),
+            oidc_provider_id: "s2iam-oidc".into(),
+            aws_provider_id: "s2iam-aws".into(),
+            aws_account_id: AwsIdentity::default().account_id,
+            service_accounts: vec![ServiceAccount::new(
+                "s2iam-federated@s2iam-test-project.iam.gserviceaccount.com",
+            )],
+        }
+    }
+}
+
+impl WorkloadIdentityPool {
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/Q`:
+    /// the `audience` of an `external_account` file.
+    pub fn audience(&self, provider_id: &str) -> String {
+        format!(
+            "//iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{provider_id}",
+            self.project_number, self.pool_id
+        )
+    }
+
+    /// `principal://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/subject/`:
+    /// the prefix of every federated principal.
+    pub fn principal_prefix(&self) -> String {
+        format!(
+            "principal://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/subject/",
+            self.project_number, self.pool_id
+        )
+    }
+}
+
 /// An Azure VM and its managed identities.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AzureIdentity {
@@ -327,6 +410,7 @@ struct Inner {
     imds_tokens: Mutex<HashMap<String, u64>>,
     user_key: AwsCredential,
     gcp_access_tokens: gcp::AccessTokens,
+    google_oauth: gcp::oauth::OAuthState,
     aws: aws::AwsState,
     sts: aws::sts::StsState,
 }
@@ -358,6 +442,7 @@ impl MockCloud {
                 imds_tokens: Mutex::new(HashMap::new()),
                 user_key,
                 gcp_access_tokens: gcp::AccessTokens::default(),
+                google_oauth: Default::default(),
                 aws: Default::default(),
                 sts: Default::default(),
             }),
@@ -496,6 +581,11 @@ impl MockCloud {
     /// API can tell which service account a bearer token belongs to.
     pub fn gcp_access_tokens(&self) -> &gcp::AccessTokens {
         &self.inner.gcp_access_tokens
+    }
+
+    /// Service-account keys and users Google's OAuth token endpoint knows.
+    pub(crate) fn google_oauth(&self) -> &gcp::oauth::OAuthState {
+        &self.inner.google_oauth
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, HashMap<String, AwsCredential>> {

@@ -382,7 +382,11 @@ fn handle(
 }
 
 /// The signing credential, once its signature, session token and expiry check out.
-fn authenticate(cloud: &MockCloud, req: &SignedRequest<'_>) -> Result<AwsCredential, StsError> {
+/// Also how Google STS verifies an AWS subject token (`crate::cloud::gcp::sts`).
+pub(crate) fn authenticate(
+    cloud: &MockCloud,
+    req: &SignedRequest<'_>,
+) -> Result<AwsCredential, StsError> {
     let now = cloud.now_unix();
     let lookup = |akid: &str| cloud.credential(akid).map(|c| c.secret_access_key);
     let signer = sigv4::verify(req, "sts", lookup, now)?;

@@ -1,9 +1,7 @@
-//! The GCE metadata server and the IAM Credentials API, as a workload on a Compute
-//! Engine VM sees them.
+//! The GCE metadata server, `GET /computeMetadata/v1/...`, as a workload on a
+//! Compute Engine VM sees it.
 //!
-//! # Metadata server: `GET /computeMetadata/v1/...`
-//!
-//! Answers only while [`CloudConfig::gcp`](super::CloudConfig) is set; otherwise every
+//! Answers only while [`CloudConfig::gcp`](super::super::CloudConfig) is set; otherwise every
 //! path is a plain 404, as another cloud's metadata server would answer. Every request
 //! must carry `Metadata-Flavor: Google` and must not carry `X-Forwarded-For` (a proxied
 //! request is an SSRF symptom); either failure is a 403 with Google's HTML error page.
@@ -21,7 +19,7 @@
 //! - `instance/service-accounts/` lists `default/` and `{email}/`, each holding
 //!   `aliases`, `email`, `scopes`, `token` and `identity`:
 //!   - `token` → `{"access_token": "ya29.…", "expires_in": n, "token_type": "Bearer"}`
-//!     (JSON); the token is opaque, remembered in [`AccessTokens`] so IAM Credentials
+//!     (JSON); the token is opaque, remembered in [`AccessTokens`](super::AccessTokens) so IAM Credentials
 //!     can tell whose it is;
 //!   - `identity?audience=A[&format=standard|full][&licenses=TRUE|FALSE]` → an RS256
 //!     ID token (text) signed with the Google key: `iss` `https://accounts.google.com`,
@@ -32,39 +30,16 @@
 //!     `license_id` list. No audience → 400 `non-empty audience parameter required`.
 //!
 //!   With no service account the directory is empty and every path under it is a 404.
-//!
-//! # IAM Credentials: `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken`
-//!
-//! A global API, always served. `Authorization: Bearer` must hold an access token the
-//! metadata server minted or an ID token it minted (the reference Go client sends
-//! one), belonging to the instance's default service account. Body
-//! `{"audience": "...", "includeEmail"?: bool, "delegates"?: [...]}`; the target
-//! (email or unique id) and every delegate must be in `gcp.impersonable`. Returns
-//! `{"token": "<ID token>"}` with `azp` = `sub` = the target's unique id and `email`
-//! only when `includeEmail` is true. Errors use Google's JSON shape
-//! `{"error": {"code", "message", "status"}}`: 401 `UNAUTHENTICATED`,
-//! 403 `PERMISSION_DENIED`, 400 `INVALID_ARGUMENT`, 404 `NOT_FOUND`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{GcpIdentity, MockCloud, ServiceAccount};
-use crate::keys::KeyError;
+use super::super::{GcpIdentity, MockCloud, ServiceAccount};
+use super::{id_token_claims, lifetime, sign};
 use crate::util::{now_unix, percent_decode_path, query_param};
 
-/// `iss` of every Google ID token.
-pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
-/// Google never issues access or ID tokens that live longer than an hour.
-const MAX_TOKEN_LIFETIME_SECS: u64 = 3600;
 /// `instance_creation_timestamp` of the mock VM (the config has no such field).
 const INSTANCE_CREATION_TIMESTAMP: u64 = 1_700_000_000;
 /// The license of the mock VM's boot image (a Debian license id).
@@ -77,22 +52,6 @@ const SCOPES: [&str; 2] = [
 const TEXT: &str = "application/text";
 const JSON: &str = "application/json";
 const HTML: &str = "text/html; charset=UTF-8";
-
-/// The GCE metadata and IAM Credentials routes.
-pub fn routes() -> Router<MockCloud> {
-    Router::new()
-        .route("/computeMetadata", get(metadata))
-        .route("/computeMetadata/", get(metadata))
-        .route("/computeMetadata/{*path}", get(metadata))
-        .route(
-            "/v1/projects/-/serviceAccounts/{name}",
-            post(generate_id_token),
-        )
-}
-
-// ---------------------------------------------------------------------------
-// Public helpers
-// ---------------------------------------------------------------------------
 
 /// What the identity endpoint's `format` and `licenses` parameters ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,100 +73,6 @@ pub fn mint_id_token(cloud: &MockCloud, audience: &str, format: TokenFormat) -> 
     let sa = gcp.service_account.as_ref()?;
     let claims = metadata_id_token_claims(gcp, sa, audience, format, now_unix(), lifetime(cloud));
     sign(cloud, &claims).ok()
-}
-
-/// The ID token `generateIdToken` would return for `target`.
-pub fn mint_impersonated_id_token(
-    cloud: &MockCloud,
-    target: &ServiceAccount,
-    audience: &str,
-    include_email: bool,
-) -> Result<String, KeyError> {
-    let claims = id_token_claims(target, audience, include_email, now_unix(), lifetime(cloud));
-    sign(cloud, &claims)
-}
-
-/// OAuth access tokens the metadata server has minted, by token, so the IAM
-/// Credentials API can tell which service account a bearer token belongs to (real
-/// access tokens are opaque too). Never printed: the tokens are credentials.
-#[derive(Default)]
-pub struct AccessTokens {
-    tokens: Mutex<HashMap<String, (String, u64)>>,
-}
-
-impl std::fmt::Debug for AccessTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessTokens")
-            .field("count", &self.lock().len())
-            .finish()
-    }
-}
-
-impl AccessTokens {
-    /// Mints a token for `email` that lives `lifetime_secs`.
-    pub fn issue(&self, email: &str, lifetime_secs: u64) -> String {
-        let token = format!("ya29.c.{}", crate::util::random_hex(48));
-        let now = now_unix();
-        let mut tokens = self.lock();
-        tokens.retain(|_, (_, exp)| *exp > now);
-        tokens.insert(
-            token.clone(),
-            (email.to_string(), now.saturating_add(lifetime_secs)),
-        );
-        token
-    }
-
-    /// The service account a live token belongs to.
-    pub fn owner(&self, token: &str) -> Option<String> {
-        self.lock()
-            .get(token)
-            .filter(|(_, exp)| *exp > now_unix())
-            .map(|(email, _)| email.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, u64)>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Claims
-// ---------------------------------------------------------------------------
-
-/// Seconds a token lives: the configured TTL, capped like Google caps it.
-fn lifetime(cloud: &MockCloud) -> u64 {
-    cloud
-        .config()
-        .token_ttl
-        .as_secs()
-        .min(MAX_TOKEN_LIFETIME_SECS)
-}
-
-fn sign(cloud: &MockCloud, claims: &Value) -> Result<String, KeyError> {
-    cloud.keys().google.sign(claims)
-}
-
-/// The claims every Google-signed service-account ID token has.
-fn id_token_claims(
-    sa: &ServiceAccount,
-    audience: &str,
-    include_email: bool,
-    now: u64,
-    lifetime: u64,
-) -> Value {
-    let mut claims = json!({
-        "aud": audience,
-        "azp": sa.unique_id,
-        "exp": now.saturating_add(lifetime),
-        "iat": now,
-        "iss": GOOGLE_ISSUER,
-        "sub": sa.unique_id,
-    });
-    if include_email {
-        claims["email"] = json!(sa.email);
-        claims["email_verified"] = json!(true);
-    }
-    claims
 }
 
 /// An ID token from the metadata server: always with the email, and with the
@@ -432,7 +297,11 @@ fn lookup<'a>(tree: &'a Node, rel: &str) -> Lookup<'a> {
 // Metadata handlers
 // ---------------------------------------------------------------------------
 
-async fn metadata(State(cloud): State<MockCloud>, uri: Uri, headers: HeaderMap) -> Response {
+pub(super) async fn metadata(
+    State(cloud): State<MockCloud>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let config = cloud.config();
     let Some(gcp) = config.gcp.as_ref() else {
         return (StatusCode::NOT_FOUND, "Not Found\n").into_response();
@@ -601,194 +470,6 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-// ---------------------------------------------------------------------------
-// IAM Credentials
-// ---------------------------------------------------------------------------
-
-const UNAUTHENTICATED_MESSAGE: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
-const PERMISSION_DENIED_MESSAGE: &str =
-    "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct GenerateIdTokenRequest {
-    #[serde(default)]
-    audience: Option<String>,
-    #[serde(default)]
-    include_email: Option<bool>,
-    #[serde(default)]
-    delegates: Vec<String>,
-}
-
-/// Who a bearer token belongs to: an email for access tokens, a unique id (`sub`)
-/// for ID tokens.
-#[derive(Debug, PartialEq, Eq)]
-enum Caller {
-    Email(String),
-    UniqueId(String),
-}
-
-impl Caller {
-    fn is(&self, sa: &ServiceAccount) -> bool {
-        match self {
-            Caller::Email(e) => *e == sa.email,
-            Caller::UniqueId(id) => *id == sa.unique_id,
-        }
-    }
-}
-
-/// Google's error JSON.
-fn google_error(status: StatusCode, google_status: &str, message: &str) -> Response {
-    let body =
-        json!({"error": {"code": status.as_u16(), "message": message, "status": google_status}});
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        body.to_string(),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-        );
-    }
-    resp
-}
-
-fn unauthenticated() -> Response {
-    google_error(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHENTICATED",
-        UNAUTHENTICATED_MESSAGE,
-    )
-}
-
-fn permission_denied() -> Response {
-    google_error(
-        StatusCode::FORBIDDEN,
-        "PERMISSION_DENIED",
-        PERMISSION_DENIED_MESSAGE,
-    )
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The caller behind `Authorization: Bearer`, if the token is one this mock minted
-/// and still live.
-fn authenticate(cloud: &MockCloud, headers: &HeaderMap) -> Option<Caller> {
-    let token = bearer(headers)?;
-    if let Some(email) = cloud.gcp_access_tokens().owner(token) {
-        return Some(Caller::Email(email));
-    }
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_issuer(&[GOOGLE_ISSUER]);
-    validation.validate_aud = false;
-    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    let claims: Value = cloud.keys().google.verify(token, &validation).ok()?;
-    claims["sub"]
-        .as_str()
-        .map(|s| Caller::UniqueId(s.to_string()))
-}
-
-/// The impersonable account named by `name` (email or unique id).
-fn impersonable<'a>(gcp: &'a GcpIdentity, name: &str) -> Option<&'a ServiceAccount> {
-    gcp.impersonable
-        .iter()
-        .find(|sa| sa.email == name || sa.unique_id == name)
-}
-
-/// The target account, when the caller (who must be the instance's default account)
-/// may mint tokens for it and for every delegate in the chain.
-fn authorize<'a>(
-    gcp: &'a GcpIdentity,
-    caller: &Caller,
-    target: &str,
-    delegates: &[String],
-) -> Option<&'a ServiceAccount> {
-    let own = gcp.service_account.as_ref()?;
-    if !caller.is(own) {
-        return None;
-    }
-    for delegate in delegates {
-        let name = delegate
-            .strip_prefix("projects/-/serviceAccounts/")
-            .unwrap_or(delegate);
-        impersonable(gcp, name)?;
-    }
-    impersonable(gcp, target)
-}
-
-async fn generate_id_token(
-    State(cloud): State<MockCloud>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(("generateIdToken", target)) = name.rsplit_once(':').map(|(t, m)| (m, t)) else {
-        return google_error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "The requested method was not found on this service account resource.",
-        );
-    };
-    let Some(caller) = authenticate(&cloud, &headers) else {
-        return unauthenticated();
-    };
-    let request: GenerateIdTokenRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return google_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                &format!("Invalid JSON payload received. {e}"),
-            )
-        }
-    };
-    let config = cloud.config();
-    let Some(target) = config
-        .gcp
-        .as_ref()
-        .and_then(|gcp| authorize(gcp, &caller, target, &request.delegates))
-    else {
-        return permission_denied();
-    };
-    let audience = request.audience.unwrap_or_default();
-    if audience.is_empty() {
-        return google_error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "Request contains an invalid argument: audience is required.",
-        );
-    }
-    let include_email = request.include_email.unwrap_or(false);
-    let claims = id_token_claims(
-        target,
-        &audience,
-        include_email,
-        now_unix(),
-        lifetime(&cloud),
-    );
-    match sign(&cloud, &claims) {
-        Ok(token) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-            json!({ "token": token }).to_string(),
-        )
-            .into_response(),
-        Err(_) => google_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error encountered.",
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,40 +558,5 @@ mod tests {
         assert_eq!(ce["license_id"], json!([LICENSE_ID]));
         let standard = id_token_claims(&sa, "aud", false, 100, 60);
         assert!(standard.get("email").is_none() && standard.get("google").is_none());
-    }
-
-    #[test]
-    fn authorization_requires_the_default_account_and_an_impersonable_target() {
-        let g = gcp();
-        let own = g.service_account.clone().unwrap();
-        let target = g.impersonable[0].clone();
-        let caller = Caller::Email(own.email.clone());
-        assert_eq!(authorize(&g, &caller, &target.email, &[]), Some(&target));
-        assert_eq!(
-            authorize(&g, &caller, &target.unique_id, &[]),
-            Some(&target)
-        );
-        assert_eq!(
-            authorize(&g, &caller, "other@x.iam.gserviceaccount.com", &[]),
-            None
-        );
-        assert_eq!(
-            authorize(&g, &Caller::UniqueId("1".into()), &target.email, &[]),
-            None
-        );
-        assert_eq!(
-            authorize(&g, &caller, &target.email, &["nobody@x".to_string()]),
-            None
-        );
-    }
-
-    #[test]
-    fn access_tokens_expire_and_debug_hides_them() {
-        let tokens = AccessTokens::default();
-        let live = tokens.issue("a@b", 60);
-        let dead = tokens.issue("c@d", 0);
-        assert_eq!(tokens.owner(&live).as_deref(), Some("a@b"));
-        assert_eq!(tokens.owner(&dead), None);
-        assert!(!format!("{tokens:?}").contains(&live));
     }
 }
