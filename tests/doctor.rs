@@ -664,3 +664,54 @@ async fn the_identity_format_preference_changes_the_predicted_sub_as_it_changes_
         .starts_with("arn:aws:sts::123456789012:assumed-role/s2iam-test-role/"));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_federation_names_its_credential_file_and_subject_token() {
+    use common::google;
+    let server = mocks(CloudConfig::none()).await;
+    let dir = common::temp_dir("doctor-wif");
+    let subject = server
+        .cloud()
+        .mint_federation_subject_token("system:serviceaccount:default:app")
+        .unwrap();
+    let subject_path = dir.join("subject");
+    std::fs::write(&subject_path, &subject).unwrap();
+    let file = google::external_account(
+        &server,
+        &google::oidc_audience(&server),
+        google::JWT,
+        serde_json::json!({ "file": subject_path }),
+        true,
+    );
+    let path = google::write_json(&dir, "wif.json", &file);
+    let env = [("GOOGLE_APPLICATION_CREDENTIALS", path.to_str().unwrap())];
+    let run = doctor(&server, &env, &[]);
+    assert_eq!(run.code, 0, "{:#}", run.json);
+    assert_eq!(run.json["outcome"]["provider"], "gcp");
+    assert_eq!(run.json["outcome"]["detected_by"], "environment");
+    let files = run.message("token_files");
+    assert!(files.contains("type=external_account"), "{files}");
+    assert!(files.contains("credential_source.file"), "{files}");
+    assert!(files.contains("exp="), "{files}");
+    assert!(!run.json.to_string().contains(&subject));
+    assert!(
+        run.message("credentials")
+            .starts_with("external_account (file) from GOOGLE_APPLICATION_CREDENTIALS="),
+        "{:#}",
+        run.check("credentials")
+    );
+    assert_eq!(
+        run.status("metadata"),
+        "skip",
+        "{:#}",
+        run.check("metadata")
+    );
+    assert_eq!(run.json["outcome"]["identity_format"], "gcp-sa-email");
+    assert_eq!(
+        run.json["outcome"]["sub"],
+        google::federated_account().email.as_str()
+    );
+    assert_eq!(run.json["outcome"]["sub"], real_sub_with(&server, &env));
+    std::fs::remove_dir_all(&dir).ok();
+    server.shutdown().await;
+}

@@ -195,17 +195,15 @@ fn bearer_source(p: &Provider, identity: &CloudIdentity) -> (String, bool) {
         .or_else(|| identity.additional_claims.get("credential_source"))
         .cloned();
     match (p, claimed) {
-        (Provider::Gcp(g), claimed) => {
-            let base = claimed.unwrap_or_else(|| "metadata server".into());
-            let uses_metadata = base.contains("metadata");
-            match g.impersonation_target() {
-                Some(sa) => (
-                    format!("{base}, then generateIdToken as {sa}"),
-                    uses_metadata,
-                ),
-                None => (base, uses_metadata),
-            }
+        // The provider names the file or the metadata server, impersonation included.
+        (Provider::Gcp(_), Some(src)) => {
+            let uses_metadata = src.starts_with("GCE metadata server");
+            (src, uses_metadata)
         }
+        (Provider::Gcp(g), None) => match g.impersonation_target() {
+            Some(sa) => (format!("GCE metadata server, impersonating {sa}"), true),
+            None => ("GCE metadata server".into(), true),
+        },
         (_, Some(src)) => {
             let uses_metadata = src == "imds";
             let shown = match src.as_str() {
