@@ -432,6 +432,28 @@ async fn a_clock_ten_minutes_off_fails_and_two_minutes_warns() {
     // The auth service's clock is right: it shows as such.
     assert_eq!(check["details"]["skew.auth_service"], "+0");
     assert!(check["fix"].as_str().unwrap().contains("chrony"));
+    // s2iam measured the skew from STS and signs with the correction, as the SDKs do.
+    let correction: i64 = check["details"]["aws_sigv4_correction"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((599..=601).contains(&correction), "{check:#}");
+    assert!(message.contains("signs AWS requests"), "{check:#}");
+    assert_eq!(run.code, 1);
+    server.shutdown().await;
+
+    // 20 minutes: STS refuses the first signature; the corrected retry works, so
+    // the credentials pass while the clock still fails.
+    let server = mocks(CloudConfig::aws().with_clock_offset(1200)).await;
+    let run = doctor(&server, &[], &[]);
+    assert_eq!(run.status("clock_skew"), "fail");
+    assert_eq!(
+        run.status("credentials"),
+        "pass",
+        "{:#}",
+        run.check("credentials")
+    );
     assert_eq!(run.code, 1);
     server.shutdown().await;
 

@@ -81,8 +81,22 @@ pub async fn sts_date(
     DateSample::from_header("aws_sts", reply.header("date"), cfg.clock.now())
 }
 
-/// The verdict on every sample: the largest skew decides.
-pub fn check(samples: &[DateSample]) -> Check {
+/// The verdict on every sample: the largest skew decides. `sigv4_correction`:
+/// the offset s2iam's AWS signing applies (measured from STS, as the SDKs do).
+pub fn check(samples: &[DateSample], sigv4_correction: i64) -> Check {
+    let c = verdict(samples);
+    if sigv4_correction == 0 {
+        return c;
+    }
+    let mut c = c.detail("aws_sigv4_correction", format!("{sigv4_correction:+}"));
+    c.message = format!(
+        "{}; s2iam signs AWS requests {sigv4_correction:+} s off its clock to match STS (as the AWS SDKs do)",
+        c.message
+    );
+    c
+}
+
+fn verdict(samples: &[DateSample]) -> Check {
     let Some(worst) = samples.iter().max_by_key(|s| s.skew_secs().unsigned_abs()) else {
         return Check::skip(ID, "no service answered with a Date header to compare with");
     };
@@ -142,16 +156,18 @@ mod tests {
 
     #[test]
     fn thresholds() {
-        assert_eq!(check(&[]).status, Status::Skip);
+        assert_eq!(check(&[], 0).status, Status::Skip);
         assert_eq!(
-            check(&[sample("a", 1), sample("b", -59)]).status,
+            check(&[sample("a", 1), sample("b", -59)], 0).status,
             Status::Pass
         );
-        let c = check(&[sample("a", 1), sample("aws_sts", -120)]);
+        let c = check(&[sample("a", 1), sample("aws_sts", -120)], 0);
         assert_eq!(c.status, Status::Warn);
         assert!(c.message.contains("120 s ahead of aws_sts"), "{c:?}");
-        let c = check(&[sample("auth_service", 600)]);
+        let c = check(&[sample("auth_service", 600)], 600);
         assert_eq!(c.status, Status::Fail);
+        assert!(c.message.contains("signs AWS requests +600 s"), "{c:?}");
+        assert_eq!(c.details["aws_sigv4_correction"], "+600");
         assert!(c.message.contains("600 s behind"), "{c:?}");
         assert_eq!(c.details["skew.auth_service"], "+600");
         assert!(c.fix.is_some());

@@ -207,9 +207,15 @@ fn bearer_source(p: &Provider, identity: &CloudIdentity) -> (String, bool) {
         (_, Some(src)) => {
             let uses_metadata = src == "imds";
             let shown = match src.as_str() {
-                "imds" => "Azure IMDS managed identity".to_string(),
-                "app-service" => "App Service identity endpoint".to_string(),
-                "workload-identity" => "AKS workload identity (federated token)".to_string(),
+                "imds" => "the VM's managed identity (IMDS)".to_string(),
+                "app-service" => "App Service managed identity (IDENTITY_ENDPOINT)".to_string(),
+                "workload-identity" => {
+                    "AKS workload identity (AZURE_FEDERATED_TOKEN_FILE)".to_string()
+                }
+                "azure-arc" => "Azure Arc managed identity (the Arc agent)".to_string(),
+                "msi-endpoint" => "legacy managed identity endpoint (MSI_ENDPOINT)".to_string(),
+                "cloud-shell" => "Cloud Shell managed identity (MSI_ENDPOINT)".to_string(),
+                "azure-cli" => "the Azure CLI's login".to_string(),
                 other => other.to_string(),
             };
             (shown, uses_metadata)

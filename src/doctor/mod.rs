@@ -290,7 +290,12 @@ pub async fn run(cfg: &ProviderConfig, opts: &DoctorOptions) -> Report {
             dates.push(d);
         }
     }
-    checks.push(clock::check(&dates).timed(started));
+    let correction = if provider == Some(CloudProvider::Aws) {
+        cfg.aws_clock_skew.reading().correction_secs
+    } else {
+        0
+    };
+    checks.push(clock::check(&dates, correction).timed(started));
     checks.push(auth_check);
 
     Report { checks, outcome }
@@ -302,7 +307,7 @@ pub(crate) fn sts_url(cfg: &ProviderConfig, region: Option<&str>) -> Option<Stri
     let region = region
         .map(str::to_owned)
         .or_else(|| crate::provider::aws::region_from_env(cfg));
-    Some(cfg.endpoints.sts_for(region.as_deref()))
+    cfg.endpoints.sts(region.as_deref()).ok().map(|e| e.url)
 }
 
 /// `d` in whole milliseconds (saturating).

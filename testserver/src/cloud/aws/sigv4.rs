@@ -271,6 +271,13 @@ struct ParsedAuthorization {
     signature: Vec<u8>,
 }
 
+/// The region of the credential scope in a request's `Authorization` header.
+pub fn scope_region(headers: &HeaderMap) -> Option<String> {
+    let value = authorization_header(headers).ok()?;
+    let parsed = parse_authorization(&value).ok()?;
+    Some(parsed.scope.region)
+}
+
 fn authorization_header(headers: &HeaderMap) -> Result<String, SigV4Error> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -587,18 +594,11 @@ fn canonical_uri(path: &str) -> String {
     out
 }
 
-/// Parameters percent-decoded, re-encoded strictly and sorted by name then value.
+/// Parameters form-decoded (`%XX`, and `+` as a space, as the AWS SDKs read them),
+/// re-encoded strictly and sorted by name then value.
 fn canonical_query(raw_query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                uri_encode(&crate::util::percent_decode(k)),
-                uri_encode(&crate::util::percent_decode(v)),
-            )
-        })
+    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())
+        .map(|(k, v)| (uri_encode(k.as_bytes()), uri_encode(v.as_bytes())))
         .collect();
     pairs.sort();
     pairs
@@ -1167,7 +1167,8 @@ mod tests {
             canonical_query("k=a%2fb&s=x%20y&flag"),
             "flag=&k=a%2Fb&s=x%20y"
         );
-        assert_eq!(canonical_query("p=a+b"), "p=a%2Bb");
+        // `+` is a space to the SDKs' signers (aws-sigv4, the Go SDK's), as in forms.
+        assert_eq!(canonical_query("p=a+b&q=a%2Bb"), "p=a%20b&q=a%2Bb");
         assert_eq!(canonical_query("bad=%zz%"), "bad=%25zz%25");
         assert_eq!(canonical_header_value("  a   b \t c "), "a b c");
     }
