@@ -900,6 +900,17 @@ mod tests {
         body: &[u8],
         now: u64,
     ) -> Result<VerifiedSigner, SigV4Error> {
+        verify_pairs_as(pairs, body, now, "sts", example_lookup)
+    }
+
+    /// `POST /` with these headers and body, verified for `service` with `lookup`.
+    fn verify_pairs_as(
+        pairs: &[(String, String)],
+        body: &[u8],
+        now: u64,
+        service: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<VerifiedSigner, SigV4Error> {
         let map = header_map(pairs);
         let req = SignedRequest {
             method: "POST",
@@ -908,7 +919,7 @@ mod tests {
             headers: &map,
             body,
         };
-        verify(&req, "sts", example_lookup, now)
+        verify(&req, service, lookup, now)
     }
 
     fn replace(pairs: &mut [(String, String)], name: &str, value: &str) {
@@ -1029,17 +1040,10 @@ mod tests {
     fn wrong_secret_and_unknown_key() {
         let now = 1_800_000_000;
         let (pairs, body) = signed_sts_request(now);
-        let map = header_map(&pairs);
-        let req = SignedRequest {
-            method: "POST",
-            path: "/",
-            raw_query: "",
-            headers: &map,
-            body: &body,
-        };
-        let err = verify(&req, "sts", |_| Some("not-the-secret".into()), now).unwrap_err();
+        let err = verify_pairs_as(&pairs, &body, now, "sts", |_| Some("not-the-secret".into()))
+            .unwrap_err();
         assert_eq!(err.code(), "SignatureDoesNotMatch");
-        let err = verify(&req, "sts", |_| None, now).unwrap_err();
+        let err = verify_pairs_as(&pairs, &body, now, "sts", |_| None).unwrap_err();
         assert_eq!(err, SigV4Error::InvalidClientTokenId);
         assert_eq!(err.status(), 403);
     }
@@ -1048,15 +1052,7 @@ mod tests {
     fn wrong_service_in_scope() {
         let now = 1_800_000_000;
         let (pairs, body) = signed_sts_request(now);
-        let map = header_map(&pairs);
-        let req = SignedRequest {
-            method: "POST",
-            path: "/",
-            raw_query: "",
-            headers: &map,
-            body: &body,
-        };
-        let err = verify(&req, "iam", example_lookup, now).unwrap_err();
+        let err = verify_pairs_as(&pairs, &body, now, "iam", example_lookup).unwrap_err();
         assert_eq!(err.code(), "SignatureDoesNotMatch");
         assert!(err.to_string().contains("'iam'"));
     }
