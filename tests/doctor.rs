@@ -737,3 +737,51 @@ async fn google_federation_names_its_credential_file_and_subject_token() {
     std::fs::remove_dir_all(&dir).ok();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_config_profile_chain_is_named_in_full() {
+    let server = mocks(CloudConfig::aws()).await;
+    let dir = common::temp_dir("doctor-profile");
+    let user = server.cloud().user_key();
+    let role = "arn:aws:iam::123456789012:role/profile-app";
+    std::fs::write(
+        dir.join("config"),
+        format!("[profile app]\nrole_arn = {role}\nsource_profile = base\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("credentials"),
+        format!(
+            "[base]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            user.access_key_id, user.secret_access_key
+        ),
+    )
+    .unwrap();
+    let run = doctor(
+        &server,
+        &[
+            ("AWS_PROFILE", "app"),
+            ("AWS_CONFIG_FILE", dir.join("config").to_str().unwrap()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("credentials").to_str().unwrap(),
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.status("credentials"),
+        "pass",
+        "{:#}",
+        run.check("credentials")
+    );
+    let message = run.message("credentials");
+    assert!(
+        message.contains("profile `app`") && message.contains("source_profile `base`"),
+        "{message}"
+    );
+    assert!(!run.json.to_string().contains(&user.secret_access_key));
+    assert_eq!(run.json["outcome"]["sub"], role);
+    assert_eq!(run.code, 0, "{:#}", run.json);
+    server.shutdown().await;
+}

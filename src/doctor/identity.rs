@@ -104,7 +104,7 @@ async fn run_aws(cfg: &ProviderConfig, opts: &DoctorOptions, p: &AwsProvider) ->
         }
         Some(Ok(s)) => s,
     };
-    let mut source = session.source.to_string();
+    let mut source = session.source_detail.clone();
     if let Some(role) = p.role_arn() {
         source.push_str(&format!(", then AssumeRole into {role}"));
     }
@@ -115,7 +115,7 @@ async fn run_aws(cfg: &ProviderConfig, opts: &DoctorOptions, p: &AwsProvider) ->
             let mut f = Found::failed(Check::fail(
                 ID,
                 format!("credentials from {source}, but STS GetCallerIdentity failed: {e}"),
-                "check the clock_skew check (SigV4 allows 5 minutes) and that STS is reachable",
+                "see the clock_skew check (STS refuses a signature 15 minutes off its clock) and check that STS is reachable",
             ));
             f.source = Some(source);
             return f;
