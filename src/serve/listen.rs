@@ -42,7 +42,7 @@ use crate::config::ConnLimits;
 
 use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::limits::Caller;
-use super::routes;
+use super::{hot, routes};
 use super::{AppState, ServeError};
 use crate::logging::field;
 
@@ -191,6 +191,13 @@ trait Accept: Send + 'static {
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
     /// The uid whose per-uid connection cap applies, if any.
     fn uid(peer: &Self::Peer) -> Option<u32>;
+    /// Whether a request to a token route passes this listener's caller check
+    /// (for the hot path; a refusal is answered and logged by the router's check).
+    fn token_caller_allowed(
+        state: &AppState,
+        peer: &Self::Peer,
+        req: &hyper::Request<Incoming>,
+    ) -> bool;
 }
 
 struct UnixAccept(UnixListener);
@@ -211,6 +218,13 @@ impl Accept for UnixAccept {
     fn uid(peer: &UnixPeer) -> Option<u32> {
         peer.uid
     }
+    fn token_caller_allowed(
+        state: &AppState,
+        peer: &UnixPeer,
+        _: &hyper::Request<Incoming>,
+    ) -> bool {
+        unix_peer_allowed(state, peer)
+    }
 }
 
 struct TcpAccept(TcpListener);
@@ -226,6 +240,13 @@ impl Accept for TcpAccept {
     }
     fn uid(_: &SocketAddr) -> Option<u32> {
         None
+    }
+    fn token_caller_allowed(
+        state: &AppState,
+        _: &SocketAddr,
+        req: &hyper::Request<Incoming>,
+    ) -> bool {
+        tcp_host_allowed(state, req.headers()).is_ok() && tcp_bearer_ok(state, req.headers())
     }
 }
 
@@ -345,7 +366,7 @@ async fn serve<A: Accept>(
                     warned_full = false;
                     warned_uid = false;
                 }
-                conns.spawn(connection(io, peer, app.clone(), limits.clone(), conn_stopped.clone(), slot));
+                conns.spawn(connection::<A>(io, peer, app.clone(), state.clone(), conn_stopped.clone(), slot));
             }
         }
     }
@@ -368,17 +389,15 @@ async fn serve<A: Accept>(
 }
 
 /// Serves one connection until it closes, times out or is shut down.
-async fn connection<I, P>(
-    io: I,
-    peer: P,
+async fn connection<A: Accept>(
+    io: A::Io,
+    peer: A::Peer,
     app: Router,
-    limits: ConnLimits,
+    state: Arc<AppState>,
     mut stopped: watch::Receiver<bool>,
     _slot: Slot,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    P: Clone + Send + Sync + 'static,
-{
+) {
+    let limits = &state.config.listen.limits;
     let activity = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let io = TokioIo::new(Activity {
@@ -386,9 +405,16 @@ async fn connection<I, P>(
         started,
         last: activity.clone(),
     });
+    let hot_state = state.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // A cached token for an allowed caller: answered without the router.
+        if A::token_caller_allowed(&hot_state, &peer, &req) {
+            if let Some(resp) = hot::answer(&hot_state, &req) {
+                return Answer::Hot(Some(resp));
+            }
+        }
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        app.clone().oneshot(req)
+        Answer::Router(Box::pin(app.clone().oneshot(req)))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -419,6 +445,36 @@ async fn connection<I, P>(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The body of an answer: from the hot path, or the router's.
+type AnswerBody = http_body_util::Either<http_body_util::Full<axum::body::Bytes>, axum::body::Body>;
+
+/// The future of one request's answer: ready at once on the hot path (no
+/// allocation), the router's (boxed) otherwise.
+enum Answer {
+    Hot(Option<hyper::Response<http_body_util::Full<axum::body::Bytes>>>),
+    Router(Pin<Box<tower::util::Oneshot<Router, hyper::Request<Incoming>>>>),
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<AnswerBody>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Hot(resp) => match resp.take() {
+                Some(resp) => Poll::Ready(Ok(resp.map(http_body_util::Either::Left))),
+                // Polled again after it answered: hyper never does; answer empty.
+                None => Poll::Ready(Ok(hyper::Response::new(http_body_util::Either::Right(
+                    axum::body::Body::empty(),
+                )))),
+            },
+            Answer::Router(fut) => fut
+                .as_mut()
+                .poll(cx)
+                .map(|r| r.map(|resp| resp.map(http_body_util::Either::Right))),
         }
     }
 }
@@ -494,14 +550,52 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
+/// The Unix-socket caller check: the peer's uid is in `listen.allowed_uids`
+/// (when that is set).
+fn unix_peer_allowed(state: &AppState, peer: &UnixPeer) -> bool {
+    let allowed = &state.config.listen.allowed_uids;
+    allowed.is_empty() || peer.uid.is_some_and(|uid| allowed.contains(&uid))
+}
+
+/// The TCP Host check (against DNS rebinding): exactly one `Host` header naming a
+/// loopback address, unless the listener is bound to a non-loopback address.
+/// `Err` carries the refused Host, for the log.
+fn tcp_host_allowed<'h>(
+    state: &AppState,
+    headers: &'h axum::http::HeaderMap,
+) -> Result<(), &'h str> {
+    let mut hosts = headers.get_all(axum::http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().unwrap_or(""),
+        // None or several: never a loopback name.
+        _ => "",
+    };
+    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
+        return Err(host);
+    }
+    Ok(())
+}
+
+/// The TCP bearer check: the exact `listen.tcp_token_file` token, when one is set.
+fn tcp_bearer_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(expected) = &state.tcp_token else {
+        return true;
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.expose().as_bytes())
+}
+
 async fn check_unix_peer(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<UnixPeer>,
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = &state.config.listen.allowed_uids;
-    if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
+    if !unix_peer_allowed(&state, &peer) {
         crate::refusal!(state.refusals, uid = ?peer.uid, pid = ?peer.pid, path = %field(req.uri().path()), "refused unix-socket caller");
         return api_error(
             axum::http::StatusCode::FORBIDDEN,
@@ -522,13 +616,7 @@ async fn check_tcp_caller(
     next: Next,
 ) -> Response {
     use axum::http::StatusCode;
-    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h.to_str().unwrap_or(""),
-        // None or several: never a loopback name.
-        _ => "",
-    };
-    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
+    if let Err(host) = tcp_host_allowed(&state, req.headers()) {
         crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
@@ -543,21 +631,13 @@ async fn check_tcp_caller(
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
-    if let Some(expected) = &state.tcp_token {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-            crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
-            return api_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send Authorization: Bearer <token from listen.tcp_token_file>",
-            );
-        }
+    if !tcp_bearer_ok(&state, req.headers()) {
+        crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token from listen.tcp_token_file>",
+        );
     }
     next.run(req).await
 }
