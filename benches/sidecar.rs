@@ -233,7 +233,14 @@ async fn run() {
         );
     }
     let external = if std::env::var("BENCH_WRK").is_ok_and(|v| v == "1") {
-        wrk_rounds(port, base_port, &conn_counts, rounds, secs)
+        wrk_rounds(
+            (port, pid),
+            (base_port, base_pid),
+            &conn_counts,
+            rounds,
+            secs,
+            tick,
+        )
     } else {
         serde_json::Value::Null
     };
@@ -320,18 +327,19 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 /// The same comparison with an external load generator (`wrk`, TCP only: it has
 /// no Unix-socket mode), so the figures do not depend on this file's client.
 fn wrk_rounds(
-    port: u16,
-    base_port: u16,
+    (port, pid): (u16, u32),
+    (base_port, base_pid): (u16, u32),
     conn_counts: &[usize],
     rounds: usize,
     secs: u64,
+    tick: f64,
 ) -> serde_json::Value {
     let mut out = Vec::new();
     for &c in conn_counts {
         let (mut base, mut side) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            base.push(wrk(base_port, c, secs));
-            side.push(wrk(port, c, secs));
+            base.push(wrk(base_port, base_pid, c, secs, tick));
+            side.push(wrk(port, pid, c, secs, tick));
         }
         let (base, side): (Vec<_>, Vec<_>) = (
             base.into_iter().flatten().collect(),
@@ -342,9 +350,13 @@ fn wrk_rounds(
             return serde_json::Value::Null;
         }
         let ratio = median_f64(side.iter().zip(&base).map(|(s, b)| s.0 / b.0).collect());
-        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
-            median_f64(v.iter().map(f).collect())
-        };
+        let cpu_ratio = median_f64(
+            side.iter()
+                .zip(&base)
+                .map(|(s, b)| s.3 / b.3.max(f64::MIN_POSITIVE))
+                .collect(),
+        );
+        let med = |v: &[WrkResult], f: fn(&WrkResult) -> f64| median_f64(v.iter().map(f).collect());
         let (s_rps, s_p50, s_p99) = (
             med(&side, |r| r.0),
             med(&side, |r| r.1),
@@ -355,21 +367,27 @@ fn wrk_rounds(
             med(&base, |r| r.1),
             med(&base, |r| r.2),
         );
+        let (s_cpu, b_cpu) = (med(&side, |r| r.3), med(&base, |r| r.3));
         println!(
-            "wrk {c:>3} conns tcp: sidecar {s_rps:>9.0} req/s p50 {s_p50:.0} µs p99 {s_p99:.0} µs | baseline {b_rps:>9.0} req/s p50 {b_p50:.0} µs p99 {b_p99:.0} µs | ratio {ratio:.2} (medians of {rounds} interleaved rounds)"
+            "wrk {c:>3} conns tcp: sidecar {s_rps:>9.0} req/s p50 {s_p50:.0} µs p99 {s_p99:.0} µs CPU {s_cpu:.1} µs/req | baseline {b_rps:>9.0} req/s p50 {b_p50:.0} µs p99 {b_p99:.0} µs CPU {b_cpu:.1} µs/req | throughput ratio {ratio:.2}, CPU per request ratio {cpu_ratio:.2} (medians of {rounds} interleaved rounds)"
         );
         out.push(serde_json::json!({
             "connections": c,
-            "sidecar": {"rps": s_rps, "p50_us": s_p50, "p99_us": s_p99},
-            "baseline": {"rps": b_rps, "p50_us": b_p50, "p99_us": b_p99},
+            "sidecar": {"rps": s_rps, "p50_us": s_p50, "p99_us": s_p99, "cpu_us_per_req": s_cpu},
+            "baseline": {"rps": b_rps, "p50_us": b_p50, "p99_us": b_p99, "cpu_us_per_req": b_cpu},
             "ratio": ratio,
+            "cpu_ratio": cpu_ratio,
         }));
     }
     serde_json::Value::Array(out)
 }
 
-/// One `wrk` run: (requests/s, p50 µs, p99 µs).
-fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
+/// One `wrk` run: (requests/s, p50 µs, p99 µs, server CPU µs per request).
+type WrkResult = (f64, f64, f64, f64);
+
+/// One `wrk` run against the server on `port`, process `pid`.
+fn wrk(port: u16, pid: u32, conns: usize, secs: u64, tick: f64) -> Option<WrkResult> {
+    let cpu_before = cpu_ticks(pid);
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -382,7 +400,14 @@ fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
         ])
         .output()
         .ok()?;
+    let cpu = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / tick;
     let text = String::from_utf8_lossy(&out.stdout);
+    // "  123456 requests in 3.00s, 45.6MB read"
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())?;
     let field = |prefix: &str| {
         text.lines()
             .map(str::trim)
@@ -407,6 +432,7 @@ fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
         field("Requests/sec:")?.parse().ok()?,
         micros(field("50%")?)?,
         micros(field("99%")?)?,
+        cpu * 1e6 / requests.max(1.0),
     ))
 }
 

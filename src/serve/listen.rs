@@ -8,9 +8,13 @@
 //! `Authorization: Bearer <token>` (except on the AWS routes, which take the raw
 //! container-credentials token instead; see [`super::aws`]).
 //!
-//! Every connection is bounded (see `ConnLimits`): hyper's header-read timeout
-//! and header-size limit, an idle timeout, a cap per listener and per peer uid;
-//! shutdown waits for in-flight requests at most `listen.shutdown_timeout`.
+//! Every connection is bounded (see `ConnLimits`): a header-read timeout (a
+//! request head, or the next one on a keep-alive connection, must arrive within
+//! it), hyper's header-size limit, an idle timeout, a cap per listener and per
+//! peer uid; shutdown waits for in-flight requests at most
+//! `listen.shutdown_timeout`. Both timeouts are checked by the connection's own
+//! periodic tick, not by a timer per request (hyper's header-read timer put an
+//! allocation and two timer-wheel updates on every request).
 //!
 //! A socket file left behind by a crashed sidecar is replaced; one that a live
 //! sidecar still answers on, or a path that is not a socket, is an error.
@@ -32,7 +36,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -398,38 +402,40 @@ async fn connection<A: Accept>(
     _slot: Slot,
 ) {
     let limits = &state.config.listen.limits;
-    let activity = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let progress = Arc::new(Progress::default());
     let io = TokioIo::new(Activity {
         inner: io,
-        started,
-        last: activity.clone(),
+        progress: progress.clone(),
     });
     let hot_state = state.clone();
+    let service_progress = progress.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        service_progress.begun.fetch_add(1, Ordering::Relaxed);
         // A cached token for an allowed caller: answered without the router.
         if A::token_caller_allowed(&hot_state, &peer, &req) {
             if let Some(resp) = hot::answer(&hot_state, &req) {
+                service_progress.answered.fetch_add(1, Ordering::Relaxed);
                 return Answer::Hot(Some(resp));
             }
         }
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        Answer::Router(Box::pin(app.clone().oneshot(req)))
+        Answer::Router(Box::pin(app.clone().oneshot(req)), service_progress.clone())
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192).saturating_mul(2))
         .max_header_size(limits.max_header_bytes);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    // Both timeouts are judged at this tick: a connection is closed at most one
+    // tick after its timeout, never before.
     let check = limits
         .idle_timeout
-        .checked_div(4)
+        .min(limits.header_read_timeout)
+        .checked_div(8)
         .unwrap_or_default()
         .max(Duration::from_millis(10));
-    let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut watch = Watch::new(&progress);
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -439,9 +445,8 @@ async fn connection<A: Accept>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(check) => {
-                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if now.saturating_sub(activity.load(Ordering::Relaxed)) >= idle_ms {
-                    tracing::debug!("closing idle connection");
+                if let Some(why) = watch.expired(&progress, limits) {
+                    tracing::debug!("closing connection: {why}");
                     return;
                 }
             }
@@ -449,14 +454,76 @@ async fn connection<A: Accept>(
     }
 }
 
+/// What a connection has done, counted as it happens (plain counters: one
+/// connection's task touches them, no clock is read per request).
+#[derive(Default)]
+struct Progress {
+    /// Reads and writes that moved bytes.
+    moved: AtomicU64,
+    /// Requests whose head was read (handed to the service).
+    begun: AtomicU64,
+    /// Requests answered.
+    answered: AtomicU64,
+}
+
+/// The tick's view of a connection: since when nothing has moved, and since when
+/// it has been waiting for a request head.
+struct Watch {
+    moved: u64,
+    still_since: Instant,
+    answered: u64,
+    waiting_since: Instant,
+}
+
+impl Watch {
+    fn new(progress: &Progress) -> Self {
+        let now = Instant::now();
+        Self {
+            moved: progress.moved.load(Ordering::Relaxed),
+            still_since: now,
+            answered: progress.answered.load(Ordering::Relaxed),
+            waiting_since: now,
+        }
+    }
+
+    /// Which timeout, if any, has expired. A change seen at this tick restarts
+    /// its clock from now, so the time measured is never more than the real one.
+    fn expired(&mut self, progress: &Progress, limits: &ConnLimits) -> Option<&'static str> {
+        let now = Instant::now();
+        let moved = progress.moved.load(Ordering::Relaxed);
+        if moved != self.moved {
+            self.moved = moved;
+            self.still_since = now;
+        }
+        if now.saturating_duration_since(self.still_since) >= limits.idle_timeout {
+            return Some("idle timeout");
+        }
+        let begun = progress.begun.load(Ordering::Relaxed);
+        let answered = progress.answered.load(Ordering::Relaxed);
+        if begun != answered || answered != self.answered {
+            // A request in flight, or one answered since the last tick: the
+            // wait for the next head starts (again) now.
+            self.answered = answered;
+            self.waiting_since = now;
+        }
+        if now.saturating_duration_since(self.waiting_since) >= limits.header_read_timeout {
+            return Some("no request head within the header-read timeout");
+        }
+        None
+    }
+}
+
 /// The body of an answer: from the hot path, or the router's.
 type AnswerBody = http_body_util::Either<http_body_util::Full<axum::body::Bytes>, axum::body::Body>;
 
 /// The future of one request's answer: ready at once on the hot path (no
-/// allocation), the router's (boxed) otherwise.
+/// allocation), the router's (boxed, counted as answered when it is) otherwise.
 enum Answer {
     Hot(Option<hyper::Response<http_body_util::Full<axum::body::Bytes>>>),
-    Router(Pin<Box<tower::util::Oneshot<Router, hyper::Request<Incoming>>>>),
+    Router(
+        Pin<Box<tower::util::Oneshot<Router, hyper::Request<Incoming>>>>,
+        Arc<Progress>,
+    ),
 }
 
 impl Future for Answer {
@@ -471,25 +538,26 @@ impl Future for Answer {
                     axum::body::Body::empty(),
                 )))),
             },
-            Answer::Router(fut) => fut
-                .as_mut()
-                .poll(cx)
-                .map(|r| r.map(|resp| resp.map(http_body_util::Either::Right))),
+            Answer::Router(fut, progress) => {
+                let answer = fut.as_mut().poll(cx);
+                if answer.is_ready() {
+                    progress.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                answer.map(|r| r.map(|resp| resp.map(http_body_util::Either::Right)))
+            }
         }
     }
 }
 
-/// Records when bytes last moved either way (for the idle timeout).
+/// Counts the reads and writes that move bytes (for the idle timeout).
 struct Activity<I> {
     inner: I,
-    started: Instant,
-    last: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl<I> Activity<I> {
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.progress.moved.fetch_add(1, Ordering::Relaxed);
     }
 }
 
