@@ -699,13 +699,19 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
         DetectionMethod::Metadata => ("metadata", None),
     };
     let provider = detection.provider.kind();
+    let sts = (provider == CloudProvider::Aws).then(|| aws_sts_endpoint(&cfg));
     if args.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "provider": provider,
             "method": method,
             "evidence": evidence,
             "elapsed_ms": detection.elapsed.as_millis() as u64,
         });
+        if let Some((endpoint, partition, region)) = &sts {
+            doc["sts_endpoint"] = endpoint.clone().into();
+            doc["sts_partition"] = partition.clone().into();
+            doc["sts_region"] = region.clone().into();
+        }
         writeln!(out, "{doc}")?;
     } else {
         let how = match (&detection.method, evidence) {
@@ -718,8 +724,30 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "{provider} ({how}; {} ms)",
             detection.elapsed.as_millis()
         )?;
+        if let Some((endpoint, partition, region)) = &sts {
+            writeln!(
+                out,
+                "STS endpoint: {endpoint} (partition {partition}, region {region})"
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The STS endpoint the AWS identity will use, its partition and the region it
+/// comes from (the environment's, else the default; an instance's own region is
+/// only known once IMDS is asked, by `s2iam identity`).
+fn aws_sts_endpoint(cfg: &ProviderConfig) -> (String, String, String) {
+    let region = s2iam::provider::aws::region_from_env(cfg)
+        .unwrap_or_else(|| s2iam::provider::aws::DEFAULT_REGION.to_string());
+    match cfg.endpoints.sts(Some(&region)) {
+        Ok(e) => (
+            e.url,
+            e.partition.unwrap_or("(explicit endpoint)").to_string(),
+            region,
+        ),
+        Err(e) => (format!("none: {e}"), String::new(), region),
+    }
 }
 
 /// `s2iam identity`.

@@ -1,7 +1,8 @@
 //! Entry points for the `fuzz/` crate (built only with the `fuzzing` feature):
 //! one function per family of parsers that read untrusted bytes — the config
 //! file, local API queries, durations, cloud metadata answers, STS XML, the auth
-//! service's answer, JWT claims, container credentials and session-policy rules.
+//! service's answer, JWT claims, container credentials, session-policy rules and
+//! the database proxy's MySQL packets.
 //!
 //! Each function feeds its input to every parser of the family and ignores the
 //! result: a fuzz target fails only on a panic, a hang or an out-of-memory, and a
@@ -160,5 +161,53 @@ pub fn session_policy(data: &[u8]) {
     }
     for action in policy::S3Action::ALL {
         let _ = policy::allowed(&rules, action, bucket, key);
+    }
+}
+
+/// The database proxy's reading of MySQL packets, each from the same bytes:
+/// packet framing (and a write/read round trip of the bytes as a payload), the
+/// server's greeting, the client's handshake response and the login the proxy
+/// builds from it, and the server's answers during the login (OK, ERR, auth
+/// switch, anything else).
+pub fn mysql_packets(data: &[u8]) {
+    use crate::dbproxy::{login, packet, session};
+    use mysql_common::constants::CapabilityFlags;
+
+    if let Some(Ok((_, payload))) = ready(packet::read(&mut &data[..], packet::HANDSHAKE_LIMIT)) {
+        assert!(payload.len() <= packet::HANDSHAKE_LIMIT);
+    }
+    let mut framed = Vec::new();
+    if let Some(Ok(next)) = ready(packet::write(&mut framed, 250, data)) {
+        let back = ready(packet::read(&mut framed.as_slice(), usize::MAX));
+        let Some(Ok((last, payload))) = back else {
+            panic!("a written packet does not read back: {back:?}");
+        };
+        assert_eq!(payload, data, "the payload changed in a round trip");
+        assert_eq!(last.wrapping_add(1), next, "sequence ids disagree");
+    }
+    let server_caps = match login::Greeting::from_packet(data.to_vec()) {
+        Ok(greeting) => {
+            let _ = greeting.for_client();
+            greeting.capabilities()
+        }
+        Err(_) => CapabilityFlags::all(),
+    };
+    if let Ok(client) = login::ClientLogin::parse(1, data.to_vec()) {
+        let _ = client.user();
+        let jwt = crate::Secret::new("eyJhbGciOiJub25lIn0.e30.");
+        let _ = client.upstream_response(server_caps, "u", &jwt);
+    }
+    let _ = login::login_reply(data);
+    let _ = session::server_message(data);
+}
+
+/// Polls `f` once: the readers and writers here are byte slices and vectors,
+/// which never wait, so one poll finishes (`None` if it did not).
+fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }

@@ -1,14 +1,18 @@
-//! The Azure provider against the mock IMDS, App Service identity endpoint and Azure
-//! AD: detection (positive and every negative), system and user-assigned managed
-//! identities, "Identity not found", throttling and bounded retries, App Service with
-//! the right and a wrong header, AKS workload identity with a good and a bad
-//! assertion, and the headers verified end to end by the mock auth service.
+//! The Azure provider against the mock IMDS, App Service identity endpoint, Azure Arc
+//! agent, legacy `MSI_ENDPOINT` and Azure AD, and a fake `az`: detection (positive
+//! and every negative), system and user-assigned managed identities, "Identity not
+//! found", throttling and bounded retries, App Service with the right and a wrong
+//! header, Arc's challenge and every key file it must refuse, `MSI_ENDPOINT` with the
+//! right and a wrong secret and both `expires_on` shapes, Cloud Shell, the Azure CLI
+//! (logged in, not logged in, failing, hanging, missing), AKS workload identity with
+//! a good and a bad assertion, and the tokens of every source verified end to end by
+//! the mock auth service.
 
 mod common;
 
 use common::mocks as start;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use s2iam::env::{Env, Fs};
@@ -18,7 +22,7 @@ use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
 };
 use s2iam::{detect_provider, DetectOptions, IdentityHeaders};
-use s2iam_testserver::{AzureIdentity, CloudConfig, FaultRule, TestServer};
+use s2iam_testserver::{ArcChallenge, AzureIdentity, CloudConfig, FaultRule, TestServer};
 
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 const INSTANCE_PATH: &str = "/metadata/instance";
@@ -602,5 +606,632 @@ async fn the_auth_service_accepts_the_headers() {
         let verified = record.identity.unwrap();
         assert_eq!(verified.identifier, identity.identifier);
     }
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the sources below
+// ---------------------------------------------------------------------------
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("s2iam-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Exchanges `headers` at the mock auth service, which verifies the access token.
+async fn exchange_accepts(
+    server: &TestServer,
+    headers: &IdentityHeaders,
+    identity: &s2iam::CloudIdentity,
+) {
+    let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
+    let req = ExchangeRequest {
+        jwt_type: JwtType::Api,
+        workspace_group_id: None,
+        headers,
+        identity,
+    };
+    let token = ExchangeClient::new(ExchangeConfig::default())
+        .exchange(&url, req, Duration::from_secs(10))
+        .await
+        .expect("the mock auth service verifies the access token");
+    assert_eq!(token.claims.provider.as_deref(), Some("azure"));
+    let verified = server.auth().records().pop().unwrap().identity.unwrap();
+    assert_eq!(verified.identifier, identity.identifier);
+}
+
+// ---------------------------------------------------------------------------
+// Azure Arc
+// ---------------------------------------------------------------------------
+
+const ARC_PATH: &str = "/arc/metadata/identity/oauth2/token";
+
+async fn arc_server(keys: &TempDir, challenge: ArcChallenge) -> TestServer {
+    let mut cloud = CloudConfig::azure();
+    let az = cloud.azure.as_mut().unwrap();
+    az.arc_key_dir = Some(keys.0.clone());
+    az.arc_challenge = challenge;
+    start(cloud).await
+}
+
+fn arc_cfg(server: &TestServer, allowed_dir: &std::path::Path) -> ProviderConfig {
+    let base = server.cloud_url();
+    let endpoint = format!("{base}{ARC_PATH}");
+    let imds = format!("{base}/arc");
+    cfg_with(
+        &base,
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.as_str()),
+            ("IMDS_ENDPOINT", imds.as_str()),
+        ],
+        Fs::real(),
+    )
+    .with_azure_arc_key_dir(allowed_dir)
+}
+
+#[tokio::test]
+async fn arc_challenge_key_file_and_basic_retry() {
+    let keys = TempDir::new("arc");
+    let server = arc_server(&keys, ArcChallenge::Normal).await;
+    let cfg = arc_cfg(&server, &keys.0);
+    let evidence = AzureProvider::fast_detect(&cfg).unwrap();
+    assert!(
+        evidence.contains("IMDS_ENDPOINT") && evidence.contains("Azure Arc"),
+        "{evidence}"
+    );
+    let system = azure().system_identity.unwrap();
+    let (headers, id) = identity(&AzureProvider::default(), &cfg).await.unwrap();
+    assert_eq!(id.identifier, system.object_id);
+    assert_eq!(id.additional_claims["identity_source"], "azure-arc");
+    let c = claims(&bearer(&headers));
+    assert!(c["xms_az_rid"]
+        .as_str()
+        .unwrap()
+        .contains("Microsoft.HybridCompute/machines"));
+    // First the challenge, then the answer; IMDS is not asked.
+    let log = server.cloud_requests().entries();
+    let arc: Vec<_> = log.iter().filter(|r| r.path == ARC_PATH).collect();
+    assert_eq!(arc.iter().map(|r| r.status).collect::<Vec<_>>(), [401, 200]);
+    assert!(
+        arc[0].query.contains("api-version=2020-06-01"),
+        "{}",
+        arc[0].query
+    );
+    assert_eq!(server.cloud_requests().count("/metadata/"), 0);
+    // The key the agent wrote never shows in what we return.
+    let key_file = std::fs::read_dir(&keys.0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let key = std::fs::read_to_string(key_file).unwrap();
+    assert!(!format!("{headers:?} {id:?}").contains(&key));
+    exchange_accepts(&server, &headers, &id).await;
+
+    // A user-assigned identity by client id.
+    let uami = azure().user_identities[0].clone();
+    let (_, id) = identity(
+        &AzureProvider::default()
+            .assume_role(&uami.client_id)
+            .unwrap(),
+        &cfg,
+    )
+    .await
+    .unwrap();
+    assert_eq!(id.identifier, uami.object_id);
+    server.shutdown().await;
+}
+
+/// Every challenge the SDKs refuse to follow is refused, with one request only (no
+/// key is sent), and the error says why.
+#[tokio::test]
+async fn arc_refuses_bad_challenges() {
+    for (challenge, want) in [
+        (ArcChallenge::MissingHeader, "without a Www-Authenticate"),
+        (ArcChallenge::WrongDirectory, "not directly in"),
+        (ArcChallenge::NotKeySuffix, "not a .key file"),
+        (ArcChallenge::OversizeKey, "4097 bytes"),
+    ] {
+        let keys = TempDir::new("arc-bad");
+        let server = arc_server(&keys, challenge).await;
+        let err = identity(&AzureProvider::default(), &arc_cfg(&server, &keys.0))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ProviderError::Upstream { .. }),
+            "{challenge:?}: {err:?}"
+        );
+        assert!(
+            msg.contains(want) && msg.contains("Azure Arc"),
+            "{challenge:?}: {msg}"
+        );
+        assert_eq!(
+            server.cloud_requests().count(ARC_PATH),
+            1,
+            "{challenge:?}: not retried"
+        );
+        server.shutdown().await;
+    }
+}
+
+/// The agent's key directory is where the key must be: a mock writing elsewhere
+/// (here: any directory but the real one) is refused with the default setting.
+#[tokio::test]
+async fn arc_key_outside_the_agent_directory_is_refused() {
+    let keys = TempDir::new("arc-elsewhere");
+    let server = arc_server(&keys, ArcChallenge::Normal).await;
+    let cfg = arc_cfg(
+        &server,
+        std::path::Path::new(s2iam::env::DEFAULT_AZURE_ARC_KEY_DIR),
+    );
+    let msg = identity(&AzureProvider::default(), &cfg)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("not directly in /var/opt/azcmagent/tokens"),
+        "{msg}"
+    );
+    server.shutdown().await;
+}
+
+/// An agent without user-assigned identities answers with the machine's own: the
+/// token is refused rather than used as the wrong identity (as MSAL does).
+#[tokio::test]
+async fn arc_legacy_agent_ignoring_the_client_id_is_refused() {
+    let keys = TempDir::new("arc-legacy");
+    let mut cloud = CloudConfig::azure();
+    let az = cloud.azure.as_mut().unwrap();
+    az.arc_key_dir = Some(keys.0.clone());
+    az.arc_legacy_agent = true;
+    let server = start(cloud).await;
+    let cfg = arc_cfg(&server, &keys.0);
+    identity(&AzureProvider::default(), &cfg)
+        .await
+        .expect("system identity");
+    let uami = azure().user_identities[0].client_id.clone();
+    let msg = identity(&AzureProvider::default().assume_role(&uami).unwrap(), &cfg)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("did not confirm the user-assigned identity"),
+        "{msg}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn arc_transient_errors_restart_the_challenge() {
+    let keys = TempDir::new("arc-retry");
+    let server = arc_server(&keys, ArcChallenge::Normal).await;
+    server
+        .cloud_faults()
+        .add(FaultRule::status(ARC_PATH, 503).times(1));
+    identity(&AzureProvider::default(), &arc_cfg(&server, &keys.0))
+        .await
+        .expect("the second attempt succeeds");
+    let statuses: Vec<u16> = server
+        .cloud_requests()
+        .entries()
+        .iter()
+        .filter(|r| r.path == ARC_PATH)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [503, 401, 200]);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Legacy MSI_ENDPOINT (Azure ML, older App Service, Cloud Shell)
+// ---------------------------------------------------------------------------
+
+const MSI_PATH: &str = "/MSI/token";
+
+fn msi_cfg(server: &TestServer, secret: Option<&str>) -> ProviderConfig {
+    let endpoint = format!("{}{MSI_PATH}", server.cloud_url());
+    let mut env = vec![("MSI_ENDPOINT", endpoint.as_str())];
+    if let Some(s) = secret {
+        env.push(("MSI_SECRET", s));
+    }
+    cfg_with(&server.cloud_url(), &env, Fs::from_files::<&str, &str>([]))
+}
+
+#[tokio::test]
+async fn msi_endpoint_with_the_right_secret() {
+    let server = start(CloudConfig::azure()).await;
+    let az = azure();
+    let cfg = msi_cfg(&server, Some(&az.msi_secret));
+    assert!(AzureProvider::fast_detect(&cfg)
+        .unwrap()
+        .contains("MSI_ENDPOINT"));
+    let (headers, id) = identity(&AzureProvider::default(), &cfg).await.unwrap();
+    assert_eq!(id.identifier, az.system_identity.clone().unwrap().object_id);
+    assert_eq!(id.additional_claims["identity_source"], "msi-endpoint");
+    let log = server.cloud_requests().entries();
+    let q = &log.iter().find(|r| r.path == MSI_PATH).unwrap().query;
+    assert!(
+        q.contains("api-version=2017-09-01") && q.contains("resource="),
+        "{q}"
+    );
+    assert_eq!(
+        server.cloud_requests().count("/metadata/"),
+        0,
+        "IMDS is not asked"
+    );
+    exchange_accepts(&server, &headers, &id).await;
+
+    // Azure ML's spelling of the client id selects the user-assigned identity.
+    let uami = az.user_identities[0].clone();
+    let (_, id) = identity(
+        &AzureProvider::default()
+            .assume_role(&uami.client_id)
+            .unwrap(),
+        &cfg,
+    )
+    .await
+    .unwrap();
+    assert_eq!(id.identifier, uami.object_id);
+    let log = server.cloud_requests().entries();
+    assert!(log
+        .last()
+        .unwrap()
+        .query
+        .contains(&format!("clientid={}", uami.client_id)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn msi_endpoint_with_a_wrong_or_missing_secret() {
+    let server = start(CloudConfig::azure()).await;
+    let wrong = "definitely-not-the-msi-secret";
+    let err = identity(&AzureProvider::default(), &msi_cfg(&server, Some(wrong)))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("403") && msg.contains("MSI_SECRET"), "{msg}");
+    assert!(!msg.contains(wrong), "the secret is a secret: {msg}");
+    assert_eq!(server.cloud_requests().count(MSI_PATH), 1, "not retried");
+    server.shutdown().await;
+}
+
+/// App Service's 2017-09-01 `expires_on` is a date string: it is read, so a token
+/// the source reports expired (here: the local clock two hours ahead) is refused.
+#[tokio::test]
+async fn msi_endpoint_date_expiry_is_read() {
+    let mut cloud = CloudConfig::azure();
+    cloud.azure.as_mut().unwrap().msi_date_expiry = true;
+    let server = start(cloud).await;
+    let secret = azure().msi_secret;
+    let cfg = msi_cfg(&server, Some(&secret));
+    identity(&AzureProvider::default(), &cfg)
+        .await
+        .expect("fresh token");
+    let ahead = std::sync::Arc::new(s2iam::env::OffsetClock(7200));
+    let err = identity(&AzureProvider::default(), &cfg.with_clock(ahead))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expired") && err.contains("MSI_ENDPOINT"),
+        "{err}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cloud_shell_posts_with_metadata() {
+    let server = start(CloudConfig::azure()).await;
+    let cfg = msi_cfg(&server, None);
+    let (headers, id) = identity(&AzureProvider::default(), &cfg).await.unwrap();
+    assert_eq!(id.additional_claims["identity_source"], "cloud-shell");
+    let log = server.cloud_requests().entries();
+    let req = log.iter().find(|r| r.path == MSI_PATH).unwrap();
+    assert_eq!((req.method.as_str(), req.status), ("POST", 200));
+    exchange_accepts(&server, &headers, &id).await;
+    let uami = azure().user_identities[0].client_id.clone();
+    assert!(matches!(
+        identity(&AzureProvider::default().assume_role(&uami).unwrap(), &cfg).await,
+        Err(ProviderError::AssumeRoleNotSupported { .. })
+    ));
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The Azure CLI (a fake `az`)
+// ---------------------------------------------------------------------------
+
+/// A fake `az` in `dir` running `body` (sh), after recording its arguments.
+fn fake_az(dir: &TempDir, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.0.join("az");
+    let args = dir.0.join("args");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n{body}\n", args.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn az_args(dir: &TempDir) -> String {
+    std::fs::read_to_string(dir.0.join("args")).unwrap_or_default()
+}
+
+/// A machine with no metadata service, and `az` as given.
+fn cli_cfg(server: &TestServer, az: &str, extra: &[(&str, &str)]) -> ProviderConfig {
+    let env: Vec<(&str, &str)> = [("S2IAM_AZURE_CLI", az)]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    cfg_with(&server.cloud_url(), &env, Fs::real())
+}
+
+fn az_json(token: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    format!(
+        r#"{{"accessToken": "{token}", "expiresOn": "2030-01-01 00:00:00.000000", "expires_on": {exp}, "subscription": "sub-from-az", "tenant": "t", "tokenType": "Bearer"}}"#
+    )
+}
+
+#[tokio::test]
+async fn azure_cli_login_when_no_metadata_answers() {
+    let server = start(CloudConfig::none()).await;
+    // The token az would hold: the signed-in identity's ARM token.
+    let mut on = CloudConfig::azure();
+    on.token_ttl = Duration::from_secs(3600);
+    server.cloud().update(|c| c.azure = on.azure.clone());
+    let system = azure().system_identity.unwrap();
+    let token = s2iam_testserver::cloud::azure::mint_managed_identity_token(
+        server.cloud(),
+        &system,
+        "https://management.azure.com/",
+    )
+    .unwrap();
+    server.cloud().update(|c| c.azure = None);
+    let dir = TempDir::new("az");
+    let az = fake_az(&dir, &format!("cat <<'EOF'\n{}\nEOF", az_json(&token)));
+    let cfg = cli_cfg(
+        &server,
+        &az,
+        &[("AZURE_TENANT_ID", "contoso.onmicrosoft.com")],
+    );
+
+    // Detection: nothing answers, the CLI is there.
+    let found = detect_provider(&cfg, &DetectOptions::default())
+        .await
+        .expect("Azure");
+    assert_eq!(found.provider.kind(), CloudProvider::Azure);
+    match &found.method {
+        s2iam::provider::detect::DetectionMethod::Environment(e) => {
+            assert!(e.contains("Azure CLI") && e.contains(&az), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(az_args(&dir), "", "detection does not run az");
+
+    let (headers, id) = identity(&AzureProvider::default(), &cfg).await.unwrap();
+    assert_eq!(id.identifier, system.object_id);
+    assert_eq!(id.additional_claims["identity_source"], "azure-cli");
+    assert_eq!(id.account_id, "sub-from-az");
+    assert_eq!(
+        az_args(&dir).trim(),
+        "account get-access-token --output json --resource https://management.azure.com/ --tenant contoso.onmicrosoft.com"
+    );
+    server.cloud().update(|c| c.azure = on.azure.clone());
+    exchange_accepts(&server, &headers, &id).await;
+    server.shutdown().await;
+}
+
+/// On a VM, IMDS answers and the CLI is not run (it is the last source).
+#[tokio::test]
+async fn azure_cli_is_not_used_where_imds_answers() {
+    let server = start(CloudConfig::azure()).await;
+    let dir = TempDir::new("az-vm");
+    let az = fake_az(&dir, "exit 3");
+    let (_, id) = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap();
+    assert_eq!(id.additional_claims["identity_source"], "imds");
+    assert_eq!(az_args(&dir), "");
+    server.shutdown().await;
+}
+
+/// A VM whose IMDS is throttled or failing is still a VM: its managed identity is
+/// used (with retries), never the developer's `az` login.
+#[tokio::test]
+async fn azure_cli_is_not_used_when_imds_is_only_flaky() {
+    let server = start(CloudConfig::azure()).await;
+    server
+        .cloud_faults()
+        .add(FaultRule::status(INSTANCE_PATH, 503).times(3));
+    let dir = TempDir::new("az-flaky");
+    let az = fake_az(&dir, "exit 3");
+    let (_, id) = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap();
+    assert_eq!(id.additional_claims["identity_source"], "imds");
+    assert_eq!(az_args(&dir), "", "az was not run");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn azure_cli_failures_are_clear() {
+    let server = start(CloudConfig::none()).await;
+    let dir = TempDir::new("az-fail");
+
+    let az = fake_az(
+        &dir,
+        "echo \"ERROR: Please run 'az login' to setup account.\" >&2; exit 1",
+    );
+    let err = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::NoIdentity { reason, .. }
+            if reason.contains("not logged in") && reason.contains("Please run 'az login'")),
+        "{err:?}"
+    );
+
+    let az = fake_az(
+        &dir,
+        "echo 'ERROR: AADSTS700082: The refresh token has expired. eyJhbGciOiJSUzI1NiJ9.e30.c2ln' >&2; exit 1",
+    );
+    let msg = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("status 1") && msg.contains("AADSTS700082"),
+        "{msg}"
+    );
+    assert!(!msg.contains("eyJhbGciOiJSUzI1NiJ9"), "{msg}");
+
+    // An old az printing only expiresOn (local time), long past in any zone.
+    let az = fake_az(
+        &dir,
+        r#"echo '{"accessToken": "e30.e30.c2ln", "expiresOn": "2020-01-01 00:00:00.000000"}'"#,
+    );
+    let msg = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("expired") && msg.contains("Azure CLI"),
+        "{msg}"
+    );
+
+    let az = fake_az(&dir, "echo 'not json'");
+    let msg = identity(&AzureProvider::default(), &cli_cfg(&server, &az, &[]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no accessToken"), "{msg}");
+
+    let err = identity(
+        &AzureProvider::default(),
+        &cli_cfg(&server, "/nonexistent/bin/az", &[]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::NoIdentity { reason, .. } if reason.contains("not installed")),
+        "{err:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn azure_cli_that_hangs_is_stopped() {
+    let server = start(CloudConfig::none()).await;
+    let dir = TempDir::new("az-hang");
+    let az = fake_az(&dir, "exec sleep 30");
+    let began = Instant::now();
+    let msg = identity(
+        &AzureProvider::default(),
+        &cli_cfg(&server, &az, &[("S2IAM_AZURE_CLI_TIMEOUT", "1")]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(msg.contains("did not answer within 1 s"), "{msg}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The s2iam command names the source
+// ---------------------------------------------------------------------------
+
+async fn s2iam_cli(server: &TestServer, extra: &[(&str, &str)], args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear();
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn detect_and_identity_name_the_source() {
+    let server = start(CloudConfig::azure()).await;
+    let endpoint = format!("{}{MSI_PATH}", server.cloud_url());
+    let secret = azure().msi_secret;
+    let msi = [
+        ("MSI_ENDPOINT", endpoint.as_str()),
+        ("MSI_SECRET", secret.as_str()),
+    ];
+    let detect = s2iam_cli(&server, &msi, &["detect", "--json"]).await;
+    let detect: serde_json::Value = serde_json::from_str(&detect).unwrap();
+    assert_eq!(detect["provider"], "azure");
+    let evidence = detect["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("MSI_ENDPOINT is set") && evidence.contains("MSI_SECRET"),
+        "{evidence}"
+    );
+    let id = s2iam_cli(&server, &msi, &["identity", "--json"]).await;
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    assert_eq!(id["additional_claims"]["identity_source"], "msi-endpoint");
+
+    // No metadata at all, and an az that is logged in: the Azure CLI, named as such.
+    let system = azure().system_identity.unwrap();
+    let token = s2iam_testserver::cloud::azure::mint_managed_identity_token(
+        server.cloud(),
+        &system,
+        "https://management.azure.com/",
+    )
+    .unwrap();
+    server.cloud().update(|c| c.azure = None);
+    let dir = TempDir::new("az-cli");
+    let az = fake_az(&dir, &format!("cat <<'EOF'\n{}\nEOF", az_json(&token)));
+    let with_az = [("S2IAM_AZURE_CLI", az.as_str())];
+    let detect = s2iam_cli(&server, &with_az, &["detect"]).await;
+    assert!(
+        detect.starts_with("azure (from the environment: no metadata service answered")
+            && detect.contains("Azure CLI"),
+        "{detect}"
+    );
+    let id = s2iam_cli(&server, &with_az, &["identity"]).await;
+    assert!(id.contains("identity_source: azure-cli"), "{id}");
+    assert!(id.contains(&system.object_id), "{id}");
+    assert!(!id.contains(&token));
     server.shutdown().await;
 }

@@ -27,8 +27,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks, temp_dir, uds_get, uds_request};
-use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
+use common::{eventually, exchanges, mocks, temp_dir, uds_get, uds_request};
+use s2iam_testserver::{CloudConfig, FaultRule};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
@@ -158,10 +158,6 @@ impl Sidecar {
 }
 
 const WARM_API: &str = "[[token]]\ntype = \"api\"\n";
-
-fn exchanges(server: &TestServer) -> usize {
-    server.auth_requests().count("/auth/iam/")
-}
 
 async fn api_token(socket: &Path) -> Result<(String, u64), String> {
     match uds_request(socket, "GET", "/v1/token/api", &[]).await {

@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks, provider_config, sub_of, temp_dir, uds_get, uds_request};
-use s2iam::config::{ServeConfig, ServeOverrides, Sink, WarmToken};
-use s2iam::env::{Env, ManualClock};
+use common::{
+    eventually, exchanges, mocks, provider_config, sidecar_config, start_sidecar, sub_of, temp_dir,
+    uds_get, uds_request,
+};
+use s2iam::config::{ServeConfig, Sink, WarmToken};
+use s2iam::env::ManualClock;
 use s2iam::exchange::JwtType;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
@@ -18,16 +21,8 @@ use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
 /// A sidecar config for tests: socket in `dir`, TCP on a random loopback port,
 /// fast refresher ticks.
 fn config(server: &TestServer, dir: &std::path::Path) -> ServeConfig {
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(dir.join("s2iam.sock"));
+    let mut c = sidecar_config(server, dir, "");
     c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
     c.cache.tick = Duration::from_millis(50);
     c.cache.policy.min_remaining = Duration::from_millis(500);
     c.cache.policy.retry_base = Duration::from_millis(100);
@@ -51,16 +46,6 @@ fn warm(jwt_type: JwtType, wg: Option<&str>, sink: Option<PathBuf>) -> WarmToken
     }
 }
 
-async fn start(server: &TestServer, config: ServeConfig) -> Sidecar {
-    Sidecar::start(config, provider_config(server))
-        .await
-        .expect("sidecar starts")
-}
-
-fn exchanges(server: &TestServer) -> usize {
-    server.auth_requests().count("/auth/iam/")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_callers_of_a_cold_key_cause_one_exchange() {
     let server = mocks(CloudConfig::gcp()).await;
@@ -68,7 +53,7 @@ async fn a_thousand_concurrent_callers_of_a_cold_key_cause_one_exchange() {
         .auth_faults()
         .add(FaultRule::latency("/auth/iam", Duration::from_millis(300)));
     let dir = temp_dir("serve-1k");
-    let sidecar = start(&server, config(&server, &dir)).await;
+    let sidecar = start_sidecar(&server, config(&server, &dir)).await;
     let socket = sidecar.socket_path().unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..1000 {
@@ -105,7 +90,7 @@ async fn keeps_serving_a_valid_token_while_the_auth_service_fails_then_recovers(
     cfg.cache.policy.refresh_at = 0.4;
     cfg.cache.policy.jitter = 0.0;
     cfg.tokens = vec![warm(JwtType::Api, None, None)];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
     assert!(
         eventually(Duration::from_secs(10), async || uds_get(
@@ -213,7 +198,7 @@ async fn sink_files_are_never_seen_partially_written() {
     cfg.cache.policy.refresh_at = 0.3;
     cfg.cache.policy.min_remaining = Duration::from_millis(100);
     cfg.tokens = vec![warm(JwtType::Database, Some("wg-sink"), Some(sink.clone()))];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     assert!(eventually(Duration::from_secs(10), async || sink.exists()).await);
 
     let reader = {
@@ -259,7 +244,7 @@ async fn local_api_routes_formats_and_errors() {
     let dir = temp_dir("serve-api");
     let mut cfg = config(&server, &dir);
     cfg.access.workspace_groups = vec!["wg-ok".into()];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
 
     let (status, body) = uds_get(&socket, "/v1/token/database?workspaceGroupID=wg-ok").await;
@@ -346,7 +331,7 @@ async fn readiness_waits_for_identity_and_warm_tokens() {
     let dir = temp_dir("serve-ready");
     let mut cfg = config(&server, &dir);
     cfg.tokens = vec![warm(JwtType::Database, Some("wg-1"), None)];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
     assert_eq!(
         uds_get(&socket, "/healthz").await.0,
@@ -377,7 +362,7 @@ async fn readiness_reports_detection_failure() {
     let dir = temp_dir("serve-nocloud");
     let mut cfg = config(&server, &dir);
     cfg.client.detect_timeout = Duration::from_millis(500);
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
     let ok = eventually(Duration::from_secs(10), async || {
         let (status, body) = uds_get(&socket, "/readyz").await;
@@ -400,7 +385,7 @@ async fn unix_socket_mode_stale_file_and_removal() {
     // A socket file left by a crashed process.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let sidecar = start(&server, config(&server, &dir)).await;
+    let sidecar = start_sidecar(&server, config(&server, &dir)).await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     assert_eq!(uds_get(&path, "/healthz").await.0, 200);
@@ -433,7 +418,7 @@ async fn unix_socket_peer_uid_allow_list() {
     let my_uid = std::fs::metadata(&dir).unwrap().uid();
     let mut cfg = config(&server, &dir);
     cfg.listen.allowed_uids = vec![my_uid + 1];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let (status, body) = uds_get(&sidecar.socket_path().unwrap(), "/v1/token/api").await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(exchanges(&server), 0, "refused before any upstream call");
@@ -441,7 +426,7 @@ async fn unix_socket_peer_uid_allow_list() {
 
     let mut cfg = config(&server, &dir);
     cfg.listen.allowed_uids = vec![my_uid];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     assert_eq!(
         uds_get(&sidecar.socket_path().unwrap(), "/v1/token/api")
             .await
@@ -460,7 +445,7 @@ async fn tcp_listener_checks_host_and_bearer_token() {
     std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
     let mut cfg = config(&server, &dir);
     cfg.listen.tcp_token_file = Some(token_file);
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let base = format!("http://{}", sidecar.tcp_addr().unwrap());
     let http = reqwest::Client::new();
 
@@ -525,7 +510,7 @@ async fn a_cached_token_is_answered_as_the_router_answers_it_and_only_to_allowed
     std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
     let mut cfg = config(&server, &dir);
     cfg.listen.tcp_token_file = Some(token_file);
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
     let base = format!("http://{}", sidecar.tcp_addr().unwrap());
     let bearer = "0123456789abcdef0123456789abcdef";

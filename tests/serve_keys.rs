@@ -8,53 +8,25 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks, provider_config, temp_dir, uds_get, uds_request};
-use s2iam::config::{ServeConfig, ServeOverrides, WarmToken};
-use s2iam::env::Env;
+use common::{
+    exchanges, mocks, sidecar_config, start_sidecar, temp_dir, uds_get, uds_request, wait_ready,
+};
+use s2iam::config::{ServeConfig, WarmToken};
 use s2iam::exchange::JwtType;
-use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer};
 
+/// Socket only, fast refresher ticks.
 fn config(server: &TestServer, dir: &Path, toml: &str) -> ServeConfig {
-    let mut c = ServeConfig::from_toml(
-        toml,
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(dir.join("s2iam.sock"));
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
+    let mut c = sidecar_config(server, dir, toml);
     c.cache.tick = Duration::from_millis(50);
     c
-}
-
-async fn start(server: &TestServer, config: ServeConfig) -> Sidecar {
-    Sidecar::start(config, provider_config(server))
-        .await
-        .expect("sidecar starts")
-}
-
-fn exchanges(server: &TestServer) -> usize {
-    server.auth_requests().count("/auth/iam/")
-}
-
-async fn ready(socket: &Path) {
-    assert!(
-        eventually(Duration::from_secs(15), async || uds_get(socket, "/readyz")
-            .await
-            .0
-            == 200)
-        .await,
-        "sidecar ready"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audience_is_allow_listed_on_gcp_and_refused_elsewhere() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("keys-aud-gcp");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,
@@ -64,7 +36,7 @@ async fn audience_is_allow_listed_on_gcp_and_refused_elsewhere() {
     )
     .await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     let (status, body) = uds_get(
         &socket,
         "/v1/token/api?audience=https%3A%2F%2Fother.example",
@@ -89,9 +61,9 @@ async fn audience_is_allow_listed_on_gcp_and_refused_elsewhere() {
 
     let server = mocks(CloudConfig::aws()).await;
     let dir = temp_dir("keys-aud-aws");
-    let sidecar = start(&server, config(&server, &dir, "")).await;
+    let sidecar = start_sidecar(&server, config(&server, &dir, "")).await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     let (status, _) = uds_get(&socket, "/v1/token/api").await;
     assert_eq!(status, 200);
     let before = exchanges(&server);
@@ -122,9 +94,9 @@ async fn audience_is_allow_listed_on_gcp_and_refused_elsewhere() {
 async fn workspace_group_ids_are_checked_for_characters_and_length() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("keys-wg");
-    let sidecar = start(&server, config(&server, &dir, "")).await;
+    let sidecar = start_sidecar(&server, config(&server, &dir, "")).await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     let long = "w".repeat(129);
     for wg in ["a%0aforged", "a%1b%5b31m", "a%20b", "a%2Fb", long.as_str()] {
         let (status, body) = uds_get(
@@ -161,9 +133,9 @@ async fn on_demand_keys_are_capped_and_metrics_stay_bounded() {
         gcp_audience: "https://authsvc.singlestore.com".into(),
         sink: None,
     }];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     let (_, small) = uds_get(&socket, "/metrics").await;
     for i in 0..60 {
         let (status, body) = uds_get(
@@ -208,13 +180,13 @@ async fn on_demand_keys_are_capped_and_metrics_stay_bounded() {
 async fn a_failed_on_demand_key_is_negatively_cached_then_forgotten_not_retried() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("keys-negative");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(&server, &dir, "[cache]\nnegative_ttl = \"400ms\"\n"),
     )
     .await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     server.auth().update(|c| c.fail_verification = true);
     for _ in 0..10 {
         let (status, _) = uds_get(&socket, "/v1/token/database?workspaceGroupID=wg-bad").await;
@@ -256,7 +228,7 @@ async fn cold_exchanges_are_rate_limited_with_retry_after_but_a_herd_counts_once
         .auth_faults()
         .add(FaultRule::latency("/auth/iam", Duration::from_millis(200)));
     let dir = temp_dir("keys-rate");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,
@@ -266,7 +238,7 @@ async fn cold_exchanges_are_rate_limited_with_retry_after_but_a_herd_counts_once
     )
     .await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
 
     // 200 concurrent callers of one cold key: one admission, one exchange.
     let mut tasks = tokio::task::JoinSet::new();
@@ -349,9 +321,9 @@ async fn a_caller_with_a_valid_token_never_waits_for_a_blackholed_refresh() {
         gcp_audience: "https://authsvc.singlestore.com".into(),
         sink: None,
     }];
-    let sidecar = start(&server, cfg).await;
+    let sidecar = start_sidecar(&server, cfg).await;
     let socket = sidecar.socket_path().unwrap();
-    ready(&socket).await;
+    wait_ready(&socket).await;
     server.auth_faults().add(FaultRule::blackhole("/auth/iam"));
     // From 1 s on, the token has less than min_remaining left and is due: every
     // caller still gets it at once.

@@ -9,32 +9,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks, provider_config, temp_dir, uds_get};
-use s2iam::config::{ServeConfig, ServeOverrides};
-use s2iam::env::Env;
-use s2iam::serve::Sidecar;
+use common::{eventually, mocks, sidecar_config, start_sidecar, temp_dir, uds_get};
+use s2iam::config::ServeConfig;
 use s2iam_testserver::{CloudConfig, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+/// Socket and TCP on a random loopback port.
 fn config(server: &TestServer, dir: &Path, toml: &str) -> ServeConfig {
-    let mut c = ServeConfig::from_toml(
-        toml,
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(dir.join("s2iam.sock"));
+    let mut c = sidecar_config(server, dir, toml);
     c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
     c
-}
-
-async fn start(server: &TestServer, config: ServeConfig) -> Sidecar {
-    Sidecar::start(config, provider_config(server))
-        .await
-        .expect("sidecar starts")
 }
 
 /// Reads until the peer closes; `None` if it is still open after `within`.
@@ -59,7 +44,7 @@ async fn closed_within<S: AsyncReadExt + Unpin>(s: &mut S, within: Duration) -> 
 async fn half_sent_headers_and_idle_connections_are_timed_out() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("limits-timeouts");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,
@@ -121,7 +106,7 @@ async fn half_sent_headers_and_idle_connections_are_timed_out() {
 async fn a_connection_without_traffic_is_closed_after_the_idle_timeout() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("limits-idle");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,
@@ -146,7 +131,7 @@ async fn a_connection_without_traffic_is_closed_after_the_idle_timeout() {
 async fn connections_are_capped_per_listener_and_per_uid() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("limits-cap");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,
@@ -253,7 +238,7 @@ async fn connections_are_capped_per_listener_and_per_uid() {
 async fn oversized_request_headers_get_431() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("limits-431");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(&server, &dir, "[listen]\nmax_header_bytes = 4096\n"),
     )
@@ -273,7 +258,7 @@ async fn oversized_request_headers_get_431() {
 async fn shutdown_is_not_held_up_by_a_half_sent_request() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("limits-shutdown");
-    let sidecar = start(
+    let sidecar = start_sidecar(
         &server,
         config(
             &server,

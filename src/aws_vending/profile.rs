@@ -120,7 +120,9 @@ pub struct AwsSettings {
     pub authorization_token_mode: u32,
     /// STS and S3 region; `None`: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: Option<String>,
-    /// An S3-compatible endpoint for presigning; `None`: `https://s3.{region}.amazonaws.com`.
+    /// An S3-compatible endpoint for presigning; `None`: `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`, else derived from the region (partition, FIPS,
+    /// dual-stack: `https://s3.{region}.amazonaws.com` in the `aws` partition).
     pub s3_endpoint: Option<String>,
     /// Presign path-style URLs (S3-compatible stores).
     pub s3_path_style: bool,
@@ -158,17 +160,73 @@ impl AwsSettings {
             .unwrap_or_else(|| crate::provider::aws::DEFAULT_REGION.to_string())
     }
 
-    /// The S3 endpoint presigned URLs point at.
-    pub fn s3_endpoint(&self, cfg: &ProviderConfig) -> String {
-        self.s3_endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region(cfg)))
+    /// The S3 endpoint presigned URLs point at: the configured one, else the
+    /// environment's or the region's (see [`crate::env::aws_endpoints::s3`]).
+    pub fn s3_endpoint(
+        &self,
+        cfg: &ProviderConfig,
+    ) -> Result<String, crate::env::aws_endpoints::EndpointError> {
+        match &self.s3_endpoint {
+            Some(e) => Ok(e.clone()),
+            None => cfg.endpoints.s3(&self.region(cfg)).map(|e| e.url),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_endpoint_is_configured_else_derived_from_the_region() {
+        use crate::env::{Env, Fs};
+        let cfg = |pairs: &[(&str, &str)]| {
+            ProviderConfig::with_env(
+                Env::from_pairs(pairs.to_vec()),
+                Fs::from_files::<std::path::PathBuf, String>([]),
+            )
+        };
+        let settings = AwsSettings::default();
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[("AWS_REGION", "cn-north-1")]))
+                .unwrap(),
+            "https://s3.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[
+                    ("AWS_REGION", "us-gov-west-1"),
+                    ("AWS_USE_FIPS_ENDPOINT", "true"),
+                    ("AWS_USE_DUALSTACK_ENDPOINT", "true"),
+                ]))
+                .unwrap(),
+            "https://s3-fips.dualstack.us-gov-west-1.amazonaws.com"
+        );
+        let err = settings
+            .s3_endpoint(&cfg(&[
+                ("AWS_REGION", "cn-north-1"),
+                ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ]))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not support FIPS"), "{err}");
+        let configured = AwsSettings {
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            ..AwsSettings::default()
+        };
+        assert_eq!(
+            configured
+                .s3_endpoint(&cfg(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]))
+                .unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            settings
+                .s3_endpoint(&cfg(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")]))
+                .unwrap(),
+            "http://127.0.0.1:1"
+        );
+    }
 
     #[test]
     fn profile_names() {

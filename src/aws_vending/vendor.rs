@@ -200,13 +200,22 @@ impl AwsCredentialVendor {
             None => DEFAULT_PRESIGN_EXPIRES.min(remaining),
         };
         let cfg = self.provider_config();
-        let endpoint_text = self.settings.s3_endpoint(cfg);
+        let endpoint_text = self
+            .settings
+            .s3_endpoint(cfg)
+            .map_err(|e| VendError::Unavailable {
+                profile: profile.name.clone(),
+                reason: format!("no S3 endpoint: {e}"),
+            })?;
         let endpoint = url::Url::parse(&endpoint_text).map_err(|e| VendError::Unavailable {
             profile: profile.name.clone(),
             reason: format!("aws.s3_endpoint {endpoint_text:?} is not a URL: {e}"),
         })?;
         let region = self.settings.region(cfg);
         let now = cfg.clock.now();
+        // Signed on AWS's clock when STS answers showed this one is off, so the
+        // URL is valid now for S3 too (expiry below stays on the local clock).
+        let signed_at = cfg.aws_clock_skew.corrected(now);
         let c = &creds.credentials;
         let url = presign::presign(&presign::PresignParams {
             method,
@@ -216,7 +225,7 @@ impl AwsCredentialVendor {
             key: &req.key,
             region: &region,
             expires_secs: expires,
-            time: now,
+            time: signed_at,
             access_key_id: &c.access_key_id,
             secret_access_key: c.secret.expose(),
             session_token: c.session_token.as_ref().map(|t| t.expose()),

@@ -88,6 +88,12 @@ impl Greeting {
                 format!("SingleStore sent no greeting: {e}"),
             )
         })?;
+        Self::from_packet(raw)
+    }
+
+    /// Checks a greeting's payload: an error packet, or a greeting without what
+    /// a JWT login needs, is a failure.
+    pub fn from_packet(raw: Vec<u8>) -> Result<Self, Failure> {
         if raw.first() == Some(&0xFF) {
             return Err(Failure {
                 reason: FailureReason::Refused,
@@ -120,6 +126,11 @@ impl Greeting {
     }
 
     fn parse(&self) -> Result<HandshakePacket<'_>, Failure> {
+        if let Some(len) = auth_data_len(&self.raw).filter(|len| *len >= 0x80) {
+            return Err(protocol(format!(
+                "SingleStore's greeting gives an authentication data length of {len}: not a MySQL greeting"
+            )));
+        }
         HandshakePacket::deserialize((), &mut ParseBuf(&self.raw))
             .map_err(|e| protocol(format!("cannot parse SingleStore's greeting: {e}")))
     }
@@ -152,6 +163,18 @@ impl Greeting {
             .map(|g| g.capabilities())
             .unwrap_or_else(|_| CapabilityFlags::empty())
     }
+}
+
+/// The greeting's auth-plugin-data length byte, if the greeting reaches it:
+/// after the protocol version, the NUL-terminated server version, and 20 bytes
+/// (connection id, scramble, filler, capabilities, collation, status,
+/// capabilities). A real server sends 21, or 0 without plugin auth.
+/// `mysql_common` computes `len as i8 - 8`, which overflows (a panic where
+/// overflow checks are on, as in debug builds) for 0x80 to 0x87; found by the
+/// `mysql_packets` fuzz target. Lengths from 0x80 up are refused.
+fn auth_data_len(greeting: &[u8]) -> Option<u8> {
+    let version_len = greeting.get(1..)?.iter().position(|b| *b == 0)?;
+    greeting.get(version_len.saturating_add(22)).copied()
 }
 
 fn protocol(message: String) -> Failure {
@@ -213,8 +236,9 @@ impl ClientLogin {
 
     /// The response SingleStore gets: the client's capabilities, database,
     /// character set, attributes and max packet size, with `user` and the JWT
-    /// as a `mysql_clear_password` password.
-    fn upstream_response(
+    /// as a `mysql_clear_password` password: (its capabilities, max packet size,
+    /// payload).
+    pub(crate) fn upstream_response(
         &self,
         server_caps: CapabilityFlags,
         user: &str,
@@ -263,6 +287,40 @@ pub fn upstream_capabilities(client: CapabilityFlags, server: CapabilityFlags) -
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
 }
 
+/// What one packet from SingleStore during the login says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginReply {
+    /// OK: logged in.
+    Ok,
+    /// ERR: refused.
+    Refused,
+    /// An auth switch to `mysql_clear_password`: send the JWT again.
+    SendPassword,
+}
+
+/// Reads one packet SingleStore sent during the login (untrusted bytes).
+pub fn login_reply(reply: &[u8]) -> Result<LoginReply, Failure> {
+    match reply.first() {
+        Some(0x00) => Ok(LoginReply::Ok),
+        Some(0xFF) => Ok(LoginReply::Refused),
+        Some(0xFE) => {
+            let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(reply))
+                .map_err(|e| protocol(format!("cannot parse SingleStore's auth switch: {e}")))?;
+            if switch.auth_plugin() != AuthPlugin::MysqlClearPassword {
+                return Err(protocol(format!(
+                    "SingleStore asked for the {} authentication plugin; a JWT login uses mysql_clear_password",
+                    String::from_utf8_lossy(switch.auth_plugin().as_bytes())
+                )));
+            }
+            Ok(LoginReply::SendPassword)
+        }
+        other => Err(protocol(format!(
+            "unexpected packet from SingleStore during login (type {})",
+            other.map_or_else(|| "empty".to_string(), |b| format!("0x{b:02X}"))
+        ))),
+    }
+}
+
 /// Where the upstream login ended.
 pub enum Outcome {
     /// Logged in: the OK packet to pass on, and the TLS stream to relay over.
@@ -304,37 +362,22 @@ pub async fn upstream_login(
             format!("TLS to SingleStore ({shown}) failed: {e}"),
         )
     })?;
-    let mut seq = packet::write(&mut io, 2, &response)
+    packet::write(&mut io, 2, &response)
         .await
         .map_err(|e| io_failure("during login", e))?;
     loop {
         let (s, reply) = packet::read(&mut io, HANDSHAKE_LIMIT)
             .await
             .map_err(|e| io_failure("during login", e))?;
-        match reply.first() {
-            Some(0x00) => return Ok(Outcome::Ok(reply, Box::new(io))),
-            Some(0xFF) => return Ok(Outcome::Refused(reply)),
-            Some(0xFE) => {
-                let switch =
-                    AuthSwitchRequest::deserialize((), &mut ParseBuf(&reply)).map_err(|e| {
-                        protocol(format!("cannot parse SingleStore's auth switch: {e}"))
-                    })?;
-                if switch.auth_plugin() != AuthPlugin::MysqlClearPassword {
-                    return Err(protocol(format!(
-                        "SingleStore asked for the {} authentication plugin; a JWT login uses mysql_clear_password",
-                        String::from_utf8_lossy(switch.auth_plugin().as_bytes())
-                    )));
-                }
+        match login_reply(&reply)? {
+            LoginReply::Ok => return Ok(Outcome::Ok(reply, Box::new(io))),
+            LoginReply::Refused => return Ok(Outcome::Refused(reply)),
+            LoginReply::SendPassword => {
                 let mut password = jwt.expose().as_bytes().to_vec();
                 password.push(0);
-                seq = packet::write(&mut io, s.wrapping_add(1), &password)
+                packet::write(&mut io, s.wrapping_add(1), &password)
                     .await
                     .map_err(|e| io_failure("during login", e))?;
-            }
-            _ => {
-                return Err(protocol(format!(
-                    "unexpected packet from SingleStore during login (sequence {seq})"
-                )))
             }
         }
     }
@@ -352,6 +395,98 @@ pub async fn reply<W: AsyncWrite + AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A packet from the fuzz corpus (`fuzz/seeds/mysql_packets/`), which
+    /// doubles as a set of real-shaped packets here.
+    fn seed(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/fuzz/seeds/mysql_packets/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn the_seed_packets_parse_as_what_they_are() {
+        let greeting = Greeting::from_packet(seed("greeting")).unwrap();
+        assert!(greeting
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_SSL));
+        let for_client = greeting.for_client().unwrap();
+        let parsed = HandshakePacket::deserialize((), &mut ParseBuf(&for_client)).unwrap();
+        assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
+        assert_eq!(parsed.connection_id(), 42);
+
+        let login = ClientLogin::parse(1, seed("response")).unwrap();
+        assert_eq!(login.user(), "app");
+        let jwt = Secret::new("header.claims.signature");
+        let (caps, max_packet, bytes) = login
+            .upstream_response(greeting.capabilities(), "*", &jwt)
+            .unwrap();
+        assert!(caps.contains(CapabilityFlags::CLIENT_SSL));
+        assert_eq!(max_packet, 16 * 1024 * 1024);
+        let up = HandshakeResponse::deserialize((), &mut ParseBuf(&bytes)).unwrap();
+        assert_eq!(up.user(), b"*");
+        assert_eq!(up.db_name(), Some(&b"db1"[..]));
+        assert_eq!(up.scramble_buf(), b"header.claims.signature\0");
+
+        // CLIENT_SSL in a full response is dropped; an SSL request is refused.
+        assert!(ClientLogin::parse(1, seed("response_ssl_flag")).is_ok());
+        let refused = ClientLogin::parse(1, seed("ssl_request")).err().unwrap();
+        assert!(refused.message.contains("TLS to the proxy is not offered"));
+        // A greeting where an error packet stands is passed on as is.
+        let err = Greeting::from_packet(seed("err")).err().unwrap();
+        assert_eq!(err.packet, seed("err"));
+    }
+
+    /// Found by the `mysql_packets` fuzz target: an overflow inside
+    /// `mysql_common`'s greeting parser (a panic with overflow checks on).
+    #[test]
+    fn a_greeting_with_an_auth_data_length_over_127_is_refused_not_a_panic() {
+        use base64::Engine;
+        let crash = base64::engine::general_purpose::STANDARD
+            .decode("CaofAAAAAP8VBCMyODAwMEFj/12BgYGBgYGBgYGBgf//Y2VzcyBkZW5pZf8VBCMyOC4wMDBBH2P///8AAAD/FQQjMjBBY///////Y2VzcyBkZW7/Y2VzcyBk")
+            .unwrap();
+        let err = Greeting::from_packet(crash).err().unwrap();
+        assert!(
+            err.message.contains("authentication data length of 129"),
+            "{}",
+            err.message
+        );
+        // The same in a well-formed greeting, for each length mysql_common
+        // cannot take, and one it can.
+        let good = seed("greeting");
+        assert_eq!(auth_data_len(&good), Some(21));
+        for len in 0x80..=0x87u8 {
+            let mut bad = good.clone();
+            bad[40] = len;
+            assert!(Greeting::from_packet(bad).is_err(), "{len:#x}");
+        }
+        assert!(auth_data_len(b"\x0a5.7").is_none());
+    }
+
+    #[test]
+    fn login_replies() {
+        assert_eq!(login_reply(&seed("ok")).unwrap(), LoginReply::Ok);
+        assert_eq!(login_reply(&seed("err")).unwrap(), LoginReply::Refused);
+        assert_eq!(
+            login_reply(&seed("auth_switch_clear")).unwrap(),
+            LoginReply::SendPassword
+        );
+        let native = login_reply(&seed("auth_switch_native")).unwrap_err();
+        assert!(
+            native.message.contains("mysql_native_password"),
+            "{}",
+            native.message
+        );
+        for garbage in [&b""[..], b"\x01", b"\xfe"] {
+            assert!(login_reply(garbage).is_err(), "{garbage:?}");
+        }
+        assert!(login_reply(b"")
+            .unwrap_err()
+            .message
+            .contains("(type empty)"));
+    }
 
     #[test]
     fn upstream_capabilities_keep_the_clients_result_format_flags() {

@@ -206,7 +206,7 @@ fn protocol_silent(message: String) -> Failure {
 }
 
 /// The text of a server error packet, for the log.
-fn server_message(err: &[u8]) -> String {
+pub(crate) fn server_message(err: &[u8]) -> String {
     // 0xFF, code (2), '#', state (5), message.
     match err.get(3) {
         Some(b'#') => String::from_utf8_lossy(err.get(9..).unwrap_or_default()).into_owned(),

@@ -4,8 +4,9 @@
 //!
 //! | endpoint | default | override (first set wins) |
 //! |---|---|---|
-//! | AWS IMDS | `http://169.254.169.254` | `AWS_EC2_METADATA_SERVICE_ENDPOINT` |
-//! | AWS STS | `https://sts.{region}.amazonaws.com` (`https://sts.amazonaws.com` without a region) | `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL` |
+//! | AWS IMDS | `http://169.254.169.254`; `http://[fd00:ec2::254]` with `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6` | `AWS_EC2_METADATA_SERVICE_ENDPOINT` |
+//! | AWS STS | `https://sts.{region}.{partition suffix}`, FIPS and dual-stack forms, `https://sts.amazonaws.com` without a region (see [`super::aws_endpoints`]) | `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL` |
+//! | AWS S3 (presigned URLs) | `https://s3.{region}.{partition suffix}` and S3's FIPS and dual-stack forms | the sidecar's `s3_endpoint`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL` |
 //! | ECS container credentials host | `http://169.254.170.2` | `S2IAM_ECS_CREDENTIALS_ENDPOINT` |
 //! | GCE metadata | `http://metadata.google.internal` | `S2IAM_GCP_METADATA_ENDPOINT` (URL), `GCE_METADATA_HOST` (`host[:port]`) |
 //! | GCE detection probe | `http://169.254.169.254` (no DNS on the hot path) | `S2IAM_GCP_METADATA_ENDPOINT`, `GCE_METADATA_IP`, `GCE_METADATA_HOST` |
@@ -14,16 +15,25 @@
 //! | Azure IMDS | `http://169.254.169.254` | `S2IAM_AZURE_IMDS_ENDPOINT` |
 //! | Azure AD authority | `https://login.microsoftonline.com` | `AZURE_AUTHORITY_HOST` |
 //! | Azure App Service identity | — | `IDENTITY_ENDPOINT` (+ `IDENTITY_HEADER`) |
+//! | Azure Arc agent | `http://localhost:40342/metadata/identity/oauth2/token` when `/opt/azcmagent/bin/himds` exists | `IDENTITY_ENDPOINT` (+ `IMDS_ENDPOINT`) |
+//! | Azure legacy managed identity | — | `MSI_ENDPOINT` (+ `MSI_SECRET`) |
+//! | Azure CLI (a command, not an address) | `az` on `PATH` | `S2IAM_AZURE_CLI` |
 //! | SingleStore auth service | `https://authsvc.singlestore.com/auth/iam/:jwtType` | `--server-url`, `S2IAM_JWT_SERVER_URL` (Python reference), `S2IAM_SERVER_URL` (Go reference) |
+//!
+//! `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` makes the AWS SDKs ignore the
+//! `AWS_ENDPOINT_URL*` variables, and s2iam with them.
 //!
 //! The `S2IAM_*` names exist where the ecosystem has no standard variable, and they
 //! deliberately do not trigger fast-path detection the way `GCE_METADATA_HOST` does,
 //! so tests can point detection at a mock without deciding its outcome.
 
+use super::aws_endpoints::{self, AwsEndpoint, AwsEndpointSettings, EndpointError};
 use super::vars::Env;
 
 /// EC2 instance metadata.
 pub const DEFAULT_AWS_IMDS: &str = "http://169.254.169.254";
+/// EC2 instance metadata over IPv6 (Nitro instances with the IPv6 endpoint enabled).
+pub const DEFAULT_AWS_IMDS_IPV6: &str = "http://[fd00:ec2::254]";
 /// ECS container credentials.
 pub const DEFAULT_ECS_CREDENTIALS: &str = "http://169.254.170.2";
 /// GCE metadata, by name.
@@ -44,8 +54,13 @@ pub const DEFAULT_AUTH_SERVER: &str = "https://authsvc.singlestore.com/auth/iam/
 pub struct Endpoints {
     /// AWS IMDS base URL.
     pub aws_imds: String,
-    /// `None`: derive from the region (`https://sts.{region}.amazonaws.com`).
+    /// An explicit STS endpoint; `None`: derive from the region.
     pub aws_sts: Option<String>,
+    /// An explicit S3 endpoint (`AWS_ENDPOINT_URL_S3`); `None`: derive from the region.
+    pub aws_s3: Option<String>,
+    /// FIPS, dual-stack and legacy-STS settings for derived AWS endpoints, or why
+    /// they are invalid.
+    pub aws_settings: Result<AwsEndpointSettings, EndpointError>,
     /// ECS container-credentials host.
     pub ecs_credentials: String,
     /// GCE metadata base URL.
@@ -76,10 +91,16 @@ impl Endpoints {
             .or(env.get("GCE_METADATA_IP").map(|h| with_scheme(&h)))
             .or(gce_host)
             .unwrap_or_else(|| DEFAULT_GCP_METADATA_IP.into());
+        let ignore_urls = env
+            .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let aws_url = |names: &[&str]| if ignore_urls { None } else { first(names) };
         Self {
             aws_imds: first(&["AWS_EC2_METADATA_SERVICE_ENDPOINT"])
-                .unwrap_or_else(|| DEFAULT_AWS_IMDS.into()),
-            aws_sts: first(&["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]),
+                .unwrap_or_else(|| imds_for_mode(env).into()),
+            aws_sts: aws_url(&["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]),
+            aws_s3: aws_url(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]),
+            aws_settings: AwsEndpointSettings::from_env(env),
             ecs_credentials: first(&["S2IAM_ECS_CREDENTIALS_ENDPOINT"])
                 .unwrap_or_else(|| DEFAULT_ECS_CREDENTIALS.into()),
             gcp_metadata,
@@ -98,12 +119,22 @@ impl Endpoints {
         }
     }
 
-    /// The STS endpoint for `region`.
-    pub fn sts_for(&self, region: Option<&str>) -> String {
-        match (&self.aws_sts, region) {
-            (Some(url), _) => url.clone(),
-            (None, Some(r)) if !r.is_empty() => format!("https://sts.{r}.amazonaws.com"),
-            (None, _) => "https://sts.amazonaws.com".into(),
+    /// The STS endpoint for `region` and the region to sign for: the explicit
+    /// endpoint if one is set (signed for `region`), else derived from the region
+    /// (see [`aws_endpoints::sts`]).
+    pub fn sts(&self, region: Option<&str>) -> Result<AwsEndpoint, EndpointError> {
+        match &self.aws_sts {
+            Some(url) => Ok(explicit(url, region)),
+            None => aws_endpoints::sts(region, self.aws_settings.as_ref().map_err(Clone::clone)?),
+        }
+    }
+
+    /// The S3 endpoint for `region` (presigned URLs): the explicit one if set, else
+    /// derived from the region (see [`aws_endpoints::s3`]).
+    pub fn s3(&self, region: &str) -> Result<AwsEndpoint, EndpointError> {
+        match &self.aws_s3 {
+            Some(url) => Ok(explicit(url, Some(region))),
+            None => aws_endpoints::s3(region, self.aws_settings.as_ref().map_err(Clone::clone)?),
         }
     }
 
@@ -114,6 +145,8 @@ impl Endpoints {
         Self {
             aws_imds: base.clone(),
             aws_sts: Some(base.clone()),
+            aws_s3: None,
+            aws_settings: Ok(AwsEndpointSettings::default()),
             ecs_credentials: base.clone(),
             gcp_metadata: base.clone(),
             gcp_metadata_probe: base.clone(),
@@ -121,6 +154,40 @@ impl Endpoints {
             azure_imds: base.clone(),
             azure_authority: base,
             auth_server: DEFAULT_AUTH_SERVER.into(),
+        }
+    }
+}
+
+/// An explicit endpoint, signed for `region` (as the SDKs sign requests to a custom
+/// endpoint for the configured region), `us-east-1` without one.
+fn explicit(url: &str, region: Option<&str>) -> AwsEndpoint {
+    AwsEndpoint {
+        url: url.to_string(),
+        signing_region: region
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .unwrap_or(aws_endpoints::GLOBAL_STS_SIGNING_REGION)
+            .to_string(),
+        partition: None,
+    }
+}
+
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`: `IPv4` (default) or `IPv6`, any case.
+/// Another value is a mistake the SDKs refuse; s2iam warns and uses IPv4.
+fn imds_for_mode(env: &Env) -> &'static str {
+    match env
+        .get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+        .map(|m| m.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("ipv6") => DEFAULT_AWS_IMDS_IPV6,
+        None | Some("") | Some("ipv4") => DEFAULT_AWS_IMDS,
+        Some(other) => {
+            tracing::warn!(
+                value = %other.chars().take(20).collect::<String>(),
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE is neither IPv4 nor IPv6; using IPv4"
+            );
+            DEFAULT_AWS_IMDS
         }
     }
 }
@@ -138,7 +205,9 @@ fn with_scheme(host: &str) -> String {
 }
 
 /// Environment variables that point every endpoint at a mock cloud at `base`
-/// without triggering fast-path detection (for tests and `s2iam dev`).
+/// without triggering fast-path detection (for tests and `s2iam dev`). The Azure CLI
+/// is turned off (`S2IAM_AZURE_CLI=off`): a developer's own `az` login must not
+/// answer for a mock cloud that has no identity.
 pub fn mock_env(base: &str) -> Vec<(String, String)> {
     [
         "AWS_EC2_METADATA_SERVICE_ENDPOINT",
@@ -151,6 +220,7 @@ pub fn mock_env(base: &str) -> Vec<(String, String)> {
     ]
     .iter()
     .map(|k| (k.to_string(), base.to_string()))
+    .chain([("S2IAM_AZURE_CLI".to_string(), "off".to_string())])
     .collect()
 }
 
@@ -166,10 +236,14 @@ mod tests {
         assert_eq!(e.gcp_metadata_probe, "http://169.254.169.254");
         assert_eq!(e.azure_imds, "http://169.254.169.254");
         assert_eq!(
-            e.sts_for(Some("eu-west-1")),
+            e.sts(Some("eu-west-1")).unwrap().url,
             "https://sts.eu-west-1.amazonaws.com"
         );
-        assert_eq!(e.sts_for(None), "https://sts.amazonaws.com");
+        assert_eq!(e.sts(None).unwrap().url, "https://sts.amazonaws.com");
+        assert_eq!(
+            e.s3("cn-north-1").unwrap().url,
+            "https://s3.cn-north-1.amazonaws.com.cn"
+        );
         assert_eq!(e.auth_server, DEFAULT_AUTH_SERVER);
     }
 
@@ -183,7 +257,62 @@ mod tests {
         assert_eq!(e.aws_imds, "http://127.0.0.1:9");
         assert_eq!(e.gcp_metadata, "http://127.0.0.1:8");
         assert_eq!(e.gcp_metadata_probe, "http://127.0.0.1:8");
-        assert_eq!(e.sts_for(Some("x")), "http://127.0.0.1:7");
+        let sts = e.sts(Some("eu-west-1")).unwrap();
+        assert_eq!(sts.url, "http://127.0.0.1:7");
+        assert_eq!(sts.signing_region, "eu-west-1");
+        assert_eq!(sts.partition, None);
+    }
+
+    #[test]
+    fn explicit_aws_endpoints_win_over_derived_ones() {
+        let env = |pairs: &[(&str, &str)]| Endpoints::from_env(&Env::from_pairs(pairs.to_vec()));
+        let fips = ("AWS_USE_FIPS_ENDPOINT", "true");
+        let e = env(&[fips]);
+        assert_eq!(
+            e.sts(Some("us-west-2")).unwrap().url,
+            "https://sts-fips.us-west-2.amazonaws.com"
+        );
+        // The specific variable beats the generic one; both beat FIPS.
+        let e = env(&[
+            fips,
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2"),
+        ]);
+        assert_eq!(e.sts(Some("us-west-2")).unwrap().url, "http://127.0.0.1:2");
+        assert_eq!(e.s3("us-west-2").unwrap().url, "http://127.0.0.1:1");
+        // ... unless the SDKs are told to ignore configured endpoint URLs.
+        let e = env(&[
+            ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(
+            e.sts(Some("cn-north-1")).unwrap().url,
+            "https://sts.cn-north-1.amazonaws.com.cn"
+        );
+        // A bad setting is reported when an endpoint is derived, not ignored.
+        let e = env(&[("AWS_USE_DUALSTACK_ENDPOINT", "maybe")]);
+        assert!(e.sts(Some("us-east-1")).is_err());
+        assert!(e.s3("us-east-1").is_err());
+    }
+
+    #[test]
+    fn imds_endpoint_mode() {
+        let imds =
+            |pairs: &[(&str, &str)]| Endpoints::from_env(&Env::from_pairs(pairs.to_vec())).aws_imds;
+        let mode = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
+        assert_eq!(imds(&[]), "http://169.254.169.254");
+        assert_eq!(imds(&[(mode, "IPv6")]), "http://[fd00:ec2::254]");
+        assert_eq!(imds(&[(mode, "ipv6")]), "http://[fd00:ec2::254]");
+        assert_eq!(imds(&[(mode, "IPv4")]), "http://169.254.169.254");
+        assert_eq!(imds(&[(mode, "IPv5")]), "http://169.254.169.254");
+        // The explicit endpoint wins over the mode.
+        assert_eq!(
+            imds(&[
+                (mode, "IPv6"),
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://[::1]:8080/")
+            ]),
+            "http://[::1]:8080"
+        );
     }
 
     #[test]

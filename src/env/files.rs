@@ -54,6 +54,27 @@ impl Fs {
         }
     }
 
+    /// The size of a regular file; an error for anything else (a directory, a FIFO
+    /// that would block a read, a device).
+    pub fn file_size(&self, path: &Path) -> std::io::Result<u64> {
+        match &self.files {
+            Some(files) => files
+                .get(path)
+                .map(|c| u64::try_from(c.len()).unwrap_or(u64::MAX))
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+            None => {
+                let meta = std::fs::metadata(path)?;
+                if !meta.is_file() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a regular file",
+                    ));
+                }
+                Ok(meta.len())
+            }
+        }
+    }
+
     /// Whether `path` is a file.
     pub fn exists(&self, path: &Path) -> bool {
         match &self.files {
@@ -73,5 +94,8 @@ mod tests {
         assert_eq!(fs.read_to_string(Path::new("/t")).unwrap(), "tok");
         assert!(fs.read_to_string(Path::new("/u")).is_err());
         assert!(fs.exists(Path::new("/t")));
+        assert_eq!(fs.file_size(Path::new("/t")).unwrap(), 3);
+        assert!(fs.file_size(Path::new("/u")).is_err());
+        assert!(Fs::real().file_size(Path::new("/")).is_err(), "a directory");
     }
 }

@@ -5,9 +5,12 @@
 //! AWS, GCP, Azure.
 //! Phase 2 probes every metadata service concurrently under one overall deadline;
 //! the first positive answer wins and the other probes are cancelled.
-//! Phase 3, when nothing answered: gcloud's application-default credentials file
-//! (a developer laptop) means GCP ([`GcpProvider::fallback_detect`]); it is ambient
-//! rather than chosen, so it never outranks a metadata service that answers.
+//! Phase 3, when nothing answered, developer credentials, in phase 1's order: gcloud's
+//! application-default credentials file means GCP ([`GcpProvider::fallback_detect`]),
+//! else the Azure CLI installed means Azure, its login the identity
+//! ([`AzureProvider::fallback_detect`], as azure-identity's `DefaultAzureCredential`
+//! ends with the CLI; `S2IAM_AZURE_CLI=off` turns it off). Both are ambient rather
+//! than chosen, so they never outrank a metadata service that answers.
 //! Otherwise the error says per provider what was tried and why it failed.
 
 use std::time::{Duration, Instant};
@@ -125,16 +128,26 @@ pub async fn detect_provider(
         }
     }
     match probe_all(cfg, opts.timeout, start).await {
-        Err(e) => match GcpProvider::fallback_detect(cfg) {
-            Some(evidence) => Ok(Detection {
-                provider: Provider::for_kind(CloudProvider::Gcp),
-                method: DetectionMethod::Environment(evidence),
-                elapsed: start.elapsed(),
-            }),
+        Err(e) => match fallback_detect(cfg) {
+            Some((kind, evidence)) => {
+                tracing::debug!(probes = %e, provider = %kind, "no metadata service answered: using developer credentials");
+                Ok(Detection {
+                    provider: Provider::for_kind(kind),
+                    method: DetectionMethod::Environment(evidence),
+                    elapsed: start.elapsed(),
+                })
+            }
             None => Err(e),
         },
         found => found,
     }
+}
+
+/// Phase 3: developer credentials, when no metadata service answered.
+pub fn fallback_detect(cfg: &ProviderConfig) -> Option<(CloudProvider, String)> {
+    GcpProvider::fallback_detect(cfg)
+        .map(|e| (CloudProvider::Gcp, e))
+        .or_else(|| AzureProvider::fallback_detect(cfg).map(|e| (CloudProvider::Azure, e)))
 }
 
 /// Phase 1: the first provider with evidence in the environment.

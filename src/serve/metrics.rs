@@ -12,6 +12,9 @@
 //! - `s2iam_connections_open{listener}`, `s2iam_connections_refused_total`;
 //! - `s2iam_aws_credentials_seconds_to_expiry{profile}`, `s2iam_aws_sts_calls_total`,
 //!   `s2iam_aws_sts_failures_total`: AWS credential profiles;
+//! - `s2iam_aws_clock_skew_seconds` (AWS's clock minus this one, from STS's `Date`),
+//!   `s2iam_aws_clock_skew_correction_seconds` (what SigV4 signing applies; see
+//!   [`crate::env::skew`]);
 //! - `s2iam_sink_write_failures_total`, `s2iam_ready`;
 //! - `s2iam_dbproxy_*`: the database proxies (see [`crate::dbproxy::metrics`]).
 //! - `s2iam_api_proxy_requests_total{proxy,class}` (`2xx`..`5xx` as the client saw it),
@@ -330,6 +333,21 @@ impl Metrics {
     }
 }
 
+/// The clock-skew gauges: the last offset measured from STS answers (0 before
+/// any) and the correction signing applies.
+pub fn render_clock_skew(reading: &crate::env::SkewReading) -> String {
+    format!(
+        "# HELP s2iam_aws_clock_skew_seconds AWS's clock minus this machine's, from the Date of STS answers.\n\
+         # TYPE s2iam_aws_clock_skew_seconds gauge\n\
+         s2iam_aws_clock_skew_seconds {}\n\
+         # HELP s2iam_aws_clock_skew_correction_seconds The correction SigV4 signing applies to this machine's clock.\n\
+         # TYPE s2iam_aws_clock_skew_correction_seconds gauge\n\
+         s2iam_aws_clock_skew_correction_seconds {}\n",
+        reading.measured_secs.unwrap_or(0),
+        reading.correction_secs
+    )
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -364,6 +382,20 @@ mod tests {
         assert!(text.contains("workspace_group=\"w\\\"g\"} 12"));
         assert!(text.contains("s2iam_ready 1"));
         assert!(text.contains("s2iam_cached_tokens{kind=\"on_demand\"} 2"));
+    }
+
+    #[test]
+    fn renders_clock_skew() {
+        let text = render_clock_skew(&crate::env::SkewReading {
+            measured_secs: Some(-601),
+            correction_secs: -601,
+        });
+        assert!(
+            text.contains("\ns2iam_aws_clock_skew_seconds -601\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ns2iam_aws_clock_skew_correction_seconds -601\n"));
+        assert!(text.contains("# TYPE s2iam_aws_clock_skew_seconds gauge\n"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod listen;
 pub mod metrics;
 pub mod once;
 pub mod routes;
+pub mod short_lived;
 pub mod templates;
 
 use std::collections::HashMap;
@@ -222,7 +223,8 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
     requests
 }
 
-/// `database/wg-1` style name of a token request, for logs and errors.
+/// `database/wg-1` style name of a token request, for logs and errors; a GCP
+/// audience other than the default is named too (`api for audience https://x`).
 pub fn describe(req: &TokenRequest) -> String {
     let mut s = req.jwt_type.to_string();
     // Caller-chosen values: escaped and cut (crate::logging).
@@ -233,6 +235,10 @@ pub fn describe(req: &TokenRequest) -> String {
     if let Some(role) = &req.assume_role {
         s.push_str(" as ");
         s.push_str(&crate::logging::field(role));
+    }
+    if req.gcp_audience != crate::provider::DEFAULT_GCP_AUDIENCE {
+        s.push_str(" for audience ");
+        s.push_str(&crate::logging::field(&req.gcp_audience));
     }
     s
 }
@@ -289,6 +295,9 @@ impl Sidecar {
                     sinks,
                     metrics.clone(),
                     token_fetched.clone(),
+                    Arc::new(short_lived::ShortLived::new(
+                        config.cache.policy.min_remaining,
+                    )),
                 ),
             ),
             renderer,
@@ -469,6 +478,7 @@ fn fetcher(
     sinks: HashMap<TokenRequest, Sink>,
     metrics: Arc<metrics::Metrics>,
     fetched: Arc<tokio::sync::Notify>,
+    short_lived: Arc<short_lived::ShortLived>,
 ) -> Fetcher<TokenRequest, Arc<encoded::EncodedToken>, Error> {
     // One action runner per sink, so a sink's actions never overlap.
     let sinks: Arc<HashMap<_, _>> = Arc::new(
@@ -488,11 +498,13 @@ fn fetcher(
         let sinks = sinks.clone();
         let metrics = metrics.clone();
         let fetched = fetched.clone();
+        let short_lived = short_lived.clone();
         Box::pin(async move {
             let token = client.token(&req).await;
             match &token {
                 Ok(t) => {
                     tracing::info!(token = %describe(&req), expires_at = %rfc3339(t.expires_at), "token fetched");
+                    short_lived.check(&req, t.lifetime());
                     if let Some((sink, action)) = sinks.get(&req) {
                         if write_sink(sink, t, &metrics).await {
                             if let Some(action) = action {

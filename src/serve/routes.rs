@@ -397,7 +397,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_iter()
         .filter_map(|s| Some((s.key, s.remaining?.as_secs_f64())))
         .collect();
-    let body = state.metrics.render(
+    let mut body = state.metrics.render(
         state.cache.stats(),
         state.cache.key_counts(),
         &tokens,
@@ -405,5 +405,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.aws.cache().stats(),
         state.readiness().is_ok(),
     );
+    body.push_str(&super::metrics::render_clock_skew(
+        &state.client.provider_config().aws_clock_skew.reading(),
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -141,4 +141,47 @@ pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
     cmd
 }
 
+/// A sidecar configuration for in-process tests: `toml` read with an empty
+/// environment, the Unix socket in `dir`, the auth service at `server` over
+/// plain HTTP. Tests add their own listeners and timings.
+pub fn sidecar_config(server: &TestServer, dir: &Path, toml: &str) -> s2iam::config::ServeConfig {
+    let mut c = s2iam::config::ServeConfig::from_toml(
+        toml,
+        &Env::from_pairs::<&str, &str>([]),
+        &s2iam::config::ServeOverrides::default(),
+    )
+    .expect("test config parses");
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    c
+}
+
+/// The sidecar, in-process, on the mocks of `server`.
+pub async fn start_sidecar(
+    server: &TestServer,
+    config: s2iam::config::ServeConfig,
+) -> s2iam::serve::Sidecar {
+    s2iam::serve::Sidecar::start(config, provider_config(server))
+        .await
+        .expect("sidecar starts")
+}
+
+/// How many token exchanges the mock auth service has answered.
+pub fn exchanges(server: &TestServer) -> usize {
+    server.auth_requests().count("/auth/iam/")
+}
+
+/// Waits (up to 15 s) for `/readyz` on `socket` to answer 200.
+pub async fn wait_ready(socket: &Path) {
+    assert!(
+        eventually(Duration::from_secs(15), async || uds_get(socket, "/readyz")
+            .await
+            .0
+            == 200)
+        .await,
+        "sidecar ready"
+    );
+}
+
 pub mod google;

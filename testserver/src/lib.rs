@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 
 pub use api::{ApiConfig, ApiRecord, MockApi, MockApiServer};
 pub use auth::{AuthConfig, ExchangeRecord, MockAuth, VerifiedIdentity};
+pub use cloud::azure::ArcChallenge;
 pub use cloud::{
     AwsCredential, AwsIdentity, AzureIdentity, CloudConfig, GcpIdentity, GoogleServices,
     ManagedIdentity, MockCloud, ServiceAccount, WorkloadIdentityPool,
@@ -56,6 +57,9 @@ pub enum StartError {
     #[error("cannot build the HTTP client the auth service uses to reach STS: {0}")]
     /// The HTTP client could not be built.
     Http(reqwest::Error),
+    #[error("cannot make the mock cloud's TLS certificate: {0}")]
+    /// The HTTPS listener's certificate could not be made.
+    Tls(#[from] singlestore::tls::TlsError),
     #[error("cannot start the mock SingleStore: {0}")]
     /// The mock SingleStore could not start.
     SingleStore(#[from] singlestore::SingleStoreError),
@@ -79,6 +83,11 @@ pub struct TestServerConfig {
     /// Also run a mock SingleStore database endpoint that accepts the mock auth
     /// service's database JWTs.
     pub singlestore: Option<SingleStoreConfig>,
+    /// Also serve the mock cloud over HTTPS on a loopback port, with a certificate
+    /// (from a fresh CA, [`TestServer::cloud_ca_pem`]) for these host names, e.g.
+    /// the AWS endpoints derived for a partition; clients resolve the names to
+    /// [`TestServer::cloud_tls_addr`].
+    pub cloud_tls_names: Vec<String>,
 }
 
 impl TestServerConfig {
@@ -91,7 +100,14 @@ impl TestServerConfig {
             auth_addr: loopback_any_port(),
             key_size: None,
             singlestore: None,
+            cloud_tls_names: Vec::new(),
         }
+    }
+
+    /// The same config with the mock cloud also on HTTPS for `names`.
+    pub fn with_cloud_tls(mut self, names: &[&str]) -> Self {
+        self.cloud_tls_names = names.iter().map(|n| n.to_string()).collect();
+        self
     }
 
     /// The same config with a mock SingleStore.
@@ -116,6 +132,7 @@ pub struct TestServer {
     cloud: MockCloud,
     auth: MockAuth,
     cloud_listeners: Vec<server::Listener>,
+    cloud_tls: Option<(server::Listener, String)>,
     auth_listener: server::Listener,
     cloud_faults: Faults,
     auth_faults: Faults,
@@ -150,6 +167,26 @@ impl TestServer {
                 })?,
             );
         }
+        let cloud_tls = if config.cloud_tls_names.is_empty() {
+            None
+        } else {
+            let tls = singlestore::tls::MockTls::for_names(
+                "s2iam mock cloud CA",
+                config.cloud_tls_names.clone(),
+            )?;
+            let listener = server::spawn_tls(
+                bind(loopback_any_port()).await?,
+                cloud.router(),
+                cloud_faults.clone(),
+                cloud_log.clone(),
+                tls.server_config.clone(),
+            )
+            .map_err(|source| StartError::Bind {
+                addr: loopback_any_port(),
+                source,
+            })?;
+            Some((listener, tls.ca_pem))
+        };
         let sts_url = cloud_listeners.first().map(|l| l.url()).unwrap_or_default();
         // STS is this test server's own listener: never through a proxy.
         let http = reqwest::Client::builder()
@@ -183,6 +220,7 @@ impl TestServer {
             cloud,
             auth,
             cloud_listeners,
+            cloud_tls,
             auth_listener,
             cloud_faults,
             auth_faults,
@@ -203,6 +241,17 @@ impl TestServer {
     /// The bound cloud addresses.
     pub fn cloud_addrs(&self) -> Vec<SocketAddr> {
         self.cloud_listeners.iter().map(|l| l.addr()).collect()
+    }
+
+    /// The HTTPS listener of the mock cloud, when
+    /// [`TestServerConfig::cloud_tls_names`] were given.
+    pub fn cloud_tls_addr(&self) -> Option<SocketAddr> {
+        self.cloud_tls.as_ref().map(|(l, _)| l.addr())
+    }
+
+    /// The CA (PEM) of the HTTPS listener's certificate.
+    pub fn cloud_ca_pem(&self) -> Option<&str> {
+        self.cloud_tls.as_ref().map(|(_, ca)| ca.as_str())
     }
 
     /// `http://127.0.0.1:port` of the mock auth service.
@@ -262,6 +311,9 @@ impl TestServer {
             s.shutdown().await;
         }
         for l in self.cloud_listeners {
+            l.shutdown().await;
+        }
+        if let Some((l, _)) = self.cloud_tls {
             l.shutdown().await;
         }
         self.auth_listener.shutdown().await;

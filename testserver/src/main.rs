@@ -80,6 +80,15 @@ struct Args {
     /// Lifetime of credentials and tokens the mock cloud issues (Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     cloud_token_ttl: Duration,
+    /// Where the mock Azure Arc agent writes its challenge key files (default: a
+    /// private temporary directory). Real clients insist on /var/opt/azcmagent/tokens.
+    #[arg(long)]
+    azure_arc_key_dir: Option<PathBuf>,
+    /// How the mock Azure Arc agent answers the first request: normal,
+    /// missing-header, wrong-directory, not-key-suffix or oversize-key (the last four
+    /// are challenges clients must refuse).
+    #[arg(long, default_value = "normal")]
+    azure_arc_challenge: s2iam_testserver::ArcChallenge,
     /// How far the mock cloud's clock is ahead of this machine's (Go duration,
     /// `-` for behind: 10m, -10m, 90s): the `Date` header of every mock cloud
     /// response and STS's signature time check use it.
@@ -142,6 +151,10 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
             .with_context(|| format!("unknown --cloud {name:?}: use aws, gcp, azure or none"))?,
     };
     cloud.token_ttl = args.cloud_token_ttl;
+    if let Some(az) = cloud.azure.as_mut() {
+        az.arc_key_dir = args.azure_arc_key_dir.clone();
+        az.arc_challenge = args.azure_arc_challenge;
+    }
     cloud.clock_offset_secs = args.cloud_clock_offset;
     let mut config = TestServerConfig::new(cloud).with_auth(auth_config(args));
     config.auth_addr = SocketAddr::new(args.host, args.port);

@@ -125,12 +125,36 @@ pub fn spawn(
     faults: Faults,
     log: RequestLog,
 ) -> std::io::Result<Listener> {
+    spawn_with(listener, app, faults, log, None)
+}
+
+/// [`spawn`] over TLS: HTTPS with `tls`'s certificate (the mock cloud under real
+/// AWS host names, e.g. `sts.cn-north-1.amazonaws.com.cn`, for clients that resolve
+/// them to this listener and trust the mock CA).
+pub fn spawn_tls(
+    listener: TcpListener,
+    app: Router,
+    faults: Faults,
+    log: RequestLog,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<Listener> {
+    spawn_with(listener, app, faults, log, Some(tls))
+}
+
+fn spawn_with(
+    listener: TcpListener,
+    app: Router,
+    faults: Faults,
+    log: RequestLog,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<Listener> {
     let addr = listener.local_addr()?;
     let app = app
         .merge(admin_routes(faults.clone(), log.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, app, faults, log, stopped));
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let task = tokio::spawn(accept_loop(listener, app, faults, log, tls, stopped));
     Ok(Listener { addr, stop, task })
 }
 
@@ -139,6 +163,7 @@ async fn accept_loop(
     app: Router,
     faults: Faults,
     log: RequestLog,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -151,8 +176,17 @@ async fn accept_loop(
                     continue;
                 };
                 let conn = Connection { app: app.clone(), faults: faults.clone(), log: log.clone() };
-                if let Some(fut) = conn.serve(stream, &graceful) {
-                    tokio::spawn(fut);
+                match &tls {
+                    None => {
+                        if let Some(fut) = conn.serve(stream, &graceful) {
+                            tokio::spawn(fut);
+                        }
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move { conn.serve_tls(stream, acceptor, watcher).await });
+                    }
                 }
             }
             _ = stopped.changed() => break,
@@ -195,6 +229,38 @@ impl Connection {
         Some(async move {
             let _ = watched.await;
         })
+    }
+
+    /// [`Connection::serve`] after a TLS handshake (a failed one just closes).
+    async fn serve_tls(
+        self,
+        stream: TcpStream,
+        acceptor: tokio_rustls::TlsAcceptor,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Some(raw) = stream
+            .into_std()
+            .ok()
+            .and_then(|s| Some((Arc::new(s.try_clone().ok()?), s)))
+        else {
+            return;
+        };
+        let (raw, std_stream) = raw;
+        let Ok(stream) = TcpStream::from_std(std_stream) else {
+            return;
+        };
+        let Ok(tls) = acceptor.accept(stream).await else {
+            return;
+        };
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let conn = self.clone();
+            let raw = raw.clone();
+            async move { conn.handle(req.map(Body::new), &raw).await }
+        });
+        let http =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+        let _ = watcher.watch(http).await;
     }
 
     async fn handle(

@@ -1604,3 +1604,101 @@ async fn clock_offset_can_change_while_running() {
     assert!(after.abs_diff(now_unix() + 600) <= 2);
     server.shutdown().await;
 }
+
+/// A GetCallerIdentity POST signed for `region` and sent with `Host: host`.
+async fn caller_identity_via_host(
+    c: &Client,
+    server: &TestServer,
+    host: &str,
+    region: &str,
+) -> (StatusCode, String) {
+    let body = form(&[("Action", "GetCallerIdentity"), ("Version", "2011-06-15")]);
+    let url = url::Url::parse(&format!("https://{host}/")).unwrap();
+    let mut headers = vec![
+        ("host".to_string(), host.to_string()),
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+    ];
+    let user = signing(&server.cloud().user_key());
+    let added = sigv4::sign(
+        "POST",
+        &url,
+        &headers,
+        body.as_bytes(),
+        &user,
+        region,
+        "sts",
+        now_unix(),
+    );
+    headers.extend(added);
+    send_post(c, server, &headers, body).await
+}
+
+#[tokio::test]
+async fn sts_host_names_pick_the_signing_region_and_partition() {
+    let server = start(CloudConfig::aws()).await;
+    let c = client();
+    for (host, region, partition) in [
+        ("sts.cn-north-1.amazonaws.com.cn", "cn-north-1", "aws-cn"),
+        ("sts.amazonaws.com", "us-east-1", "aws"),
+        (
+            "sts-fips.us-gov-west-1.api.aws",
+            "us-gov-west-1",
+            "aws-us-gov",
+        ),
+        (
+            "sts.us-iso-east-1.c2s.ic.gov:443",
+            "us-iso-east-1",
+            "aws-iso",
+        ),
+    ] {
+        let (s, xml) = caller_identity_via_host(&c, &server, host, region).await;
+        assert_eq!(s, StatusCode::OK, "{host}: {xml}");
+        let arn = tag(&xml, "Arn").unwrap();
+        assert!(arn.starts_with(&format!("arn:{partition}:iam::")), "{arn}");
+
+        let (s, err) = caller_identity_via_host(&c, &server, host, "eu-west-1").await;
+        assert_eq!(
+            (s, error_code(&err).as_str()),
+            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+            "{host}"
+        );
+        assert_eq!(
+            tag(&err, "Message"),
+            Some("Credential should be scoped to a valid region. ")
+        );
+    }
+    // Loopback (the usual test endpoint) takes any region.
+    let (s, _) = caller_identity_via_host(&c, &server, "127.0.0.1:1", "eu-west-1").await;
+    assert_eq!(s, StatusCode::OK);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cloud_is_served_over_https_for_given_names() {
+    let server = TestServer::start(
+        TestServerConfig::new(CloudConfig::aws()).with_cloud_tls(&["sts.eu-west-1.amazonaws.com"]),
+    )
+    .await
+    .unwrap();
+    let ca = reqwest::Certificate::from_pem(server.cloud_ca_pem().unwrap().as_bytes()).unwrap();
+    let c = Client::builder()
+        .no_proxy()
+        .add_root_certificate(ca)
+        .resolve(
+            "sts.eu-west-1.amazonaws.com",
+            server.cloud_tls_addr().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let resp = c
+        .get("https://sts.eu-west-1.amazonaws.com/latest/meta-data/instance-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "i-0123456789abcdef0");
+    server.shutdown().await;
+}

@@ -13,6 +13,11 @@
 //!   `us-east-1`. IMDS is not asked when another source supplied the credentials:
 //!   the platforms behind those sources (ECS, Lambda, the EKS webhook) set
 //!   `AWS_REGION`, and off EC2 the lookup would only cost a timeout.
+//! - STS endpoint: derived from that region as the SDKs derive it (partition,
+//!   `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
+//!   `AWS_STS_REGIONAL_ENDPOINTS`; see [`crate::env::aws_endpoints`]) unless
+//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one; the identity reports it
+//!   (`StsEndpoint`, `StsPartition`).
 //! - Identity: temporary credentials only leave the process — long-lived keys are
 //!   first exchanged with STS `GetSessionToken` (as the reference clients do), or
 //!   used to `AssumeRole` when a role is set; then STS `GetCallerIdentity` with the
@@ -127,7 +132,15 @@ impl AwsProvider {
             headers.push("X-AWS-Session-Token", token.clone());
         }
         headers.push("X-Cloud-Provider", "aws");
-        Ok((headers, cloud_identity(&caller)))
+        let mut identity = cloud_identity(&caller);
+        identity
+            .additional_claims
+            .insert("StsEndpoint".into(), sts.endpoint().to_string());
+        identity.additional_claims.insert(
+            "StsPartition".into(),
+            sts.partition().unwrap_or("(explicit endpoint)").to_string(),
+        );
+        Ok((headers, identity))
     }
 
     /// Temporary credentials of this provider's identity (the role's when one is

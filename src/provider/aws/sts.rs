@@ -3,11 +3,17 @@
 //! Protocol: `POST {sts}/` with an `application/x-www-form-urlencoded` body
 //! `Action=<action>&Version=2011-06-15&<params>`, SigV4-signed for service `sts`
 //! (except `AssumeRoleWithWebIdentity`, whose proof is the web identity token). The
-//! endpoint is `https://sts.{region}.amazonaws.com` unless overridden (see
+//! endpoint is derived from the region as the SDKs derive it (partition, FIPS,
+//! dual-stack: [`crate::env::aws_endpoints`]) unless overridden (see
 //! [`crate::env::endpoints`]). Answers are XML: `<{Action}Response><{Action}Result>...`
 //! on success, `<ErrorResponse><Error><Code/><Message/></Error></ErrorResponse>` on
 //! failure. A tiny tag extractor reads them: STS responses are flat, fixed documents
 //! and an XML crate would be the largest dependency here.
+//!
+//! Clock skew: every answer's `Date` updates the shared [`ClockSkew`]; a request
+//! refused for clock skew (`SignatureDoesNotMatch: Signature expired ...`) while the
+//! measured offset calls for a new correction is signed again with the corrected
+//! time and sent once more, as the AWS SDKs do (see [`crate::env::skew`]).
 //!
 //! Actions: `GetCallerIdentity`, `GetSessionToken`, `AssumeRole` (with the optional
 //! `DurationSeconds`, `ExternalId` and session `Policy` that credential vending
@@ -19,6 +25,8 @@ use std::time::Duration;
 use super::http::{self, TransportError};
 use super::keys::{parse_time, AwsCredentials};
 use super::sigv4;
+use crate::env::aws_endpoints::{AwsEndpoint, EndpointError};
+use crate::env::skew::{self, ClockSkew};
 use crate::env::{Clock, ProviderConfig};
 use crate::secret::Secret;
 
@@ -109,6 +117,9 @@ pub enum StsErrorKind {
     InvalidIdentityToken,
     /// Too many requests; retry later.
     Throttled,
+    /// The signature's time is too far from STS's clock (still, after correcting
+    /// by the measured offset once).
+    ClockSkew,
     /// Anything else.
     Other,
 }
@@ -160,6 +171,13 @@ pub enum StsError {
         /// The STS endpoint.
         endpoint: String,
     },
+    /// No endpoint can be derived from the region and settings.
+    Endpoint {
+        /// The STS action.
+        action: &'static str,
+        /// Why.
+        source: EndpointError,
+    },
 }
 
 impl StsError {
@@ -170,7 +188,8 @@ impl StsError {
             | Self::Service { action, .. }
             | Self::Status { action, .. }
             | Self::Malformed { action, .. }
-            | Self::BadEndpoint { action, .. } => action,
+            | Self::BadEndpoint { action, .. }
+            | Self::Endpoint { action, .. } => action,
         }
     }
 
@@ -192,14 +211,18 @@ impl StsError {
             Self::BadEndpoint { endpoint, .. } => {
                 format!("the endpoint {endpoint:?} is not a valid URL")
             }
+            Self::Endpoint { source, .. } => source.to_string(),
         }
     }
 
     /// What kind of error, for callers that react differently.
     pub fn kind(&self) -> StsErrorKind {
-        let Self::Service { code, .. } = self else {
+        let Self::Service { code, message, .. } = self else {
             return StsErrorKind::Other;
         };
+        if is_skew_message(code, message) {
+            return StsErrorKind::ClockSkew;
+        }
         match code.as_str() {
             "AccessDenied" | "AccessDeniedException" => StsErrorKind::AccessDenied,
             "SignatureDoesNotMatch"
@@ -219,24 +242,43 @@ impl StsError {
     }
 }
 
+/// Whether an STS error says the signature's time is off (rather than the key).
+fn is_skew_message(code: &str, message: &str) -> bool {
+    matches!(
+        code,
+        "RequestTimeTooSkewed" | "RequestExpired" | "RequestInTheFuture"
+    ) || (matches!(code, "SignatureDoesNotMatch" | "InvalidSignatureException")
+        && (message.starts_with("Signature expired")
+            || message.starts_with("Signature not yet current")))
+}
+
 /// An STS client for one endpoint and signing region.
 #[derive(Debug, Clone)]
 pub struct StsClient {
     http: reqwest::Client,
-    endpoint: String,
+    endpoint: Result<AwsEndpoint, EndpointError>,
     region: String,
     clock: Arc<dyn Clock>,
+    skew: Arc<ClockSkew>,
     timeout: Duration,
 }
 
 impl StsClient {
-    /// The client for `region`'s endpoint (or the configured override).
+    /// The client for `region`'s endpoint (or the configured override). A region
+    /// or setting no endpoint can be derived from fails each call with
+    /// [`StsError::Endpoint`].
     pub fn new(cfg: &ProviderConfig, region: &str) -> Self {
+        let endpoint = cfg.endpoints.sts(Some(region));
+        let signing_region = endpoint
+            .as_ref()
+            .map(|e| e.signing_region.clone())
+            .unwrap_or_else(|_| region.to_string());
         Self {
             http: cfg.http.clone(),
-            endpoint: cfg.endpoints.sts_for(Some(region)),
-            region: region.to_string(),
+            endpoint,
+            region: signing_region,
             clock: cfg.clock.clone(),
+            skew: cfg.aws_clock_skew.clone(),
             timeout: STS_TIMEOUT,
         }
     }
@@ -247,14 +289,73 @@ impl StsClient {
         self
     }
 
-    /// The endpoint requests go to.
+    /// The endpoint requests go to (empty when none can be derived).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.endpoint.as_ref().map(|e| e.url.as_str()).unwrap_or("")
     }
 
-    /// The region requests are signed for.
+    /// The partition the endpoint was derived for (`aws`, `aws-cn`, ...); `None`
+    /// for an explicit endpoint.
+    pub fn partition(&self) -> Option<&'static str> {
+        self.endpoint.as_ref().ok().and_then(|e| e.partition)
+    }
+
+    /// The region requests are signed for (`us-east-1` for the global endpoint).
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The clock skew measured from STS answers so far (shared by every client of
+    /// the same [`ProviderConfig`]).
+    pub fn clock_skew(&self) -> crate::env::SkewReading {
+        self.skew.reading()
+    }
+
+    /// Measures the clock skew without credentials: an unsigned `GetCallerIdentity`
+    /// (STS answers 403 `MissingAuthenticationToken`, with its `Date`). Returns the
+    /// offset of STS's clock from this one in seconds, and records it.
+    pub async fn probe_clock_skew(&self) -> Result<i64, StsError> {
+        const ACTION: &str = "GetCallerIdentity";
+        let url = self.url(ACTION)?;
+        let body = form(ACTION, &[]);
+        let answer = http::send(url.as_str(), self.timeout, || {
+            self.http
+                .post(url.clone())
+                .header("content-type", FORM)
+                .body(body.clone())
+        })
+        .await
+        .map_err(|source| StsError::Transport {
+            action: ACTION,
+            source,
+        })?;
+        let offset = self.observe(&answer).ok_or_else(|| StsError::Malformed {
+            action: ACTION,
+            reason: "the answer has no valid Date header".into(),
+        })?;
+        Ok(offset)
+    }
+
+    fn url(&self, action: &'static str) -> Result<url::Url, StsError> {
+        let endpoint = self
+            .endpoint
+            .as_ref()
+            .map_err(|source| StsError::Endpoint {
+                action,
+                source: source.clone(),
+            })?;
+        url::Url::parse(&endpoint.url).map_err(|_| StsError::BadEndpoint {
+            action,
+            endpoint: endpoint.url.clone(),
+        })
+    }
+
+    /// Records the offset of the answer's `Date` from the local clock; returns it.
+    fn observe(&self, answer: &http::Answer) -> Option<i64> {
+        let server = skew::parse_http_date(answer.header("date")?)?;
+        let offset = skew::offset_secs(server, self.clock.now());
+        self.skew.record(offset);
+        Some(offset)
     }
 
     /// Who the credentials belong to.
@@ -354,7 +455,9 @@ impl StsClient {
         parse_assumed(&xml, "AssumeRoleWithWebIdentityResult", ACTION)
     }
 
-    /// One Query API call; the response XML on HTTP 2xx.
+    /// One Query API call; the response XML on HTTP 2xx. A signed request refused
+    /// for clock skew is signed again with the corrected time and sent once more
+    /// when the measured offset changed the correction.
     async fn call(
         &self,
         action: &'static str,
@@ -362,22 +465,18 @@ impl StsClient {
         creds: Option<&AwsCredentials>,
         extra_secrets: &[&str],
     ) -> Result<String, StsError> {
-        let url = url::Url::parse(&self.endpoint).map_err(|_| StsError::BadEndpoint {
-            action,
-            endpoint: self.endpoint.clone(),
-        })?;
+        let url = self.url(action)?;
         let body = form(action, params);
-        let headers = vec![("content-type".to_string(), FORM.to_string())];
-        let signed = creds.map(|c| self.signature_headers(&url, &headers, &body, c));
-        let answer = http::send(url.as_str(), self.timeout, || {
-            let mut req = self.http.post(url.clone()).body(body.clone());
-            for (n, v) in headers.iter().chain(signed.iter().flatten()) {
-                req = req.header(n, v);
-            }
-            req
-        })
-        .await
-        .map_err(|source| StsError::Transport { action, source })?;
+        let signed_with = self.skew.correction_secs();
+        let mut answer = self.send(action, &url, &body, creds).await?;
+        if !answer.is_success() && creds.is_some() && self.skew_corrected(&answer, signed_with) {
+            tracing::info!(
+                action,
+                correction_secs = self.skew.correction_secs(),
+                "STS refused the signature's time; signing again with the clock corrected by STS's"
+            );
+            answer = self.send(action, &url, &body, creds).await?;
+        }
         if answer.is_success() {
             return Ok(answer.body);
         }
@@ -389,6 +488,55 @@ impl StsClient {
             }
         }
         Err(self.error(action, answer.status, &answer.body, &secrets))
+    }
+
+    /// Signs (with the skew-corrected clock) and sends once, with the transport's
+    /// retries; records the answer's `Date`.
+    async fn send(
+        &self,
+        action: &'static str,
+        url: &url::Url,
+        body: &str,
+        creds: Option<&AwsCredentials>,
+    ) -> Result<http::Answer, StsError> {
+        let headers = vec![("content-type".to_string(), FORM.to_string())];
+        let signed = creds.map(|c| self.signature_headers(url, &headers, body, c));
+        let answer = http::send(url.as_str(), self.timeout, || {
+            let mut req = self.http.post(url.clone()).body(body.to_string());
+            for (n, v) in headers.iter().chain(signed.iter().flatten()) {
+                req = req.header(n, v);
+            }
+            req
+        })
+        .await
+        .map_err(|source| StsError::Transport { action, source })?;
+        self.observe(&answer);
+        Ok(answer)
+    }
+
+    /// Whether `answer` is a clock-skew refusal and the correction now differs from
+    /// the one the request was signed with (`signed_with`), so signing again can
+    /// succeed. [`Self::send`] has recorded the `Date` already; without one, the
+    /// server time in STS's message is the measurement.
+    fn skew_corrected(&self, answer: &http::Answer, signed_with: i64) -> bool {
+        let error = xml::tag(&answer.body, "Error").unwrap_or_default();
+        let code = xml::tag(&error, "Code").unwrap_or_default();
+        if !skew::SKEW_ERROR_CODES.contains(&code.as_str()) {
+            return false;
+        }
+        if answer
+            .header("date")
+            .and_then(skew::parse_http_date)
+            .is_none()
+        {
+            let message = xml::tag(&error, "Message").unwrap_or_default();
+            if let Some(server) = skew::server_time_in_message(&message) {
+                self.skew
+                    .record(skew::offset_secs(server, self.clock.now()));
+            }
+        }
+        signed_with.abs_diff(self.skew.correction_secs())
+            >= ClockSkew::THRESHOLD_SECS.unsigned_abs()
     }
 
     fn signature_headers(
@@ -404,7 +552,7 @@ impl StsClient {
             session_token: creds.session_token.as_ref().map(|t| t.expose()),
             region: &self.region,
             service: "sts",
-            time: self.clock.now(),
+            time: self.skew.corrected(self.clock.now()),
         };
         sigv4::sign("POST", url, headers, body.as_bytes(), &params)
     }
@@ -414,7 +562,7 @@ impl StsClient {
         match error.as_deref().and_then(|e| xml::tag(e, "Code")) {
             Some(code) => StsError::Service {
                 action,
-                endpoint: self.endpoint.clone(),
+                endpoint: self.endpoint().to_string(),
                 status,
                 code: http::scrub(&code, secrets),
                 message: http::scrub(
@@ -427,7 +575,7 @@ impl StsClient {
             },
             None => StsError::Status {
                 action,
-                endpoint: self.endpoint.clone(),
+                endpoint: self.endpoint().to_string(),
                 status,
             },
         }
@@ -664,5 +812,14 @@ mod tests {
             StsErrorKind::InvalidCredentials
         );
         assert_eq!(e("Whatever").kind(), StsErrorKind::Other);
+        let skewed = StsError::Service {
+            action: "X",
+            endpoint: "e".into(),
+            status: 403,
+            code: "SignatureDoesNotMatch".into(),
+            message: "Signature expired: 20261130T093000Z is now earlier than 20261130T093500Z (20261130T095000Z - 15 min.)".into(),
+        };
+        assert_eq!(skewed.kind(), StsErrorKind::ClockSkew);
+        assert_eq!(e("RequestTimeTooSkewed").kind(), StsErrorKind::ClockSkew);
     }
 }

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::super::{ProviderConfig, ProviderError};
-use super::token::Source;
+use super::token::{AccessToken, Source};
 use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 
@@ -42,7 +42,7 @@ impl AppService {
         policy: &RetryPolicy,
         resource: &str,
         client_id: Option<&str>,
-    ) -> Result<Secret, ProviderError> {
+    ) -> Result<AccessToken, ProviderError> {
         let source = Source {
             what: "App Service managed identity token request (IDENTITY_ENDPOINT)",
             not_found: Some(match client_id {

@@ -16,9 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::super::{ProbeError, ProviderConfig, ProviderError};
-use super::token::{Compute, Source};
+use super::token::{AccessToken, Compute, Source};
 use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, TransportError};
-use crate::Secret;
 
 pub(super) const INSTANCE_PATH: &str = "/metadata/instance?api-version=2021-02-01";
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
@@ -32,7 +31,7 @@ pub(super) async fn token(
     policy: &RetryPolicy,
     resource: &str,
     client_id: Option<&str>,
-) -> Result<Secret, ProviderError> {
+) -> Result<AccessToken, ProviderError> {
     let mut url = url::Url::parse(&format!("{}{TOKEN_PATH}", cfg.endpoints.azure_imds))
         .map_err(|e| super::bad_endpoint("S2IAM_AZURE_IMDS_ENDPOINT", e))?;
     {

@@ -3,17 +3,28 @@
 //! Detection:
 //! - fast path (no network), as the reference client: `AZURE_FEDERATED_TOKEN_FILE`
 //!   naming an existing file, `AZURE_CLIENT_ID` (with or without `AZURE_TENANT_ID`),
-//!   `AZURE_ENV`, `MSI_ENDPOINT` or `IDENTITY_ENDPOINT` set;
+//!   `AZURE_ENV`, `MSI_ENDPOINT` or `IDENTITY_ENDPOINT` set; beyond the reference, the
+//!   Azure Arc agent installed (`/opt/azcmagent/bin/himds`). The evidence names the
+//!   credential source the environment selects;
 //! - probe: `GET {imds}/metadata/instance?api-version=2021-02-01` with `Metadata: true`;
-//!   positive on 200 with a JSON `compute` object.
+//!   positive on 200 with a JSON `compute` object;
+//! - last resort ([`AzureProvider::fallback_detect`], after every cloud's probe
+//!   failed): the Azure CLI installed.
 //!
 //! Identity: an access token for `IdentityRequest::azure_resource`, from the first
-//! source the environment offers:
-//! 1. AKS workload identity (`workload.rs`): `AZURE_FEDERATED_TOKEN_FILE` +
-//!    `AZURE_CLIENT_ID` + `AZURE_TENANT_ID`;
+//! source the environment offers, in azure-identity's `DefaultAzureCredential`
+//! order (`chain.rs` has the rules and their test):
+//! 1. AKS workload identity (`workload.rs`);
 //! 2. App Service / Container Apps (`app_service.rs`): `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`;
-//! 3. IMDS (`imds.rs`), plus its instance metadata for subscription, resource group
-//!    and region.
+//! 3. Azure Arc (`arc.rs`): `IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`, the 401 challenge
+//!    and its key file;
+//! 4. the legacy `MSI_ENDPOINT` (`msi.rs`): Azure ML, older App Service (`MSI_SECRET`),
+//!    Cloud Shell;
+//! 5. IMDS (`imds.rs`), plus its instance metadata for subscription, resource group
+//!    and region;
+//! 6. the Azure CLI's login (`az_cli.rs`), when there is no IMDS.
+//!
+//! `identity_source` in the identity's additional claims names the source used.
 //!
 //! Headers, as the reference Python client sends them: `X-Cloud-Provider: azure`,
 //! `Authorization: Bearer <access token>`, and `X-Azure-Subscription-ID` /
@@ -24,20 +35,27 @@
 //! (base backoff, default 50 ms) apply.
 
 mod app_service;
+mod arc;
+mod az_cli;
+mod chain;
 mod imds;
+mod msi;
 mod token;
 mod workload;
 
-/// The Azure parsers of IMDS, App Service and Azure AD answers, for the fuzz
+/// The Azure parsers of IMDS, App Service, Arc, MSI and Azure AD answers, for the fuzz
 /// targets (`crate::fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_responses(body: &str) {
-    let _ = token::access_token(body);
+    let _ = token::access_token(body, 0);
+    let _ = az_cli::parse(body.as_bytes());
+    let _ = arc::realm_path(body);
     let compute = imds::parse_compute(body).unwrap_or_default();
     for origin in [
         token::Origin::Imds,
         token::Origin::AppService,
         token::Origin::WorkloadIdentity,
+        token::Origin::Arc,
     ] {
         let _ = token::identity_from_token(body, &compute, origin);
     }
@@ -77,8 +95,16 @@ pub struct AzureProvider {
 }
 
 impl AzureProvider {
-    /// Evidence of Azure in the environment alone (no network).
+    /// Evidence of Azure in the environment alone (no network), naming the
+    /// credential source it selects.
     pub fn fast_detect(cfg: &ProviderConfig) -> Option<String> {
+        Self::fast_evidence(cfg).map(|evidence| {
+            let source = chain::Chosen::from_env(cfg, None);
+            format!("{evidence}; credential source: {}", source.describe())
+        })
+    }
+
+    fn fast_evidence(cfg: &ProviderConfig) -> Option<String> {
         if let Some(path) = cfg.env.get("AZURE_FEDERATED_TOKEN_FILE") {
             if cfg.fs.exists(Path::new(&path)) {
                 return Some(format!("AZURE_FEDERATED_TOKEN_FILE names a file ({path})"));
@@ -87,7 +113,10 @@ impl AzureProvider {
         if cfg.env.is_set("AZURE_CLIENT_ID") && cfg.env.is_set("AZURE_TENANT_ID") {
             return Some("AZURE_CLIENT_ID and AZURE_TENANT_ID are set".into());
         }
-        [
+        if cfg.env.is_set("IDENTITY_ENDPOINT") && cfg.env.is_set("IMDS_ENDPOINT") {
+            return Some("IDENTITY_ENDPOINT and IMDS_ENDPOINT are set".into());
+        }
+        let found = [
             "AZURE_ENV",
             "AZURE_CLIENT_ID",
             "MSI_ENDPOINT",
@@ -95,7 +124,26 @@ impl AzureProvider {
         ]
         .into_iter()
         .find(|v| cfg.env.is_set(v))
-        .map(|v| format!("{v} is set"))
+        .map(|v| format!("{v} is set"));
+        found.or_else(|| {
+            cfg.fs
+                .exists(Path::new(arc::HIMDS_BINARY))
+                .then(|| format!("the Azure Arc agent is installed ({})", arc::HIMDS_BINARY))
+        })
+    }
+
+    /// The last resort of detection, after every metadata service failed to
+    /// answer: a developer machine with the Azure CLI, whose login is then the
+    /// identity (as `DefaultAzureCredential` ends with `AzureCliCredential`). No
+    /// process is run here; `S2IAM_AZURE_CLI=off` turns it off.
+    pub fn fallback_detect(cfg: &ProviderConfig) -> Option<String> {
+        az_cli::AzureCli::from_env(cfg).map(|cli| {
+            format!(
+                "no metadata service answered and the Azure CLI is installed ({});                  credential source: {}",
+                cli.program.display(),
+                Origin::AzureCli.describe()
+            )
+        })
     }
 
     /// Probes IMDS. Cancel-safe: requests and sleeps only.
@@ -165,22 +213,55 @@ impl AzureProvider {
         let policy = self.retry.unwrap_or_else(|| policy_from_env(cfg));
         let resource = req.azure_resource.as_str();
         let client_id = self.client_id.as_deref();
-        let (token, compute, origin) =
-            if let Some(wi) = workload::WorkloadIdentity::from_env(cfg, client_id) {
+        let chosen = chain::Chosen::from_env(cfg, client_id);
+        let (token, compute, origin) = match chosen {
+            chain::Chosen::Workload(wi) => {
                 let token = wi.token(cfg, &policy, resource).await?;
                 (token, Compute::default(), Origin::WorkloadIdentity)
-            } else if let Some(app) = app_service::AppService::from_env(cfg) {
+            }
+            chain::Chosen::AppService(app) => {
                 let token = app.token(cfg, &policy, resource, client_id).await?;
                 (token, Compute::default(), Origin::AppService)
-            } else {
+            }
+            chain::Chosen::Arc(arc) => {
+                let token = arc.token(cfg, &policy, resource, client_id).await?;
+                (token, Compute::default(), Origin::Arc)
+            }
+            chain::Chosen::Msi(msi) => {
+                let token = msi.token(cfg, &policy, resource, client_id).await?;
+                (token, Compute::default(), msi.origin())
+            }
+            chain::Chosen::ImdsOrCli(Some(cli)) if !chain::Chosen::imds_answers(cfg).await => {
+                if client_id.is_some() {
+                    return Err(ProviderError::AssumeRoleNotSupported {
+                        provider: CloudProvider::Azure,
+                        hint: ": the Azure CLI's login is one identity; choose another with `az login`"
+                            .into(),
+                    });
+                }
+                let (token, subscription) = cli.token(resource).await?;
+                let compute = Compute {
+                    subscription_id: subscription,
+                    ..Compute::default()
+                };
+                (token, compute, Origin::AzureCli)
+            }
+            chain::Chosen::ImdsOrCli(_) => {
                 let (token, compute) = tokio::join!(
                     imds::token(cfg, &policy, resource, client_id),
                     imds::compute(cfg)
                 );
                 (token?, compute, Origin::Imds)
-            };
-        let identity = token::identity_from_token(token.expose(), &compute, origin)?;
-        Ok((headers(token.expose(), &compute), identity))
+            }
+        };
+        tracing::debug!(
+            source = origin.as_str(),
+            expires_on = token.expires_on,
+            "Azure access token obtained"
+        );
+        token.check_fresh(cfg.clock.now(), origin.describe())?;
+        let identity = token::identity_from_token(token.token.expose(), &compute, origin)?;
+        Ok((headers(token.token.expose(), &compute), identity))
     }
 }
 

@@ -1,6 +1,10 @@
-//! What the three Azure token sources (IMDS, App Service, Azure AD) have in common:
+//! What the Azure token sources (IMDS, App Service, Arc, `MSI_ENDPOINT`, Azure AD,
+//! the Azure CLI) have in common:
 //!
-//! - success: `{"access_token": "...", "expires_on"|"expires_in": ..., ...}`;
+//! - success: `{"access_token": "...", "expires_on"|"expires_in": ..., ...}`, where
+//!   `expires_on` is epoch seconds (a number or a string) or, from App Service's
+//!   2017-09-01 API, a UTC date string (`"06/20/2019 02:57:58 +00:00"`, with
+//!   `AM`/`PM` on Windows): [`parse_expires_on`] reads all of them;
 //! - errors: `{"error": "...", "error_description": "..."}` (IMDS, Azure AD) or
 //!   `{"statusCode": 400, "message": "..."}` (App Service);
 //! - 429, 410 and 5xx are transient: retried after `Retry-After` when given (410:
@@ -43,18 +47,27 @@ impl Source<'_> {
         &self,
         result: Result<Reply, TransportError>,
         now: SystemTime,
-    ) -> Step<Secret, ProviderError> {
+    ) -> Step<AccessToken, ProviderError> {
         let reply = match Step::from_transport(result, |e| self.upstream(e)) {
             Ok(reply) => reply,
             Err(step) => return step,
         };
+        self.classify_reply(&reply, now)
+    }
+
+    /// [`Source::classify`] for an answer already in hand.
+    pub fn classify_reply(
+        &self,
+        reply: &Reply,
+        now: SystemTime,
+    ) -> Step<AccessToken, ProviderError> {
         if reply.is_success() {
-            return match access_token(&reply.body) {
+            return match access_token(&reply.body, unix(now)) {
                 Some(token) => Step::Done(token),
                 None => Step::Fail(self.upstream("the answer has no access_token")),
             };
         }
-        let described = describe(&reply);
+        let described = describe(reply);
         match reply.status {
             429 | 500..=599 => Step::Retry {
                 reason: described,
@@ -64,7 +77,7 @@ impl Source<'_> {
                 reason: described,
                 after: Some(reply.retry_after(now).unwrap_or(GONE_WAIT)),
             },
-            400 | 404 if self.not_found.is_some() && identity_not_found(&reply) => {
+            400 | 404 if self.not_found.is_some() && identity_not_found(reply) => {
                 Step::Fail(ProviderError::NoIdentity {
                     provider: CloudProvider::Azure,
                     reason: self.not_found.clone().unwrap_or_default(),
@@ -83,14 +96,106 @@ impl Source<'_> {
     }
 }
 
-pub(super) fn access_token(body: &str) -> Option<Secret> {
+/// An access token and, when the source said, when it expires.
+#[derive(Debug, Clone)]
+pub(super) struct AccessToken {
+    pub token: Secret,
+    /// Unix seconds.
+    pub expires_on: Option<u64>,
+}
+
+impl AccessToken {
+    /// Refuses a token its source already reports expired (a stale cache in the
+    /// source, or a clock far off): the auth service would refuse it anyway, less
+    /// clearly.
+    pub fn check_fresh(&self, now: SystemTime, what: &str) -> Result<(), ProviderError> {
+        match self.expires_on {
+            Some(exp) if exp <= unix(now) => Err(ProviderError::Upstream {
+                provider: CloudProvider::Azure,
+                what: what.into(),
+                reason: format!(
+                    "the access token it returned expired {} s ago (check this machine's clock)",
+                    unix(now).saturating_sub(exp)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `access_token` and its expiry (`expires_on`, else `now` + `expires_in`) from a
+/// JSON answer.
+pub(super) fn access_token(body: &str, now: u64) -> Option<AccessToken> {
     #[derive(Deserialize)]
     struct Answer {
         access_token: Option<String>,
+        expires_on: Option<serde_json::Value>,
+        expires_in: Option<serde_json::Value>,
     }
-    let token = serde_json::from_str::<Answer>(body).ok()?.access_token?;
+    let answer = serde_json::from_str::<Answer>(body).ok()?;
+    let token = answer.access_token?;
     let token = token.trim();
-    (!token.is_empty()).then(|| Secret::new(token))
+    if token.is_empty() {
+        return None;
+    }
+    let expires_on = answer
+        .expires_on
+        .as_ref()
+        .and_then(parse_expires_on)
+        .or_else(|| {
+            answer
+                .expires_in
+                .as_ref()
+                .and_then(json_u64)
+                .map(|s| now.saturating_add(s))
+        });
+    Some(AccessToken {
+        token: Secret::new(token),
+        expires_on,
+    })
+}
+
+fn json_u64(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `expires_on` as Unix seconds: a number, a numeric string, or App Service
+/// 2017-09-01's `MM/DD/YYYY HH:MM:SS +00:00` (`h:MM:SS AM|PM` on Windows).
+pub(super) fn parse_expires_on(v: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = json_u64(v) {
+        return Some(n);
+    }
+    let text = v.as_str()?.trim().strip_suffix(" +00:00")?;
+    let (date, time) = text.split_once(' ')?;
+    let mut d = date.split('/').map(|p| p.parse::<u8>().ok());
+    let (month, day) = (d.next()??, d.next()??);
+    let year = date.rsplit('/').next()?.parse::<i32>().ok()?;
+    let (clock, meridiem) = match time.split_once(' ') {
+        Some((c, m)) => (c, Some(m)),
+        None => (time, None),
+    };
+    let mut t = clock.split(':').map(|p| p.parse::<u8>().ok());
+    let (mut hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    match meridiem {
+        Some("AM") if hour == 12 => hour = 0,
+        Some("PM") if hour < 12 => hour = hour.checked_add(12)?,
+        Some("AM" | "PM") | None => {}
+        Some(_) => return None,
+    }
+    let month = time::Month::try_from(month).ok()?;
+    let date = time::Date::from_calendar_date(year, month, day).ok()?;
+    let at = date.with_hms(hour, minute, second).ok()?.assume_utc();
+    u64::try_from(at.unix_timestamp()).ok()
 }
 
 /// The parts of an error answer worth quoting.
@@ -152,14 +257,38 @@ pub(super) enum Origin {
     Imds,
     AppService,
     WorkloadIdentity,
+    Arc,
+    /// `MSI_ENDPOINT` with `MSI_SECRET` (Azure ML, App Service before 2019).
+    MsiEndpoint,
+    /// `MSI_ENDPOINT` without a secret.
+    CloudShell,
+    AzureCli,
 }
 
 impl Origin {
-    fn as_str(self) -> &'static str {
+    /// The label `identity_source` carries.
+    pub fn as_str(self) -> &'static str {
         match self {
             Origin::Imds => "imds",
             Origin::AppService => "app-service",
             Origin::WorkloadIdentity => "workload-identity",
+            Origin::Arc => "azure-arc",
+            Origin::MsiEndpoint => "msi-endpoint",
+            Origin::CloudShell => "cloud-shell",
+            Origin::AzureCli => "azure-cli",
+        }
+    }
+
+    /// The source as a person names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Origin::Imds => "the VM's managed identity (IMDS)",
+            Origin::AppService => "App Service / Container Apps managed identity (IDENTITY_ENDPOINT + IDENTITY_HEADER)",
+            Origin::WorkloadIdentity => "AKS workload identity (AZURE_FEDERATED_TOKEN_FILE)",
+            Origin::Arc => "Azure Arc managed identity (the Arc agent, IDENTITY_ENDPOINT + IMDS_ENDPOINT)",
+            Origin::MsiEndpoint => "legacy managed identity endpoint (MSI_ENDPOINT + MSI_SECRET: Azure ML, older App Service)",
+            Origin::CloudShell => "Cloud Shell managed identity (MSI_ENDPOINT)",
+            Origin::AzureCli => "the Azure CLI's login (az account get-access-token)",
         }
     }
 }
@@ -293,7 +422,7 @@ mod tests {
     fn success_needs_an_access_token_and_hints_apply() {
         assert!(matches!(
             source().classify(reply(200, r#"{"access_token":"a.b.c","expires_on":"1"}"#), now()),
-            Step::Done(t) if t.expose() == "a.b.c"
+            Step::Done(t) if t.token.expose() == "a.b.c" && t.expires_on == Some(1)
         ));
         for body in ["", "{}", r#"{"access_token":""}"#, "<html>"] {
             assert!(matches!(
@@ -315,6 +444,45 @@ mod tests {
             describe(&reply(400, aad).unwrap()),
             "HTTP 400 invalid_client: AADSTS700016: app not found"
         );
+    }
+
+    #[test]
+    fn expires_on_in_every_shape() {
+        use serde_json::json;
+        let p = |v: serde_json::Value| parse_expires_on(&v);
+        assert_eq!(p(json!(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(p(json!("1700000000")), Some(1_700_000_000));
+        // App Service 2017-09-01, Linux and Windows.
+        assert_eq!(p(json!("06/20/2019 02:57:58 +00:00")), Some(1_560_999_478));
+        assert_eq!(p(json!("1/16/2020 5:24:12 AM +00:00")), Some(1_579_152_252));
+        assert_eq!(p(json!("1/16/2020 5:24:12 PM +00:00")), Some(1_579_195_452));
+        assert_eq!(
+            p(json!("1/16/2020 12:00:00 AM +00:00")),
+            Some(1_579_132_800)
+        );
+        for bad in [
+            json!("soon"),
+            json!("06/20/2019 02:57:58"),
+            json!("13/20/2019 02:57:58 +00:00"),
+            json!("06/20/2019 25:57:58 +00:00"),
+            json!("1/16/2020 5:24:12 XM +00:00"),
+            json!(-5),
+            json!(null),
+        ] {
+            assert_eq!(p(bad.clone()), None, "{bad}");
+        }
+        let t = access_token(r#"{"access_token":"x","expires_in":"60"}"#, 1000).unwrap();
+        assert_eq!(t.expires_on, Some(1060));
+        let t = access_token(r#"{"access_token":"x"}"#, 1000).unwrap();
+        assert_eq!(t.expires_on, None);
+        let expired = AccessToken {
+            token: Secret::new("x"),
+            expires_on: Some(10),
+        };
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(expired.check_fresh(at(9), "t").is_ok());
+        let e = expired.check_fresh(at(15), "t").unwrap_err().to_string();
+        assert!(e.contains("expired 5 s ago"), "{e}");
     }
 
     fn jwt(payload: serde_json::Value) -> String {

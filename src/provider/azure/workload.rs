@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::super::{CloudProvider, ProviderConfig, ProviderError};
-use super::token::Source;
+use super::token::{AccessToken, Source};
 use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 
@@ -51,7 +51,7 @@ impl WorkloadIdentity {
         cfg: &ProviderConfig,
         policy: &RetryPolicy,
         resource: &str,
-    ) -> Result<Secret, ProviderError> {
+    ) -> Result<AccessToken, ProviderError> {
         let source = Source {
             what: "AKS workload identity token exchange (Azure AD)",
             not_found: None,
@@ -117,7 +117,7 @@ fn hint(status: u16) -> &'static str {
 }
 
 /// A tenant is a GUID or a domain; it becomes a URL path segment.
-fn valid_tenant(tenant: &str) -> bool {
+pub(super) fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty()
         && tenant
             .chars()

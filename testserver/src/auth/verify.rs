@@ -333,7 +333,8 @@ impl Verifier {
             creds,
             STS_REGION,
             "sts",
-            crate::util::now_unix(),
+            // The auth service's clock is right: the cloud's.
+            self.cloud.now_unix(),
         );
         let mut req = self
             .http

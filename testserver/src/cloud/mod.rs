@@ -316,6 +316,28 @@ pub struct AzureIdentity {
     pub identity_header: String,
     /// Client ids that AKS workload identity may exchange a federated token for.
     pub workload_client_ids: Vec<String>,
+    /// The `secret` header the legacy `MSI_ENDPOINT` requires (`MSI_SECRET`).
+    #[serde(default = "default_msi_secret")]
+    pub msi_secret: String,
+    /// `expires_on` of the legacy `MSI_ENDPOINT` as App Service's date string
+    /// instead of Azure ML's epoch seconds.
+    #[serde(default)]
+    pub msi_date_expiry: bool,
+    /// Where the Azure Arc agent writes its challenge key files; `None`: a private
+    /// temporary directory per mock cloud.
+    #[serde(default)]
+    pub arc_key_dir: Option<std::path::PathBuf>,
+    /// How the Azure Arc agent answers the first, unauthenticated request.
+    #[serde(default)]
+    pub arc_challenge: azure::ArcChallenge,
+    /// An Arc agent too old for user-assigned identities: it ignores the selector
+    /// and answers with the machine's own identity.
+    #[serde(default)]
+    pub arc_legacy_agent: bool,
+}
+
+fn default_msi_secret() -> String {
+    "s2iam-test-msi-secret".into()
 }
 
 /// A managed identity: the three ids a client may select it by.
@@ -356,6 +378,11 @@ impl Default for AzureIdentity {
             }],
             identity_header: "s2iam-test-identity-header".into(),
             workload_client_ids: vec!["0d3c6a77-0000-4000-8000-00000000c1d2".into()],
+            msi_secret: default_msi_secret(),
+            msi_date_expiry: false,
+            arc_key_dir: None,
+            arc_challenge: azure::ArcChallenge::Normal,
+            arc_legacy_agent: false,
         }
     }
 }
@@ -413,6 +440,7 @@ struct Inner {
     google_oauth: gcp::oauth::OAuthState,
     aws: aws::AwsState,
     sts: aws::sts::StsState,
+    azure_arc_keys: azure::ArcKeys,
 }
 
 impl MockCloud {
@@ -445,6 +473,7 @@ impl MockCloud {
                 google_oauth: Default::default(),
                 aws: Default::default(),
                 sts: Default::default(),
+                azure_arc_keys: azure::ArcKeys::default(),
             }),
         }
     }
@@ -593,6 +622,11 @@ impl MockCloud {
             .credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys the mock Azure Arc agent has handed out in its challenges.
+    pub fn azure_arc_keys(&self) -> &azure::ArcKeys {
+        &self.inner.azure_arc_keys
     }
 
     /// The router for every path in the module table.

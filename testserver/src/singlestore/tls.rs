@@ -37,24 +37,31 @@ impl std::fmt::Debug for MockTls {
 impl MockTls {
     /// A fresh CA and a certificate for `server_name`, `localhost` and 127.0.0.1.
     pub fn generate(server_name: &str) -> Result<Self, TlsError> {
+        let mut names = vec![server_name.to_string()];
+        if server_name != "localhost" {
+            names.push("localhost".into());
+        }
+        Self::for_names("s2iam mock SingleStore CA", names)
+    }
+
+    /// A fresh CA named `ca_name` and a certificate for every name in `names`
+    /// (the first is also its common name) and 127.0.0.1.
+    pub fn for_names(ca_name: &str, names: Vec<String>) -> Result<Self, TlsError> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
-            .push(DnType::CommonName, "s2iam mock SingleStore CA");
+            .push(DnType::CommonName, ca_name);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = ca_params.self_signed(&ca_key)?;
 
         let key = KeyPair::generate()?;
-        let mut names = vec![server_name.to_string()];
-        if server_name != "localhost" {
-            names.push("localhost".into());
-        }
+        let common_name = names.first().cloned().unwrap_or_default();
         let mut params = CertificateParams::new(names)?;
         params
             .distinguished_name
-            .push(DnType::CommonName, server_name);
+            .push(DnType::CommonName, common_name);
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
