@@ -40,7 +40,10 @@ Examples:
 
   # Which cloud is this, and who am I there?
   s2iam detect
-  s2iam identity --json";
+  s2iam identity --json
+
+  # Why does it (not) work here, and what will it do?
+  s2iam doctor";
 
 /// Obtain a JWT from SingleStore IAM authentication using this workload's cloud
 /// identity (AWS, GCP or Azure). No keys in config.
@@ -126,6 +129,10 @@ pub enum Command {
     Detect(DetectArgs),
     /// Show the workload's cloud identity (no secrets).
     Identity(IdentityArgs),
+    /// Check why s2iam does or does not work here and what it will do: one line
+    /// per check (PASS/WARN/FAIL/SKIP) with a fix; exit 1 if any check FAILs.
+    /// Never exchanges a token.
+    Doctor(DoctorArgs),
     /// Run the sidecar: keep tokens warm and serve them locally.
     Serve(ServeArgs),
     /// Run a database proxy alone: MySQL clients connect with no password, the
@@ -383,6 +390,31 @@ pub struct IdentityArgs {
     pub json: bool,
 }
 
+/// `s2iam doctor`'s flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub identity: IdentityFlags,
+    /// Comma-separated identity-format preference (default:
+    /// $S2IAM_IDENTITY_FORMAT_PREFERENCE, else the config's, else the reference's).
+    #[arg(long)]
+    pub identity_format_preference: Option<String>,
+    /// Authentication server URL (default: the config's, else
+    /// $S2IAM_JWT_SERVER_URL, else production).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Allow an http:// server URL (testing only; also S2IAM_ALLOW_HTTP=1).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// The sidecar's config file (default: $S2IAM_CONFIG): its auth settings and
+    /// token sinks are checked too.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output as JSON (schema "s2iam-doctor/1").
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Where AWS commands get credentials: the sidecar's socket, else the config file.
 #[derive(Debug, Clone, Args)]
 pub struct AwsSourceArgs {
@@ -524,6 +556,8 @@ pub enum CliError {
     Aws(#[from] s2iam::sidecar_client::aws::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0} check(s) failed (see the report above)")]
+    DoctorFailed(usize),
 }
 
 /// Rewrites Go-style `-flag` into `--flag` for the reference's long flags.
@@ -699,6 +733,7 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
         DetectionMethod::Metadata => ("metadata", None),
     };
     let provider = detection.provider.kind();
+    let credentials = detection.provider.credential_source_plan(&cfg);
     let sts = (provider == CloudProvider::Aws).then(|| aws_sts_endpoint(&cfg));
     if args.json {
         let mut doc = serde_json::json!({
@@ -707,6 +742,9 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "evidence": evidence,
             "elapsed_ms": detection.elapsed.as_millis() as u64,
         });
+        if let Some(c) = &credentials {
+            doc["credential_source"] = serde_json::Value::from(c.as_str());
+        }
         if let Some((endpoint, partition, region)) = &sts {
             doc["sts_endpoint"] = endpoint.clone().into();
             doc["sts_partition"] = partition.clone().into();
@@ -724,6 +762,9 @@ pub async fn run_detect(args: &DetectArgs, out: &mut impl Write) -> Result<(), C
             "{provider} ({how}; {} ms)",
             detection.elapsed.as_millis()
         )?;
+        if let Some(c) = &credentials {
+            writeln!(out, "credentials: {c}")?;
+        }
         if let Some((endpoint, partition, region)) = &sts {
             writeln!(
                 out,
@@ -772,11 +813,104 @@ pub async fn run_identity(args: &IdentityArgs, out: &mut impl Write) -> Result<(
         writeln!(out, "account:       {}", identity.account_id)?;
         writeln!(out, "region:        {}", identity.region)?;
         writeln!(out, "resource type: {}", identity.resource_type)?;
+        if let Some(source) = &identity.credential_source {
+            writeln!(out, "credentials:   {source}")?;
+        }
         for (k, v) in &identity.additional_claims {
             writeln!(out, "{k}: {v}")?;
         }
     }
     Ok(())
+}
+
+/// `s2iam doctor`: the library's checks, printed; an error (exit 1) when any
+/// check fails.
+pub async fn run_doctor(args: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let cfg = ProviderConfig::from_env();
+    let config = match args
+        .config
+        .clone()
+        .or_else(|| cfg.env.get("S2IAM_CONFIG").map(PathBuf::from))
+    {
+        Some(path) => Some(s2iam::config::ServeConfig::load(
+            &cfg.env,
+            &s2iam::config::ServeOverrides {
+                config: Some(path),
+                ..Default::default()
+            },
+        )?),
+        None => None,
+    };
+    let opts = doctor_options(args, &cfg, config.as_ref())?;
+    let report = s2iam::doctor::run(&cfg, &opts).await;
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        )?;
+    } else {
+        write!(out, "{}", report.to_text())?;
+    }
+    match report.count(s2iam::doctor::Status::Fail) {
+        0 => Ok(()),
+        n => Err(CliError::DoctorFailed(n)),
+    }
+}
+
+/// Flags first, then the config file, then the environment, then defaults.
+fn doctor_options(
+    args: &DoctorArgs,
+    cfg: &ProviderConfig,
+    config: Option<&s2iam::config::ServeConfig>,
+) -> Result<s2iam::doctor::DoctorOptions, CliError> {
+    let flags = &args.identity;
+    let client = config.map(|c| &c.client);
+    let mut opts = s2iam::doctor::DoctorOptions {
+        provider: parse_provider(flags)?.or(client.and_then(|c| c.provider)),
+        force_detect: flags.force_detect,
+        assume_role: flags.assume_role.clone().filter(|s| !s.is_empty()),
+        role_session_name: flags.assume_role_session_name.clone(),
+        gcp_audience: flags.gcp_audience.clone(),
+        server_url: args
+            .server_url
+            .clone()
+            .or(client.and_then(|c| c.server_url.clone()))
+            .filter(|s| !s.is_empty()),
+        allow_http: args.allow_http
+            || client.is_some_and(|c| c.allow_http)
+            || cfg
+                .env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true"),
+        timeout: flags.timeout,
+        ..Default::default()
+    };
+    let pref = args
+        .identity_format_preference
+        .clone()
+        .or_else(|| cfg.env.get("S2IAM_IDENTITY_FORMAT_PREFERENCE"))
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .or(client.and_then(|c| c.identity_format_preference.clone()));
+    if let Some(pref) = pref {
+        opts.identity_format_preference = pref;
+    }
+    for t in config.map(|c| c.tokens.as_slice()).unwrap_or_default() {
+        if let Some(sink) = &t.sink {
+            let label = match &t.workspace_group_id {
+                Some(wg) => format!("sink {}:{wg}", t.jwt_type),
+                None => format!("sink {}", t.jwt_type),
+            };
+            opts.token_files.push((label, sink.path.clone()));
+        }
+    }
+    Ok(opts)
 }
 
 /// `s2iam serve`.
@@ -915,6 +1049,18 @@ fn init_serve_logging(config: &s2iam::config::ServeConfig) {
 pub fn init_logging(verbose: bool) {
     let default = if verbose { "s2iam=debug,info" } else { "warn" };
     let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(s2iam::logging::ansi_on_stderr(
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}
+
+/// Installs the stderr logger for errors only (`S2IAM_LOG` overrides).
+pub fn init_logging_quiet() {
+    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| "error".to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(s2iam::logging::ansi_on_stderr(

@@ -65,6 +65,7 @@ pub fn metadata_response(data: &[u8]) {
     let _ = instance_role::parse("role", &body);
     let _ = crate::sidecar_client::socket::parse_answer(data);
     let _ = profile::parse_ini(&body);
+    let _ = profile::process::parse(data, std::time::SystemTime::UNIX_EPOCH);
 }
 
 /// An STS answer: AssumeRole, AssumeRoleWithWebIdentity, GetCallerIdentity, or an

@@ -17,6 +17,7 @@
 //! | connect without a token (database proxy) | [`dbproxy`] |
 //! | files rendered from tokens, after-render actions | [`render`] |
 //! | a command run with tokens in its environment | [`run`] |
+//! | why it does or does not work here (`s2iam doctor`) | [`doctor`] |
 //! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
 //! The module map, the import rules and how the tests reach every endpoint are in
@@ -51,6 +52,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "sidecar")]
 pub mod dbproxy;
+pub mod doctor;
 pub mod env;
 pub mod exchange;
 #[cfg(feature = "fuzzing")]

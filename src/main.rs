@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         None => cli.token.identity.verbose,
         Some(Command::Detect(a)) => a.identity.verbose,
         Some(Command::Identity(a)) => a.identity.verbose,
+        Some(Command::Doctor(a)) => a.identity.verbose,
         Some(Command::Serve(_)) | Some(Command::Proxy(_)) => false,
         Some(Command::Run(a)) => a.verbose,
         Some(Command::Probe(_)) => false,
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(_)) | Some(Command::Proxy(_)) => {}
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => cli::init_logging(false),
+        // Doctor's report says what the library's warnings would (hop limit, ...).
+        Some(Command::Doctor(_)) if !verbose => cli::init_logging_quiet(),
         _ => cli::init_logging(verbose),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             None => cli::run_token(&cli.token, &mut out, &mut err).await,
             Some(Command::Detect(args)) => cli::run_detect(args, &mut out).await,
             Some(Command::Identity(args)) => cli::run_identity(args, &mut out).await,
+            Some(Command::Doctor(args)) => cli::run_doctor(args, &mut out).await,
             Some(Command::Serve(args)) => cli::run_serve(args, &mut out).await,
             Some(Command::Proxy(args)) => cli::run_proxy(args).await,
             Some(Command::Run(_)) => unreachable!("handled above"),

@@ -391,7 +391,7 @@ async fn shared_credentials_file_default_and_named_profile() {
 
     let cfg = config(&server, &[("HOME", "/home/test")], files());
     let session = AwsProvider::default().session(&cfg, "x").await.unwrap();
-    assert_eq!(session.source, CredentialSource::SharedCredentialsFile);
+    assert_eq!(session.source, CredentialSource::SharedConfig);
     let (headers, id) = AwsProvider::default()
         .identity(&cfg, &IdentityRequest::default())
         .await
@@ -419,7 +419,11 @@ async fn shared_credentials_file_default_and_named_profile() {
         vec![("/etc/creds".to_string(), file.clone())],
     );
     let err = AwsProvider::default().credentials(&cfg).await.unwrap_err();
-    assert!(err.to_string().contains("AWS_PROFILE=missing"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("AWS_PROFILE names profile `missing`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -536,7 +540,7 @@ async fn no_role_attached_is_no_identity() {
         "environment keys: AWS_ACCESS_KEY_ID is not set",
         "web identity",
         "container credentials",
-        "shared credentials file",
+        "shared config profile",
         "instance metadata",
     ] {
         assert!(text.contains(source), "{source:?} missing from {text}");

@@ -44,6 +44,7 @@ fn gcp_identity(server: &TestServer) -> (IdentityHeaders, CloudIdentity) {
         region: "us-central1".into(),
         resource_type: "gcp-compute-instance".into(),
         additional_claims: Default::default(),
+        credential_source: None,
     };
     (headers, identity)
 }

@@ -234,6 +234,15 @@ async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
     let out = run(cli).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ey"));
+    // So does `s2iam doctor`, which the banner suggests: nothing fails.
+    let mut doctor = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    doctor
+        .env_clear()
+        .envs(exports.iter().cloned())
+        .arg("doctor");
+    let out = run(doctor).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(banner.iter().any(|l| l.trim().starts_with("s2iam doctor")));
 
     assert!(
         common::eventually(std::time::Duration::from_secs(20), async || {

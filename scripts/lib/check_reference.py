@@ -12,8 +12,8 @@ service on 127.0.0.1:<random>. Then:
   - the reference client gets a database JWT (workspace group "wg-ref") and an API
     JWT; each JWT's signature and claims are checked, and /info/requests must show
     the verified exchange that issued it;
-  - our CLI does the same (`--json`), plus `s2iam detect --json` and
-    `s2iam identity --json`, with no endpoint overrides but the server URL (and
+  - our CLI does the same (`--json`), plus `s2iam detect --json`,
+    `s2iam identity --json` and `s2iam doctor --json`, with no endpoint overrides but the server URL (and
     AWS_ENDPOINT_URL_STS for AWS: STS is a global service, not on the metadata
     address);
   - both clients' tokens must have the same `sub` and `provider`, and their
@@ -532,8 +532,30 @@ def run_cloud(report: Report, cloud: str, workdir: str) -> None:
             f"{cloud} ours identity --json",
             f"identifier={ident.get('identifier')}" if ok else (short(ident) if ident else r.describe()),
         )
+        # doctor on the real metadata addresses: nothing fails, it finds the cloud by
+        # its metadata service and predicts the very sub our tokens carry.
+        r = run([S2IAM, "doctor", "--json", "--server-url", server.auth_template, "--allow-http"], env)
+        doc = r.json() or {}
+        outcome = doc.get("outcome") or {}
+        token_sub = (ours["api"].claims or {}).get("sub")
+        fails = [c.get("id") for c in doc.get("checks") or [] if c.get("status") == "fail"]
+        ok = (
+            r.code == 0
+            and doc.get("ok") is True
+            and outcome.get("provider") == cloud
+            and outcome.get("detected_by") == "metadata"
+            and bool(token_sub)
+            and outcome.get("sub") == token_sub
+        )
+        report.check(
+            ok,
+            f"{cloud} ours doctor --json",
+            f"sub={outcome.get('sub')} ({outcome.get('identity_format')}), counts {doc.get('counts')}"
+            if ok
+            else f"exit {r.code}, failed checks {fails}, outcome {short(outcome)}, token sub {token_sub!r}; {r.describe()}",
+        )
         after = server.requests()[before:]
-        report.check(not after, f"{cloud} ours detect/identity sent nothing to the auth service", f"{len(after)} requests" if after else "")
+        report.check(not after, f"{cloud} ours detect/identity/doctor sent nothing to the auth service", f"{len(after)} requests" if after else "")
         if ok:
             ref_rec = ref["database"].record or ref["api"].record
             ref_ident = ((ref_rec or {}).get("body") or {}).get("identity") or {}

@@ -45,6 +45,15 @@ impl Env {
     pub fn is_set(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// Every variable of a fixed (test) environment, to hand a child process
+    /// instead of the real one; `None` for the real environment, which a child
+    /// inherits by itself.
+    pub fn fixed_vars(&self) -> Option<impl Iterator<Item = (&str, &str)>> {
+        self.vars
+            .as_ref()
+            .map(|vars| vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
 }
 
 impl Env {

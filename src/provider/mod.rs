@@ -92,6 +92,10 @@ pub struct CloudIdentity {
     #[serde(default)]
     /// Whatever else the provider reports (for display).
     pub additional_claims: BTreeMap<String, String>,
+    /// Where the workload's credentials came from, in words (e.g. "shared config
+    /// profile `dev` (...)"), for `s2iam identity`; never sent to the auth service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_source: Option<String>,
 }
 
 /// HTTP headers that prove the identity to the auth service. Values are secrets;
@@ -278,6 +282,16 @@ impl Provider {
             Provider::Gcp(p) => Provider::Gcp(p.assume_role(role)?),
             Provider::Azure(p) => Provider::Azure(p.assume_role(role)?),
         })
+    }
+
+    /// Which credential source the provider would use, from the environment and
+    /// local files alone (no network): what `s2iam detect` prints. `None` when
+    /// the provider has only one source.
+    pub fn credential_source_plan(&self, cfg: &ProviderConfig) -> Option<String> {
+        match self {
+            Provider::Aws(_) => Some(aws::chain::plan(cfg)),
+            Provider::Gcp(_) | Provider::Azure(_) => None,
+        }
     }
 
     /// The headers the auth service verifies, and the identity they prove.

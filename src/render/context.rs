@@ -137,6 +137,7 @@ impl Values {
                 region: "placeholder-region".into(),
                 resource_type: "placeholder".into(),
                 additional_claims: BTreeMap::new(),
+                credential_source: None,
             }),
             aws: available
                 .aws_profiles

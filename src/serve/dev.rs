@@ -194,6 +194,7 @@ impl Dev {
              {exports}\
              \x20 s2iam --workspace-group-id {wg}\n\
              \x20 s2iam identity\n\
+             \x20 s2iam doctor          # why it works here, and what a token request will do\n\
              \n\
              Connect to the mock SingleStore without a token (the database proxy logs in with it):\n\
              \x20 mariadb -h 127.0.0.1 -P {mysql_port} -u '*' -e 'SELECT CURRENT_USER()'\n\

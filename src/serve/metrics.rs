@@ -21,6 +21,14 @@
 //!   `s2iam_api_proxy_upstream_errors_total{proxy,reason}` (`token`, `connect`,
 //!   `timeout`, `other`, `body`: broke off mid-response), `s2iam_api_proxy_bytes_total{proxy,direction}` (`upstream`:
 //!   request bodies sent, `downstream`: response bodies relayed).
+//!
+//! Why the text is formatted here rather than by the `prometheus-client` crate
+//! (measured 2026-11-30: +60 KB stripped release binary, ~18 s extra release build on
+//! 2 cores, so cost was not the reason): that crate writes OpenMetrics (`# EOF`
+//! trailer, `_total` appended to counter names, its own content type), which would
+//! change the exposition every existing scraper, dashboard and test of ours reads.
+//! The label sets are fixed here by construction (enums and configured names only),
+//! which is the guarantee its typed families would have added.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -8,6 +8,11 @@
 //! the destination is refused, not followed or replaced. A missing directory is
 //! created (mode 0750) when its own parent exists; a deeper missing path is an
 //! error, since it usually means a typo or a volume that is not mounted.
+//!
+//! Written against `std` rather than `tempfile`'s `persist`: the temporary file must
+//! get its mode and owner before it becomes visible, the destination's symlink check
+//! and the `fsync` of file and directory are needed either way, and `tempfile`'s
+//! random names and cleanup-on-drop add nothing once those are done by hand.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -1335,10 +1335,12 @@ async fn aws_sts_user_key_and_assumed_role_session() {
 async fn aws_sts_bad_credentials_are_401_and_sts_outage_is_502() {
     let server = start().await;
     let user = server.cloud().user_key();
-    let wrong_secret = format!(
-        "{}x",
-        &user.secret_access_key[..user.secret_access_key.len() - 1]
-    );
+    // Change the last character to a different one (a fixed replacement would
+    // leave the secret right whenever it already ended in that character).
+    let secret = &user.secret_access_key;
+    let last = if secret.ends_with('x') { "y" } else { "x" };
+    let wrong_secret = format!("{}{last}", &secret[..secret.len() - 1]);
+    assert_ne!(&wrong_secret, secret);
     let r = exchange(
         &server,
         "api",

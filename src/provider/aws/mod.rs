@@ -3,13 +3,13 @@
 //! - Detection (no I/O): any of `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`,
 //!   `AWS_EXECUTION_ENV`, `AWS_REGION`, `AWS_DEFAULT_REGION`,
 //!   `AWS_LAMBDA_FUNCTION_NAME`, `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`,
-//!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+//!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_PROFILE`.
 //! - Probe: IMDSv2 token `PUT {imds}/latest/api/token`, then
 //!   `GET {imds}/latest/meta-data/instance-id` (IMDSv1 when the PUT is refused);
 //!   see [`imds`].
 //! - Credentials: the SDKs' default chain ([`chain`]), the workload's own.
 //! - Region: `AWS_REGION`/`AWS_DEFAULT_REGION`, else the instance's (when IMDS
-//!   supplied the credentials), else the region field of the role ARN, else
+//!   supplied the credentials) or the shared config profile's `region`, else the region field of the role ARN, else
 //!   `us-east-1`. IMDS is not asked when another source supplied the credentials:
 //!   the platforms behind those sources (ECS, Lambda, the EKS webhook) set
 //!   `AWS_REGION`, and off EC2 the lookup would only cost a timeout.
@@ -47,7 +47,9 @@ pub use sts::{AssumeRoleRequest, AssumedRole, CallerIdentity, StsClient, StsErro
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Variables whose presence means "this is AWS", in the order they are reported.
-pub const DETECT_VARS: [&str; 8] = [
+/// `AWS_PROFILE` is not in the reference clients' list: it is here so a shared
+/// config profile (a laptop, a CI runner) works without `--provider aws`.
+pub const DETECT_VARS: [&str; 9] = [
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ROLE_ARN",
     "AWS_EXECUTION_ENV",
@@ -56,12 +58,16 @@ pub const DETECT_VARS: [&str; 8] = [
     "AWS_LAMBDA_FUNCTION_NAME",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_PROFILE",
 ];
 
 /// The AWS provider: the workload's own identity, or a role assumed from it.
 #[derive(Debug, Clone, Default)]
 pub struct AwsProvider {
     role_arn: Option<String>,
+    /// Shared config profile credentials (`credential_process`, assumed roles)
+    /// kept until shortly before they expire; clones share it.
+    profiles: chain::profile::Cache,
 }
 
 /// Temporary credentials ready to present, and how they were obtained.
@@ -71,6 +77,9 @@ pub struct AwsSession {
     pub credentials: AwsCredentials,
     /// Where the chain found the workload's own credentials.
     pub source: CredentialSource,
+    /// The same, in words a user recognises: the source, or e.g. "shared config
+    /// profile `x` (assume role ... via source_profile `y`; static keys of `y`)".
+    pub source_detail: String,
     /// The region used for STS.
     pub region: String,
 }
@@ -104,6 +113,7 @@ impl AwsProvider {
         })?;
         Ok(Self {
             role_arn: Some(role.trim().to_string()),
+            profiles: self.profiles.clone(),
         })
     }
 
@@ -133,6 +143,10 @@ impl AwsProvider {
         }
         headers.push("X-Cloud-Provider", "aws");
         let mut identity = cloud_identity(&caller);
+        identity.credential_source = Some(match &self.role_arn {
+            Some(role) => format!("{} (then assume role {role})", session.source_detail),
+            None => session.source_detail.clone(),
+        });
         identity
             .additional_claims
             .insert("StsEndpoint".into(), sts.endpoint().to_string());
@@ -171,13 +185,13 @@ impl AwsProvider {
             .clone()
             .or(arn_region.clone())
             .unwrap_or_else(|| DEFAULT_REGION.to_string());
-        let loaded =
-            chain::load(cfg, &early_region)
-                .await
-                .map_err(|e| ProviderError::NoIdentity {
-                    provider: CloudProvider::Aws,
-                    reason: e.to_string(),
-                })?;
+        let loaded = chain::load_with(cfg, &early_region, &self.profiles)
+            .await
+            .map_err(|e| ProviderError::NoIdentity {
+                provider: CloudProvider::Aws,
+                reason: e.to_string(),
+            })?;
+        let source_detail = loaded.describe();
         let region = env_region
             .or(loaded.region)
             .or(arn_region)
@@ -200,6 +214,7 @@ impl AwsProvider {
         Ok(AwsSession {
             credentials,
             source: loaded.source,
+            source_detail,
             region,
         })
     }
@@ -358,6 +373,7 @@ fn cloud_identity(caller: &CallerIdentity) -> CloudIdentity {
             .map(|a| a.resource_type().to_string())
             .unwrap_or_default(),
         additional_claims: claims,
+        credential_source: None,
     }
 }
 

@@ -336,6 +336,7 @@ pub(super) fn identity_from_token(
         region: compute.location.clone().unwrap_or_default(),
         resource_type: RESOURCE_TYPE.into(),
         additional_claims,
+        credential_source: None,
     })
 }
 

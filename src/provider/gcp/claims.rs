@@ -49,6 +49,7 @@ pub(super) fn identity_from_token(
         region: zone.as_deref().map(region_of).unwrap_or_default(),
         resource_type: RESOURCE_TYPE.into(),
         additional_claims,
+        credential_source: None,
     })
 }
 

@@ -136,6 +136,10 @@ pub struct AwsIdentity {
     pub container_auth_token: String,
     /// Roles `AssumeRole` may assume; empty means any role in any account.
     pub assumable_roles: Vec<String>,
+    /// Roles whose trust policy requires an `sts:ExternalId`: role ARN → the id.
+    /// `AssumeRole` without it (or with another) is denied, as STS does.
+    #[serde(default)]
+    pub role_external_ids: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AwsIdentity {
@@ -149,6 +153,7 @@ impl Default for AwsIdentity {
             imds_v1: true,
             container_auth_token: "s2iam-test-pod-identity-token".into(),
             assumable_roles: Vec::new(),
+            role_external_ids: Default::default(),
         }
     }
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
+use super::{
+    AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
+};
 use crate::provider::aws::http::{self, TransportError};
 use crate::provider::aws::keys::parse_time;
 use crate::provider::ProviderConfig;
@@ -260,7 +262,7 @@ impl ProvideCredentials for ContainerCredentials {
         Box::pin(async move {
             self.load(cfg)
                 .await
-                .map(|c| (c, None))
+                .map(Provided::from)
                 .map_err(|e| e.skip())
         })
     }

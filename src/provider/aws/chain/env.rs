@@ -1,7 +1,9 @@
 //! Credentials from the environment: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
 //! (long-lived keys), plus `AWS_SESSION_TOKEN` for temporary ones.
 
-use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
+use super::{
+    AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
+};
 use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
@@ -67,7 +69,7 @@ impl ProvideCredentials for EnvKeys {
 
     fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
         Box::pin(std::future::ready(
-            self.load(cfg).map(|c| (c, None)).map_err(|e| e.skip()),
+            self.load(cfg).map(Provided::from).map_err(|e| e.skip()),
         ))
     }
 }

@@ -7,7 +7,9 @@
 
 use serde::Deserialize;
 
-use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
+use super::{
+    AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
+};
 use crate::provider::aws::http::TransportError;
 use crate::provider::aws::imds::{Imds, ImdsError};
 use crate::provider::aws::keys::parse_time;
@@ -136,7 +138,16 @@ impl ProvideCredentials for InstanceRole {
     }
 
     fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a> {
-        Box::pin(async move { self.load(cfg).await.map_err(|e| e.skip()) })
+        Box::pin(async move {
+            self.load(cfg)
+                .await
+                .map(|(credentials, region)| Provided {
+                    credentials,
+                    region,
+                    detail: None,
+                })
+                .map_err(|e| e.skip())
+        })
     }
 }
 

@@ -6,26 +6,36 @@
 //!
 //! 1. environment keys ([`env::EnvKeys`]): `AWS_ACCESS_KEY_ID`,
 //!    `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`;
-//! 2. web identity ([`web_identity::WebIdentity`]): `AWS_WEB_IDENTITY_TOKEN_FILE` +
+//! 2. the shared config and credentials files ([`profile::SharedConfig`]): profile
+//!    `AWS_PROFILE` (or `default`) of `~/.aws/config` merged with
+//!    `~/.aws/credentials`: static keys, `credential_process`, `role_arn` with
+//!    `source_profile` chains, `credential_source` or `web_identity_token_file`
+//!    (botocore and aws-config both try the profile before web identity and
+//!    container credentials, so an explicit `AWS_PROFILE` wins on EKS and ECS);
+//! 3. web identity ([`web_identity::WebIdentity`]): `AWS_WEB_IDENTITY_TOKEN_FILE` +
 //!    `AWS_ROLE_ARN` (+ `AWS_ROLE_SESSION_NAME`) exchanged with STS
 //!    `AssumeRoleWithWebIdentity` (IRSA on EKS);
-//! 3. container credentials ([`container::ContainerCredentials`]):
+//! 4. container credentials ([`container::ContainerCredentials`]):
 //!    `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS) or
 //!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity and others);
-//! 4. shared credentials file ([`profile::SharedCredentialsFile`]): static keys of
-//!    `AWS_PROFILE` (or `default`) in `AWS_SHARED_CREDENTIALS_FILE` (or
-//!    `~/.aws/credentials`);
 //! 5. instance role ([`imds::InstanceRole`]): the EC2 instance profile's role from
-//!    IMDS.
+//!    IMDS;
+//! 6. with the `aws-config` feature only, the AWS SDK's own default chain
+//!    (`sdk::SdkFallback`), for SSO and `aws login` profiles, which the native
+//!    profile source defers to it.
 //!
 //! A source that is not configured passes to the next. A source that is configured
 //! but fails stops the chain: silently falling through would hand the workload a
 //! different identity (typically the node's instance role instead of the pod's).
+//! A source that is configured for something only the fallback resolves
+//! ([`Skip::Deferred`]) jumps straight to the fallback.
 
 pub mod container;
 pub mod env;
 pub mod imds;
 pub mod profile;
+#[cfg(feature = "aws-config")]
+pub mod sdk;
 pub mod web_identity;
 
 use std::fmt;
@@ -44,10 +54,12 @@ pub enum CredentialSource {
     WebIdentity,
     /// ECS or EKS Pod Identity container credentials.
     Container,
-    /// `~/.aws/credentials`.
-    SharedCredentialsFile,
+    /// A profile of `~/.aws/config` and `~/.aws/credentials`.
+    SharedConfig,
     /// The EC2 instance role, from IMDS.
     InstanceMetadata,
+    /// The AWS SDK's default chain (feature `aws-config`).
+    AwsSdk,
 }
 
 impl CredentialSource {
@@ -57,8 +69,9 @@ impl CredentialSource {
             Self::Environment => "environment keys",
             Self::WebIdentity => "web identity (IRSA)",
             Self::Container => "container credentials",
-            Self::SharedCredentialsFile => "shared credentials file",
+            Self::SharedConfig => "shared config profile",
             Self::InstanceMetadata => "instance metadata (IMDS) role",
+            Self::AwsSdk => "AWS SDK default chain (aws-config)",
         }
     }
 }
@@ -76,8 +89,21 @@ pub struct Loaded {
     pub credentials: AwsCredentials,
     /// The source that supplied them.
     pub source: CredentialSource,
-    /// A region the source learned on the way (IMDS placement), if any.
+    /// A region the source learned on the way (IMDS placement, a profile's
+    /// `region`), if any.
     pub region: Option<String>,
+    /// More than the source's kind, e.g. the profile and its roles.
+    pub detail: Option<String>,
+}
+
+impl Loaded {
+    /// What `detect` and `identity` print: the detail when there is one (it
+    /// names the source itself), else the source's kind.
+    pub fn describe(&self) -> String {
+        self.detail
+            .clone()
+            .unwrap_or_else(|| self.source.as_str().to_string())
+    }
 }
 
 /// One source's outcome when it produced no credentials.
@@ -87,6 +113,9 @@ pub enum Skip {
     NotConfigured(String),
     /// Set up but failing: the chain stops.
     Failed(String),
+    /// Set up for something only the AWS SDK fallback (feature `aws-config`)
+    /// resolves: the chain skips to it.
+    Deferred(String),
 }
 
 /// Every source error says whether the source was configured at all.
@@ -117,7 +146,7 @@ impl ChainError {
     pub fn failed(&self) -> Option<(CredentialSource, &str)> {
         self.tried.iter().find_map(|(s, skip)| match skip {
             Skip::Failed(reason) => Some((*s, reason.as_str())),
-            Skip::NotConfigured(_) => None,
+            Skip::NotConfigured(_) | Skip::Deferred(_) => None,
         })
     }
 }
@@ -128,6 +157,7 @@ fn describe(tried: &[(CredentialSource, Skip)]) -> String {
         .map(|(s, skip)| match skip {
             Skip::NotConfigured(r) => format!("{s}: {r}"),
             Skip::Failed(r) => format!("{s}: FAILED: {r}"),
+            Skip::Deferred(r) => format!("{s}: left to the AWS SDK: {r}"),
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -138,9 +168,26 @@ fn describe(tried: &[(CredentialSource, Skip)]) -> String {
     }
 }
 
-/// What one source hands the chain: credentials, and a region it learned on
-/// the way (IMDS placement), if any.
-pub type Provided = (AwsCredentials, Option<String>);
+/// What one source hands the chain.
+#[derive(Debug, Clone)]
+pub struct Provided {
+    /// The credentials.
+    pub credentials: AwsCredentials,
+    /// A region learned on the way (IMDS placement, a profile's `region`).
+    pub region: Option<String>,
+    /// What exactly supplied them, when the source's kind says too little.
+    pub detail: Option<String>,
+}
+
+impl From<AwsCredentials> for Provided {
+    fn from(credentials: AwsCredentials) -> Self {
+        Self {
+            credentials,
+            region: None,
+            detail: None,
+        }
+    }
+}
 
 /// The future a source returns.
 pub type ProvideFuture<'a> = Pin<Box<dyn Future<Output = Result<Provided, Skip>> + Send + 'a>>;
@@ -153,6 +200,11 @@ pub trait ProvideCredentials: Send + Sync + fmt::Debug {
     /// The credentials, or why not: [`Skip::NotConfigured`] passes to the next
     /// source, [`Skip::Failed`] stops the chain.
     fn provide<'a>(&'a self, cfg: &'a ProviderConfig) -> ProvideFuture<'a>;
+
+    /// True for the AWS SDK fallback, the target of [`Skip::Deferred`].
+    fn is_fallback(&self) -> bool {
+        false
+    }
 }
 
 /// Sources tried in order; the first that is configured decides.
@@ -163,14 +215,17 @@ pub struct Chain {
 
 impl Chain {
     /// The AWS SDKs' default order. `sts_region` is the region of web identity's
-    /// STS call.
-    pub fn default_for(cfg: &ProviderConfig, sts_region: &str) -> Self {
-        Self::default()
+    /// STS call; `profiles` keeps resolved profile credentials between loads.
+    pub fn default_for(cfg: &ProviderConfig, sts_region: &str, profiles: &profile::Cache) -> Self {
+        let chain = Self::default()
             .with(env::EnvKeys)
+            .with(profile::SharedConfig::new(profiles.clone()))
             .with(web_identity::WebIdentity::from_env(cfg, sts_region))
             .with(container::ContainerCredentials)
-            .with(profile::SharedCredentialsFile)
-            .with(imds::InstanceRole)
+            .with(imds::InstanceRole);
+        #[cfg(feature = "aws-config")]
+        let chain = chain.with(sdk::SdkFallback);
+        chain
     }
 
     /// Appends a source.
@@ -182,19 +237,25 @@ impl Chain {
     /// Tries each source in turn.
     pub async fn load(&self, cfg: &ProviderConfig) -> Result<Loaded, ChainError> {
         let mut tried = Vec::new();
+        let mut deferred = false;
         for source in &self.sources {
+            if deferred && !source.is_fallback() {
+                continue;
+            }
             let kind = source.source();
             match source.provide(cfg).await {
-                Ok((credentials, region)) => {
-                    tracing::debug!(source = %kind, "AWS credentials found");
+                Ok(p) => {
+                    tracing::debug!(source = %kind, detail = ?p.detail, "AWS credentials found");
                     return Ok(Loaded {
-                        credentials,
+                        credentials: p.credentials,
                         source: kind,
-                        region,
+                        region: p.region,
+                        detail: p.detail,
                     });
                 }
                 Err(skip) => {
                     let stop = matches!(skip, Skip::Failed(_));
+                    deferred |= matches!(skip, Skip::Deferred(_));
                     tried.push((kind, skip));
                     if stop {
                         break;
@@ -207,8 +268,47 @@ impl Chain {
 }
 
 /// Runs the default chain. `sts_region` is the region for web identity's STS call.
+/// Profile credentials are not kept between calls: see [`load_with`].
 pub async fn load(cfg: &ProviderConfig, sts_region: &str) -> Result<Loaded, ChainError> {
-    Chain::default_for(cfg, sts_region).load(cfg).await
+    load_with(cfg, sts_region, &profile::Cache::default()).await
+}
+
+/// Runs the default chain, reusing profile credentials kept in `profiles` until
+/// shortly before they expire.
+pub async fn load_with(
+    cfg: &ProviderConfig,
+    sts_region: &str,
+    profiles: &profile::Cache,
+) -> Result<Loaded, ChainError> {
+    Chain::default_for(cfg, sts_region, profiles)
+        .load(cfg)
+        .await
+}
+
+/// Which source the default chain would use, from the environment and the
+/// profile files alone (no I/O beyond reading them): what `s2iam detect` prints.
+/// IMDS is named when nothing else is configured, without asking it.
+pub fn plan(cfg: &ProviderConfig) -> String {
+    if cfg.env.is_set("AWS_ACCESS_KEY_ID") || cfg.env.is_set("AWS_SECRET_ACCESS_KEY") {
+        return CredentialSource::Environment.as_str().to_string();
+    }
+    match profile::SharedConfig::plan(cfg) {
+        Ok(Some(plan)) => return plan.to_string(),
+        Ok(None) => {}
+        Err(profile::ProfileError::Resolve(e)) if e.needs_sdk() && cfg!(feature = "aws-config") => {
+            return CredentialSource::AwsSdk.as_str().to_string()
+        }
+        Err(e) => return format!("{}: {e}", CredentialSource::SharedConfig),
+    }
+    if cfg.env.is_set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        return CredentialSource::WebIdentity.as_str().to_string();
+    }
+    if cfg.env.is_set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || cfg.env.is_set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    {
+        return CredentialSource::Container.as_str().to_string();
+    }
+    CredentialSource::InstanceMetadata.as_str().to_string()
 }
 
 #[cfg(test)]

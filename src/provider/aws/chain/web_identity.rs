@@ -5,8 +5,10 @@
 
 use std::path::PathBuf;
 
-use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, SourceError};
-use crate::provider::aws::sts::{StsClient, StsError};
+use super::{
+    AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
+};
+use crate::provider::aws::sts::{AssumeRoleRequest, StsClient, StsError};
 use crate::provider::{ProviderConfig, DEFAULT_ROLE_SESSION_NAME};
 use crate::secret::Secret;
 
@@ -17,6 +19,7 @@ pub struct WebIdentity {
     role_arn: Option<String>,
     session_name: String,
     sts_region: String,
+    duration_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +70,26 @@ impl WebIdentity {
                 .get("AWS_ROLE_SESSION_NAME")
                 .unwrap_or_else(|| DEFAULT_ROLE_SESSION_NAME.to_string()),
             sts_region: sts_region.to_string(),
+            duration_seconds: None,
+        }
+    }
+
+    /// The source as a shared config profile configures it
+    /// (`web_identity_token_file`, `role_arn`, `role_session_name`,
+    /// `duration_seconds`).
+    pub fn new(
+        token_file: PathBuf,
+        role_arn: &str,
+        session_name: &str,
+        duration_seconds: Option<u32>,
+        sts_region: &str,
+    ) -> Self {
+        Self {
+            token_file: Some(token_file),
+            role_arn: Some(role_arn.to_string()),
+            session_name: session_name.to_string(),
+            sts_region: sts_region.to_string(),
+            duration_seconds,
         }
     }
 
@@ -87,8 +110,10 @@ impl WebIdentity {
             return Err(WebIdentityError::EmptyToken { path: shown });
         }
         let sts = StsClient::new(cfg, &self.sts_region);
+        let mut req = AssumeRoleRequest::new(role_arn, &self.session_name);
+        req.duration_seconds = self.duration_seconds;
         let assumed = sts
-            .assume_role_with_web_identity(role_arn, &self.session_name, &token)
+            .assume_role_with_web_identity_request(&req, &token)
             .await?;
         Ok(assumed.credentials)
     }
@@ -103,7 +128,7 @@ impl ProvideCredentials for WebIdentity {
         Box::pin(async move {
             self.load(cfg)
                 .await
-                .map(|c| (c, None))
+                .map(Provided::from)
                 .map_err(|e| e.skip())
         })
     }

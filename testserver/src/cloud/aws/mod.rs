@@ -42,6 +42,7 @@ use axum::Router;
 use serde::Serialize;
 
 pub mod sigv4;
+pub mod sso;
 pub mod sts;
 
 use super::{AwsCredential, AwsIdentity, MockCloud, KEY_ALPHABET};
@@ -137,6 +138,7 @@ pub fn routes() -> Router<MockCloud> {
         .route("/latest/{*path}", any(imds_get))
         .route("/v2/credentials/{id}", any(ecs_credentials))
         .route("/v1/credentials", any(pod_identity_credentials))
+        .merge(sso::routes())
 }
 
 /// The page real IMDS answers errors with.

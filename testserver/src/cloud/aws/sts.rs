@@ -13,7 +13,8 @@
 //! - `GetSessionToken` (`DurationSeconds` 900..=129600), long-term keys only →
 //!   `Credentials` keeping the user's identity;
 //! - `AssumeRole` (`RoleArn`, `RoleSessionName`, `DurationSeconds` 900..=43200 (at
-//!   most 3600 when the caller is itself a role session), `ExternalId`, `Policy`,
+//!   most 3600 when the caller is itself a role session), `ExternalId` (required
+//!   by roles listed in `AwsIdentity::role_external_ids`), `Policy`,
 //!   `PolicyArns.member.N.arn`) → `AssumedRoleUser`, `Credentials`, and
 //!   `PackedPolicySize` when a policy was sent;
 //! - `AssumeRoleWithWebIdentity` (unsigned; `RoleArn`, `RoleSessionName`,
@@ -547,7 +548,7 @@ fn assume_role(
     let external_id = external_id(params)?;
     let policy = session_policy(params)?;
     let policy_arns = policy_arns(params)?;
-    if !role_assumable(cloud, &role) {
+    if !role_assumable(cloud, &role) || !external_id_matches(cloud, &role, external_id) {
         return Err(StsError::AccessDenied(format!(
             "User: {} is not authorized to perform: sts:AssumeRole on resource: {}",
             caller.arn, role.arn
@@ -815,6 +816,19 @@ fn role_assumable(cloud: &MockCloud, role: &RoleArn) -> bool {
         .map(|a| a.assumable_roles)
         .unwrap_or_default();
     allowed.is_empty() || allowed.contains(&role.arn)
+}
+
+/// A trust policy's `sts:ExternalId` condition: roles without one accept any (or
+/// no) external id; the others only theirs (STS answers the same AccessDenied).
+fn external_id_matches(cloud: &MockCloud, role: &RoleArn, sent: Option<&str>) -> bool {
+    let required = cloud
+        .config()
+        .aws
+        .and_then(|a| a.role_external_ids.get(&role.arn).cloned());
+    match required {
+        None => true,
+        Some(id) => sent.is_some_and(|s| constant_time_eq(s.as_bytes(), id.as_bytes())),
+    }
 }
 
 /// Issues `assumed-role/{name}/{session}` credentials; returns the
