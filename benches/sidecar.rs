@@ -5,8 +5,12 @@
 //! Unix socket and over TCP with `BENCH_CONNS` keep-alive connections for
 //! `BENCH_SECS` seconds each. The baseline is this same binary re-executed as a
 //! minimal hyper server answering a fixed body of the same size on the same kinds
-//! of listener; the figures that matter are the ratios sidecar/baseline. Also
-//! reports the daemon's RSS idle and after load (`VmRSS`, `VmHWM`).
+//! of listener; the figures that matter are the ratios sidecar/baseline. Each
+//! round also reads the server's CPU time (`/proc/<pid>/stat`) and reports CPU
+//! per request: on a machine busy with other work, throughput and tail latency
+//! swing with the scheduler, CPU per request much less. Also reports the
+//! daemon's RSS idle and after load (`VmRSS`, `VmHWM`, and `RssAnon`: the part
+//! that is not the binary's code mapped from the page cache).
 //!
 //! Rounds interleave baseline and sidecar (`BENCH_ROUNDS`, default 3) and the
 //! figures are medians; `BENCH_CONNS` takes a list (`16,64`). With `BENCH_WRK=1`
@@ -15,6 +19,9 @@
 //!   cargo bench --bench sidecar                      # release build
 //!   BENCH_CONNS=16,64 BENCH_WRK=1 cargo bench --bench sidecar
 //!   BENCH_SECS=1 BENCH_CONNS=4 BENCH_ROUNDS=1 cargo bench --bench sidecar
+//!
+//! `BENCH_S2IAM=/path/to/s2iam` measures another build of the binary (say, the
+//! previous commit's) against the same baseline.
 //!
 //! Results: stdout and `target/bench/sidecar.json`.
 
@@ -135,6 +142,7 @@ async fn run() {
     let token = get(&Target::Unix(sock.clone()), "/v1/token/api?format=raw").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_anon = rss_kib(pid, "RssAnon:");
 
     let base_sock = dir.join("baseline.sock");
     let base_port = free_port();
@@ -150,6 +158,8 @@ async fn run() {
             .unwrap(),
     );
     wait_for(|| base_sock.exists(), Duration::from_secs(10));
+    let base_pid = _baseline.0.id();
+    let tick = clock_ticks_per_second();
 
     let path = "/v1/token/api?format=raw";
     let rounds = env_num("BENCH_ROUNDS", 3).max(1) as usize;
@@ -159,13 +169,14 @@ async fn run() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let targets = [
-        ("baseline unix", Target::Unix(base_sock.clone())),
-        ("sidecar unix", Target::Unix(sock.clone())),
+        ("baseline unix", Target::Unix(base_sock.clone()), base_pid),
+        ("sidecar unix", Target::Unix(sock.clone()), pid),
         (
             "baseline tcp",
             Target::Tcp(format!("127.0.0.1:{base_port}")),
+            base_pid,
         ),
-        ("sidecar tcp", Target::Tcp(format!("127.0.0.1:{port}"))),
+        ("sidecar tcp", Target::Tcp(format!("127.0.0.1:{port}")), pid),
     ];
     // Rounds interleave baseline and sidecar, so drift in the machine's load
     // (other processes, thermal) hits both alike; the figures are medians.
@@ -174,21 +185,25 @@ async fn run() {
     for &c in &conn_counts {
         let mut per_target: Vec<Vec<LoadResult>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
-            for (i, (_, target)) in targets.iter().enumerate() {
-                let r = load(target, path, c, Duration::from_secs(secs)).await;
+            for (i, (_, target, server)) in targets.iter().enumerate() {
+                let cpu_before = cpu_ticks(*server);
+                let mut r = load(target, path, c, Duration::from_secs(secs)).await;
+                let cpu = cpu_ticks(*server).saturating_sub(cpu_before) as f64 / tick;
+                r.cpu_us_per_req = cpu * 1e6 / (r.count.max(1) as f64);
                 errors += r.errors;
                 per_target[i].push(r);
             }
         }
-        for (i, (name, _)) in targets.iter().enumerate() {
+        for (i, (name, _, _)) in targets.iter().enumerate() {
             let m = Medians::of(&per_target[i]);
             println!(
-                "{c:>3} conns  {name:<14} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  (median of {rounds} rounds)",
-                m.rps, m.p50_us, m.p99_us
+                "{c:>3} conns  {name:<14} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  server CPU {:>5.1} µs/req  (median of {rounds} rounds)",
+                m.rps, m.p50_us, m.p99_us, m.cpu_us_per_req
             );
             summary.push(serde_json::json!({
                 "connections": c, "name": name, "rps": m.rps, "p50_us": m.p50_us, "p99_us": m.p99_us,
-                "rounds": per_target[i].iter().map(|r| serde_json::json!({"rps": r.rps, "p99_us": r.p99_us, "requests": r.count})).collect::<Vec<_>>(),
+                "cpu_us_per_req": m.cpu_us_per_req,
+                "rounds": per_target[i].iter().map(|r| serde_json::json!({"rps": r.rps, "p99_us": r.p99_us, "requests": r.count, "cpu_us_per_req": r.cpu_us_per_req})).collect::<Vec<_>>(),
             }));
         }
         let ratio = |s: usize, b: usize| {
@@ -202,25 +217,45 @@ async fn run() {
         };
         let (unix_ratio, tcp_ratio) = (ratio(1, 0), ratio(3, 2));
         println!("{c:>3} conns  sidecar/baseline throughput (median of per-round ratios): unix {unix_ratio:.2}, tcp {tcp_ratio:.2}");
+        let cpu_ratio = |s: usize, b: usize| {
+            median_f64(
+                per_target[s]
+                    .iter()
+                    .zip(&per_target[b])
+                    .map(|(s, b)| s.cpu_us_per_req / b.cpu_us_per_req.max(f64::MIN_POSITIVE))
+                    .collect(),
+            )
+        };
+        let (unix_cpu, tcp_cpu) = (cpu_ratio(1, 0), cpu_ratio(3, 2));
+        println!("{c:>3} conns  sidecar/baseline server CPU per request (median of per-round ratios; 1.00 = as cheap as the baseline): unix {unix_cpu:.2}, tcp {tcp_cpu:.2}");
         summary.push(
-            serde_json::json!({"connections": c, "ratio_unix": unix_ratio, "ratio_tcp": tcp_ratio}),
+            serde_json::json!({"connections": c, "ratio_unix": unix_ratio, "ratio_tcp": tcp_ratio, "cpu_ratio_unix": unix_cpu, "cpu_ratio_tcp": tcp_cpu}),
         );
     }
     let external = if std::env::var("BENCH_WRK").is_ok_and(|v| v == "1") {
-        wrk_rounds(port, base_port, &conn_counts, rounds, secs)
+        wrk_rounds(
+            (port, pid),
+            (base_port, base_pid),
+            &conn_counts,
+            rounds,
+            secs,
+            tick,
+        )
     } else {
         serde_json::Value::Null
     };
     let loaded_rss = rss_kib(pid, "VmRSS:");
+    let loaded_anon = rss_kib(pid, "RssAnon:");
     let peak_rss = rss_kib(pid, "VmHWM:");
-    println!("sidecar RSS: idle {idle_rss} KiB, after load {loaded_rss} KiB, peak {peak_rss} KiB");
+    println!("sidecar RSS: idle {idle_rss} KiB, after load {loaded_rss} KiB, peak {peak_rss} KiB; of which anonymous (not the binary's code from the page cache): idle {idle_anon} KiB, after load {loaded_anon} KiB");
     let doc = serde_json::json!({
         "secs_per_round": secs,
         "rounds": rounds,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "results": summary,
         "wrk": external,
-        "rss_kib": {"idle": idle_rss, "after_load": loaded_rss, "peak": peak_rss},
+        "rss_kib": {"idle": idle_rss, "after_load": loaded_rss, "peak": peak_rss, "anon_idle": idle_anon, "anon_after_load": loaded_anon},
+        "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -238,6 +273,7 @@ struct Medians {
     rps: f64,
     p50_us: u64,
     p99_us: u64,
+    cpu_us_per_req: f64,
 }
 
 impl Medians {
@@ -250,8 +286,37 @@ impl Medians {
             rps: median_f64(rounds.iter().map(|r| r.rps).collect()),
             p50_us: median_u64(rounds.iter().map(|r| r.p50_us).collect()),
             p99_us: median_u64(rounds.iter().map(|r| r.p99_us).collect()),
+            cpu_us_per_req: median_f64(rounds.iter().map(|r| r.cpu_us_per_req).collect()),
         }
     }
+}
+
+/// User + system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at `) `.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 here.
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn median_f64(mut v: Vec<f64>) -> f64 {
@@ -262,18 +327,19 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 /// The same comparison with an external load generator (`wrk`, TCP only: it has
 /// no Unix-socket mode), so the figures do not depend on this file's client.
 fn wrk_rounds(
-    port: u16,
-    base_port: u16,
+    (port, pid): (u16, u32),
+    (base_port, base_pid): (u16, u32),
     conn_counts: &[usize],
     rounds: usize,
     secs: u64,
+    tick: f64,
 ) -> serde_json::Value {
     let mut out = Vec::new();
     for &c in conn_counts {
         let (mut base, mut side) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            base.push(wrk(base_port, c, secs));
-            side.push(wrk(port, c, secs));
+            base.push(wrk(base_port, base_pid, c, secs, tick));
+            side.push(wrk(port, pid, c, secs, tick));
         }
         let (base, side): (Vec<_>, Vec<_>) = (
             base.into_iter().flatten().collect(),
@@ -284,9 +350,13 @@ fn wrk_rounds(
             return serde_json::Value::Null;
         }
         let ratio = median_f64(side.iter().zip(&base).map(|(s, b)| s.0 / b.0).collect());
-        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
-            median_f64(v.iter().map(f).collect())
-        };
+        let cpu_ratio = median_f64(
+            side.iter()
+                .zip(&base)
+                .map(|(s, b)| s.3 / b.3.max(f64::MIN_POSITIVE))
+                .collect(),
+        );
+        let med = |v: &[WrkResult], f: fn(&WrkResult) -> f64| median_f64(v.iter().map(f).collect());
         let (s_rps, s_p50, s_p99) = (
             med(&side, |r| r.0),
             med(&side, |r| r.1),
@@ -297,21 +367,27 @@ fn wrk_rounds(
             med(&base, |r| r.1),
             med(&base, |r| r.2),
         );
+        let (s_cpu, b_cpu) = (med(&side, |r| r.3), med(&base, |r| r.3));
         println!(
-            "wrk {c:>3} conns tcp: sidecar {s_rps:>9.0} req/s p50 {s_p50:.0} µs p99 {s_p99:.0} µs | baseline {b_rps:>9.0} req/s p50 {b_p50:.0} µs p99 {b_p99:.0} µs | ratio {ratio:.2} (medians of {rounds} interleaved rounds)"
+            "wrk {c:>3} conns tcp: sidecar {s_rps:>9.0} req/s p50 {s_p50:.0} µs p99 {s_p99:.0} µs CPU {s_cpu:.1} µs/req | baseline {b_rps:>9.0} req/s p50 {b_p50:.0} µs p99 {b_p99:.0} µs CPU {b_cpu:.1} µs/req | throughput ratio {ratio:.2}, CPU per request ratio {cpu_ratio:.2} (medians of {rounds} interleaved rounds)"
         );
         out.push(serde_json::json!({
             "connections": c,
-            "sidecar": {"rps": s_rps, "p50_us": s_p50, "p99_us": s_p99},
-            "baseline": {"rps": b_rps, "p50_us": b_p50, "p99_us": b_p99},
+            "sidecar": {"rps": s_rps, "p50_us": s_p50, "p99_us": s_p99, "cpu_us_per_req": s_cpu},
+            "baseline": {"rps": b_rps, "p50_us": b_p50, "p99_us": b_p99, "cpu_us_per_req": b_cpu},
             "ratio": ratio,
+            "cpu_ratio": cpu_ratio,
         }));
     }
     serde_json::Value::Array(out)
 }
 
-/// One `wrk` run: (requests/s, p50 µs, p99 µs).
-fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
+/// One `wrk` run: (requests/s, p50 µs, p99 µs, server CPU µs per request).
+type WrkResult = (f64, f64, f64, f64);
+
+/// One `wrk` run against the server on `port`, process `pid`.
+fn wrk(port: u16, pid: u32, conns: usize, secs: u64, tick: f64) -> Option<WrkResult> {
+    let cpu_before = cpu_ticks(pid);
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -324,7 +400,14 @@ fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
         ])
         .output()
         .ok()?;
+    let cpu = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / tick;
     let text = String::from_utf8_lossy(&out.stdout);
+    // "  123456 requests in 3.00s, 45.6MB read"
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())?;
     let field = |prefix: &str| {
         text.lines()
             .map(str::trim)
@@ -349,6 +432,7 @@ fn wrk(port: u16, conns: usize, secs: u64) -> Option<(f64, f64, f64)> {
         field("Requests/sec:")?.parse().ok()?,
         micros(field("50%")?)?,
         micros(field("99%")?)?,
+        cpu * 1e6 / requests.max(1.0),
     ))
 }
 
@@ -386,7 +470,9 @@ async fn start_sidecar(
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    let binary = std::env::var_os("BENCH_S2IAM")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_s2iam")), PathBuf::from);
+    let mut cmd = Command::new(binary);
     cmd.args(["serve", "--config"]).arg(&config).env_clear();
     for (var, value) in s2iam::env::endpoints::mock_env(cloud_url) {
         cmd.env(var, value);
@@ -472,6 +558,8 @@ struct LoadResult {
     p99_us: u64,
     count: u64,
     errors: u64,
+    /// The server's CPU time per request answered (set by the caller).
+    cpu_us_per_req: f64,
 }
 
 async fn load(target: &Target, path: &str, conns: usize, duration: Duration) -> LoadResult {
@@ -518,5 +606,6 @@ async fn load(target: &Target, path: &str, conns: usize, duration: Duration) -> 
         p99_us: pct(0.99),
         count: all.len() as u64,
         errors,
+        cpu_us_per_req: 0.0,
     }
 }

@@ -325,6 +325,35 @@ where
         }
     }
 
+    /// The value for `key` only if it is cached and fresh enough to hand out
+    /// without a refresh: the hit of [`Cache::get`] (counted as one), synchronous,
+    /// and with no effect at all otherwise, so a caller can fall back to
+    /// [`Cache::get_admitted`].
+    ///
+    /// Written for many readers on several cores: shared locks only, no `Arc`
+    /// of the entry taken, one clock read, and the access time written only
+    /// when it changed (a shared cache line that is only read stays in every
+    /// core's cache).
+    pub fn get_fresh(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        let table = read(&self.table);
+        let entry = table.map.get(key)?;
+        let v = {
+            let slot = read(&entry.slot);
+            let fresh =
+                |v: &&V| v.expires().saturating_duration_since(now) > self.policy.min_remaining;
+            slot.value.as_ref().filter(fresh)?.clone()
+        };
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        if entry.last_access_ms.load(Ordering::Relaxed) != now_ms {
+            entry.last_access_ms.store(now_ms, Ordering::Relaxed);
+        }
+        drop(table);
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(v)
+    }
+
     async fn get_entry(&self, key: &K, entry: Arc<Entry<V, E>>) -> Result<V, CacheError<E>> {
         entry.last_access_ms.store(self.now_ms(), Ordering::Relaxed);
         let seen_generation = {
@@ -727,6 +756,38 @@ mod tests {
             })
         });
         (fetch, calls, fail)
+    }
+
+    #[tokio::test]
+    async fn get_fresh_answers_only_fresh_hits_and_changes_nothing_otherwise() {
+        let (fetch, calls, _) = counting(Duration::from_secs(60), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                min_remaining: Duration::from_secs(30),
+                ..policy()
+            },
+            fetch,
+        );
+        assert!(cache.get_fresh(&1).is_none(), "not cached");
+        assert!(!cache.contains(&1), "a miss creates no key");
+        assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.get(1).await.unwrap().n, 1);
+        assert_eq!(cache.get_fresh(&1).map(|v| v.n), Some(1));
+        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a hit never fetches");
+
+        // Below min_remaining: not fresh; get() then refreshes it.
+        let (fetch, _, _) = counting(Duration::from_secs(20), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                min_remaining: Duration::from_secs(30),
+                ..policy()
+            },
+            fetch,
+        );
+        cache.get(1).await.unwrap();
+        assert!(cache.get_fresh(&1).is_none(), "due for refresh");
+        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -497,3 +497,108 @@ async fn a_short_tcp_token_file_is_refused() {
     assert!(err.to_string().contains("at least 16"), "{err}");
     server.shutdown().await;
 }
+
+/// A token already cached is answered before the router (src/serve/hot.rs): the
+/// same status, headers and body as the router's first answer, counted the same,
+/// and never past a caller check (a cached token is refused to a wrong Host or
+/// bearer token, and the refusal is the router's).
+#[tokio::test]
+async fn a_cached_token_is_answered_as_the_router_answers_it_and_only_to_allowed_callers() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let dir = temp_dir("serve-hot");
+    let token_file = dir.join("tcp-token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let mut cfg = config(&server, &dir);
+    cfg.listen.tcp_token_file = Some(token_file);
+    let sidecar = start_sidecar(&server, cfg).await;
+    let socket = sidecar.socket_path().unwrap();
+    let base = format!("http://{}", sidecar.tcp_addr().unwrap());
+    let bearer = "0123456789abcdef0123456789abcdef";
+    let http = reqwest::Client::new();
+
+    // The first ask fetches (the router's path); the second is a cache hit.
+    let path = "/v1/token/database?workspaceGroupID=wg-hot";
+    let (status, ctype, first) = uds_request(&socket, "GET", path, &[]).await.unwrap();
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, "application/json"),
+        "{first}"
+    );
+    let (status, ctype, second) = uds_request(&socket, "GET", path, &[]).await.unwrap();
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, "application/json"),
+        "{second}"
+    );
+    assert!(first.ends_with("}\n") && second.ends_with("}\n"));
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&first).unwrap(),
+        serde_json::from_str(&second).unwrap(),
+    );
+    for field in ["token", "expires_at", "jwt_type", "workspace_group_id"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    let jwt = a["token"].as_str().unwrap();
+    for headers in [&[][..], &[("accept", "text/plain")][..]] {
+        let raw_path = if headers.is_empty() {
+            format!("{path}&format=raw")
+        } else {
+            path.to_string()
+        };
+        let (status, ctype, body) = uds_request(&socket, "GET", &raw_path, headers)
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, ctype.as_str(), body.as_str()),
+            (200, "text/plain; charset=utf-8", jwt)
+        );
+    }
+
+    // Over TCP the cached token needs a loopback Host and the bearer token.
+    let resp = http
+        .get(format!("{base}{path}&format=raw"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"].to_str().unwrap(),
+        jwt.len().to_string()
+    );
+    assert_eq!(resp.text().await.unwrap(), jwt);
+    let resp = http
+        .get(format!("{base}{path}&format=raw"))
+        .header("host", "attacker.example")
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "DNS-rebinding Host refused");
+    assert!(!resp.text().await.unwrap().contains(jwt));
+    let resp = http
+        .get(format!("{base}{path}&format=raw"))
+        .bearer_auth("wrong-wrong-wrong-wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Escapes in the query are decoded as the router decodes them.
+    let (status, _, body) = uds_request(&socket, "GET", &format!("{path}&format=r%61w"), &[])
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, jwt));
+
+    let (_, metrics) = uds_get(&socket, "/metrics").await;
+    // 1 fetch; 6 answered 200 (1 miss, 5 hits); the refused callers are not
+    // counted by route, on either path.
+    for want in [
+        "s2iam_requests_total{route=\"/v1/token/database\",status=\"200\"} 6",
+        "s2iam_upstream_exchanges_total 1",
+        "s2iam_cache_hits_total 5",
+    ] {
+        assert!(metrics.contains(want), "{want}\n{metrics}");
+    }
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}

@@ -8,9 +8,13 @@
 //! `Authorization: Bearer <token>` (except on the AWS routes, which take the raw
 //! container-credentials token instead; see [`super::aws`]).
 //!
-//! Every connection is bounded (see `ConnLimits`): hyper's header-read timeout
-//! and header-size limit, an idle timeout, a cap per listener and per peer uid;
-//! shutdown waits for in-flight requests at most `listen.shutdown_timeout`.
+//! Every connection is bounded (see `ConnLimits`): a header-read timeout (a
+//! request head, or the next one on a keep-alive connection, must arrive within
+//! it), hyper's header-size limit, an idle timeout, a cap per listener and per
+//! peer uid; shutdown waits for in-flight requests at most
+//! `listen.shutdown_timeout`. Both timeouts are checked by the connection's own
+//! periodic tick, not by a timer per request (hyper's header-read timer put an
+//! allocation and two timer-wheel updates on every request).
 //!
 //! A socket file left behind by a crashed sidecar is replaced; one that a live
 //! sidecar still answers on, or a path that is not a socket, is an error.
@@ -32,7 +36,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -42,7 +46,7 @@ use crate::config::ConnLimits;
 
 use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::limits::Caller;
-use super::routes;
+use super::{hot, routes};
 use super::{AppState, ServeError};
 use crate::logging::field;
 
@@ -191,6 +195,13 @@ trait Accept: Send + 'static {
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
     /// The uid whose per-uid connection cap applies, if any.
     fn uid(peer: &Self::Peer) -> Option<u32>;
+    /// Whether a request to a token route passes this listener's caller check
+    /// (for the hot path; a refusal is answered and logged by the router's check).
+    fn token_caller_allowed(
+        state: &AppState,
+        peer: &Self::Peer,
+        req: &hyper::Request<Incoming>,
+    ) -> bool;
 }
 
 struct UnixAccept(UnixListener);
@@ -211,6 +222,13 @@ impl Accept for UnixAccept {
     fn uid(peer: &UnixPeer) -> Option<u32> {
         peer.uid
     }
+    fn token_caller_allowed(
+        state: &AppState,
+        peer: &UnixPeer,
+        _: &hyper::Request<Incoming>,
+    ) -> bool {
+        unix_peer_allowed(state, peer)
+    }
 }
 
 struct TcpAccept(TcpListener);
@@ -226,6 +244,13 @@ impl Accept for TcpAccept {
     }
     fn uid(_: &SocketAddr) -> Option<u32> {
         None
+    }
+    fn token_caller_allowed(
+        state: &AppState,
+        _: &SocketAddr,
+        req: &hyper::Request<Incoming>,
+    ) -> bool {
+        tcp_host_allowed(state, req.headers()).is_ok() && tcp_bearer_ok(state, req.headers())
     }
 }
 
@@ -345,7 +370,7 @@ async fn serve<A: Accept>(
                     warned_full = false;
                     warned_uid = false;
                 }
-                conns.spawn(connection(io, peer, app.clone(), limits.clone(), conn_stopped.clone(), slot));
+                conns.spawn(connection::<A>(io, peer, app.clone(), state.clone(), conn_stopped.clone(), slot));
             }
         }
     }
@@ -368,42 +393,49 @@ async fn serve<A: Accept>(
 }
 
 /// Serves one connection until it closes, times out or is shut down.
-async fn connection<I, P>(
-    io: I,
-    peer: P,
+async fn connection<A: Accept>(
+    io: A::Io,
+    peer: A::Peer,
     app: Router,
-    limits: ConnLimits,
+    state: Arc<AppState>,
     mut stopped: watch::Receiver<bool>,
     _slot: Slot,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    P: Clone + Send + Sync + 'static,
-{
-    let activity = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+) {
+    let limits = &state.config.listen.limits;
+    let progress = Arc::new(Progress::default());
     let io = TokioIo::new(Activity {
         inner: io,
-        started,
-        last: activity.clone(),
+        progress: progress.clone(),
     });
+    let hot_state = state.clone();
+    let service_progress = progress.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        service_progress.begun.fetch_add(1, Ordering::Relaxed);
+        // A cached token for an allowed caller: answered without the router.
+        if A::token_caller_allowed(&hot_state, &peer, &req) {
+            if let Some(resp) = hot::answer(&hot_state, &req) {
+                service_progress.answered.fetch_add(1, Ordering::Relaxed);
+                return Answer::Hot(Some(resp));
+            }
+        }
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        app.clone().oneshot(req)
+        Answer::Router(Box::pin(app.clone().oneshot(req)), service_progress.clone())
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192).saturating_mul(2))
         .max_header_size(limits.max_header_bytes);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    // Both timeouts are judged at this tick: a connection is closed at most one
+    // tick after its timeout, never before.
     let check = limits
         .idle_timeout
-        .checked_div(4)
+        .min(limits.header_read_timeout)
+        .checked_div(8)
         .unwrap_or_default()
         .max(Duration::from_millis(10));
-    let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut watch = Watch::new(&progress);
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -413,9 +445,8 @@ async fn connection<I, P>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(check) => {
-                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if now.saturating_sub(activity.load(Ordering::Relaxed)) >= idle_ms {
-                    tracing::debug!("closing idle connection");
+                if let Some(why) = watch.expired(&progress, limits) {
+                    tracing::debug!("closing connection: {why}");
                     return;
                 }
             }
@@ -423,17 +454,110 @@ async fn connection<I, P>(
     }
 }
 
-/// Records when bytes last moved either way (for the idle timeout).
+/// What a connection has done, counted as it happens (plain counters: one
+/// connection's task touches them, no clock is read per request).
+#[derive(Default)]
+struct Progress {
+    /// Reads and writes that moved bytes.
+    moved: AtomicU64,
+    /// Requests whose head was read (handed to the service).
+    begun: AtomicU64,
+    /// Requests answered.
+    answered: AtomicU64,
+}
+
+/// The tick's view of a connection: since when nothing has moved, and since when
+/// it has been waiting for a request head.
+struct Watch {
+    moved: u64,
+    still_since: Instant,
+    answered: u64,
+    waiting_since: Instant,
+}
+
+impl Watch {
+    fn new(progress: &Progress) -> Self {
+        let now = Instant::now();
+        Self {
+            moved: progress.moved.load(Ordering::Relaxed),
+            still_since: now,
+            answered: progress.answered.load(Ordering::Relaxed),
+            waiting_since: now,
+        }
+    }
+
+    /// Which timeout, if any, has expired. A change seen at this tick restarts
+    /// its clock from now, so the time measured is never more than the real one.
+    fn expired(&mut self, progress: &Progress, limits: &ConnLimits) -> Option<&'static str> {
+        let now = Instant::now();
+        let moved = progress.moved.load(Ordering::Relaxed);
+        if moved != self.moved {
+            self.moved = moved;
+            self.still_since = now;
+        }
+        if now.saturating_duration_since(self.still_since) >= limits.idle_timeout {
+            return Some("idle timeout");
+        }
+        let begun = progress.begun.load(Ordering::Relaxed);
+        let answered = progress.answered.load(Ordering::Relaxed);
+        if begun != answered || answered != self.answered {
+            // A request in flight, or one answered since the last tick: the
+            // wait for the next head starts (again) now.
+            self.answered = answered;
+            self.waiting_since = now;
+        }
+        if now.saturating_duration_since(self.waiting_since) >= limits.header_read_timeout {
+            return Some("no request head within the header-read timeout");
+        }
+        None
+    }
+}
+
+/// The body of an answer: from the hot path, or the router's.
+type AnswerBody = http_body_util::Either<http_body_util::Full<axum::body::Bytes>, axum::body::Body>;
+
+/// The future of one request's answer: ready at once on the hot path (no
+/// allocation), the router's (boxed, counted as answered when it is) otherwise.
+enum Answer {
+    Hot(Option<hyper::Response<http_body_util::Full<axum::body::Bytes>>>),
+    Router(
+        Pin<Box<tower::util::Oneshot<Router, hyper::Request<Incoming>>>>,
+        Arc<Progress>,
+    ),
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<AnswerBody>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Hot(resp) => match resp.take() {
+                Some(resp) => Poll::Ready(Ok(resp.map(http_body_util::Either::Left))),
+                // Polled again after it answered: hyper never does; answer empty.
+                None => Poll::Ready(Ok(hyper::Response::new(http_body_util::Either::Right(
+                    axum::body::Body::empty(),
+                )))),
+            },
+            Answer::Router(fut, progress) => {
+                let answer = fut.as_mut().poll(cx);
+                if answer.is_ready() {
+                    progress.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                answer.map(|r| r.map(|resp| resp.map(http_body_util::Either::Right)))
+            }
+        }
+    }
+}
+
+/// Counts the reads and writes that move bytes (for the idle timeout).
 struct Activity<I> {
     inner: I,
-    started: Instant,
-    last: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
 impl<I> Activity<I> {
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.progress.moved.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -494,14 +618,52 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
+/// The Unix-socket caller check: the peer's uid is in `listen.allowed_uids`
+/// (when that is set).
+fn unix_peer_allowed(state: &AppState, peer: &UnixPeer) -> bool {
+    let allowed = &state.config.listen.allowed_uids;
+    allowed.is_empty() || peer.uid.is_some_and(|uid| allowed.contains(&uid))
+}
+
+/// The TCP Host check (against DNS rebinding): exactly one `Host` header naming a
+/// loopback address, unless the listener is bound to a non-loopback address.
+/// `Err` carries the refused Host, for the log.
+fn tcp_host_allowed<'h>(
+    state: &AppState,
+    headers: &'h axum::http::HeaderMap,
+) -> Result<(), &'h str> {
+    let mut hosts = headers.get_all(axum::http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().unwrap_or(""),
+        // None or several: never a loopback name.
+        _ => "",
+    };
+    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
+        return Err(host);
+    }
+    Ok(())
+}
+
+/// The TCP bearer check: the exact `listen.tcp_token_file` token, when one is set.
+fn tcp_bearer_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(expected) = &state.tcp_token else {
+        return true;
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.expose().as_bytes())
+}
+
 async fn check_unix_peer(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<UnixPeer>,
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = &state.config.listen.allowed_uids;
-    if !allowed.is_empty() && !peer.uid.is_some_and(|uid| allowed.contains(&uid)) {
+    if !unix_peer_allowed(&state, &peer) {
         crate::refusal!(state.refusals, uid = ?peer.uid, pid = ?peer.pid, path = %field(req.uri().path()), "refused unix-socket caller");
         return api_error(
             axum::http::StatusCode::FORBIDDEN,
@@ -522,13 +684,7 @@ async fn check_tcp_caller(
     next: Next,
 ) -> Response {
     use axum::http::StatusCode;
-    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h.to_str().unwrap_or(""),
-        // None or several: never a loopback name.
-        _ => "",
-    };
-    if !host_is_loopback(host) && state.config.listen.tcp.is_none_or(|a| a.ip().is_loopback()) {
+    if let Err(host) = tcp_host_allowed(&state, req.headers()) {
         crate::refusal!(state.refusals, %peer, host = %field(host), "refused request with a non-loopback Host header");
         return api_error(
             StatusCode::FORBIDDEN,
@@ -543,21 +699,13 @@ async fn check_tcp_caller(
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;
     }
-    if let Some(expected) = &state.tcp_token {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-            crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
-            return api_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send Authorization: Bearer <token from listen.tcp_token_file>",
-            );
-        }
+    if !tcp_bearer_ok(&state, req.headers()) {
+        crate::refusal!(state.refusals, %peer, path = %field(req.uri().path()), "refused tcp caller without the bearer token");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token from listen.tcp_token_file>",
+        );
     }
     next.run(req).await
 }

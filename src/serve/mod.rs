@@ -19,6 +19,7 @@ pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod encoded;
+mod hot;
 pub mod limits;
 pub mod listen;
 pub mod metrics;

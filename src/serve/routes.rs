@@ -17,7 +17,7 @@
 //! 404 unknown route, 405 wrong method, 502 the auth service refused, 503 the
 //! identity or the auth service is unavailable.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, RawQuery, Request, State};
@@ -28,7 +28,7 @@ use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
 
-use super::api::{api_error, parse_query, ApiError};
+use super::api::{api_error, ApiError};
 use super::limits::Caller;
 use super::{describe, AppState};
 use crate::cache::GetError;
@@ -111,8 +111,10 @@ async fn api_token(
     token(state, JwtType::Api, caller, query, headers).await
 }
 
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// `Content-Type` of the bare token.
+pub(crate) const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+/// `Content-Type` of JSON answers.
+pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "audience", "format"];
 
@@ -123,20 +125,13 @@ async fn token(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let params = match parse_query(query.as_deref(), TOKEN_PARAMS) {
+    let params = match TokenParams::parse(query.as_deref()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let raw = match params.get("format").map(String::as_str) {
-        None | Some("json") => wants_text(&headers),
-        Some("raw") => true,
-        Some(other) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("format {other:?} is not json or raw"),
-            )
-        }
+    let raw = match wants_raw(&params, &headers) {
+        Ok(raw) => raw,
+        Err(e) => return e.into_response(),
     };
     let req = match token_request(&state, jwt_type, &params) {
         Ok(r) => r,
@@ -167,6 +162,56 @@ async fn token(
     }
 }
 
+/// The token routes' query parameters, borrowed from the query string unless
+/// they needed unescaping (so the hot path allocates nothing to read them).
+#[derive(Debug, Default)]
+pub(crate) struct TokenParams<'a> {
+    workspace_group_id: Option<Cow<'a, str>>,
+    assume_role: Option<Cow<'a, str>>,
+    audience: Option<Cow<'a, str>>,
+    format: Option<Cow<'a, str>>,
+}
+
+impl<'a> TokenParams<'a> {
+    /// Parses a query string, refusing unknown and repeated parameters (with
+    /// the messages of [`super::api::parse_query`]).
+    pub(crate) fn parse(query: Option<&'a str>) -> Result<Self, ApiError> {
+        let mut params = Self::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "workspaceGroupID" => &mut params.workspace_group_id,
+                "assumeRole" => &mut params.assume_role,
+                "audience" => &mut params.audience,
+                "format" => &mut params.format,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown parameter {k:?}; known: {}",
+                        TOKEN_PARAMS.join(", ")
+                    )))
+                }
+            };
+            if slot.replace(v).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "parameter {k:?} given twice"
+                )));
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// Whether the bare token is asked for (`format=raw`, or `Accept: text/plain`
+/// without `format`).
+pub(crate) fn wants_raw(params: &TokenParams<'_>, headers: &HeaderMap) -> Result<bool, ApiError> {
+    match params.format.as_deref() {
+        None | Some("json") => Ok(wants_text(headers)),
+        Some("raw") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {other:?} is not json or raw"
+        ))),
+    }
+}
+
 /// Longest workspace group ID accepted (SingleStore's are 36-character UUIDs).
 const MAX_WORKSPACE_GROUP_CHARS: usize = 128;
 /// Longest GCP audience accepted.
@@ -185,7 +230,7 @@ fn valid_workspace_group(wg: &str) -> bool {
 /// other clouds `audience=` is refused and never part of the cache key; on GCP
 /// (or before detection) it must be the default, a configured token's, or in
 /// `access.audiences`.
-fn audience(state: &AppState, given: Option<&String>) -> Result<String, ApiError> {
+fn audience(state: &AppState, given: Option<&str>) -> Result<String, ApiError> {
     let cfg = &state.config;
     let Some(aud) = given.filter(|a| !a.is_empty()) else {
         return Ok(cfg.client.gcp_audience.clone());
@@ -202,27 +247,28 @@ fn audience(state: &AppState, given: Option<&String>) -> Result<String, ApiError
     if aud.len() > MAX_AUDIENCE_CHARS {
         return Err(ApiError::bad_request("audience is too long"));
     }
-    let allowed = *aud == cfg.client.gcp_audience
-        || cfg.access.audiences.contains(aud)
-        || cfg.tokens.iter().any(|t| t.gcp_audience == *aud);
+    let allowed = aud == cfg.client.gcp_audience
+        || cfg.access.audiences.iter().any(|a| a == aud)
+        || cfg.tokens.iter().any(|t| t.gcp_audience == aud);
     if !allowed {
         return Err(ApiError::forbidden(
             "this audience is not in access.audiences",
         ));
     }
-    Ok(aud.clone())
+    Ok(aud.to_string())
 }
 
-fn token_request(
+/// The cache key of a token request, after the access checks.
+pub(crate) fn token_request(
     state: &AppState,
     jwt_type: JwtType,
-    params: &HashMap<String, String>,
+    params: &TokenParams<'_>,
 ) -> Result<TokenRequest, ApiError> {
     let cfg = &state.config;
     let workspace_group_id = params
-        .get("workspaceGroupID")
-        .filter(|s| !s.is_empty())
-        .cloned();
+        .workspace_group_id
+        .as_deref()
+        .filter(|s| !s.is_empty());
     match (jwt_type, &workspace_group_id) {
         (JwtType::Database, None) => {
             return Err(ApiError::bad_request(
@@ -245,9 +291,9 @@ fn token_request(
         let configured = cfg
             .tokens
             .iter()
-            .any(|t| t.workspace_group_id.as_ref() == Some(wg));
+            .any(|t| t.workspace_group_id.as_deref() == Some(wg));
         if !cfg.access.workspace_groups.is_empty()
-            && !cfg.access.workspace_groups.contains(wg)
+            && !cfg.access.workspace_groups.iter().any(|w| w == wg)
             && !configured
         {
             return Err(ApiError::forbidden(format!(
@@ -255,13 +301,13 @@ fn token_request(
             )));
         }
     }
-    let assume_role = params.get("assumeRole").filter(|s| !s.is_empty()).cloned();
-    if let Some(role) = &assume_role {
+    let assume_role = params.assume_role.as_deref().filter(|s| !s.is_empty());
+    if let Some(role) = assume_role {
         let configured = cfg
             .tokens
             .iter()
-            .any(|t| t.assume_role.as_ref() == Some(role));
-        if !cfg.access.assume_roles.contains(role) && !configured {
+            .any(|t| t.assume_role.as_deref() == Some(role));
+        if !cfg.access.assume_roles.iter().any(|r| r == role) && !configured {
             return Err(ApiError::forbidden(
                 "this role is not in access.assume_roles",
             ));
@@ -269,10 +315,10 @@ fn token_request(
     }
     Ok(TokenRequest {
         jwt_type,
-        workspace_group_id,
-        assume_role,
+        workspace_group_id: workspace_group_id.map(str::to_string),
+        assume_role: assume_role.map(str::to_string),
         role_session_name: cfg.client.role_session_name.clone(),
-        gcp_audience: audience(state, params.get("audience"))?,
+        gcp_audience: audience(state, params.audience.as_deref())?,
     })
 }
 
