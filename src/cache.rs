@@ -985,16 +985,18 @@ mod tests {
 
     #[tokio::test]
     async fn on_demand_keys_are_refreshed_only_if_asked_for_again() {
-        let (fetch, calls, _) = counting(Duration::from_millis(300), Duration::ZERO);
+        // Lifetimes long enough that a loaded machine's late wake-ups (hundreds of
+        // ms) still land between "refresh due" (1.5 s) and expiry (3 s).
+        let (fetch, calls, _) = counting(Duration::from_secs(3), Duration::ZERO);
         let cache = Cache::new(policy(), fetch);
         cache.get(1).await.unwrap(); // asked once
         cache.get(2).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         cache.get(2).await.unwrap(); // asked again
-        tokio::time::sleep(Duration::from_millis(160)).await;
+        tokio::time::sleep(Duration::from_millis(1600)).await;
         cache.refresh_due().await;
         assert_eq!(calls.load(Ordering::SeqCst), 3, "only key 2 refreshed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(1600)).await;
         cache.refresh_due().await;
         let keys: Vec<u8> = cache.status().into_iter().map(|s| s.key).collect();
         assert_eq!(keys, vec![2], "key 1 dropped once expired");
