@@ -121,18 +121,25 @@ async fn jwt_grant(
 }
 
 /// The signed JWT assertion. The key is parsed here and dropped with the call.
+///
+/// Signed with ring (constant-time RSA, already in the tree through rustls), not
+/// through jsonwebtoken's RustCrypto backend: `rsa`'s private-key operations are not
+/// constant time (RUSTSEC-2023-0071, the Marvin attack), and this is the one
+/// private-key operation s2iam does (see deny.toml). jsonwebtoken still parses the
+/// PEM (PKCS#8 or PKCS#1) into the PKCS#1 DER that ring takes.
 fn sign_assertion(
     key: &ServiceAccountKey,
     token_uri: &str,
     extra: (&str, &str),
     now: u64,
 ) -> Result<Secret, ProviderError> {
-    let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
-        .map_err(|_| {
-            invalid_msg(
-                "the service_account file's private_key is not an RSA private key in PEM form",
-            )
-        })?;
+    use base64::Engine as _;
+    let not_rsa = || {
+        invalid_msg("the service_account file's private_key is not an RSA private key in PEM form")
+    };
+    let der = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
+        .map_err(|_| not_rsa())?;
+    let pair = ring::signature::RsaKeyPair::from_der(der.inner()).map_err(|_| not_rsa())?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = key.private_key_id.clone();
     let mut claims = serde_json::json!({
@@ -142,9 +149,23 @@ fn sign_assertion(
         "exp": now.saturating_add(ASSERTION_LIFETIME_SECS),
     });
     claims[extra.0] = serde_json::Value::from(extra.1);
-    jsonwebtoken::encode(&header, &claims, &encoding)
-        .map(Secret::new)
-        .map_err(|_| invalid_msg("cannot sign with the service_account file's private_key"))
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let cannot_sign = || invalid_msg("cannot sign with the service_account file's private_key");
+    let header = serde_json::to_vec(&header).map_err(|_| cannot_sign())?;
+    let claims = serde_json::to_vec(&claims).map_err(|_| cannot_sign())?;
+    let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims));
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| cannot_sign())?;
+    Ok(Secret::new(format!(
+        "{signing_input}.{}",
+        b64.encode(signature)
+    )))
 }
 
 fn access_token_of(answer: TokenAnswer, what: &str) -> Result<Secret, ProviderError> {
