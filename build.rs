@@ -19,7 +19,10 @@ fn main() {
         .or_else(given_commit)
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=S2IAM_BUILD_COMMIT={commit}");
-    println!("cargo:rustc-env=S2IAM_BUILD_FEATURES={}", features().join(","));
+    println!(
+        "cargo:rustc-env=S2IAM_BUILD_FEATURES={}",
+        features().join(",")
+    );
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=S2IAM_BUILD_TARGET={target}");
     println!("cargo:rustc-env=S2IAM_BUILD_RUSTC={}", rustc_version());
