@@ -25,6 +25,8 @@ impl ExchangeClient {
             .ok_or_else(|| ExchangeError::Jwks(format!("no key {kid:?} in the server's JWKS")))?;
         let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
             .map_err(|e| ExchangeError::Jwks(format!("unusable key {kid:?}: {e}")))?;
+        // jsonwebtoken's signatures on ring (no RustCrypto `rsa` in the binary).
+        crate::util::jwt_crypto::install();
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_aud = false;
         validation.leeway = 60;

@@ -1,7 +1,8 @@
 //! Small shared helpers, importing nothing from the crate: times, durations,
-//! error snippets, atomic file writes.
+//! error snippets, atomic file writes, jsonwebtoken's cryptography on ring.
 
 pub mod atomic_file;
+pub(crate) mod jwt_crypto;
 pub mod unix_socket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
