@@ -7,7 +7,8 @@ use clap::Args;
 use s2iam::client::{Client, JwtOptions};
 use s2iam::exchange::JwtType;
 
-use super::flags::{jwt_options, token_request, IdentityFlags};
+use super::flags::IdentityFlags;
+use super::token::{jwt_options, token_request};
 use super::{logging, CliError};
 
 /// `s2iam identity`'s flags.

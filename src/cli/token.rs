@@ -5,11 +5,12 @@ use std::io::Write;
 
 use clap::Args;
 
-use s2iam::client::Client;
-use s2iam::exchange::JwtType;
+use s2iam::client::{Client, JwtOptions, TokenRequest};
+use s2iam::exchange::{ExchangeConfig, JwtType};
+use s2iam::provider::ProviderConfig;
 use s2iam::util::rfc3339;
 
-use super::flags::{jwt_options, token_request, IdentityFlags};
+use super::flags::{parse_provider, IdentityFlags};
 use super::{logging, CliError};
 
 /// The reference CLI's flags.
@@ -118,4 +119,60 @@ async fn token(
         writeln!(out, "{}", token.jwt().expose())?;
     }
     Ok(())
+}
+
+/// The library's options from the identity flags and, for the token command, its
+/// server and exchange flags (the environment fills in what they leave out).
+pub fn jwt_options(
+    flags: &IdentityFlags,
+    args: Option<&TokenArgs>,
+) -> Result<JwtOptions, CliError> {
+    let cfg = ProviderConfig::from_env();
+    let mut exchange = ExchangeConfig::default();
+    if let Some(args) = args {
+        let pref = args
+            .identity_format_preference
+            .clone()
+            .or_else(|| cfg.env.get("S2IAM_IDENTITY_FORMAT_PREFERENCE"));
+        if let Some(pref) = pref {
+            exchange.identity_format_preference = pref
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        exchange.validate_jwks = args.validate;
+    }
+    Ok(JwtOptions {
+        server_url: args
+            .and_then(|a| a.server_url.clone())
+            .filter(|s| !s.is_empty()),
+        allow_http: args.is_some_and(|a| a.allow_http)
+            || cfg
+                .env
+                .get("S2IAM_ALLOW_HTTP")
+                .is_some_and(|v| v == "1" || v == "true"),
+        provider: parse_provider(flags)?,
+        force_detect: flags.force_detect,
+        timeout: flags.timeout,
+        detect_timeout: flags.timeout,
+        exchange,
+        provider_config: Some(cfg),
+    })
+}
+
+/// The request the identity flags describe.
+pub fn token_request(
+    flags: &IdentityFlags,
+    jwt_type: JwtType,
+    workspace_group_id: &str,
+) -> TokenRequest {
+    TokenRequest {
+        jwt_type,
+        workspace_group_id: Some(workspace_group_id.to_string()).filter(|s| !s.is_empty()),
+        assume_role: flags.assume_role.clone().filter(|s| !s.is_empty()),
+        role_session_name: flags.assume_role_session_name.clone(),
+        gcp_audience: flags.gcp_audience.clone(),
+    }
 }
