@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod completions;
 mod credential_process;
 mod detect;
 #[cfg(feature = "dev")]
@@ -25,12 +26,14 @@ mod error;
 mod flags;
 mod identity;
 mod logging;
+mod man;
 mod probe;
 mod proxy;
 mod run;
 mod s3;
 mod serve;
 mod token;
+mod version;
 
 pub use error::CliError;
 pub use flags::normalize_args;
@@ -104,6 +107,12 @@ pub enum Command {
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
     Dev(dev::DevArgs),
+    /// Which build this is (`--json`: version, commit, features, target, rustc).
+    Version(version::VersionArgs),
+    /// Print the shell completion script (bash, zsh or fish).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, or write one page per command (`--dir DIR`).
+    Man(man::ManArgs),
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -165,6 +174,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::S3 { command }) => s3::run(command, &mut stdout().lock()).await?,
         #[cfg(feature = "dev")]
         Some(Command::Dev(args)) => dev::run(args, &mut stdout().lock()).await?,
+        Some(Command::Version(args)) => version::run(args, &mut stdout().lock())?,
+        Some(Command::Completions(args)) => completions::run(args, &mut stdout().lock())?,
+        Some(Command::Man(args)) => man::run(args, &mut stdout().lock())?,
     }
     Ok(ExitCode::SUCCESS)
 }
