@@ -267,6 +267,9 @@ impl ExchangeClient {
     /// pool, proxies from the injected variables, never for loopback servers)
     /// and its clock (token lifetimes are fixed against it).
     pub fn with_provider_config(config: ExchangeConfig, cfg: &ProviderConfig) -> Self {
+        // jsonwebtoken's signatures on ring, before anything in the process signs or
+        // checks one (the first use fixes the provider for the process).
+        crate::util::jwt_crypto::install();
         Self {
             http: cfg.http.clone(),
             clock: cfg.clock.clone(),
