@@ -5,7 +5,7 @@
 //! ... (what `man s2iam-serve` finds once installed under `share/man/man1`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory};
 
@@ -38,33 +38,27 @@ pub fn run(args: &ManArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes the page of `cmd` (named after its full command path, `s2iam-s3-presign`)
-/// and of each of its subcommands, depth first, and prints each path.
-fn write_pages(
-    cmd: &clap::Command,
-    dir: &std::path::Path,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
+/// Writes the page of `cmd` and of each of its subcommands, depth first, and prints
+/// each path. Built first, so every subcommand carries its full name
+/// (`s2iam-s3-presign`), which is the page's name and file name.
+fn write_pages(cmd: &clap::Command, dir: &Path, out: &mut impl Write) -> Result<(), CliError> {
     let mut cmd = cmd.clone();
     cmd.build();
-    pages(&cmd, "s2iam", dir, out)
+    pages(&cmd, dir, out)
 }
 
-fn pages(
-    cmd: &clap::Command,
-    name: &str,
-    dir: &std::path::Path,
-    out: &mut impl Write,
-) -> Result<(), CliError> {
+fn pages(cmd: &clap::Command, dir: &Path, out: &mut impl Write) -> Result<(), CliError> {
+    let name = cmd
+        .get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string();
     let path = dir.join(format!("{name}.1"));
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone().name(name.to_string()))
-        .title(name.to_string())
-        .render(&mut page)?;
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
     std::fs::write(&path, page)?;
     writeln!(out, "{}", path.display())?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        pages(sub, &format!("{name}-{}", sub.get_name()), dir, out)?;
+        pages(sub, dir, out)?;
     }
     Ok(())
 }
