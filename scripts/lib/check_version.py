@@ -38,7 +38,8 @@ def build_env(script, crate_dir, target):
 
 
 def main():
-    binary, script, head = sys.argv[1:4]
+    binary, script = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    head = sys.argv[3]
     line = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
     assert line.count("\n") == 1 and line.startswith("s2iam "), f"--version printed {line!r}"
     raw = subprocess.run([binary, "version", "--json"], capture_output=True, text=True, check=True).stdout
@@ -68,6 +69,6 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (AssertionError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+    except (AssertionError, subprocess.CalledProcessError, ValueError, KeyError, OSError) as e:
         print(f"{type(e).__name__}: {e}")
         sys.exit(1)
