@@ -19,7 +19,7 @@ use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
 use s2iam::provider::{
     CloudProvider, ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
-use s2iam::util::{parse_duration, rfc3339};
+use s2iam::util::rfc3339;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -115,8 +115,8 @@ pub struct IdentityFlags {
     /// GCP audience for the identity token.
     #[arg(long, default_value = DEFAULT_GCP_AUDIENCE)]
     pub gcp_audience: String,
-    /// Timeout for operations (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Timeout for operations (e.g. 10s, 1m; 10ms to 1h).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
     /// Enable verbose logging (stderr; secrets are never logged).
     #[arg(long)]
@@ -182,8 +182,9 @@ pub struct RunArgs {
     /// The signal for --on-expiry signal.
     #[arg(long, default_value = "SIGHUP")]
     pub signal: String,
-    /// How long the command has to exit after SIGTERM before it is killed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How long the command has to exit after SIGTERM before it is killed (0 to 1h;
+    /// on rotation and when s2iam run itself gets SIGTERM or SIGINT).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::grace)]
     pub grace: Duration,
     /// Authentication server URL (own exchange only).
     #[arg(long)]
@@ -251,6 +252,7 @@ pub struct ProxyArgs {
     /// Unix-socket peer uids accepted (repeatable; default any).
     #[arg(long = "allowed-uid")]
     pub allowed_uids: Vec<u32>,
+    /// Client connections open at once (1 to 100000).
     #[arg(long, default_value_t = 1000)]
     pub max_connections: usize,
     /// Token, TCP, TLS and login together must take less than this.
@@ -274,8 +276,8 @@ pub struct ProxyArgs {
     /// Cloud provider: aws, gcp or azure (default: detected).
     #[arg(long)]
     pub provider: Option<String>,
-    /// Timeout of one token exchange.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Timeout of one token exchange (10ms to 1h).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
 }
 
@@ -367,8 +369,8 @@ pub struct DevArgs {
     /// Loopback address of the API proxy to the mock Management API.
     #[arg(long, default_value = "127.0.0.1:8082")]
     pub management_api_proxy: std::net::SocketAddr,
-    /// Stop after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    /// Stop after this long (1s to 30 days; default: run until Ctrl-C).
+    #[arg(long, value_parser = s2iam::util::flags::exit_after)]
     pub exit_after: Option<Duration>,
 }
 
@@ -428,8 +430,8 @@ pub struct AwsSourceArgs {
     /// (default: $S2IAM_CONFIG).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
-    /// Give up after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Give up after this long (10ms to 1h).
+    #[arg(long, default_value = "30s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
 }
 
@@ -449,8 +451,8 @@ pub struct ProbeArgs {
     /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Give up after this long (keep it below the probe's timeoutSeconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Give up after this long (10ms to 1h; keep it below the probe's timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
     /// The route to GET: /readyz, /healthz, ...
     #[arg(default_value = "/readyz")]
@@ -987,6 +989,7 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
+    let stop = shutdown_signal();
     let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
         remove_dir_on_exit: args.dir.is_none() && !dir.exists(),
@@ -1004,28 +1007,36 @@ pub async fn run_dev(args: &DevArgs, out: &mut impl Write) -> Result<(), CliErro
         Some(d) => {
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                _ = shutdown_signal() => {}
+                _ = stop => {}
             }
         }
-        None => shutdown_signal().await,
+        None => stop.await,
     }
     dev.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while
+/// the sidecar is still starting is a clean shutdown, not the default death.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = recv_or_pending(terminate.as_mut()) => {}
+            _ = recv_or_pending(interrupt.as_mut()) => {}
         }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn recv_or_pending(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::aws_profile::aws_settings;
 use super::file::{FileCache, FileConfig, FileListen, FileToken};
-use super::value::{duration, millis, mode, parse_tcp, secs};
+use super::value::{count, duration, millis, mode, parse_tcp, secs};
 use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
@@ -75,15 +75,17 @@ pub(super) fn build(
             workspace_groups: file.access.workspace_groups.unwrap_or_default(),
             assume_roles: file.access.assume_roles.unwrap_or_default(),
             audiences: file.access.audiences.unwrap_or_default(),
-            cold_fetches_per_second: positive(
+            cold_fetches_per_second: count(
                 "access.cold_fetches_per_second",
                 file.access.cold_fetches_per_second,
                 20,
+                1..=MAX_RATE,
             )?,
-            cold_fetches_per_caller_per_second: positive(
+            cold_fetches_per_caller_per_second: count(
                 "access.cold_fetches_per_caller_per_second",
                 file.access.cold_fetches_per_caller_per_second,
                 5,
+                1..=MAX_RATE,
             )?,
         },
         log,
@@ -234,17 +236,14 @@ fn client(
     })
 }
 
-fn positive<T: Copy + Default + PartialOrd>(
-    setting: &str,
-    value: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let v = value.unwrap_or(default);
-    if v <= T::default() {
-        return Err(invalid(setting, "must be greater than 0"));
-    }
-    Ok(v)
-}
+/// The most connections one listener may hold open (`listen.max_connections`,
+/// `max_connections_per_uid`; the proxies use the same bound): far above what a
+/// sidecar serves, far below where tokio's semaphore would panic.
+pub const MAX_CONNECTIONS: usize = 100_000;
+/// The most on-demand keys the cache keeps (`cache.max_on_demand`).
+pub const MAX_ON_DEMAND: usize = 1_000_000;
+/// The highest rate of cold exchanges (`access.cold_fetches_*_per_second`).
+pub const MAX_RATE: u32 = 100_000;
 
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
@@ -273,15 +272,17 @@ fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
             l.idle_timeout.as_deref(),
             d.idle_timeout,
         )?,
-        max_connections: positive(
+        max_connections: count(
             "listen.max_connections",
             l.max_connections,
             d.max_connections,
+            1..=MAX_CONNECTIONS,
         )?,
-        max_connections_per_uid: positive(
+        max_connections_per_uid: count(
             "listen.max_connections_per_uid",
             l.max_connections_per_uid,
             d.max_connections_per_uid,
+            1..=MAX_CONNECTIONS,
         )?,
         max_header_bytes,
         shutdown_timeout: nonzero(
@@ -319,7 +320,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             d.idle_evict,
             secs(1)..=secs(7 * 24 * 3600),
         )?,
-        max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
+        max_on_demand: count(
+            "cache.max_on_demand",
+            c.max_on_demand,
+            d.max_on_demand,
+            1..=MAX_ON_DEMAND,
+        )?,
         negative_ttl: duration(
             "cache.negative_ttl",
             c.negative_ttl.as_deref(),

@@ -49,6 +49,29 @@ pub(super) fn duration(
     Ok(d)
 }
 
+/// A count (connections, keys, a rate), or `default` when unset; refused
+/// outside `limits`. Every count has an upper bound: a huge one would panic in
+/// tokio's semaphore (`Semaphore::MAX_PERMITS` is `usize::MAX >> 3`) or promise
+/// memory the process cannot have.
+pub(super) fn count<T>(
+    setting: &str,
+    value: Option<T>,
+    default: T,
+    limits: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: Copy + PartialOrd + std::fmt::Display,
+{
+    let v = value.unwrap_or(default);
+    if !limits.contains(&v) {
+        return Err(invalid(
+            setting,
+            format!("{v} is outside {} ..= {}", limits.start(), limits.end()),
+        ));
+    }
+    Ok(v)
+}
+
 pub(super) const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
