@@ -222,7 +222,7 @@ fn parse_one(i: usize, p: FileApiProxy, allow_http: bool) -> Result<ApiProxyConf
         &setting("max_connections"),
         Some(max_connections),
         max_connections,
-        1..=super::build::MAX_CONNECTIONS,
+        1..=super::value::MAX_CONNECTIONS,
     )?;
     Ok(ApiProxyConfig {
         name,

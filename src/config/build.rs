@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::aws_profile::aws_settings;
 use super::file::{FileCache, FileConfig, FileListen, FileToken};
-use super::value::{count, duration, millis, mode, parse_tcp, secs};
+use super::value::{
+    count, duration, millis, mode, parse_tcp, secs, MAX_CONNECTIONS, MAX_ON_DEMAND, MAX_RATE,
+};
 use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
@@ -235,15 +237,6 @@ fn client(
             .unwrap_or_else(|| DEFAULT_ROLE_SESSION_NAME.into()),
     })
 }
-
-/// The most connections one listener may hold open (`listen.max_connections`,
-/// `max_connections_per_uid`; the proxies use the same bound): far above what a
-/// sidecar serves, far below where tokio's semaphore would panic.
-pub const MAX_CONNECTIONS: usize = 100_000;
-/// The most on-demand keys the cache keeps (`cache.max_on_demand`).
-pub const MAX_ON_DEMAND: usize = 1_000_000;
-/// The highest rate of cold exchanges (`access.cold_fetches_*_per_second`).
-pub const MAX_RATE: u32 = 100_000;
 
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
