@@ -2,6 +2,7 @@
 //! error snippets, atomic file writes, jsonwebtoken's cryptography on ring.
 
 pub mod atomic_file;
+pub mod flags;
 pub(crate) mod jwt_crypto;
 pub mod unix_socket;
 
