@@ -1,43 +1,60 @@
-"""The `sbom` case of scripts/check-release:
+"""The `sbom` case of scripts/check-release (run with the Python of target/release-venv,
+where scripts/setup-release-tools installs cyclonedx-python-lib):
 
-    python3 check_sbom.py BINARY SBOM [BINARY SBOM]
+    python check_sbom.py BINARY SBOM [BINARY SBOM]
 
-Each SBOM (from scripts/sbom) is CycloneDX and lists exactly the crates BINARY carries in
-its cargo-auditable list (read with rust-audit-info), each with a purl and a licence; an
-SBOM whose file name says "production" lists no rsa. Prints one line; exits non-zero
-with the reason.
+Each SBOM (from scripts/sbom) is valid CycloneDX 1.5 by the CycloneDX project's own
+schema validator (cyclonedx-python-lib, strict JSON schema), names BINARY by its SHA-256,
+and lists exactly the crates BINARY carries in its cargo-auditable list, each with a purl
+and a licence, and a dependency entry for each. An SBOM whose file name says
+"production" lists no rsa. Prints one line; exits non-zero with the reason.
 """
+import hashlib
 import json
-import subprocess
+import os
 import sys
+
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import audit_info  # noqa: E402
 
 
 def check(binary, path):
-    bom = json.load(open(path))
-    assert bom.get("bomFormat") == "CycloneDX", f"{path}: not CycloneDX"
+    text = open(path).read()
+    error = JsonStrictValidator(SchemaVersion.V1_5).validate_str(text)
+    assert error is None, f"{path}: not valid CycloneDX 1.5: {str(error)[:300]}"
+    bom = json.loads(text)
     top = bom["metadata"]["component"]
-    audit = json.loads(subprocess.run(["rust-audit-info", binary], capture_output=True, check=True).stdout)
+    digest = hashlib.sha256(open(binary, "rb").read()).hexdigest()
+    assert {"alg": "SHA-256", "content": digest} in top.get("hashes", []), \
+        f"{path}: does not name {binary} by its SHA-256"
+    audit = audit_info.read(binary)
     want = {(p["name"], p["version"]) for p in audit["packages"]
-            if p.get("kind", "runtime") == "runtime" and p["name"] != top["name"]}
+            if p.get("kind", "runtime") == "runtime" and not p.get("root")}
     listed = {(c["name"], c.get("version")) for c in bom["components"]}
     assert listed == want, f"{path}: missing {sorted(want - listed)[:3]}, extra {sorted(listed - want)[:3]}"
     bare = [c["name"] for c in bom["components"] if not c.get("purl") or not c.get("licenses")]
     assert not bare, f"{path}: no purl or licence for {bare[:5]}"
-    if "production" in path:
+    refs = {c["bom-ref"] for c in bom["components"]} | {top["bom-ref"]}
+    assert {d["ref"] for d in bom["dependencies"]} == refs, f"{path}: dependency entries differ from components"
+    edges = sum(len(d["dependsOn"]) for d in bom["dependencies"])
+    if "production" in os.path.basename(path):
         assert all(n != "rsa" for n, _ in listed), f"{path}: rsa listed"
-    return f"{top['name']} {top.get('version')}: {len(listed)} crates"
+    return f"{os.path.basename(path)}: {len(listed)} crates, {edges} edges"
 
 
 def main():
     args = sys.argv[1:]
     notes = [check(b, p) for b, p in zip(args[::2], args[1::2])]
-    print("CycloneDX 1.5, every crate the binary carries, with purl and licence, nothing else ("
-          + "; ".join(notes) + ")")
+    print("valid CycloneDX 1.5 (cyclonedx-python-lib's schema), the binary's SHA-256, every crate "
+          "it carries with purl and licence, nothing else (" + "; ".join(notes) + ")")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (AssertionError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+    except (AssertionError, audit_info.NoList, ValueError, KeyError, OSError) as e:
         print(f"{type(e).__name__}: {e}")
         sys.exit(1)
