@@ -1,11 +1,16 @@
 """The CycloneDX SBOM of a built s2iam binary (scripts/sbom runs this):
 
-    python3 sbom.py BINARY OUT.cdx.json METADATA.json Cargo.lock
+    python3 sbom.py BINARY OUT.cdx.json METADATA.json Cargo.lock TREE.txt
 
-The crates are exactly the ones BINARY carries in its `cargo auditable` list (read by
-audit_info.py): the run-time ones, with the dependency edges the list records, so the
-SBOM describes this binary and not the workspace (cargo metadata unifies features across
-all members and would name crates only the mock servers use). Each component gets its
+The crates are the ones BINARY carries in its `cargo auditable` list (read by
+audit_info.py), run-time ones only, with the dependency edges the list records, kept to
+those TREE.txt names: `cargo tree -p s2iam -e normal` for the features the binary reports
+(`s2iam version --json`), which resolves features as the build did. The embedded list
+alone over-states: cargo auditable reads `cargo metadata`, which unifies features across
+the whole workspace, so the production binary's list names RustCrypto's rsa that only the
+mock servers' jsonwebtoken features pull in and the build never compiles. A crate the
+tree names but the list does not fails; the list's extra crates are named in the SBOM's
+metadata (property `s2iam:not-compiled`). Each component gets its
 purl, its licence and description from METADATA.json (`cargo metadata --all-features`:
 a package's licence does not depend on features) and its SHA-256 from Cargo.lock. The
 binary itself is the top component, with its own SHA-256, so an SBOM names the one
@@ -39,7 +44,7 @@ def licence(meta):
 
 
 def main():
-    binary, out, metadata_path, lock_path = sys.argv[1:5]
+    binary, out, metadata_path, lock_path, tree_path = sys.argv[1:6]
     audit = audit_info.read(binary)
     packages = audit["packages"]
     metadata = json.load(open(metadata_path))
@@ -48,7 +53,18 @@ def main():
         checksums = {(p["name"], p["version"]): p.get("checksum")
                      for p in tomllib.load(f)["package"]}
 
-    runtime = [i for i, p in enumerate(packages) if p.get("kind", "runtime") == "runtime"]
+    tree = set()
+    for line in open(tree_path):
+        name, _, version = line.strip().partition(" v")
+        if name and version:
+            tree.add((name, version.split(" ")[0]))
+    listed = [i for i, p in enumerate(packages) if p.get("kind", "runtime") == "runtime"]
+    runtime = [i for i in listed if (packages[i]["name"], packages[i]["version"]) in tree]
+    extra = sorted(f"{packages[i]['name']} {packages[i]['version']}" for i in listed if i not in runtime)
+    # Proc macros are normal dependencies to cargo tree, build-time ones to the list.
+    absent = sorted(tree - {(p["name"], p["version"]) for p in packages})
+    if absent:
+        sys.exit(f"sbom: the build compiles crates {binary}'s embedded list does not name: {absent[:5]}")
     roots = [i for i in runtime if packages[i].get("root")]
     if len(roots) != 1:
         sys.exit(f"sbom: expected one root package in {binary}'s list, found {len(roots)}")
@@ -81,7 +97,8 @@ def main():
 
     top = component(root, "application")
     top["hashes"] = [{"alg": "SHA-256", "content": digest}]
-    top["properties"] = [{"name": "s2iam:binary", "value": os.path.basename(binary)}]
+    top["properties"] = [{"name": "s2iam:binary", "value": os.path.basename(binary)},
+                         {"name": "s2iam:not-compiled", "value": ", ".join(extra) or "none"}]
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch
             else datetime.datetime.now(datetime.timezone.utc))
