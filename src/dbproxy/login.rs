@@ -227,6 +227,13 @@ impl ClientLogin {
             .map_err(|e| protocol(format!("cannot parse the client's handshake response: {e}")))
     }
 
+    /// The capability flags the client sent.
+    pub fn capabilities(&self) -> CapabilityFlags {
+        self.response()
+            .map(|r| r.capabilities())
+            .unwrap_or_else(|_| CapabilityFlags::empty())
+    }
+
     /// The user name the client sent.
     pub fn user(&self) -> String {
         self.response()
