@@ -141,17 +141,17 @@ async fn load_data_local_infile() {
     std::fs::write(&path, &text).unwrap();
     let opts = proxy().local_infile_handler(Some(WhiteListFsHandler::new(vec![path.clone()])));
     let mut conn = Conn::new(opts).await.unwrap();
-    conn.query_drop("CREATE TEMPORARY TABLE infile (id INT, name VARCHAR(40))")
+    conn.query_drop("CREATE TEMPORARY TABLE loaded (id INT, name VARCHAR(40))")
         .await
         .unwrap();
     conn.query_drop(format!(
-        "LOAD DATA LOCAL INFILE '{}' INTO TABLE infile FIELDS TERMINATED BY ','",
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE loaded FIELDS TERMINATED BY ','",
         path.display()
     ))
     .await
     .unwrap();
     let (count, last): (i64, String) = conn
-        .query_first("SELECT COUNT(*), MAX(name) FROM infile")
+        .query_first("SELECT COUNT(*), MAX(name) FROM loaded")
         .await
         .unwrap()
         .unwrap();
