@@ -13,6 +13,9 @@
 #   realdb_stop                                       → stops the server it started,
 #                                                       removes its PAM service file
 #                                                       (and the world's processes)
+#   realdb_java_classes                               → compiles the Java drivers and the
+#       HikariCP example once (javac, into target/realdb/java, again only when a source
+#       changes) and prints the classpath to run them with
 #   realdb_world DIR S2IAM TESTSERVER TOKEN_EXPIRY    → the whole test world: the mocks
 #       (cloud + auth service), MariaDB, and `s2iam serve` with the token API on a socket,
 #       a [[token]] sink file and two database proxies (one whose workspace group the
@@ -100,6 +103,19 @@ realdb_start() {
     CREATE DATABASE app; GRANT ALL ON app.* TO '$user'@'%';
     USE app; CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200));
     INSERT INTO big SELECT seq, REPEAT('x', 100) FROM seq_1_to_20000;" || return 1
+}
+
+REALDB_JARS=/usr/share/java/mariadb-java-client.jar:/usr/share/java/HikariCP.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-nop.jar
+realdb_java_classes() {
+  local out=$realdb_root/target/realdb/java
+  local srcs=("$realdb_root/scripts/lib/realdb/Drivers.java" "$realdb_root/examples/direct-pools/HikariFreshJwt.java")
+  local s stale=
+  for s in "${srcs[@]}"; do [ "$s" -nt "$out/.done" ] && stale=1; done
+  if [ -n "$stale" ] || [ ! -f "$out/.done" ]; then
+    rm -rf "$out" && mkdir -p "$out" &&
+      javac -nowarn -d "$out" -cp "$REALDB_JARS" "${srcs[@]}" >&2 && touch "$out/.done" || return 1
+  fi
+  echo "$out:$REALDB_JARS"
 }
 
 realdb_sql() {
