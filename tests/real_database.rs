@@ -11,6 +11,9 @@
 //! JWT, kept fresh by the sidecar), `S2IAM_REALDB_TMP` (a scratch directory),
 //! `S2IAM_REALDB_POOL_SECONDS` (how long the pool and long-session tests run).
 
+// The test world is handed over in the environment (there is no crate::env::Env here).
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::{Query, Queryable, WithParams};
