@@ -24,6 +24,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod target;
 
 use std::convert::Infallible;
 use std::future::Future;
