@@ -78,6 +78,34 @@ const PROXY: &[&str] = &[
     "wg",
 ];
 
+const AZURE_TOKEN: &str = "--provider=azure";
+const AZURE_ENV_RETRIES: &[&str] = &[
+    "ENV:S2IAM_AZURE_MI_RETRIES={v}",
+    AZURE_TOKEN,
+    "--jwt-type",
+    "api",
+    "--timeout",
+    "2s",
+];
+const AZURE_ENV_BACKOFF: &[&str] = &[
+    "ENV:S2IAM_AZURE_MI_RETRIES=2",
+    "ENV:S2IAM_AZURE_MI_BACKOFF_MS={v}",
+    AZURE_TOKEN,
+    "--jwt-type",
+    "api",
+    "--timeout",
+    "2s",
+];
+const AZURE_ENV_CLI: &[&str] = &[
+    "ENV:S2IAM_AZURE_CLI=/bin/false",
+    "ENV:S2IAM_AZURE_CLI_TIMEOUT={v}",
+    AZURE_TOKEN,
+    "--jwt-type",
+    "api",
+    "--timeout",
+    "2s",
+];
+
 fn cases() -> Vec<Case> {
     let db = |field: &str| format!("{DB}{field}");
     let api = |field: &str| format!("{API}{field}");
@@ -145,6 +173,12 @@ fn cases() -> Vec<Case> {
         flags("--timeout", &["probe", "--socket", "{dir}/none.sock", "--timeout={v}"], &["10ms", "1h"], &["0", "9ms", "1h1s", U64_MAX, "-1"]),
         flags("--timeout", &["credential-process", "--profile", "p", "--socket", "{dir}/none.sock", "--timeout={v}"], &["10ms", "1h"], &["0", "1h1s", U64_MAX, "-1"]),
         flags("expires", &["s3", "presign", "--profile", "p", "--bucket", "b", "--key", "k", "--socket", "{dir}/none.sock", "--expires={v}"], &["1", "7d"], &["0", "604801", U64_MAX, "-1"]),
+        // The reference client's environment knobs: clamped to their ranges
+        // (1..=20 retries, 1..=5000 ms, 1..=300 s), unparsable ones ignored, as
+        // the reference does; never a panic or a wait of u64::MAX.
+        flags("S2IAM_AZURE_MI_RETRIES", AZURE_ENV_RETRIES, &["0", "1", "20", "21", U64_MAX, "-1", "x"], &[]),
+        flags("S2IAM_AZURE_MI_BACKOFF_MS", AZURE_ENV_BACKOFF, &["0", "1", "5000", "5001", U64_MAX, "-1"], &[]),
+        flags("S2IAM_AZURE_CLI_TIMEOUT", AZURE_ENV_CLI, &["0", "1", "300", "301", U64_MAX, "-1"], &[]),
         flags("--exit-after", &["dev", "--dir", "{dir}/dev", "--tcp", "127.0.0.1:0", "--mysql", "127.0.0.1:0", "--data-api-proxy", "127.0.0.1:0", "--management-api-proxy", "127.0.0.1:0", "--exit-after={v}"], &["1s", "30d"], &["0", "30d1s", U64_MAX, "-1"]),
     ]
 }
@@ -320,7 +354,13 @@ async fn one(
         }
         Surface::Flags(argv) => {
             let mut cmd = s2iam(&server);
-            cmd.args(argv.iter().map(|a| fill(a, value, &dir)));
+            for arg in argv.iter().map(|a| fill(a, value, &dir)) {
+                // `ENV:NAME=VALUE`: an environment variable, not an argument.
+                match arg.strip_prefix("ENV:").and_then(|a| a.split_once('=')) {
+                    Some((name, v)) => cmd.env(name, v),
+                    None => cmd.arg(arg),
+                };
+            }
             if accepted {
                 let (status, stderr) = start_and_stop(cmd, None).await;
                 judge("start", status, &stderr, true);

@@ -57,11 +57,15 @@ pub(super) fn build(
             .or(file.log.level)
             .unwrap_or_else(|| "info".into()),
     };
+    // After-render commands run with the sidecar's PATH, read here once.
+    let path = env
+        .get("PATH")
+        .unwrap_or_else(|| crate::render::action::FALLBACK_PATH.into());
     let tokens = file
         .token
         .into_iter()
         .enumerate()
-        .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
+        .map(|(i, t)| warm_token(i, t, &client.gcp_audience, &path))
         .collect::<Result<Vec<_>, _>>()?;
     let aws = aws_settings(file.aws, file.aws_profile)?;
     let mut database_proxies = crate::dbproxy::config::build_all(file.database_proxy)
@@ -73,8 +77,9 @@ pub(super) fn build(
             p.allowed_uids = listen.allowed_uids.clone();
         }
     }
-    let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
-        .map_err(|e| invalid(&e.setting, e.message))?;
+    let templates =
+        crate::render::config::templates(file.template, &available(&tokens, &aws), &path)
+            .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
@@ -184,11 +189,7 @@ fn client(
             .clone()
             .or_else(|| env.get("S2IAM_JWT_SERVER_URL"))
             .or(file.auth.server_url.clone()),
-        allow_http: flags.allow_http
-            || env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true")
-            || file.auth.allow_http.unwrap_or(false),
+        allow_http: flags.allow_http || env.allow_http() || file.auth.allow_http.unwrap_or(false),
         timeout: duration(
             "auth.timeout",
             file.auth.timeout.as_deref(),
@@ -340,7 +341,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     })
 }
 
-fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToken, ConfigError> {
+fn warm_token(
+    i: usize,
+    t: FileToken,
+    default_audience: &str,
+    command_path: &str,
+) -> Result<WarmToken, ConfigError> {
     let setting = format!("token[{i}]");
     let jwt_type: JwtType = t.jwt_type.parse().map_err(|_| {
         invalid(
@@ -366,7 +372,9 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
             .map_err(|e| invalid(&e.setting, e.message))?;
             let on_change = t
                 .on_change
-                .map(|a| crate::render::config::action(&format!("{setting}.on_change"), a))
+                .map(|a| {
+                    crate::render::config::action(&format!("{setting}.on_change"), a, command_path)
+                })
                 .transpose()
                 .map_err(|e| invalid(&e.setting, e.message))?;
             Some(Sink {

@@ -13,10 +13,10 @@
 //! ca_file = "/etc/s2iam/singlestore-ca.pem"   # default: the system's CA store
 //! allowed_users = []                 # client user names accepted; empty = any
 //! allowed_uids = []                  # Unix-socket peers accepted; empty = any
-//! max_connections = 1000
-//! connect_timeout = "10s"            # token + TCP + TLS + login
-//! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never)
-//! drain_timeout = "30s"              # on shutdown, open sessions get this long
+//! max_connections = 1000            # 1 ..= 100000
+//! connect_timeout = "10s"            # token + TCP + TLS + login (100ms ..= 10m)
+//! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never; ..= 30d)
+//! drain_timeout = "30s"              # on shutdown, open sessions get this long (0 ..= 1h)
 //! ```
 
 use std::net::SocketAddr;

@@ -377,6 +377,41 @@ mod tests {
     }
 
     #[test]
+    fn never_follows_a_symlinked_directory_below_the_root() {
+        let dir = temp();
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("link")).unwrap();
+        for path in [
+            dir.join("link/token"),
+            dir.join("link/sub/token"),
+            dir.join("link/new/token"),
+        ] {
+            let err = write_atomic(&path, b"secret", 0o600).unwrap_err();
+            assert!(err.to_string().contains("link is a symlink"), "{err}");
+            assert!(check_destination(&path)
+                .unwrap_err()
+                .contains("is a symlink"));
+        }
+        assert!(!elsewhere.join("new").exists() && !elsewhere.join("token").exists());
+        // Trusted when it is the root itself; still not below it.
+        let opts = FileOptions::mode(0o600);
+        write_file_under(&dir.join("link"), &dir.join("link/sub/token"), b"ok", &opts).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("sub/token")).unwrap(),
+            "ok"
+        );
+        std::os::unix::fs::symlink(&elsewhere, elsewhere.join("loop")).unwrap();
+        let err =
+            write_file_under(&dir.join("link"), &dir.join("link/loop/t"), b"x", &opts).unwrap_err();
+        assert!(err.to_string().contains("loop is a symlink"), "{err}");
+        let err =
+            write_file_under(&dir.join("link"), &dir.join("other/t"), b"x", &opts).unwrap_err();
+        assert!(err.to_string().contains("is not below"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn sets_owner_and_group_by_number_and_name() {
         let dir = temp();
         let path = dir.join("token");
