@@ -250,7 +250,20 @@ async fn reset_connection_and_change_user_keep_the_proxys_identity() {
 #[ignore = "needs scripts/check-real-database"]
 async fn kill_query_from_a_second_connection() {
     let mut sleeper = Conn::new(proxy()).await.unwrap();
-    let id = sleeper.id();
+    // The server's id for the session, as SQL gives it. (The id in the handshake is
+    // the proxy's, 0: it greets the client before it opens anything upstream, so
+    // drivers that KILL by the handshake's id, e.g. `Conn::id()`, do not reach the
+    // session; see the README's database proxy section.)
+    assert_eq!(
+        sleeper.id(),
+        0,
+        "the proxy's greeting carries connection id 0"
+    );
+    let id: u32 = sleeper
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
     let started = Instant::now();
     let sleep = tokio::spawn(async move {
         let r: Result<Option<i64>, _> = sleeper.query_first("SELECT SLEEP(60)").await;

@@ -227,12 +227,16 @@ async fn client_login(
 /// Remembers SingleStore's greeting for the next client, and checks that it
 /// offers everything this client agreed to with the proxy (it always does once
 /// the proxy has seen SingleStore's greeting, unless the server changed).
+/// `CLIENT_LONG_PASSWORD` does not count: it changes nothing after a 4.1
+/// login, and MariaDB servers never offer it (they use that bit to say
+/// "MySQL client"), so the first client of a proxy in front of one would be
+/// refused for nothing (found by `scripts/check-real-database`).
 fn agree(shared: &Shared, greeting: &Greeting, login: &ClientLogin) -> Result<(), Failure> {
     *shared.offer.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(greeting.clone());
     let missing = login
         .capabilities()
         .difference(greeting.capabilities())
-        .difference(CapabilityFlags::CLIENT_SSL);
+        .difference(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_LONG_PASSWORD);
     if missing.is_empty() {
         return Ok(());
     }
