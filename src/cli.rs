@@ -413,6 +413,13 @@ pub struct DoctorArgs {
     /// Output as JSON (schema "s2iam-doctor/1").
     #[arg(long)]
     pub json: bool,
+    /// Also make one real token request against the auth service (an API JWT,
+    /// or a database JWT with --workspace-group-id); the token is never printed.
+    #[arg(long)]
+    pub exchange: bool,
+    /// With --exchange: ask for a database JWT for this workspace group.
+    #[arg(long, requires = "exchange")]
+    pub workspace_group_id: Option<String>,
 }
 
 /// Where AWS commands get credentials: the sidecar's socket, else the config file.
@@ -884,6 +891,10 @@ fn doctor_options(
                 .get("S2IAM_ALLOW_HTTP")
                 .is_some_and(|v| v == "1" || v == "true"),
         timeout: flags.timeout,
+        exchange: args.exchange.then(|| match &args.workspace_group_id {
+            Some(wg) => s2iam::doctor::exchange::ExchangeProbe::Database(wg.clone()),
+            None => s2iam::doctor::exchange::ExchangeProbe::Api,
+        }),
         ..Default::default()
     };
     let pref = args
@@ -938,9 +949,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        if let Some(socket) = &config.listen.socket {
-            s2iam::config::check_socket_dir(socket)?;
-        }
+        s2iam::config::check_sockets(&config)?;
         write!(
             out,
             "configuration is valid ({} template(s) rendered with placeholder values):

@@ -111,7 +111,7 @@ fn check(toml: &str) -> Output {
 #[test]
 fn check_prints_settings_not_debug() {
     let out = check(
-        "[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\nsocket_mode = \"0660\"\n[cache]\nmin_remaining = \"90s\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/s2iam-check/api\"\n",
+        "[listen]\nsocket = \"/tmp/s2iam-check.sock\"\nsocket_mode = \"0660\"\n[cache]\nmin_remaining = \"90s\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/s2iam-check/api\"\n",
     );
     let text = text(&out.stdout);
     assert!(out.status.success(), "{}", text);
@@ -141,14 +141,14 @@ fn check_refuses_an_uncreatable_socket_dir() {
 /// `allowed_uids` cannot apply to TCP: with TCP on and no token, refused.
 #[test]
 fn allowed_uids_with_unauthenticated_tcp_is_refused() {
-    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\n");
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\n");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("allowed_uids") && err.contains("tcp_token_file"),
         "{err}"
     );
-    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
+    let out = check("[listen]\nsocket = \"/tmp/s2iam-check.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -269,4 +269,94 @@ async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
         .unwrap();
     assert!(status.success());
     assert!(!dir.exists(), "{} removed on exit", dir.display());
+}
+
+/// Issue 23 (3, 7): a socket in a missing directory fails `serve --check` with
+/// what to do, and `serve` refuses it with the same words (it creates no
+/// directory, as root or not).
+#[tokio::test]
+async fn a_socket_in_a_missing_directory_fails_the_check_and_the_start_alike() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let dir = common::temp_dir("newcomer-nodir").join("missing");
+    let socket = dir.join("s2iam.sock");
+    let out = check(&format!("[listen]\nsocket = \"{}\"\n", socket.display()));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for hint in ["does not exist", "mkdir", "--socket", "XDG_RUNTIME_DIR"] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args(["serve", "--socket"])
+        .arg(&socket);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for hint in ["does not exist", "mkdir", "--socket", "XDG_RUNTIME_DIR"] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    assert!(!dir.exists(), "serve created {}", dir.display());
+    server.shutdown().await;
+}
+
+/// Issue 23 (3): a user who cannot write the socket's directory (the default
+/// `/run/s2iam` for anyone but root) learns it from `serve --check`. Run as
+/// nobody when the test runs as root (root may write anywhere).
+#[test]
+fn check_refuses_a_socket_directory_this_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = common::temp_dir("newcomer-ro");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear()
+        .args(["serve", "--check", "--socket"])
+        .arg(dir.join("s2iam.sock"));
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        cmd.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not writable by this user"), "{err}");
+    assert!(err.contains("--socket"), "{err}");
+}
+
+/// Issue 23 (7): `serve --check` shows every setting a file can change,
+/// fractions as written.
+#[test]
+fn check_shows_limits_rate_limits_cache_and_templates() {
+    let dest = common::temp_dir("newcomer-tpl").join("my.cnf");
+    let out = check(&format!(
+        "[listen]\nsocket = \"/tmp/s2iam-check.sock\"\n\
+         [[template]]\ncontents = \"user={{{{ identity.principal }}}}\"\ndestination = \"{}\"\n",
+        dest.display()
+    ));
+    let text = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "header_read_timeout = ",
+        "idle_timeout = ",
+        "max_connections = ",
+        "max_connections_per_uid = ",
+        "max_header_bytes = ",
+        "shutdown_timeout = ",
+        "max_on_demand = ",
+        "negative_ttl = ",
+        "cold_fetches_per_second = ",
+        "cold_fetches_per_caller_per_second = ",
+        "refresh_at = 0.6667 ",
+        "[[template]]",
+        &format!("destination = {} (mode 0", dest.display()),
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(!text.contains("0.66666"), "{text}");
 }
