@@ -177,7 +177,7 @@ impl DatabaseProxy {
         };
         let tcp = match config.listen {
             Some(addr) => Some(
-                TcpListener::bind(addr)
+                crate::util::tcp::bind(addr, "--listen (s2iam proxy) or database_proxy.listen")
                     .await
                     .map_err(listen_err(addr.to_string()))?,
             ),

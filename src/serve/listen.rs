@@ -159,11 +159,11 @@ async fn start_tcp(
     addr: SocketAddr,
     stopped: watch::Receiver<bool>,
 ) -> Result<Running, ServeError> {
-    let listener = TcpListener::bind(addr)
+    let listener = crate::util::tcp::bind(addr, "--tcp or listen.tcp")
         .await
         .map_err(|source| ServeError::Listen {
             what: addr.to_string(),
-            source: in_use_hint(source, addr),
+            source,
         })?;
     let addr = listener.local_addr().unwrap_or(addr);
     let app = routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
@@ -173,17 +173,6 @@ async fn start_tcp(
     tracing::info!(%addr, "listening on tcp");
     let task = tokio::spawn(serve(TcpAccept(listener), app, state, stopped));
     Ok(Running::Tcp { addr, task })
-}
-
-/// "Address in use" with what to do about it.
-fn in_use_hint(e: std::io::Error, addr: SocketAddr) -> std::io::Error {
-    if e.kind() != std::io::ErrorKind::AddrInUse {
-        return e;
-    }
-    std::io::Error::new(
-        e.kind(),
-        format!("{e}: another process (another s2iam, or `s2iam dev`?) is listening on port {}; stop it, or choose another port with --tcp or listen.tcp (`ss -ltnp` shows who)", addr.port()),
-    )
 }
 
 /// A listener's accepted connections, with what the routes need to know of the

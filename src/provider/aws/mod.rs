@@ -16,7 +16,7 @@
 //! - STS endpoint: derived from that region as the SDKs derive it (partition,
 //!   `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
 //!   `AWS_STS_REGIONAL_ENDPOINTS`; see [`crate::env::aws_endpoints`]) unless
-//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one (`s2iam identity` and
+//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one (`s2iam detect` and
 //!   `doctor` show it; it is not sent to the auth service).
 //! - `additional_claims` sent to the auth service: exactly the reference
 //!   clients' `UserId`, `AssumedRoleArn`, `RoleSessionName` (the wire contract is

@@ -124,7 +124,9 @@ async fn start(
             what: format!("{addr} (api_proxy {})", config.name),
             source,
         };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+        let listener = crate::util::tcp::bind(addr, "api_proxy.listen")
+            .await
+            .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
         tracing::info!(proxy = %config.name, %addr, upstream = %config.upstream, "API proxy listening");
         running.tcp_addr = Some(addr);
