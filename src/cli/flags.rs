@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use s2iam::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
-use s2iam::util::parse_duration;
+use s2iam::util::parse_timeout;
 
 use super::CliError;
 
@@ -30,7 +30,7 @@ pub struct IdentityFlags {
     #[arg(long, default_value = DEFAULT_GCP_AUDIENCE)]
     pub gcp_audience: String,
     /// Timeout for operations (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Enable verbose logging (stderr; secrets are never logged).
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct AwsSourceArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Give up after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
 

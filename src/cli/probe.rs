@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use s2iam::util::parse_duration;
+use s2iam::util::parse_timeout;
 
 use super::{logging, CliError};
 
@@ -16,7 +16,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Give up after this long (keep it below the probe's timeoutSeconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// The route to GET: /readyz, /healthz, ...
     #[arg(default_value = "/readyz")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use s2iam::provider::ProviderConfig;
-use s2iam::util::parse_duration;
+use s2iam::util::parse_timeout;
 
 use super::{logging, shutdown_signal, CliError};
 
@@ -65,7 +65,7 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub provider: Option<String>,
     /// Timeout of one token exchange.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
 

@@ -273,13 +273,16 @@ fn remove_leftovers(options: &DevOptions) {
         let _ = std::fs::remove_dir_all(&options.dir);
         return;
     }
-    for file in [TOKEN_FILE, CA_FILE, SOCKET_FILE] {
+    for file in [TOKEN_FILE, CA_FILE, SOCKET_FILE, AWS_TOKEN_FILE] {
         let _ = std::fs::remove_file(options.dir.join(file));
     }
 }
 
 /// The mock SingleStore's CA certificate, for clients connecting straight to it.
 const CA_FILE: &str = "singlestore-ca.pem";
+
+/// The AWS container-credentials token `s2iam dev --cloud aws` writes.
+const AWS_TOKEN_FILE: &str = "aws-token";
 
 /// The sidecar's socket in the run's directory.
 const SOCKET_FILE: &str = "s2iam.sock";
@@ -343,6 +346,9 @@ fn serve_config(
         ),
     ];
     if options.cloud == "aws" {
+        // With a token file the credential routes also answer on loopback TCP
+        // (and the sidecar has nothing to warn about in its own demo config).
+        config.aws.authorization_token_file = Some(options.dir.join(AWS_TOKEN_FILE));
         config.aws.profiles = vec![crate::aws_vending::AwsProfile {
             name: DEMO_AWS_PROFILE.into(),
             source: crate::aws_vending::ProfileSource::Workload,
