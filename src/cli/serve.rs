@@ -71,7 +71,7 @@ pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError>
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        s2iam::config::check_sockets(&config)?;
+        s2iam::config::check_paths(&config)?;
         write!(
             out,
             "configuration is valid ({} template(s) rendered with placeholder values):

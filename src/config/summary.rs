@@ -261,6 +261,29 @@ pub fn check_sockets(config: &ServeConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// For `serve --check`: every socket's directory ([`check_sockets`]) and every
+/// file the sidecar writes besides templates (token sinks, the AWS
+/// authorization token file) can be written: no symlink on the way, the last
+/// directory level at most missing, nothing but a regular file at the path.
+/// Templates are checked when the configuration is loaded.
+pub fn check_paths(config: &super::ServeConfig) -> Result<(), ConfigError> {
+    check_sockets(config)?;
+    let sinks = config.tokens.iter().enumerate().filter_map(|(i, t)| {
+        t.sink
+            .as_ref()
+            .map(|s| (format!("token[{i}].sink"), &s.path))
+    });
+    let aws = config
+        .aws
+        .authorization_token_file
+        .as_ref()
+        .map(|p| ("aws.authorization_token_file".to_string(), p));
+    for (setting, path) in sinks.chain(aws) {
+        crate::util::atomic_file::check_destination(path).map_err(|m| invalid(&setting, m))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,3 +297,4 @@ mod tests {
         assert_eq!(frac(1.0), "1");
     }
 }
+

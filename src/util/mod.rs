@@ -2,6 +2,7 @@
 //! error snippets, atomic file writes, listener paths and binds.
 
 pub mod atomic_file;
+pub mod flags;
 pub mod tcp;
 pub mod unix_socket;
 
@@ -88,21 +89,6 @@ pub enum DurationError {
     /// Longer than [`MAX_DURATION`] (the text, cut).
     #[error("duration {0:?} is longer than the maximum of 365 days")]
     TooLong(String),
-    /// Zero where a deadline is meant (the text, cut).
-    #[error(
-        "a timeout of {0:?} would fail every request before it starts: give more than 0, e.g. 10s"
-    )]
-    Zero(String),
-}
-
-/// [`parse_duration`] for a deadline (`--timeout`): zero is refused, since it
-/// would fail every request without saying why.
-pub fn parse_timeout(s: &str) -> Result<Duration, DurationError> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(DurationError::Zero(snippet(s.trim(), 40)));
-    }
-    Ok(d)
 }
 
 /// Parses a Go-style duration (`10s`, `1m30s`, `1.5h`, `250ms`, `0`), the form the
@@ -134,13 +120,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_zero_timeout_is_refused() {
-        assert!(matches!(parse_timeout("0s"), Err(DurationError::Zero(_))));
-        assert!(matches!(parse_timeout("0"), Err(DurationError::Zero(_))));
-        assert_eq!(parse_timeout("1ms").unwrap(), Duration::from_millis(1));
-    }
 
     #[test]
     fn durations() {
