@@ -360,3 +360,141 @@ fn check_shows_limits_rate_limits_cache_and_templates() {
     }
     assert!(!text.contains("0.66666"), "{text}");
 }
+
+/// Issue 23 (6): `s2iam proxy` on a port in use fails before it asks for any
+/// token, with the hint the sidecar gives, and its log carries no ANSI escapes
+/// when stderr is not a terminal.
+#[tokio::test]
+async fn proxy_on_a_port_in_use_fails_with_the_hint_before_any_token() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut cmd = s2iam(&server);
+    cmd.args([
+        "proxy",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        "127.0.0.1:9",
+        "--workspace-group-id",
+        "wg-busy",
+        "--allow-http",
+        "--server-url",
+        &server.exchange_url_template(),
+    ]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("choose another port with --listen"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in a non-terminal log: {err:?}");
+    assert!(
+        server.auth().records().is_empty(),
+        "a token was asked for before the bind failed"
+    );
+    drop(taken);
+    server.shutdown().await;
+}
+
+/// Issue 23 (4): a failed `s2iam dev` (a port in use) leaves nothing behind:
+/// not its temporary directory, and in a `--dir` that existed, not the socket,
+/// the CA file or the token file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dev_leaves_nothing_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let tmp = common::temp_dir("newcomer-dev-fail");
+    let kept = tmp.join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("mine"), "not dev's").unwrap();
+    for dir in [None, Some(&kept)] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s2iam"));
+        cmd.env_clear().env("TMPDIR", &tmp).args([
+            "dev",
+            "--tcp",
+            "127.0.0.1:0",
+            "--data-api-proxy",
+            "127.0.0.1:0",
+            "--management-api-proxy",
+            "127.0.0.1:0",
+            "--mysql",
+            &busy,
+        ]);
+        if let Some(dir) = dir {
+            cmd.arg("--dir").arg(dir);
+        }
+        let out = run(cmd).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("choose another port"), "{err}");
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .chain(std::fs::read_dir(&kept).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["kept", "mine"], "{dir:?} left behind: {left:?}");
+    }
+    drop(taken);
+}
+
+/// Issue 23 (11): the CLI refuses a workspace group ID the sidecar would
+/// refuse, before any request.
+#[tokio::test]
+async fn the_cli_refuses_a_workspace_group_id_the_sidecar_refuses() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args(["--workspace-group-id", "bad group!"]);
+    let out = run(cmd).await;
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("invalid workspace group id"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(server.auth().records().is_empty(), "no exchange was tried");
+    server.shutdown().await;
+}
+
+/// Issue 23 (11): the sidecar logs a failed fetch once (the warm-up at start
+/// no longer logs it a second time): never more failure lines than requests
+/// the auth service refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fetch_is_logged_once() {
+    let server = mocks(CloudConfig::gcp()).await;
+    server.auth().update(|c| c.fail_verification = true);
+    let dir = common::temp_dir("newcomer-fetch-once");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nsocket = \"{}\"\n[[token]]\ntype = \"api\"\n",
+            dir.join("s2iam.sock").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("stderr");
+    let mut cmd = s2iam(&server);
+    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+        .env("S2IAM_ALLOW_HTTP", "1")
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let logged = common::eventually(std::time::Duration::from_secs(20), async || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("401"))
+    })
+    .await;
+    // Past the warm-up: detection is done and the first fetch answered.
+    let _ = common::uds_get(&dir.join("s2iam.sock"), "/readyz").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(logged, "{text}");
+    let failures = text.lines().filter(|l| l.contains("401")).count();
+    let refused = server.auth().records().len();
+    assert!(
+        failures >= 1 && failures <= refused,
+        "{failures} failure lines for {refused} refused requests:\n{text}"
+    );
+    server.shutdown().await;
+}
