@@ -386,7 +386,10 @@ async fn proxy_on_a_port_in_use_fails_with_the_hint_before_any_token() {
     let err = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("choose another port with --listen"), "{err}");
-    assert!(!err.contains('\u{1b}'), "ANSI escapes in a non-terminal log: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in a non-terminal log: {err:?}"
+    );
     assert!(
         server.auth().records().is_empty(),
         "a token was asked for before the bind failed"

@@ -297,4 +297,3 @@ mod tests {
         assert_eq!(frac(1.0), "1");
     }
 }
-

@@ -214,6 +214,9 @@ fn the_log_has_no_colour_off_a_terminal() {
     assert!(status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(err.lines().count() >= 1, "the server logs something: {err:?}");
+    assert!(
+        err.lines().count() >= 1,
+        "the server logs something: {err:?}"
+    );
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
