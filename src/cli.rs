@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod inject;
+pub mod lifecycle;
+pub mod webhook;
+
 use s2iam::client::{Client, Error, JwtOptions, TokenRequest};
 use s2iam::exchange::{ExchangeConfig, JwtType};
 use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
@@ -156,6 +160,14 @@ pub enum Command {
     /// that never touches a real metadata service).
     #[cfg(feature = "dev")]
     Dev(DevArgs),
+    /// Add s2iam to every Kubernetes workload annotated
+    /// `s2iam.singlestore.com/inject: "true"` (manifests in, manifests out).
+    Inject(inject::InjectArgs),
+    /// Serve the mutating admission webhook that does what `inject` does.
+    Webhook(webhook::WebhookArgs),
+    /// Ask the local sidecar to stop (POST /quitquitquit on its socket; for a
+    /// preStop hook or a Job's last step).
+    Shutdown(lifecycle::ShutdownArgs),
 }
 
 /// `s2iam run [options] -- CMD ARGS...` (see `s2iam::run`).
@@ -341,6 +353,8 @@ pub struct ServeArgs {
     /// 0 if all of it worked, 1 with the reasons otherwise.
     #[arg(long, visible_alias = "exit-after-auth")]
     pub once: bool,
+    #[command(flatten)]
+    pub lifecycle: lifecycle::LifecycleArgs,
 }
 
 #[cfg(feature = "dev")]
@@ -558,6 +572,13 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("{0} check(s) failed (see the report above)")]
     DoctorFailed(usize),
+    #[error(transparent)]
+    Inject(#[from] s2iam::kube::yaml::YamlError),
+    #[error(transparent)]
+    Webhook(#[from] s2iam::kube::webhook::WebhookError),
+    /// The sidecar stopped as asked, with this exit code (nothing to print).
+    #[error("stopped (exit code {0})")]
+    Stopped(u8),
 }
 
 /// Rewrites Go-style `-flag` into `--flag` for the reference's long flags.
@@ -949,6 +970,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         )?;
         return Ok(());
     }
+    let settings = args.lifecycle.config()?;
     init_serve_logging(&config);
     if args.once {
         for line in s2iam::serve::once::run(config, provider_config).await? {
@@ -960,8 +982,7 @@ pub async fn run_serve(args: &ServeArgs, out: &mut impl Write) -> Result<(), Cli
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    s2iam::serve::run(config, provider_config, shutdown_signal()).await?;
-    Ok(())
+    lifecycle::serve(&settings, config, provider_config).await
 }
 
 /// `s2iam proxy`: logs at info level (`S2IAM_LOG` overrides) like the sidecar.

@@ -19,12 +19,13 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => a.verbose,
         Some(Command::Probe(_)) => false,
         Some(Command::CredentialProcess(_)) | Some(Command::S3 { .. }) => false,
+        Some(Command::Inject(_)) | Some(Command::Webhook(_)) | Some(Command::Shutdown(_)) => false,
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => false,
     };
     match &cli.command {
         // The sidecar configures its own (text or JSON) logging.
-        Some(Command::Serve(_)) | Some(Command::Proxy(_)) => {}
+        Some(Command::Serve(_)) | Some(Command::Proxy(_)) | Some(Command::Webhook(_)) => {}
         #[cfg(feature = "dev")]
         Some(Command::Dev(_)) => cli::init_logging(false),
         // Doctor's report says what the library's warnings would (hop limit, ...).
@@ -71,12 +72,17 @@ fn main() -> ExitCode {
                 cli::run_credential_process(args, &mut out).await
             }
             Some(Command::S3 { command }) => cli::run_s3(command, &mut out).await,
+            Some(Command::Inject(args)) => cli::inject::run(args, &mut out),
+            Some(Command::Webhook(args)) => cli::webhook::run(args).await,
+            Some(Command::Shutdown(args)) => cli::lifecycle::shutdown(args).await,
             #[cfg(feature = "dev")]
             Some(Command::Dev(args)) => cli::run_dev(args, &mut out).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `serve` stopped by SIGTERM (143) or SIGINT (130): the code is the answer.
+        Err(CliError::Stopped(code)) => ExitCode::from(code),
         Err(e) => {
             // Usage errors come before any attempt: the reference prints no status.
             if let (None, Some(status), false) = (

@@ -20,6 +20,7 @@ pub mod aws;
 pub mod dev;
 pub mod encoded;
 mod hot;
+pub mod lifecycle;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
@@ -124,6 +125,8 @@ pub struct AppState {
     pub renderer: Arc<crate::render::Renderer>,
     /// Bounds the refusal logs a hostile caller can cause.
     pub refusals: crate::logging::Throttle,
+    /// Started once, draining, quit requested (see [`lifecycle`]).
+    pub lifecycle: lifecycle::Lifecycle,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -136,6 +139,9 @@ impl AppState {
     /// Identity works and every configured token has a valid value.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        if self.lifecycle.draining() {
+            problems.push("draining: the sidecar is stopping".to_string());
+        }
         match &*self.detect.lock().unwrap_or_else(|p| p.into_inner()) {
             DetectState::Detected(_) => {}
             DetectState::Pending => problems.push("identity: detection in progress".to_string()),
@@ -306,6 +312,7 @@ impl Sidecar {
             detect: Mutex::new(DetectState::Pending),
             tcp_token,
             refusals: crate::logging::Throttle::for_refusals(),
+            lifecycle: lifecycle::Lifecycle::default(),
             identity: tokio::sync::Mutex::new(None),
             config,
         });
@@ -414,21 +421,67 @@ where
     })
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves or a caller asks `POST /quitquitquit`.
 pub async fn run(
     config: ServeConfig,
     provider_config: ProviderConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let signal = async {
+        shutdown.await;
+        lifecycle::Stop::Terminate
+    };
+    run_with(
+        config,
+        provider_config,
+        &lifecycle::LifecycleConfig::default(),
+        signal,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Runs until `signal` resolves (SIGTERM, SIGINT) or a caller asks `POST
+/// /quitquitquit`, then stops as [`lifecycle`] describes; returns why it stopped.
+pub async fn run_with(
+    config: ServeConfig,
+    provider_config: ProviderConfig,
+    settings: &lifecycle::LifecycleConfig,
+    signal: impl Future<Output = lifecycle::Stop>,
+) -> Result<lifecycle::Stop, ServeError> {
     let sidecar = Sidecar::start(config, provider_config).await?;
     let hangup = on_sighup();
-    shutdown.await;
+    let state = sidecar.state.clone();
+    let stop = tokio::select! {
+        stop = signal => stop,
+        () = state.lifecycle.quit_requested() => lifecycle::Stop::Quit,
+    };
+    let signalled = Instant::now();
+    state.lifecycle.start_draining();
+    if stop == lifecycle::Stop::Terminate && !settings.min_delay.is_zero() {
+        tracing::info!(min_delay = ?settings.min_delay, "SIGTERM: not ready any more; still accepting while the application drains");
+        tokio::select! {
+            () = tokio::time::sleep(settings.min_delay) => {}
+            () = state.lifecycle.quit_requested() => {}
+        }
+    }
     if let Some(task) = hangup {
         task.abort();
     }
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    sidecar.shutdown().await;
-    Ok(())
+    tracing::info!(reason = ?stop, "shutting down: no new connections, finishing in-flight requests");
+    match settings.max_delay {
+        Some(max) => {
+            let left = max.saturating_sub(signalled.elapsed());
+            if tokio::time::timeout(left, sidecar.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(max_delay = ?max, "sigterm max delay passed: exiting with connections still open");
+            }
+        }
+        None => sidecar.shutdown().await,
+    }
+    Ok(stop)
 }
 
 /// SIGHUP is a documented no-op: the configuration is read once at start (a
