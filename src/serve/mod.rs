@@ -13,6 +13,7 @@
 //! requests finish (at most `listen.shutdown_timeout`), remove the socket file.
 //! SIGHUP is logged and ignored.
 
+pub mod adopt;
 pub mod api;
 pub mod apiproxy;
 pub mod aws;
@@ -299,6 +300,7 @@ impl Sidecar {
                 fetcher(
                     client.clone(),
                     sinks,
+                    config.cache.policy.clone(),
                     metrics.clone(),
                     token_fetched.clone(),
                     Arc::new(short_lived::ShortLived::new(
@@ -529,10 +531,15 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
 fn fetcher(
     client: Arc<Client>,
     sinks: HashMap<TokenRequest, Sink>,
+    policy: crate::cache::CachePolicy,
     metrics: Arc<metrics::Metrics>,
     fetched: Arc<tokio::sync::Notify>,
     short_lived: Arc<short_lived::ShortLived>,
 ) -> Fetcher<TokenRequest, Arc<encoded::EncodedToken>, Error> {
+    // A sink's first fetch may adopt the token already in it (see `adopt`).
+    let adoptable: Arc<Mutex<std::collections::HashSet<TokenRequest>>> =
+        Arc::new(Mutex::new(sinks.keys().cloned().collect()));
+    let policy = Arc::new(policy);
     // One action runner per sink, so a sink's actions never overlap.
     let sinks: Arc<HashMap<_, _>> = Arc::new(
         sinks
@@ -552,7 +559,27 @@ fn fetcher(
         let metrics = metrics.clone();
         let fetched = fetched.clone();
         let short_lived = short_lived.clone();
+        let first = adoptable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req);
+        let policy = policy.clone();
         Box::pin(async move {
+            if first {
+                if let Some((sink, _)) = sinks.get(&req) {
+                    let now = client.provider_config().clock.now();
+                    match adopt::adopt(&req, sink, &policy, now) {
+                        Ok(t) => {
+                            tracing::info!(token = %describe(&req), path = %sink.path.display(), expires_at = %rfc3339(t.expires_at), "token adopted from its sink: no exchange");
+                            fetched.notify_one();
+                            return Ok(encoded::EncodedToken::new(t, &req));
+                        }
+                        Err(why) => {
+                            tracing::debug!(token = %describe(&req), reason = %why, "sink token not adopted")
+                        }
+                    }
+                }
+            }
             let token = client.token(&req).await;
             match &token {
                 Ok(t) => {
