@@ -97,7 +97,10 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 }
 
 async fn ready(socket: &Path) {
-    assert!(eventually(Duration::from_secs(20), async || socket.exists()).await, "socket created");
+    assert!(
+        eventually(Duration::from_secs(20), async || socket.exists()).await,
+        "socket created"
+    );
     assert!(
         eventually(Duration::from_secs(20), async || uds_get(socket, "/readyz")
             .await

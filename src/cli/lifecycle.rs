@@ -2,6 +2,7 @@
 //! and exit codes, and `s2iam shutdown` (see `s2iam::serve::lifecycle`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -55,18 +56,14 @@ pub async fn stop_signal() -> Stop {
     }
 }
 
-/// Runs the sidecar; a stop whose exit code is not 0 comes back as
-/// [`CliError::Stopped`].
+/// Runs the sidecar; the exit code says how it stopped.
 pub async fn serve(
     settings: &LifecycleConfig,
     config: s2iam::config::ServeConfig,
     provider_config: s2iam::provider::ProviderConfig,
-) -> Result<(), CliError> {
+) -> Result<ExitCode, CliError> {
     let stop = s2iam::serve::run_with(config, provider_config, settings, stop_signal()).await?;
-    match stop.exit_code(settings) {
-        0 => Ok(()),
-        code => Err(CliError::Stopped(code)),
-    }
+    Ok(ExitCode::from(stop.exit_code(settings)))
 }
 
 /// `s2iam shutdown`: ask the sidecar to stop (`POST /quitquitquit` on its socket).

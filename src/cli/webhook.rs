@@ -27,11 +27,7 @@ pub struct WebhookArgs {
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(args: &WebhookArgs) -> Result<(), CliError> {
-    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .try_init();
+    super::logging::init_with_default("info");
     let webhook = s2iam::kube::webhook::Webhook::start(s2iam::kube::webhook::WebhookConfig {
         listen: args.listen,
         cert: args.tls_cert.clone(),
