@@ -282,7 +282,7 @@ async fn mutate(req: Request<Incoming>, options: &Options) -> Response<Full<Byte
                 dry_run = d.dry_run,
                 outcome,
                 patch_ops = d.patch_ops,
-                reason = %d.result.as_ref().err().map(|e| field(e)).unwrap_or_default(),
+                reason = %d.result.as_ref().err().map(|e| field(e.as_str())).unwrap_or_default(),
                 "admission review"
             );
             let mut resp = Response::new(Full::new(Bytes::from(

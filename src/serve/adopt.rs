@@ -70,7 +70,7 @@ pub fn adopt(
     if claims.jwt_type.as_deref() != Some(req.jwt_type.to_string().as_str()) {
         return Err(NotAdopted::Other(format!(
             "jwtType {:?}",
-            claims.jwt_type.as_deref().map(|t| crate::logging::field(t))
+            claims.jwt_type.as_deref().map(crate::logging::field)
         )));
     }
     if claims.workspace_group_id != req.workspace_group_id {
