@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use s2iam::util::parse_duration;
-
 use super::{logging, shutdown_signal, CliError};
 
 /// `s2iam dev`'s flags.
@@ -34,8 +32,8 @@ pub struct DevArgs {
     /// Loopback address of the API proxy to the mock Management API.
     #[arg(long, default_value = "127.0.0.1:8082")]
     pub management_api_proxy: std::net::SocketAddr,
-    /// Stop after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    /// Stop after this long (1s to 30 days; default: run until Ctrl-C).
+    #[arg(long, value_parser = s2iam::util::flags::exit_after)]
     pub exit_after: Option<Duration>,
 }
 
@@ -46,6 +44,7 @@ pub async fn run(args: &DevArgs, out: &mut impl Write) -> Result<(), CliError> {
         .dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("s2iam-dev-{}", std::process::id())));
+    let stop = shutdown_signal();
     let dev = s2iam::serve::dev::Dev::start(s2iam::serve::dev::DevOptions {
         cloud: args.cloud.clone(),
         remove_dir_on_exit: args.dir.is_none() && !dir.exists(),
@@ -63,10 +62,10 @@ pub async fn run(args: &DevArgs, out: &mut impl Write) -> Result<(), CliError> {
         Some(d) => {
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                _ = shutdown_signal() => {}
+                _ = stop => {}
             }
         }
-        None => shutdown_signal().await,
+        None => stop.await,
     }
     dev.shutdown().await;
     Ok(())

@@ -95,12 +95,7 @@ fn doctor_options(
             .clone()
             .or(client.and_then(|c| c.server_url.clone()))
             .filter(|s| !s.is_empty()),
-        allow_http: args.allow_http
-            || client.is_some_and(|c| c.allow_http)
-            || cfg
-                .env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true"),
+        allow_http: args.allow_http || client.is_some_and(|c| c.allow_http) || cfg.env.allow_http(),
         timeout: flags.timeout,
         ..Default::default()
     };

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 
 use s2iam::provider::{CloudProvider, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
-use s2iam::util::parse_duration;
 
 use super::CliError;
 
@@ -29,8 +28,8 @@ pub struct IdentityFlags {
     /// GCP audience for the identity token.
     #[arg(long, default_value = DEFAULT_GCP_AUDIENCE)]
     pub gcp_audience: String,
-    /// Timeout for operations (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Timeout for operations (e.g. 10s, 1m; 10ms to 1h).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
     /// Enable verbose logging (stderr; secrets are never logged).
     #[arg(long)]
@@ -50,18 +49,23 @@ pub struct AwsSourceArgs {
     /// (default: $S2IAM_CONFIG).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Give up after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Give up after this long (10ms to 1h).
+    #[arg(long, default_value = "30s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
 }
 
 impl AwsSourceArgs {
     /// The sidecar client's options.
     pub fn options(&self) -> s2iam::sidecar_client::aws::LocalOptions {
+        let provider_config = s2iam::provider::ProviderConfig::from_env();
         s2iam::sidecar_client::aws::LocalOptions {
-            socket: s2iam::sidecar_client::default_socket(self.socket.as_deref()),
+            socket: s2iam::sidecar_client::default_socket(
+                self.socket.as_deref(),
+                &provider_config.env,
+            ),
             config: self.config.clone(),
             timeout: self.timeout,
+            provider_config,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `S2IAM_LOG` overrides (e.g. `S2IAM_LOG=s2iam=trace`), colour only on a terminal
 //! and without `NO_COLOR`.
 
+use s2iam::env::Env;
 use tracing_subscriber::EnvFilter;
 
 /// Warnings only, or debug with `--verbose`.
@@ -16,7 +17,9 @@ pub fn init_quiet() {
 
 /// `default` unless `S2IAM_LOG` says otherwise.
 pub fn init_with_default(default: &str) {
-    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
+    let filter = Env::real()
+        .get("S2IAM_LOG")
+        .unwrap_or_else(|| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi())
@@ -38,5 +41,5 @@ pub fn init_serve(config: &s2iam::config::ServeConfig) {
 }
 
 fn ansi() -> bool {
-    s2iam::logging::ansi_on_stderr(std::env::var_os("NO_COLOR").is_some())
+    s2iam::logging::ansi_on_stderr(Env::real().is_set("NO_COLOR"))
 }

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use s2iam::util::parse_duration;
-
 use super::{logging, CliError};
 
 /// `s2iam probe` arguments.
@@ -15,8 +13,8 @@ pub struct ProbeArgs {
     /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Give up after this long (keep it below the probe's timeoutSeconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// Give up after this long (10ms to 1h; keep it below the probe's timeoutSeconds).
+    #[arg(long, default_value = "2s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
     /// The route to GET: /readyz, /healthz, ...
     #[arg(default_value = "/readyz")]
@@ -26,7 +24,8 @@ pub struct ProbeArgs {
 /// `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn run(args: &ProbeArgs) -> Result<(), CliError> {
     logging::init(false);
-    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref());
+    let socket =
+        s2iam::sidecar_client::default_socket(args.socket.as_deref(), &s2iam::env::Env::real());
     s2iam::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
     Ok(())
 }

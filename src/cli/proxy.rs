@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 
 use s2iam::provider::ProviderConfig;
-use s2iam::util::parse_duration;
 
 use super::{logging, shutdown_signal, CliError};
 
@@ -41,6 +40,7 @@ pub struct ProxyArgs {
     /// Unix-socket peer uids accepted (repeatable; default any).
     #[arg(long = "allowed-uid")]
     pub allowed_uids: Vec<u32>,
+    /// Client connections open at once (1 to 100000).
     #[arg(long, default_value_t = 1000)]
     pub max_connections: usize,
     /// Token, TCP, TLS and login together must take less than this.
@@ -64,8 +64,8 @@ pub struct ProxyArgs {
     /// Cloud provider: aws, gcp or azure (default: detected).
     #[arg(long)]
     pub provider: Option<String>,
-    /// Timeout of one token exchange.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Timeout of one token exchange (10ms to 1h).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::timeout)]
     pub timeout: Duration,
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::Args;
 
 use s2iam::run::{RunError, RunOptions};
-use s2iam::util::parse_duration;
 
 use super::{logging, CliError};
 
@@ -34,8 +33,9 @@ pub struct RunArgs {
     /// The signal for --on-expiry signal.
     #[arg(long, default_value = "SIGHUP")]
     pub signal: String,
-    /// How long the command has to exit after SIGTERM before it is killed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// How long the command has to exit after SIGTERM before it is killed (0 to 1h;
+    /// on rotation and when s2iam run itself gets SIGTERM or SIGINT).
+    #[arg(long, default_value = "10s", value_parser = s2iam::util::flags::grace)]
     pub grace: Duration,
     /// Authentication server URL (own exchange only).
     #[arg(long)]

@@ -74,9 +74,7 @@ pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Cli
     )
     .map_err(|e| CliError::Flow(e.into()))?;
     if args.check {
-        if let Some(socket) = &config.listen.socket {
-            s2iam::config::check_socket_dir(socket)?;
-        }
+        s2iam::config::check_paths(&config)?;
         write!(
             out,
             "configuration is valid ({} template(s) rendered with placeholder values):

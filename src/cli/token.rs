@@ -148,11 +148,7 @@ pub fn jwt_options(
         server_url: args
             .and_then(|a| a.server_url.clone())
             .filter(|s| !s.is_empty()),
-        allow_http: args.is_some_and(|a| a.allow_http)
-            || cfg
-                .env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true"),
+        allow_http: args.is_some_and(|a| a.allow_http) || cfg.env.allow_http(),
         provider: parse_provider(flags)?,
         force_detect: flags.force_detect,
         timeout: flags.timeout,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::aws_profile::aws_settings;
 use super::file::{FileCache, FileConfig, FileListen, FileToken};
-use super::value::{duration, millis, mode, parse_tcp, secs};
+use super::value::{
+    count, duration, millis, mode, parse_tcp, secs, MAX_CONNECTIONS, MAX_ON_DEMAND, MAX_RATE,
+};
 use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
@@ -55,17 +57,22 @@ pub(super) fn build(
             .or(file.log.level)
             .unwrap_or_else(|| "info".into()),
     };
+    // After-render commands run with the sidecar's PATH, read here once.
+    let path = env
+        .get("PATH")
+        .unwrap_or_else(|| crate::render::action::FALLBACK_PATH.into());
     let tokens = file
         .token
         .into_iter()
         .enumerate()
-        .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
+        .map(|(i, t)| warm_token(i, t, &client.gcp_audience, &path))
         .collect::<Result<Vec<_>, _>>()?;
     let aws = aws_settings(file.aws, file.aws_profile)?;
     let database_proxies = crate::dbproxy::config::build_all(file.database_proxy)
         .map_err(|e| super::invalid(&e.setting, e.message))?;
-    let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
-        .map_err(|e| invalid(&e.setting, e.message))?;
+    let templates =
+        crate::render::config::templates(file.template, &available(&tokens, &aws), &path)
+            .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     Ok(ServeConfig {
         listen,
@@ -75,15 +82,17 @@ pub(super) fn build(
             workspace_groups: file.access.workspace_groups.unwrap_or_default(),
             assume_roles: file.access.assume_roles.unwrap_or_default(),
             audiences: file.access.audiences.unwrap_or_default(),
-            cold_fetches_per_second: positive(
+            cold_fetches_per_second: count(
                 "access.cold_fetches_per_second",
                 file.access.cold_fetches_per_second,
                 20,
+                1..=MAX_RATE,
             )?,
-            cold_fetches_per_caller_per_second: positive(
+            cold_fetches_per_caller_per_second: count(
                 "access.cold_fetches_per_caller_per_second",
                 file.access.cold_fetches_per_caller_per_second,
                 5,
+                1..=MAX_RATE,
             )?,
         },
         log,
@@ -186,11 +195,7 @@ fn client(
             .clone()
             .or_else(|| env.get("S2IAM_JWT_SERVER_URL"))
             .or(file.auth.server_url.clone()),
-        allow_http: flags.allow_http
-            || env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true")
-            || file.auth.allow_http.unwrap_or(false),
+        allow_http: flags.allow_http || env.allow_http() || file.auth.allow_http.unwrap_or(false),
         timeout: duration(
             "auth.timeout",
             file.auth.timeout.as_deref(),
@@ -234,18 +239,6 @@ fn client(
     })
 }
 
-fn positive<T: Copy + Default + PartialOrd>(
-    setting: &str,
-    value: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let v = value.unwrap_or(default);
-    if v <= T::default() {
-        return Err(invalid(setting, "must be greater than 0"));
-    }
-    Ok(v)
-}
-
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
     let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
@@ -273,15 +266,17 @@ fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
             l.idle_timeout.as_deref(),
             d.idle_timeout,
         )?,
-        max_connections: positive(
+        max_connections: count(
             "listen.max_connections",
             l.max_connections,
             d.max_connections,
+            1..=MAX_CONNECTIONS,
         )?,
-        max_connections_per_uid: positive(
+        max_connections_per_uid: count(
             "listen.max_connections_per_uid",
             l.max_connections_per_uid,
             d.max_connections_per_uid,
+            1..=MAX_CONNECTIONS,
         )?,
         max_header_bytes,
         shutdown_timeout: nonzero(
@@ -319,7 +314,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             d.idle_evict,
             secs(1)..=secs(7 * 24 * 3600),
         )?,
-        max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
+        max_on_demand: count(
+            "cache.max_on_demand",
+            c.max_on_demand,
+            d.max_on_demand,
+            1..=MAX_ON_DEMAND,
+        )?,
         negative_ttl: duration(
             "cache.negative_ttl",
             c.negative_ttl.as_deref(),
@@ -330,7 +330,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     })
 }
 
-fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToken, ConfigError> {
+fn warm_token(
+    i: usize,
+    t: FileToken,
+    default_audience: &str,
+    command_path: &str,
+) -> Result<WarmToken, ConfigError> {
     let setting = format!("token[{i}]");
     let jwt_type: JwtType = t.jwt_type.parse().map_err(|_| {
         invalid(
@@ -356,7 +361,9 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
             .map_err(|e| invalid(&e.setting, e.message))?;
             let on_change = t
                 .on_change
-                .map(|a| crate::render::config::action(&format!("{setting}.on_change"), a))
+                .map(|a| {
+                    crate::render::config::action(&format!("{setting}.on_change"), a, command_path)
+                })
                 .transpose()
                 .map_err(|e| invalid(&e.setting, e.message))?;
             Some(Sink {
