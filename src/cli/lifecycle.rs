@@ -79,7 +79,8 @@ pub struct ShutdownArgs {
 
 /// Exit 0 once the sidecar said it is stopping.
 pub async fn shutdown(args: &ShutdownArgs) -> Result<(), CliError> {
-    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref(), &s2iam::env::Env::real());
+    let socket =
+        s2iam::sidecar_client::default_socket(args.socket.as_deref(), &s2iam::env::Env::real());
     s2iam::sidecar_client::socket::quit(&socket, args.timeout).await?;
     Ok(())
 }
