@@ -61,6 +61,8 @@ pub mod fuzzing;
 pub mod http;
 #[cfg(feature = "sidecar")]
 pub mod kube;
+#[cfg(feature = "sidecar")]
+pub mod listener;
 pub mod logging;
 pub mod provider;
 #[cfg(feature = "sidecar")]

@@ -138,18 +138,23 @@ fn check_refuses_an_uncreatable_socket_dir() {
     }
 }
 
-/// `allowed_uids` cannot apply to TCP: with TCP on and no token, refused.
+/// `allowed_uids` applies on TCP too (the kernel names the peer's uid): TCP
+/// without a token is accepted, and `--check` says who can connect where.
 #[test]
-fn allowed_uids_with_unauthenticated_tcp_is_refused() {
+fn allowed_uids_apply_on_tcp_and_check_says_who_can_connect() {
     let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\n");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("allowed_uids") && err.contains("tcp_token_file"),
-        "{err}"
-    );
-    let out = check("[listen]\nsocket = \"/tmp/s2iam-check/s.sock\"\ntcp = \"127.0.0.1:7869\"\nallowed_uids = [1000]\ntcp_token_file = \"/tmp/s2iam-check/t\"\n");
+    let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("[who can connect]"), "{stdout}");
+    assert!(
+        stdout.contains("token API: tcp 127.0.0.1:7869: uid 1000 only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("token API: unix /tmp/s2iam-check/s.sock (mode 0660): uid 1000 only"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no bearer token"), "{stdout}");
 }
 
 /// A taken port says what to do, not just "Address in use".

@@ -40,7 +40,7 @@ impl fmt::Display for ServeConfig {
         let uids: Vec<String> = l.allowed_uids.iter().map(u32::to_string).collect();
         writeln!(
             f,
-            "  allowed_uids = {} (Unix socket only)",
+            "  allowed_uids = {} (every surface: socket and TCP)",
             list(&uids, "(any)")
         )?;
         writeln!(f, "  tcp_token_file = {}", path(&l.tcp_token_file))?;
@@ -136,7 +136,111 @@ impl fmt::Display for ServeConfig {
             writeln!(f, "  timeout = {}", dur(p.timeout))?;
             writeln!(f, "  max_connections = {}", p.max_connections)?;
         }
+        writeln!(f, "[who can connect]")?;
+        for line in self.doors() {
+            writeln!(f, "  {line}")?;
+        }
+        let nofile = crate::listener::fds::limits();
+        writeln!(
+            f,
+            "[open files]\n  RLIMIT_NOFILE = {} (hard {}); connections may use {}, the caps above need {}",
+            nofile.soft,
+            nofile.hard,
+            nofile.budget(),
+            self.fd_needs()
+                .iter()
+                .map(|(_, n, per)| n.saturating_mul(*per))
+                .fold(0usize, usize::saturating_add)
+        )?;
+        if let Some(warning) = crate::listener::fds::check(&self.fd_needs(), nofile.budget()) {
+            writeln!(f, "  WARNING: {warning}")?;
+        }
         Ok(())
+    }
+}
+
+impl ServeConfig {
+    /// Every local surface, where it listens and who may connect (the
+    /// listener's rule: `allowed_uids` by the peer's uid, on the socket from
+    /// `SO_PEERCRED`, on TCP from the kernel's socket table).
+    pub fn doors(&self) -> Vec<String> {
+        let l = &self.listen;
+        let who = crate::listener::who(&l.allowed_uids);
+        let mut out = Vec::new();
+        if let Some(p) = &l.socket {
+            out.push(format!(
+                "token API: unix {} (mode {:04o}): {who} (SO_PEERCRED), among those the file mode lets connect",
+                p.display(),
+                l.socket_mode
+            ));
+        }
+        if let Some(addr) = l.tcp {
+            let bearer = if l.tcp_token_file.is_some() {
+                "; and the bearer token of listen.tcp_token_file (AWS routes: the container-credentials token)"
+            } else {
+                "; no bearer token (listen.tcp_token_file unset)"
+            };
+            out.push(format!(
+                "token API: tcp {addr}: {who} (peer uid from the kernel; unknown uid refused when allowed_uids is set); Host must name loopback{bearer}"
+            ));
+        }
+        for p in &self.api_proxies {
+            if let Some(addr) = p.listen {
+                out.push(format!("api_proxy {}: tcp {addr}: {who} (peer uid from the kernel); Host must name loopback", p.name));
+            }
+            if let Some(s) = &p.socket {
+                out.push(format!(
+                    "api_proxy {}: unix {} (mode {:04o}): {who} (SO_PEERCRED)",
+                    p.name,
+                    s.display(),
+                    l.socket_mode
+                ));
+            }
+        }
+        for p in &self.database_proxies {
+            let who = crate::listener::who(&p.allowed_uids);
+            let users = if p.allowed_users.is_empty() {
+                "any client user name".to_string()
+            } else {
+                format!("client user names {}", p.allowed_users.join(", "))
+            };
+            if let Some(addr) = p.listen {
+                out.push(format!(
+                    "database_proxy {}: tcp {addr}: {who} (peer uid from the kernel); {users}",
+                    p.name
+                ));
+            }
+            if let Some(s) = &p.socket {
+                out.push(format!(
+                    "database_proxy {}: unix {} (mode {:04o}): {who} (SO_PEERCRED); {users}",
+                    p.name,
+                    s.display(),
+                    p.socket_mode
+                ));
+            }
+        }
+        out
+    }
+
+    /// What each surface's caps may take of the open-files budget:
+    /// (surface, max connections, fds per connection).
+    pub fn fd_needs(&self) -> Vec<(String, usize, usize)> {
+        let l = &self.listen;
+        let mut out = Vec::new();
+        let listeners =
+            usize::from(l.socket.is_some()).saturating_add(usize::from(l.tcp.is_some()));
+        out.push((
+            "token API".to_string(),
+            l.limits.max_connections.saturating_mul(listeners),
+            1,
+        ));
+        for p in &self.api_proxies {
+            out.push((format!("api_proxy {}", p.name), p.max_connections, 2));
+        }
+        for p in &self.database_proxies {
+            out.push((format!("database_proxy {}", p.name), p.max_connections, 2));
+        }
+        out
     }
 }
 

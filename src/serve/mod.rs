@@ -55,14 +55,9 @@ pub enum ServeError {
     #[error(transparent)]
     /// The client could not be built.
     Client(#[from] Error),
-    #[error("cannot listen on {what}: {source}")]
-    /// A listener could not be bound.
-    Listen {
-        /// Which listener.
-        what: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    /// A door could not be opened.
+    Bind(#[from] crate::listener::BindError),
     #[error("cannot write the AWS authorization token file {path}: {source}")]
     /// The AWS authorization token file could not be written.
     AwsTokenFile {
@@ -319,6 +314,19 @@ impl Sidecar {
             config,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let nofile = crate::listener::fds::limits();
+        if nofile.soft > nofile.before {
+            tracing::info!(
+                from = nofile.before,
+                to = nofile.soft,
+                "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+            );
+        }
+        if let Some(warning) =
+            crate::listener::fds::check(&state.config.fd_needs(), nofile.budget())
+        {
+            tracing::warn!("{warning}");
+        }
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
         let database_proxies = crate::dbproxy::start_all(
             &state.config.database_proxies,
