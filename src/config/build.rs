@@ -361,6 +361,10 @@ fn warm_token(
             "required for database tokens",
         ));
     }
+    if let Some(wg) = &workspace_group_id {
+        crate::exchange::check_workspace_group_id(wg)
+            .map_err(|e| invalid(&format!("{setting}.workspace_group_id"), e.to_string()))?;
+    }
     let sink = match t.sink {
         Some(path) => {
             let file = crate::render::config::file_options(

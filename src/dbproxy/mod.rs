@@ -177,6 +177,7 @@ pub fn door(config: &DatabaseProxyConfig) -> Arc<Door> {
         config.allowed_uids.clone(),
         caps,
     )
+    .moved_by("--listen (s2iam proxy), database_proxy.listen or --mysql (s2iam dev)")
 }
 
 impl DatabaseProxy {

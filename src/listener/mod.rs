@@ -214,6 +214,9 @@ pub struct Door {
     pub open: Arc<AtomicU64>,
     /// Connections turned away at a cap (a counter for `/metrics`).
     pub turned_away: Arc<AtomicU64>,
+    /// The flag or config key that moves this door's TCP port, named by the
+    /// "address in use" hint ([`Door::moved_by`]).
+    pub moved_by: String,
     counts: admit::Counts,
     log: Throttle,
 }
@@ -227,6 +230,7 @@ impl Door {
             caps,
             open: Arc::default(),
             turned_away: Arc::default(),
+            moved_by: String::new(),
             counts: admit::Counts::default(),
             log: Throttle::for_refusals(),
         })
@@ -241,6 +245,15 @@ impl Door {
         if let Some(d) = Arc::get_mut(&mut self) {
             d.open = open;
             d.turned_away = turned_away;
+        }
+        self
+    }
+
+    /// The same, naming `setting` (e.g. `--tcp or listen.tcp`) in the "address
+    /// in use" hint of its TCP binds.
+    pub fn moved_by(mut self: Arc<Self>, setting: impl Into<String>) -> Arc<Self> {
+        if let Some(d) = Arc::get_mut(&mut self) {
+            d.moved_by = setting.into();
         }
         self
     }
@@ -317,7 +330,7 @@ pub async fn open<S: Surface>(
         Bind::Tcp(addr) => {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|e| in_use_hint(e, *addr))
+                .map_err(|e| crate::util::tcp::in_use_hint(e, *addr, &door.moved_by))
                 .map_err(err(addr.to_string()))?;
             let bound = l.local_addr().map_err(err(addr.to_string()))?;
             (Listener::Tcp(l), None, Some(bound))
@@ -336,17 +349,6 @@ pub async fn open<S: Surface>(
         tcp_addr,
         task,
     })
-}
-
-/// "Address in use" with what to do about it.
-fn in_use_hint(e: std::io::Error, addr: SocketAddr) -> std::io::Error {
-    if e.kind() != std::io::ErrorKind::AddrInUse {
-        return e;
-    }
-    std::io::Error::new(
-        e.kind(),
-        format!("{e}: another process is listening on port {} (`ss -ltnp` shows who); stop it or choose another port", addr.port()),
-    )
 }
 
 enum Listener {

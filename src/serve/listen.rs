@@ -76,6 +76,7 @@ pub fn door(state: &AppState, transport: &'static str) -> Arc<Door> {
         state.metrics.connections_open(transport),
         state.metrics.connections_refused.clone(),
     )
+    .moved_by("--tcp or listen.tcp")
 }
 
 /// Binds every configured listener and serves the API on each.

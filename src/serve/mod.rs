@@ -589,13 +589,15 @@ async fn startup(state: Arc<AppState>) {
     }
     for req in state.warm_requests() {
         if let Err(CacheError { error }) = state.cache.pin(req.clone()).await {
-            // The refresher retries it with backoff.
-            tracing::warn!(token = %describe(&req), error = %error, "could not warm token yet");
+            // The fetcher logged the failure (once per fetch); the refresher
+            // retries it with backoff.
+            tracing::debug!(token = %describe(&req), error = %error, "could not warm token yet");
         }
     }
     for profile in state.config.aws.profiles.iter().filter(|p| p.warm) {
         if let Err(CacheError { error }) = state.aws.cache().pin(profile.name.clone()).await {
-            tracing::warn!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
+            // Logged by the vendor's fetch already.
+            tracing::debug!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
         }
     }
 }

@@ -119,6 +119,7 @@ pub fn door(state: &AppState, proxy: &crate::config::api_proxy::ApiProxyConfig) 
         l.allowed_uids.clone(),
         caps,
     )
+    .moved_by("api_proxy.listen (s2iam dev: --data-api-proxy, --management-api-proxy)")
 }
 
 async fn start(
