@@ -16,13 +16,25 @@ if [ -z "${S2IAM_STEPS:-}" ]; then
   trap 'steps_table' EXIT
 fi
 
-# step NAME COMMAND...: runs COMMAND, appends a row, returns COMMAND's status.
+# CPU seconds (user + system) of this shell's finished children so far, into
+# $steps_cpu_now (`times` must run in this shell, not in a $(...) subshell).
+steps_cpu() {
+  times >"$S2IAM_STEPS.times"
+  steps_cpu_now=$(awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$S2IAM_STEPS.times")
+}
+
+# step NAME COMMAND...: runs COMMAND, appends a row (wall and CPU seconds), returns
+# COMMAND's status. CPU time is what a busy machine does not inflate: on a machine
+# of its own, wall time is about CPU time over the cores the step keeps busy.
 step() {
-  local name=$1 t0 rc=0
+  local name=$1 t0 c0 rc=0 steps_cpu_now
   shift
   t0=$(date +%s)
+  steps_cpu
+  c0=$steps_cpu_now
   "$@" || rc=$?
-  printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$rc" >>"$S2IAM_STEPS"
+  steps_cpu
+  printf '%s\t%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$rc" "$((steps_cpu_now - c0))" >>"$S2IAM_STEPS"
   return "$rc"
 }
 
@@ -31,9 +43,11 @@ steps_table() {
   [ "${S2IAM_STEPS_OWNER:-}" = "$$" ] || return "$rc"
   [ -s "$S2IAM_STEPS" ] || return "$rc"
   echo
-  echo "== where the time went (seconds; status 0 = passed)"
-  awk -F'\t' '{ printf "%6d  %-3s %s\n", $2, $3, $1; total += $2 }' "$S2IAM_STEPS"
-  printf '%6d  all (wall clock)\n' "$(($(date +%s) - S2IAM_STEPS_START))"
-  rm -f "$S2IAM_STEPS"
+  echo "== where the time went (wall and CPU seconds; status 0 = passed; load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
+  echo "  wall    cpu  st  step"
+  awk -F'\t' '{ printf "%6d %6d  %-3s %s\n", $2, $4, $3, $1 }' "$S2IAM_STEPS"
+  steps_cpu
+  printf '%6d %6d      all (from the start)\n' "$(($(date +%s) - S2IAM_STEPS_START))" "$steps_cpu_now"
+  rm -f "$S2IAM_STEPS" "$S2IAM_STEPS.times"
   return "$rc"
 }
