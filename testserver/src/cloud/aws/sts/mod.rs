@@ -34,10 +34,10 @@
 //! is served at `GET /_mock/sts/calls` (`DELETE` clears it) so out-of-process tests
 //! can check, for example, the session policy a client sent.
 //!
-//! One file a job: [`params`] (the action and the parameter checks), [`partition`]
-//! (region and partition from the host), [`signature`] (who signed), [`actions`]
-//! (the signed actions), [`web_identity`] (`AssumeRoleWithWebIdentity`), [`calls`]
-//! (the record), [`error`] and [`xml`] (the answers); this file routes.
+//! One file a job: `params.rs` (the action and the parameter checks), `partition.rs`
+//! (region and partition from the host), `signature.rs` (who signed), `actions.rs`
+//! (the signed actions), `web_identity.rs` (`AssumeRoleWithWebIdentity`), `calls.rs`
+//! (the record), `error.rs` and `xml.rs` (the answers); this file routes.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
