@@ -59,6 +59,8 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+#[cfg(feature = "sidecar")]
+pub mod listener;
 pub mod logging;
 pub mod provider;
 #[cfg(feature = "sidecar")]

@@ -1,8 +1,8 @@
 # Sourced by .ci/run and scripts/test: times each step and prints a table at the end.
 #
 #   . scripts/lib/steps.sh
-#   step "cargo test" cargo test --workspace      # runs it, records "name seconds status"
-#   step_note "setup-x" 0 skipped                 # a row for something not run here
+#   timed "cargo test" cargo test --workspace     # runs it, records a row
+#   steps_begin; ...; steps_end NAME STATUS       # the same around anything else
 #
 # The rows go to $S2IAM_STEPS (a file; .ci/run sets it so the table covers both the
 # network phase and scripts/test inside the namespace). The shell that created the
@@ -23,18 +23,27 @@ steps_cpu() {
   steps_cpu_now=$(awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$S2IAM_STEPS.times")
 }
 
-# step NAME COMMAND...: runs COMMAND, appends a row (wall and CPU seconds), returns
-# COMMAND's status. CPU time is what a busy machine does not inflate: on a machine
-# of its own, wall time is about CPU time over the cores the step keeps busy.
-step() {
-  local name=$1 t0 c0 rc=0 steps_cpu_now
+# steps_begin, then steps_end NAME STATUS: appends a row (wall and CPU seconds of
+# what ran between them). CPU time is what a busy machine does not inflate: on a
+# machine of its own, wall time is about CPU time over the cores the step keeps busy.
+steps_begin() {
+  steps_t0=$(date +%s)
+  steps_cpu
+  steps_c0=$steps_cpu_now
+}
+steps_end() {
+  steps_cpu
+  printf '%s\t%s\t%s\t%s\n' "$1" "$(($(date +%s) - steps_t0))" "$2" "$((steps_cpu_now - steps_c0))" >>"$S2IAM_STEPS"
+}
+
+# timed NAME COMMAND...: runs COMMAND between steps_begin and steps_end; returns its
+# status.
+timed() {
+  local name=$1 rc=0
   shift
-  t0=$(date +%s)
-  steps_cpu
-  c0=$steps_cpu_now
+  steps_begin
   "$@" || rc=$?
-  steps_cpu
-  printf '%s\t%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$rc" "$((steps_cpu_now - c0))" >>"$S2IAM_STEPS"
+  steps_end "$name" "$rc"
   return "$rc"
 }
 

@@ -28,8 +28,15 @@ pub fn init_with_default(default: &str) {
 }
 
 /// The sidecar's logger: the level and format (text or JSON) of its config.
-pub fn init_serve(config: &s2iam::config::ServeConfig) {
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+/// With `once`, the report on stdout names every file written, so the
+/// renderer's per-file lines stay out of the log (each file is reported once).
+pub fn init_serve(config: &s2iam::config::ServeConfig, once: bool) {
+    let level = if once {
+        format!("{},s2iam::render=warn", config.log.level)
+    } else {
+        config.log.level.clone()
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi())

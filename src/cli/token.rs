@@ -87,6 +87,11 @@ async fn token(
             "--workspace-group-id is required for database JWT".into(),
         ));
     }
+    // The sidecar's check, before any request: refused as it would refuse it.
+    if !args.workspace_group_id.is_empty() {
+        s2iam::exchange::check_workspace_group_id(&args.workspace_group_id)
+            .map_err(|e| CliError::Usage(format!("--workspace-group-id: {e}")))?;
+    }
     let options = jwt_options(&args.identity, Some(args))?;
     let client = Client::new(options)?;
     let req = token_request(&args.identity, jwt_type, &args.workspace_group_id);

@@ -212,19 +212,8 @@ pub(crate) fn wants_raw(params: &TokenParams<'_>, headers: &HeaderMap) -> Result
     }
 }
 
-/// Longest workspace group ID accepted (SingleStore's are 36-character UUIDs).
-const MAX_WORKSPACE_GROUP_CHARS: usize = 128;
 /// Longest GCP audience accepted.
 const MAX_AUDIENCE_CHARS: usize = 512;
-
-/// Workspace group IDs are UUID-like: letters, digits, `-`, `_`, `.`.
-fn valid_workspace_group(wg: &str) -> bool {
-    !wg.is_empty()
-        && wg.len() <= MAX_WORKSPACE_GROUP_CHARS
-        && wg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
 
 /// The audience a token request uses. Only GCP identity tokens carry one, so on
 /// other clouds `audience=` is refused and never part of the cache key; on GCP
@@ -283,9 +272,10 @@ pub(crate) fn token_request(
         _ => {}
     }
     if let Some(wg) = &workspace_group_id {
-        if !valid_workspace_group(wg) {
+        if crate::exchange::check_workspace_group_id(wg).is_err() {
             return Err(ApiError::bad_request(format!(
-                "workspaceGroupID must be 1 to {MAX_WORKSPACE_GROUP_CHARS} letters, digits, '-', '_' or '.'"
+                "workspaceGroupID must be 1 to {} letters, digits, '-', '_' or '.'",
+                crate::exchange::MAX_WORKSPACE_GROUP_CHARS
             )));
         }
         let configured = cfg
