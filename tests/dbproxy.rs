@@ -791,3 +791,77 @@ async fn dev_prints_a_client_command_that_connects_without_a_token() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 18, item 9: a pool's `COM_CHANGE_USER` carries its own credential; the
+/// proxy answers it with its own login (the current JWT, the proxy's user) and
+/// never forwards what the client sent. `COM_RESET_CONNECTION` is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_logs_in_again_with_the_jwt_and_never_forwards_the_clients_password() {
+    let w = default_world().await;
+    let secret = "the-clients-own-password";
+    let opts = via_proxy(w.proxy_port())
+        .pass(Some(secret))
+        .enable_cleartext_plugin(true);
+    let mut conn = Conn::new(opts).await.expect("connects");
+    let jwt = w.current_jwt().await;
+    let user = format!("{}@%", sub_of(&jwt).unwrap());
+    assert!(conn.reset().await.expect("COM_RESET_CONNECTION relayed"));
+    assert_eq!(current_user(&mut conn).await, user);
+    let change = conn.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("someone-else".into()))
+            .with_pass(Some(secret.into()))
+            .with_db_name(Some("analytics".into())),
+    );
+    tokio::time::timeout(Duration::from_secs(30), change)
+        .await
+        .expect("COM_CHANGE_USER answered within 30 s")
+        .expect("COM_CHANGE_USER answered");
+    assert_eq!(
+        current_user(&mut conn).await,
+        user,
+        "still the proxy's identity"
+    );
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    conn.disconnect().await.unwrap();
+
+    let logins = w.db().logins();
+    let change = logins
+        .iter()
+        .find(|l| l.change_user)
+        .expect("the mock saw a COM_CHANGE_USER");
+    assert_eq!(
+        change.requested_user, "*",
+        "the proxy's user, not the client's"
+    );
+    assert_eq!(change.jwt_sha256, sha256(&jwt), "the current JWT");
+    assert_eq!(change.database.as_deref(), Some("analytics"));
+    assert!(
+        logins.iter().all(|l| l.jwt_sha256 != sha256(secret)),
+        "the client's password reached the server"
+    );
+    w.shutdown().await;
+}
+
+/// A `COM_CHANGE_USER` to a user outside `allowed_users` is refused with a
+/// clear error, and the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_to_a_user_not_allowed_is_refused() {
+    let w = world(AuthConfig::default(), &[("allowed_users", "[\"*\"]")], "").await;
+    let mut conn = Conn::new(via_proxy(w.proxy_port()))
+        .await
+        .expect("connects");
+    let change =
+        conn.change_user(mysql_async::ChangeUserOpts::default().with_user(Some("intruder".into())));
+    let err = tokio::time::timeout(Duration::from_secs(30), change)
+        .await
+        .expect("answered within 30 s")
+        .unwrap_err();
+    assert!(
+        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045 && e.message.contains("COM_CHANGE_USER refused") && e.message.contains("allowed_users")),
+        "{err:?}"
+    );
+    assert!(w.db().logins().iter().all(|l| !l.change_user));
+    w.shutdown().await;
+}

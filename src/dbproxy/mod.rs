@@ -6,7 +6,9 @@
 //!
 //! - [`config`]: the `database_proxy` tables.
 //! - [`login`]: the client-side and upstream handshakes.
-//! - [`session`]: one connection: limits, token, login, relay.
+//! - [`session`]: one connection: limits, token, login.
+//! - [`relay`]: after the login, bytes both ways; `COM_CHANGE_USER` is answered
+//!   by the proxy with its own login, never forwarded.
 //! - [`tls`], [`packet`], [`metrics`].
 //!
 //! Tokens come from the sidecar's cache (one fetch however many connections open
@@ -25,6 +27,7 @@ pub mod config;
 pub mod login;
 pub mod metrics;
 pub mod packet;
+pub mod relay;
 pub mod session;
 pub mod standalone;
 pub mod tls;

@@ -4,17 +4,18 @@
 //! SingleStore's handshake (see [`super::login`]), and the byte relay until either
 //! side closes, the idle timeout passes, or the drain deadline cuts it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_common::constants::CapabilityFlags;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::{self, codes, ClientLogin, Failure, Greeting, Outcome};
 use super::metrics::FailureReason;
 use super::packet;
+use super::relay;
 use super::Shared;
 use crate::listener::Peer;
 use crate::logging::field;
@@ -41,10 +42,10 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
     counters.open.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     match connect(&shared, &mut client, &peer, started).await {
-        Ok((ok_seq, ok, upstream)) => {
+        Ok((ok_seq, ok, upstream, caps)) => {
             if login::reply(&mut client, ok_seq, &ok).await.is_ok() {
                 counters.connected(started.elapsed());
-                relay(&shared, client, *upstream).await;
+                relay::relay(&shared, client, *upstream, caps).await;
             }
         }
         Err((seq, f)) => fail(&shared, &mut client, seq, f).await,
@@ -55,14 +56,14 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
 type Upstream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Everything up to the login OK: (its sequence id for the client, the OK
-/// packet, the upstream stream), or the failure with the sequence id its error
-/// packet takes.
+/// packet, the upstream stream, the capabilities agreed with the server), or
+/// the failure with the sequence id its error packet takes.
 async fn connect(
     shared: &Shared,
     client: &mut Box<dyn ClientIo>,
     peer: &Peer,
     started: Instant,
-) -> Result<(u8, Vec<u8>, Upstream), (u8, Failure)> {
+) -> Result<(u8, Vec<u8>, Upstream, CapabilityFlags), (u8, Failure)> {
     let config = &shared.config;
     if !peer.allowed {
         let why = match peer.uid {
@@ -154,7 +155,10 @@ async fn connect(
     .and_then(|r| r)
     .map_err(|f| (reply_seq, f))?;
     match outcome {
-        Outcome::Ok(ok, upstream) => Ok((login.seq.wrapping_add(1), ok, upstream)),
+        Outcome::Ok(ok, upstream) => {
+            let caps = login::upstream_capabilities(login.capabilities(), greeting.capabilities());
+            Ok((login.seq.wrapping_add(1), ok, upstream, caps))
+        }
         Outcome::Refused(err) => {
             let message = server_message(&err);
             Err((
@@ -223,12 +227,16 @@ async fn client_login(
 /// Remembers SingleStore's greeting for the next client, and checks that it
 /// offers everything this client agreed to with the proxy (it always does once
 /// the proxy has seen SingleStore's greeting, unless the server changed).
+/// `CLIENT_LONG_PASSWORD` does not count: it changes nothing after a 4.1
+/// login, and MariaDB servers never offer it (they use that bit to say
+/// "MySQL client"), so the first client of a proxy in front of one would be
+/// refused for nothing (found by `scripts/check-real-database`).
 fn agree(shared: &Shared, greeting: &Greeting, login: &ClientLogin) -> Result<(), Failure> {
     *shared.offer.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(greeting.clone());
     let missing = login
         .capabilities()
         .difference(greeting.capabilities())
-        .difference(CapabilityFlags::CLIENT_SSL);
+        .difference(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_LONG_PASSWORD);
     if missing.is_empty() {
         return Ok(());
     }
@@ -269,67 +277,4 @@ async fn fail(shared: &Shared, client: &mut Box<dyn ClientIo>, seq: u8, f: Failu
     crate::refusal!(shared.log, proxy = %shared.config.name, reason = f.reason.label(), error = %field(&f.message), "database proxy connection refused");
     let _ = login::reply(client, seq, &f.packet).await;
     let _ = client.shutdown().await;
-}
-
-/// Copies bytes both ways until both directions end; closes both sides when
-/// nothing moved for `idle_timeout` or the drain deadline passes (the session
-/// task is aborted then).
-async fn relay(
-    shared: &Shared,
-    client: Box<dyn ClientIo>,
-    upstream: tokio_rustls::client::TlsStream<TcpStream>,
-) {
-    let last = AtomicU64::new(0);
-    let epoch = Instant::now();
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = tokio::io::split(upstream);
-    let counters = &shared.counters;
-    let up = pump(&mut cr, &mut uw, &counters.to_upstream, &last, epoch);
-    let down = pump(&mut ur, &mut cw, &counters.to_client, &last, epoch);
-    let both = async { tokio::join!(up, down) };
-    match shared.config.idle_timeout {
-        None => {
-            both.await;
-        }
-        Some(idle) => {
-            tokio::select! {
-                _ = both => {}
-                _ = idle_watch(&last, epoch, idle) => {
-                    tracing::info!(proxy = %shared.config.name, "database proxy session closed after idle_timeout");
-                }
-            }
-        }
-    }
-}
-
-async fn pump<R, W>(r: &mut R, w: &mut W, bytes: &AtomicU64, last: &AtomicU64, epoch: Instant)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if w.write_all(&buf[..n]).await.is_err() || w.flush().await.is_err() {
-            break;
-        }
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    let _ = w.shutdown().await;
-}
-
-async fn idle_watch(last: &AtomicU64, epoch: Instant, idle: Duration) {
-    loop {
-        let since = epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-        if since >= idle {
-            return;
-        }
-        tokio::time::sleep(idle.saturating_sub(since)).await;
-    }
 }

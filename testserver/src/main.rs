@@ -113,6 +113,10 @@ struct Args {
     /// Bytes of each row's payload.
     #[arg(long, default_value_t = 100)]
     singlestore_row_bytes: usize,
+    /// Append each mock SingleStore login attempt here as a JSON line (the JWT only
+    /// as its SHA-256).
+    #[arg(long)]
+    singlestore_logins_file: Option<PathBuf>,
     /// Also serve the mock Data API and Management API here (loopback; port 0 = any).
     #[arg(long)]
     api_listen: Option<SocketAddr>,
@@ -168,6 +172,7 @@ fn server_config(args: &Args) -> anyhow::Result<TestServerConfig> {
             workspace_group_id: args.singlestore_workspace_group.clone(),
             large_rows: args.singlestore_rows,
             large_row_bytes: args.singlestore_row_bytes,
+            logins_file: args.singlestore_logins_file.clone(),
         });
     }
     if args.key_size != 2048 {

@@ -8,7 +8,8 @@
 //!   the mock auth service's key, unexpired, of type `database`, for the configured
 //!   workspace group; user `*` becomes the JWT's user (`username`, else `sub`).
 //! - Answers `SELECT 1`, `SELECT CURRENT_USER()`, `SELECT @@variable, ...`,
-//!   `SET ...`, `COM_PING`, and `SELECT * FROM s2iam_rows [LIMIT n]` (a large result
+//!   `SET ...`, `COM_PING`, `COM_RESET_CONNECTION`, `COM_CHANGE_USER` (a new
+//!   JWT login on the open connection, recorded like the first), and `SELECT * FROM s2iam_rows [LIMIT n]` (a large result
 //!   set for throughput); everything else gets an error packet.
 //! - Every login attempt is recorded ([`MockSingleStore::logins`]), with the SHA-256
 //!   of the JWT rather than the JWT.
@@ -41,6 +42,8 @@ pub struct SingleStoreConfig {
     pub large_rows: usize,
     /// Bytes of each row's payload column.
     pub large_row_bytes: usize,
+    /// Append every login attempt here too, one JSON line each (for scripts).
+    pub logins_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SingleStoreConfig {
@@ -51,6 +54,7 @@ impl Default for SingleStoreConfig {
             workspace_group_id: None,
             large_rows: 100_000,
             large_row_bytes: 100,
+            logins_file: None,
         }
     }
 }
@@ -76,6 +80,29 @@ pub struct LoginRecord {
     pub connect_attributes: std::collections::HashMap<String, String>,
     /// The capability flags in effect (client's, within the server's).
     pub capabilities: u32,
+    /// A `COM_CHANGE_USER` on an open connection rather than a first login.
+    pub change_user: bool,
+}
+
+impl Shared {
+    /// Keeps a login attempt (and appends it to `logins_file`, if set).
+    pub(crate) fn record(&self, login: LoginRecord) {
+        if let Some(path) = &self.config.logins_file {
+            if let Ok(mut line) = serde_json::to_string(&login) {
+                line.push('\n');
+                use std::io::Write;
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+            }
+        }
+        self.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(login);
+    }
 }
 
 pub(crate) struct Shared {

@@ -69,8 +69,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     let _ = tcp.set_nodelay(true);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     match login(&shared, tcp, peer, id).await {
-        Ok(Some((io, session))) => {
-            if let Err(e) = commands(&shared, io, &session).await {
+        Ok(Some((io, mut session))) => {
+            if let Err(e) = commands(&shared, io, &mut session, peer, id).await {
                 tracing::debug!(error = %e, "mock SingleStore session ended");
             }
         }
@@ -154,23 +154,20 @@ async fn login(
     let password = password.strip_suffix(b"\0").unwrap_or(&password);
     let jwt = String::from_utf8_lossy(password);
     let outcome = verify(shared, &jwt, &user);
-    shared
-        .logins
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(LoginRecord {
-            connection_id: id,
-            requested_user: user.clone(),
-            user: outcome.as_ref().ok().cloned(),
-            error: outcome.as_ref().err().cloned(),
-            jwt_sha256: crate::util::sha256_hex(password),
-            database: response
-                .db_name()
-                .map(|d| String::from_utf8_lossy(d).into_owned()),
-            collation: response.collation(),
-            connect_attributes: response.connect_attributes().unwrap_or_default(),
-            capabilities: capabilities.bits(),
-        });
+    shared.record(LoginRecord {
+        connection_id: id,
+        requested_user: user.clone(),
+        user: outcome.as_ref().ok().cloned(),
+        error: outcome.as_ref().err().cloned(),
+        jwt_sha256: crate::util::sha256_hex(password),
+        database: response
+            .db_name()
+            .map(|d| String::from_utf8_lossy(d).into_owned()),
+        collation: response.collation(),
+        connect_attributes: response.connect_attributes().unwrap_or_default(),
+        capabilities: capabilities.bits(),
+        change_user: false,
+    });
     match outcome {
         Ok(user) => {
             let ok = packet::ok(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT);
@@ -233,15 +230,27 @@ fn verify(shared: &Shared, jwt: &str, user: &str) -> Result<String, String> {
     Ok(jwt_user.to_string())
 }
 
-async fn commands(shared: &Shared, mut io: Io, session: &Session) -> std::io::Result<()> {
+async fn commands(
+    shared: &Shared,
+    mut io: Io,
+    session: &mut Session,
+    peer: SocketAddr,
+    id: u32,
+) -> std::io::Result<()> {
     loop {
         let (_, payload) = packet::read(&mut io, COMMAND_LIMIT).await?;
         let Some((&command, body)) = payload.split_first() else {
             continue;
         };
         let reply = match command {
-            0x01 => return Ok(()),      // COM_QUIT
-            0x02 | 0x0e => ok_packet(), // COM_INIT_DB, COM_PING
+            0x01 => return Ok(()),             // COM_QUIT
+            0x02 | 0x0e | 0x1f => ok_packet(), // COM_INIT_DB, COM_PING, COM_RESET_CONNECTION
+            0x11 => {
+                if change_user(shared, &mut io, session, body, peer, id).await? {
+                    continue;
+                }
+                return Ok(());
+            }
             0x03 => {
                 let query = String::from_utf8_lossy(body);
                 if let Some(limit) = rows_query(&query) {
@@ -260,6 +269,67 @@ async fn commands(shared: &Shared, mut io: Io, session: &Session) -> std::io::Re
         io.write_all(&reply).await?;
         io.flush().await?;
     }
+}
+
+/// `COM_CHANGE_USER` (its body after the command byte): a new login on the
+/// open connection, checked and recorded as the first one. The plugin the
+/// client names is never `mysql_clear_password` with a JWT (its auth data has
+/// a 1-byte length), so the mock always switches to it. Returns whether the
+/// session goes on (a refused change of user ends it, as in MySQL).
+async fn change_user(
+    shared: &Shared,
+    io: &mut Io,
+    session: &mut Session,
+    body: &[u8],
+    peer: SocketAddr,
+    id: u32,
+) -> std::io::Result<bool> {
+    let (user, rest) = split_nul(body).unwrap_or_default();
+    let user = String::from_utf8_lossy(user).into_owned();
+    let database = rest
+        .split_first()
+        .and_then(|(len, r)| r.get(*len as usize..))
+        .and_then(split_nul)
+        .map(|(db, _)| String::from_utf8_lossy(db).into_owned())
+        .filter(|db| !db.is_empty());
+    let switch = AuthSwitchRequest::new(&b"mysql_clear_password"[..], &b""[..]);
+    packet::write(io, 1, &packet::encode(&switch)).await?;
+    let (seq, password) = packet::read(io, HANDSHAKE_LIMIT).await?;
+    let password = password.strip_suffix(b"\0").unwrap_or(&password);
+    let outcome = verify(shared, &String::from_utf8_lossy(password), &user);
+    shared.record(LoginRecord {
+        connection_id: id,
+        requested_user: user.clone(),
+        user: outcome.as_ref().ok().cloned(),
+        error: outcome.as_ref().err().cloned(),
+        jwt_sha256: crate::util::sha256_hex(password),
+        database,
+        collation: 0,
+        connect_attributes: Default::default(),
+        capabilities: session.capabilities.bits(),
+        change_user: true,
+    });
+    let seq = seq.wrapping_add(1);
+    match outcome {
+        Ok(new_user) => {
+            session.user = new_user;
+            let ok = packet::ok(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+            packet::write(io, seq, &ok).await?;
+            Ok(true)
+        }
+        Err(reason) => {
+            packet::write(io, seq, &access_denied(&user, peer, &reason)).await?;
+            Ok(false)
+        }
+    }
+}
+
+fn split_nul(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|c| *c == 0)?;
+    Some((
+        &b[..end],
+        b.get(end.saturating_add(1)..).unwrap_or_default(),
+    ))
 }
 
 fn framed(payload: Vec<u8>) -> Vec<u8> {

@@ -1,0 +1,151 @@
+// MariaDB Connector/J and HikariCP against the real MariaDB, through the proxy and directly.
+// Run by scripts/check-real-database as a single-file program (java -cp JARS Drivers.java)
+// with the S2IAM_REALDB_* variables set:
+//
+//   Drivers check          one line per case: "ok   NAME" / "FAIL NAME: why"
+//   Drivers pool SECONDS   a HikariCP pool through the proxy, 4 threads; zero failures
+//
+// Through the proxy Connector/J needs no password and no TLS option (useSsl is off by
+// default in 2.7); useServerPrepStmts=true exercises the binary protocol.
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.Statement;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+
+public class Drivers {
+    static final String USER = System.getenv("S2IAM_REALDB_USER");
+    static final String EXPECTED = USER + "@%";
+    static final String PROXY_URL = "jdbc:mariadb://127.0.0.1:" + System.getenv("S2IAM_REALDB_PROXY_PORT")
+            + "/app?useServerPrepStmts=true";
+    static final String DIRECT_URL = "jdbc:mariadb://127.0.0.1:" + System.getenv("S2IAM_REALDB_PORT")
+            + "/app?useSsl=true&serverSslCert=" + System.getenv("S2IAM_REALDB_CA");
+
+    static String jwt() throws Exception {
+        return Files.readString(Path.of(System.getenv("S2IAM_REALDB_TOKEN_FILE"))).trim();
+    }
+
+    interface Case {
+        void run() throws Exception;
+    }
+
+    static void check(String name, Case c) {
+        try {
+            c.run();
+            System.out.println("ok   " + name);
+        } catch (Throwable e) {
+            System.out.println("FAIL " + name + ": " + e);
+        }
+    }
+
+    static void basic(Connection c) throws Exception {
+        try (c; Statement s = c.createStatement()) {
+            ResultSet r = s.executeQuery("SELECT CURRENT_USER()");
+            r.next();
+            if (!EXPECTED.equals(r.getString(1))) throw new AssertionError(r.getString(1));
+            r = s.executeQuery("SELECT id, payload FROM big");
+            int n = 0;
+            while (r.next()) n++;
+            if (n != 20000) throw new AssertionError(n + " rows");
+            try (PreparedStatement p = c.prepareStatement("SELECT ? + 1, CONCAT(?, 'x')")) {
+                p.setInt(1, 41);
+                p.setString(2, "a");
+                r = p.executeQuery();
+                r.next();
+                if (r.getInt(1) != 42 || !"ax".equals(r.getString(2))) throw new AssertionError("prepared");
+            }
+        }
+    }
+
+    static void quick() {
+        check("Connector/J through the proxy: user, 20000 rows, server-side prepared statement",
+                () -> basic(DriverManager.getConnection(PROXY_URL, USER, "")));
+        check("Connector/J straight to MariaDB with the JWT over verified TLS",
+                () -> basic(DriverManager.getConnection(DIRECT_URL, USER, jwt())));
+        check("Connector/J through the proxy: useCompression=true",
+                () -> basic(DriverManager.getConnection(PROXY_URL + "&useCompression=true", USER, "")));
+        check("Connector/J through the proxy: allowMultiQueries, two result sets", () -> {
+            try (Connection c = DriverManager.getConnection(PROXY_URL + "&allowMultiQueries=true", USER, "");
+                    Statement s = c.createStatement()) {
+                s.execute("SELECT 1; SELECT 2");
+                if (!s.getMoreResults()) throw new AssertionError("one result set");
+                ResultSet r = s.getResultSet();
+                r.next();
+                if (r.getInt(1) != 2) throw new AssertionError("second");
+            }
+        });
+        check("HikariCP + Connector/J through the proxy", () -> {
+            try (HikariDataSource ds = new HikariDataSource(hikari(2))) {
+                basic(ds.getConnection());
+            }
+        });
+    }
+
+    static HikariConfig hikari(int size) {
+        HikariConfig cfg = new HikariConfig();
+        cfg.setJdbcUrl(PROXY_URL);
+        cfg.setUsername(USER);
+        cfg.setPassword("");
+        cfg.setMaximumPoolSize(size);
+        cfg.setMinimumIdle(1);
+        cfg.setMaxLifetime(30_000); // HikariCP's minimum; new connections take the current JWT
+        cfg.setIdleTimeout(10_000);
+        return cfg;
+    }
+
+    static void pool(int seconds) throws Exception {
+        HikariConfig cfg = hikari(4);
+        AtomicLong ok = new AtomicLong();
+        List<String> errors = Collections.synchronizedList(new ArrayList<>());
+        long stop = System.nanoTime() + seconds * 1_000_000_000L;
+        try (HikariDataSource ds = new HikariDataSource(cfg)) {
+            List<Thread> threads = new ArrayList<>();
+            for (int t = 0; t < 4; t++) {
+                final int n = t;
+                Thread th = new Thread(() -> {
+                    while (System.nanoTime() < stop) {
+                        try (Connection c = ds.getConnection();
+                                PreparedStatement p = c.prepareStatement("SELECT ? + 0")) {
+                            p.setInt(1, n);
+                            ResultSet r = p.executeQuery();
+                            r.next();
+                            if (r.getInt(1) != n) throw new AssertionError("got " + r.getInt(1));
+                            ok.incrementAndGet();
+                        } catch (Throwable e) {
+                            errors.add(e.toString());
+                        }
+                        try {
+                            Thread.sleep(50);
+                        } catch (InterruptedException e) {
+                            return;
+                        }
+                    }
+                });
+                th.start();
+                threads.add(th);
+            }
+            for (Thread th : threads) th.join();
+        }
+        String line = "HikariCP + Connector/J pool through the proxy (maxLifetime 30s), " + seconds
+                + "s on 30s tokens: " + ok.get() + " queries, " + errors.size() + " failed";
+        System.out.println(errors.isEmpty() && ok.get() > 0 ? "ok   " + line
+                : "FAIL " + line + ": " + errors.subList(0, Math.min(3, errors.size())));
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args[0].equals("pool")) {
+            pool(Integer.parseInt(args[1]));
+        } else {
+            quick();
+        }
+    }
+}

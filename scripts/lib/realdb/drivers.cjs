@@ -1,0 +1,113 @@
+// Node's mysql2 against the real MariaDB, through the proxy and directly.
+// Run by scripts/check-real-database (NODE_PATH=target/realdb/node/node_modules) with the
+// S2IAM_REALDB_* variables set:
+//
+//   node drivers.cjs check          one line per case: "ok   NAME" / "FAIL NAME: why"
+//   node drivers.cjs pool SECONDS   a mysql2 pool through the proxy, 4 workers; zero failures
+//   node drivers.cjs bench ...      (scripts/bench)
+//
+// Through the proxy mysql2 needs nothing special: no password, no ssl option (it never
+// builds a TLS context unless asked).
+'use strict';
+const fs = require('fs');
+const mysql = require('mysql2/promise');
+
+const env = process.env;
+const PROXY_PORT = Number(env.S2IAM_REALDB_PROXY_PORT);
+const DB_PORT = Number(env.S2IAM_REALDB_PORT);
+const USER = env.S2IAM_REALDB_USER;
+const EXPECTED = `${USER}@%`;
+const jwt = () => fs.readFileSync(env.S2IAM_REALDB_TOKEN_FILE, 'utf8').trim();
+
+const proxy = (extra = {}) => ({ host: '127.0.0.1', port: PROXY_PORT, user: USER, database: 'app', ...extra });
+// Straight to the server: the JWT as a clear-text password (read at each handshake)
+// over verified TLS.
+const direct = (extra = {}) => ({
+  host: '127.0.0.1', port: DB_PORT, user: USER, database: 'app',
+  ssl: { ca: fs.readFileSync(env.S2IAM_REALDB_CA), servername: 'localhost' },
+  authPlugins: { mysql_clear_password: () => () => Buffer.from(`${jwt()}\0`) },
+  ...extra,
+});
+
+async function check(name, fn) {
+  try {
+    await fn();
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    console.log(`FAIL ${name}: ${e && e.message}`);
+  }
+}
+
+async function basic(opts) {
+  const c = await mysql.createConnection(opts);
+  try {
+    const [[who]] = await c.query('SELECT CURRENT_USER() AS u');
+    if (who.u !== EXPECTED) throw new Error(`CURRENT_USER() = ${who.u}`);
+    const [rows] = await c.query('SELECT id, payload FROM big');
+    if (rows.length !== 20000) throw new Error(`${rows.length} rows`);
+    // execute(): a server-side prepared statement (binary protocol).
+    const [[p]] = await c.execute('SELECT ? + 1 AS n, CONCAT(?, "x") AS s', [41, 'a']);
+    if (Number(p.n) !== 42 || p.s !== 'ax') throw new Error(JSON.stringify(p));
+  } finally {
+    await c.end();
+  }
+}
+
+async function multi() {
+  const c = await mysql.createConnection(proxy({ multipleStatements: true }));
+  try {
+    const [sets] = await c.query('SELECT 1 AS a; SELECT 2 AS b, 3 AS c');
+    if (sets.length !== 2 || sets[1][0].c !== 3) throw new Error(JSON.stringify(sets));
+  } finally {
+    await c.end();
+  }
+}
+
+async function changeUser() {
+  const c = await mysql.createConnection(proxy());
+  try {
+    await c.query('SET @x = 5');
+    await c.changeUser({ user: USER, password: 'must-not-reach-the-server', database: 'app' });
+    const [[r]] = await c.query('SELECT @x AS x, CURRENT_USER() AS u');
+    if (r.x !== null || r.u !== EXPECTED) throw new Error(JSON.stringify(r));
+  } finally {
+    await c.end();
+  }
+}
+
+async function quick() {
+  await check('mysql2 through the proxy: user, 20000 rows, execute() (binary protocol)', () => basic(proxy()));
+  await check('mysql2 straight to MariaDB with the JWT over verified TLS', () => basic(direct()));
+  await check('mysql2 through the proxy: multipleStatements, two result sets', multi);
+  await check('mysql2 through the proxy: changeUser() answered, password not forwarded', changeUser);
+  await check('mysql2 through the proxy: compress: true', () => basic(proxy({ compress: true })));
+}
+
+async function pool(seconds) {
+  const p = mysql.createPool(proxy({ connectionLimit: 4, maxIdle: 2, idleTimeout: 5000, enableKeepAlive: true }));
+  const stop = Date.now() + seconds * 1000;
+  let ok = 0;
+  const errors = [];
+  const worker = async (n) => {
+    while (Date.now() < stop) {
+      try {
+        const [[r]] = await p.execute('SELECT ? + 0 AS n', [n]);
+        if (Number(r.n) !== n) throw new Error(`got ${r.n}`);
+        ok += 1;
+      } catch (e) {
+        errors.push(e.message);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await Promise.all([0, 1, 2, 3].map(worker));
+  await p.end();
+  const line = `mysql2 pool through the proxy, ${seconds}s on 30s tokens: ${ok} queries, ${errors.length} failed`;
+  console.log(errors.length === 0 && ok > 0 ? `ok   ${line}` : `FAIL ${line}: ${errors.slice(0, 3).join('; ')}`);
+}
+
+const [mode, arg] = process.argv.slice(2);
+(mode === 'pool' ? pool(Number(arg)) : quick()).catch((e) => {
+  console.log(`FAIL mysql2: ${e.stack}`);
+  process.exitCode = 1;
+});

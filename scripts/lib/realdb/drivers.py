@@ -1,0 +1,205 @@
+"""Python drivers against the real MariaDB, through the proxy and directly.
+
+Run by scripts/check-real-database with the S2IAM_REALDB_* variables set:
+
+    drivers.py check            one line per driver and case: "ok   NAME" / "FAIL NAME: why"
+    drivers.py pool SECONDS     SQLAlchemy pools (pool_pre_ping, pool_recycle) through the proxy,
+                                queries from 4 threads; "ok   ..." with the count, or FAIL
+    drivers.py bench ...        (scripts/bench)
+
+Settings through the proxy: PyMySQL and singlestoredb get ssl_disabled=True. Without any TLS
+setting PyMySQL builds a default TLS context from the system's CA store on every connection
+(about 20 ms) in case the server offers TLS; the proxy never does (it listens on loopback or a
+Unix socket), so that work is wasted.
+"""
+
+import os
+import sys
+import threading
+import time
+
+import pymysql
+
+PROXY_PORT = int(os.environ["S2IAM_REALDB_PROXY_PORT"])
+DB_PORT = int(os.environ["S2IAM_REALDB_PORT"])
+CA = os.environ["S2IAM_REALDB_CA"]
+USER = os.environ["S2IAM_REALDB_USER"]
+TOKEN_FILE = os.environ["S2IAM_REALDB_TOKEN_FILE"]
+EXPECTED = USER + "@%"
+
+
+def jwt():
+    with open(TOKEN_FILE) as f:
+        return f.read().strip()
+
+
+def pymysql_proxy(**kw):
+    return pymysql.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, database="app",
+                           ssl_disabled=True, **kw)
+
+
+def pymysql_direct(**kw):
+    return pymysql.connect(host="127.0.0.1", port=DB_PORT, user=USER, password=jwt(),
+                           database="app", ssl_ca=CA, ssl_verify_cert=True, **kw)
+
+
+def check(name, fn):
+    try:
+        fn()
+        print("ok   " + name, flush=True)
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+
+
+def basic(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        got = cur.fetchone()[0]
+        assert got == EXPECTED, got
+        cur.execute("SELECT id, payload FROM big")
+        assert len(cur.fetchall()) == 20000
+        # Multi-statement needs the flag; one statement here.
+        cur.execute("SELECT SUM(id) FROM big WHERE id <= %s", (10,))
+        assert cur.fetchone()[0] == 55
+    conn.close()
+
+
+def multi(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1; SELECT 2, 3")
+        assert cur.fetchall() == ((1,),)
+        assert cur.nextset()
+        assert cur.fetchall() == ((2, 3),)
+        assert not cur.nextset()
+    conn.close()
+
+
+def local_infile(conn):
+    path = os.path.join(os.environ["S2IAM_REALDB_TMP"], "py-infile.csv")
+    with open(path, "w") as f:
+        for i in range(10000):
+            f.write(f"{i},py {i}\n")
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE t (id INT, name VARCHAR(40))")
+        cur.execute(f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE t FIELDS TERMINATED BY ','")
+        cur.execute("SELECT COUNT(*) FROM t")
+        assert cur.fetchone()[0] == 10000
+    conn.close()
+
+
+def change_user(conn):
+    conn.select_db("app")
+    with conn.cursor() as cur:
+        cur.execute("SET @x = 1")
+    # PyMySQL has no change_user(); send COM_CHANGE_USER by hand with a password that
+    # must never reach the server, and read the reply the proxy gives.
+    import struct
+    payload = b"\x11" + USER.encode() + b"\0" + bytes([5]) + b"pwned" + b"app\0" + struct.pack("<H", 45)
+    payload += b"mysql_native_password\0"
+    conn._next_seq_id = 0
+    conn.write_packet(payload)
+    pkt = conn._read_packet()
+    assert pkt.is_ok_packet(), pkt
+    with conn.cursor() as cur:
+        cur.execute("SELECT @x, CURRENT_USER()")
+        assert cur.fetchone() == (None, EXPECTED)
+    conn.close()
+
+
+def quick():
+    check("PyMySQL through the proxy (ssl_disabled=True): user, 20000 rows, parameters",
+          lambda: basic(pymysql_proxy()))
+    check("PyMySQL straight to MariaDB with the JWT over verified TLS", lambda: basic(pymysql_direct()))
+    check("PyMySQL through the proxy: multi-statements, two result sets",
+          lambda: multi(pymysql_proxy(client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)))
+    check("PyMySQL through the proxy: LOAD DATA LOCAL INFILE",
+          lambda: local_infile(pymysql_proxy(local_infile=True)))
+    check("PyMySQL through the proxy: COM_CHANGE_USER answered, password not forwarded",
+          lambda: change_user(pymysql_proxy()))
+
+    import singlestoredb
+    check("singlestoredb through the proxy",
+          lambda: basic(singlestoredb.connect(host="127.0.0.1", port=PROXY_PORT, user=USER,
+                                              password="", database="app", ssl_disabled=True)))
+    check("singlestoredb straight to MariaDB with the JWT over verified TLS",
+          lambda: basic(singlestoredb.connect(host="127.0.0.1", port=DB_PORT, user=USER,
+                                              password=jwt(), database="app", ssl_ca=CA,
+                                              ssl_verify_cert=True)))
+
+    import sqlalchemy
+    from sqlalchemy import text
+
+    def sa(url, **kw):
+        engine = sqlalchemy.create_engine(url, pool_size=2, pool_pre_ping=True, pool_recycle=20, **kw)
+        with engine.connect() as c:
+            assert c.execute(text("SELECT CURRENT_USER()")).scalar() == EXPECTED
+            assert c.execute(text("SELECT COUNT(*) FROM big")).scalar() == 20000
+        engine.dispose()
+
+    check("SQLAlchemy (pymysql) through the proxy",
+          lambda: sa(f"mysql+pymysql://{USER}@127.0.0.1:{PROXY_PORT}/app",
+                     connect_args={"ssl_disabled": True}))
+
+    def sa_direct():
+        engine = sqlalchemy.create_engine(
+            f"mysql+pymysql://{USER}@127.0.0.1:{DB_PORT}/app", pool_pre_ping=True,
+            connect_args={"ssl_ca": CA, "ssl_verify_cert": True})
+
+        @sqlalchemy.event.listens_for(engine, "do_connect")
+        def fresh_token(dialect, conn_rec, cargs, cparams):
+            cparams["password"] = jwt()
+
+        with engine.connect() as c:
+            assert c.execute(text("SELECT CURRENT_USER()")).scalar() == EXPECTED
+        engine.dispose()
+
+    check("SQLAlchemy (pymysql) straight to MariaDB, a fresh JWT per connection (do_connect)", sa_direct)
+
+
+def pool(seconds):
+    """SQLAlchemy pools through the proxy while tokens expire: zero failed queries."""
+    import sqlalchemy
+    from sqlalchemy import text
+
+    engine = sqlalchemy.create_engine(
+        f"mysql+pymysql://{USER}@127.0.0.1:{PROXY_PORT}/app",
+        pool_size=3, max_overflow=2, pool_pre_ping=True, pool_recycle=15,
+        connect_args={"ssl_disabled": True})
+    stop = time.monotonic() + seconds
+    counts = {"ok": 0, "failed": 0}
+    errors = []
+    lock = threading.Lock()
+
+    def worker(n):
+        while time.monotonic() < stop:
+            try:
+                with engine.connect() as c:
+                    got = c.execute(text("SELECT :n + 0"), {"n": n}).scalar()
+                    assert got == n, got
+                with lock:
+                    counts["ok"] += 1
+            except Exception as e:  # noqa: BLE001 - counted
+                with lock:
+                    counts["failed"] += 1
+                    errors.append(f"{type(e).__name__}: {e}")
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    line = (f"SQLAlchemy pool through the proxy (pool_pre_ping, pool_recycle=15s), {seconds}s on "
+            f"30s tokens: {counts['ok']} queries, {counts['failed']} failed")
+    if counts["failed"] == 0 and counts["ok"] > 0:
+        print("ok   " + line)
+    else:
+        print("FAIL " + line + ": " + "; ".join(errors[:3]))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "check":
+        quick()
+    elif sys.argv[1] == "pool":
+        pool(int(sys.argv[2]))
