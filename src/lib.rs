@@ -60,6 +60,8 @@ pub mod exchange;
 pub mod fuzzing;
 pub mod http;
 #[cfg(feature = "sidecar")]
+pub mod kube;
+#[cfg(feature = "sidecar")]
 pub mod listener;
 pub mod logging;
 pub mod provider;

@@ -116,6 +116,23 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
+    /// A token issued at `issued` (its `iat`) and read back now, e.g. from a file
+    /// s2iam wrote earlier: its lifetime counts from `issued`, so a cache refreshes
+    /// it when it would have refreshed the original.
+    pub fn issued(
+        jwt: Secret,
+        issued: SystemTime,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Self {
+        let mut token = Self::new(jwt, expires_at, now, None);
+        let age = now.duration_since(issued).unwrap_or(Duration::ZERO);
+        if let Some(received) = token.received.checked_sub(age) {
+            token.received = received;
+        }
+        token
+    }
+
     /// A token received now, whose wall-clock expiry is `expires_at` according to a
     /// clock that reads `now` at this moment.
     pub fn new(

@@ -3,6 +3,8 @@
 //! from the mock auth service (GCP identity).
 
 mod common;
+#[path = "common/tls_front.rs"]
+mod tls_front;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -578,7 +580,6 @@ async fn large_bodies_stream_both_ways_without_buffering() {
 /// A TLS terminator in front of the mock APIs, with a certificate for `names`
 /// issued by a fresh CA: (its https URL, the CA's PEM).
 async fn https_front(upstream: SocketAddr, names: &[&str]) -> (String, String) {
-    use std::sync::Arc;
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -591,31 +592,7 @@ async fn https_front(upstream: SocketAddr, names: &[&str]) -> (String, String) {
             .unwrap()
             .signed_by(&leaf_key, &ca_cert, &ca_key)
             .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                if let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                }
-            });
-        }
-    });
+    let addr = tls_front::tls_front(leaf.der().clone(), &leaf_key, upstream).await;
     (format!("https://{addr}"), ca_cert.pem())
 }
 

@@ -665,7 +665,11 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
         assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status.success());
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "SIGTERM: 143 (no --exit-zero-on-sigterm)"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "exited as soon as the last session ended, not at the drain deadline"
@@ -697,7 +701,7 @@ async fn sigterm_stops_accepting_and_drains_open_sessions() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let took = signalled.elapsed();
-    assert!(status.success());
+    assert_eq!(status.code(), Some(143));
     assert!(
         took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
         "cut at the 3s drain deadline: {took:?}"

@@ -5,6 +5,8 @@
 //! with a stale sink; the JSON schema and the exit codes.
 
 mod common;
+#[path = "common/tls_front.rs"]
+mod tls_front;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -567,31 +569,7 @@ async fn untrusted_https_front(upstream: std::net::SocketAddr) -> String {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                if let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                }
-            });
-        }
-    });
+    let addr = tls_front::tls_front(cert.der().clone(), &key, upstream).await;
     format!("https://{addr}")
 }
 

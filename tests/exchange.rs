@@ -82,6 +82,16 @@ async fn exchange(
     client.exchange(&server, req, timeout).await
 }
 
+/// An API token (no workspace group), the call most tests make.
+async fn api_token(
+    client: &ExchangeClient,
+    template: &str,
+    id: &(IdentityHeaders, CloudIdentity),
+    timeout: Duration,
+) -> Result<s2iam::Token, ExchangeError> {
+    exchange(client, template, JwtType::Api, None, id, timeout).await
+}
+
 #[tokio::test]
 async fn database_and_api_tokens_carry_the_verified_identity() {
     let server = server().await;
@@ -111,16 +121,9 @@ async fn database_and_api_tokens_carry_the_verified_identity() {
         "expires_at honoured"
     );
 
-    let api = exchange(
-        &client,
-        &template,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let api = api_token(&client, &template, &id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(api.claims.jwt_type.as_deref(), Some("api"));
 
     let records = server.auth().records();
@@ -164,16 +167,7 @@ async fn failure_toggles_map_to_clear_errors_and_only_transient_ones_retry() {
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
     let template = server.exchange_url_template();
-    let call = || {
-        exchange(
-            &client,
-            &template,
-            JwtType::Api,
-            None,
-            &id,
-            Duration::from_secs(10),
-        )
-    };
+    let call = || api_token(&client, &template, &id, Duration::from_secs(10));
 
     server.auth().update(|c| c.fail_verification = true);
     let err = call().await.unwrap_err();
@@ -235,11 +229,9 @@ async fn transient_failures_are_retried_and_visible_in_the_request_log() {
         .auth_faults()
         .add(FaultRule::status("/auth/iam", 429).times(1));
     let client = ExchangeClient::new(fast_retries());
-    let token = exchange(
+    let token = api_token(
         &client,
         &server.exchange_url_template(),
-        JwtType::Api,
-        None,
         &id,
         Duration::from_secs(10),
     )
@@ -265,11 +257,9 @@ async fn connection_resets_are_retried() {
         .auth_faults()
         .add(FaultRule::reset("/auth/iam").times(2));
     let client = ExchangeClient::new(fast_retries());
-    let token = exchange(
+    let token = api_token(
         &client,
         &server.exchange_url_template(),
-        JwtType::Api,
-        None,
         &id,
         Duration::from_secs(10),
     )
@@ -286,11 +276,9 @@ async fn a_slow_server_hits_the_timeout() {
     server.auth_faults().add(FaultRule::blackhole("/auth/iam"));
     let client = ExchangeClient::new(fast_retries());
     let started = Instant::now();
-    let err = exchange(
+    let err = api_token(
         &client,
         &server.exchange_url_template(),
-        JwtType::Api,
-        None,
         &id,
         Duration::from_millis(300),
     )
@@ -315,16 +303,9 @@ async fn unreachable_server_is_a_transport_error_naming_the_url() {
     let id = gcp_identity(&server);
     let client = ExchangeClient::new(fast_retries());
     let template = format!("http://127.0.0.1:{port}/auth/iam/:jwtType");
-    let err = exchange(
-        &client,
-        &template,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let err = api_token(&client, &template, &id, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     match &err {
         ExchangeError::Transport { url, attempts, .. } => {
             assert!(url.contains(&port.to_string()));
@@ -343,16 +324,9 @@ async fn url_template_fills_jwt_type_and_cloud_provider() {
         "{}/auth/iam/:jwtType?cloud=:cloudProvider",
         server.auth_url()
     );
-    exchange(
-        &client,
-        &template,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    api_token(&client, &template, &id, Duration::from_secs(10))
+        .await
+        .unwrap();
     let record = &server.auth().records()[0];
     assert_eq!(record.path, "/auth/iam/api");
     assert_eq!(record.query, "cloud=gcp");
@@ -383,16 +357,9 @@ async fn jwks_validation_accepts_the_servers_tokens() {
     });
     let template = server.exchange_url_template();
     for _ in 0..2 {
-        exchange(
-            &client,
-            &template,
-            JwtType::Api,
-            None,
-            &id,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+        api_token(&client, &template, &id, Duration::from_secs(10))
+            .await
+            .unwrap();
     }
     assert_eq!(
         server
@@ -437,49 +404,27 @@ async fn malformed_and_oversized_responses_are_clear_errors() {
     let client = ExchangeClient::new(fast_retries());
     let jwks = serde_json::json!({"keys": []});
 
-    let url = fixed_server(200, b"<html>oops</html>".to_vec(), jwks.clone()).await;
-    let err = exchange(
-        &client,
-        &url,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, ExchangeError::MalformedResponse(_)), "{err}");
-
-    let url = fixed_server(200, vec![b' '; 2 * 1024 * 1024], jwks.clone()).await;
-    let err = exchange(
-        &client,
-        &url,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, ExchangeError::ResponseTooLarge), "{err}");
-
-    let url = fixed_server(
-        200,
-        br#"{"jwt":"a.b.c","expires_at":"tomorrow"}"#.to_vec(),
-        jwks,
-    )
-    .await;
-    let err = exchange(
-        &client,
-        &url,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("RFC 3339"), "{err}");
+    type Expected = fn(&ExchangeError) -> bool;
+    let cases: [(&str, Vec<u8>, Expected); 3] = [
+        ("HTML", b"<html>oops</html>".to_vec(), |e| {
+            matches!(e, ExchangeError::MalformedResponse(_))
+        }),
+        ("2 MiB", vec![b' '; 2 * 1024 * 1024], |e| {
+            matches!(e, ExchangeError::ResponseTooLarge)
+        }),
+        (
+            "a date that is not RFC 3339",
+            br#"{"jwt":"a.b.c","expires_at":"tomorrow"}"#.to_vec(),
+            |e| e.to_string().contains("RFC 3339"),
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let url = fixed_server(200, body, jwks.clone()).await;
+        let err = api_token(&client, &url, &id, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(expected(&err), "{what}: {err}");
+    }
     server.shutdown().await;
 }
 
@@ -504,16 +449,9 @@ async fn jwks_validation_rejects_a_token_from_another_key() {
         validate_jwks: true,
         ..fast_retries()
     });
-    let err = exchange(
-        &client,
-        &url,
-        JwtType::Api,
-        None,
-        &id,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let err = api_token(&client, &url, &id, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ExchangeError::Jwks(_)), "{err}");
     assert!(
         !err.to_string().contains(&foreign),

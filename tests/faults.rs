@@ -576,7 +576,7 @@ async fn sigterm() -> String {
     );
     assert!(matches!(in_flight, Ok(200)), "{line}");
     assert!(
-        exited.is_some_and(|(t, s)| t < Duration::from_secs(5) && s.success()),
+        exited.is_some_and(|(t, s)| t < Duration::from_secs(5) && s.code() == Some(143)),
         "{line}"
     );
     assert!(!sidecar.socket.exists(), "{line}");

@@ -412,3 +412,83 @@ async fn a_pool_on_short_lived_tokens_loses_no_query() {
     );
     assert!(ok > 0);
 }
+
+fn p50(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn bench_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `scripts/bench-real-database` (release build): connection setup (connect,
+/// login, `SELECT 1`, quit), `SELECT 1` on an open connection and the large
+/// `stream` table, through the proxy and straight to the server with the JWT,
+/// the two sides alternating; one JSON line of medians. Not a timed test: it
+/// asserts nothing about the figures.
+#[tokio::test]
+#[ignore = "needs scripts/bench-real-database"]
+async fn bench_mysql_async() {
+    let (n_setup, n_rtt, n_stream) = (
+        bench_count("S2IAM_BENCH_SETUP", 40),
+        bench_count("S2IAM_BENCH_RTT", 2000),
+        bench_count("S2IAM_BENCH_STREAM", 5),
+    );
+    let sides = ["proxy", "direct"];
+    let opts = |side: &str| if side == "proxy" { proxy() } else { direct() };
+    let mut setup: [Vec<f64>; 2] = Default::default();
+    for i in 0..n_setup {
+        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            let mut c = Conn::new(opts(sides[k])).await.unwrap();
+            let _: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+            c.disconnect().await.unwrap();
+            setup[k].push(t.elapsed().as_secs_f64());
+        }
+    }
+    let mut conns = [
+        Conn::new(proxy()).await.unwrap(),
+        Conn::new(direct()).await.unwrap(),
+    ];
+    let mut rtt: [Vec<f64>; 2] = Default::default();
+    let mut stream: [Vec<f64>; 2] = Default::default();
+    for i in 0..n_rtt.saturating_add(100) {
+        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            let _: Option<i64> = conns[k].query_first("SELECT 1").await.unwrap();
+            if i >= 100 {
+                rtt[k].push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    for i in 0..n_stream {
+        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            let rows: Vec<(i64, Vec<u8>)> = conns[k]
+                .query("SELECT id, payload FROM stream")
+                .await
+                .unwrap();
+            assert!(!rows.is_empty());
+            stream[k].push(t.elapsed().as_secs_f64());
+        }
+    }
+    for c in conns {
+        c.disconnect().await.unwrap();
+    }
+    let [sp, sd] = setup.map(p50);
+    let [rp, rd] = rtt.map(p50);
+    let [tp, td] = stream.map(p50);
+    println!(
+        "BENCH {{\"driver\": \"mysql_async (Rust)\", \"settings\": \"defaults (no TLS options)\", \"setup_ms\": {{\"proxy\": {:.3}, \"direct\": {:.3}}}, \"rtt_us\": {{\"proxy\": {:.1}, \"direct\": {:.1}}}, \"stream_s\": {{\"proxy\": {:.4}, \"direct\": {:.4}}}}}",
+        sp * 1e3,
+        sd * 1e3,
+        rp * 1e6,
+        rd * 1e6,
+        tp,
+        td
+    );
+}

@@ -412,7 +412,7 @@ command = ["sh", "-c", "echo x >> {attempts}; exit 3"]
         std::fs::read_to_string(&hanging_out).unwrap(),
         "both templates follow the same token"
     );
-    // SIGTERM: s2iam exits 0 and takes its still-running action with it (the
+    // SIGTERM: s2iam exits 143 and takes its still-running action with it (the
     // stderr pipe, which the action shares, closes).
     assert!(Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -421,7 +421,7 @@ command = ["sh", "-c", "echo x >> {attempts}; exit 3"]
         .success());
     let started = Instant::now();
     let status = child.0.wait().unwrap();
-    assert!(status.success(), "{status}");
+    assert_eq!(status.code(), Some(143), "{status}");
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut logs).unwrap();
     assert!(

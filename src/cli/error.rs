@@ -28,6 +28,10 @@ pub enum CliError {
     Run(#[from] s2iam::run::RunError),
     #[error("{0} check(s) failed (see the report above)")]
     DoctorFailed(usize),
+    #[error(transparent)]
+    Inject(#[from] s2iam::kube::yaml::YamlError),
+    #[error(transparent)]
+    Webhook(#[from] s2iam::kube::webhook::WebhookError),
 }
 
 impl CliError {

@@ -25,6 +25,8 @@ mod doctor;
 mod error;
 mod flags;
 mod identity;
+mod inject;
+mod lifecycle;
 mod logging;
 mod man;
 mod probe;
@@ -34,6 +36,7 @@ mod s3;
 mod serve;
 mod token;
 mod version;
+mod webhook;
 
 pub use error::CliError;
 pub use flags::normalize_args;
@@ -113,6 +116,14 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page, or write one page per command (`--dir DIR`).
     Man(man::ManArgs),
+    /// Add s2iam to every Kubernetes workload annotated
+    /// `s2iam.singlestore.com/inject: "true"` (manifests in, manifests out).
+    Inject(inject::InjectArgs),
+    /// Serve the mutating admission webhook that does what `inject` does.
+    Webhook(webhook::WebhookArgs),
+    /// Ask the local sidecar to stop (POST /quitquitquit on its socket; for a
+    /// preStop hook or a Job's last step).
+    Shutdown(lifecycle::ShutdownArgs),
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
@@ -171,7 +182,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Detect(args)) => detect::run(args, &mut stdout().lock()).await?,
         Some(Command::Identity(args)) => identity::run(args, &mut stdout().lock()).await?,
         Some(Command::Doctor(args)) => doctor::run(args, &mut stdout().lock()).await?,
-        Some(Command::Serve(args)) => serve::run(args, &mut stdout().lock()).await?,
+        // The stop decides the exit code (README "Lifecycle").
+        Some(Command::Serve(args)) => return serve::run(args, &mut stdout().lock()).await,
         Some(Command::Proxy(args)) => proxy::run(args).await?,
         // Exec mode: the child's exit code is ours.
         Some(Command::Run(args)) => return run::run(args).await.map(ExitCode::from),
@@ -185,6 +197,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Version(args)) => version::run(args, &mut stdout().lock())?,
         Some(Command::Completions(args)) => completions::run(args, &mut stdout().lock())?,
         Some(Command::Man(args)) => man::run(args, &mut stdout().lock())?,
+        Some(Command::Inject(args)) => inject::run(args, &mut stdout().lock())?,
+        Some(Command::Webhook(args)) => webhook::run(args).await?,
+        Some(Command::Shutdown(args)) => lifecycle::shutdown(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 
 use s2iam::provider::ProviderConfig;
 
-use super::{logging, shutdown_signal, CliError};
+use super::{logging, CliError};
 
 /// `s2iam serve`'s flags (they override the config file).
 #[derive(Debug, Args)]
@@ -44,10 +45,12 @@ pub struct ServeArgs {
     /// 0 if all of it worked, 1 with the reasons otherwise.
     #[arg(long, visible_alias = "exit-after-auth")]
     pub once: bool,
+    #[command(flatten)]
+    pub lifecycle: super::lifecycle::LifecycleArgs,
 }
 
-/// `s2iam serve`.
-pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError> {
+/// `s2iam serve`: the exit code is the stop's (README "Lifecycle").
+pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, CliError> {
     let overrides = s2iam::config::ServeOverrides {
         config: args.config.clone(),
         socket: args.socket.clone(),
@@ -78,19 +81,19 @@ pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError>
 {config}",
             config.templates.len()
         )?;
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
+    let settings = args.lifecycle.config()?;
     logging::init_serve(&config, args.once);
     if args.once {
         for line in s2iam::serve::once::run(config, provider_config).await? {
             writeln!(out, "{line}")?;
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    s2iam::serve::run(config, provider_config, shutdown_signal()).await?;
-    Ok(())
+    super::lifecycle::serve(&settings, config, provider_config).await
 }

@@ -101,7 +101,8 @@
 //! workspace_group_id = "wg-1"
 //! ```
 //!
-//! Environment: `S2IAM_CONFIG` (file), `S2IAM_SOCKET`, `S2IAM_TCP_LISTEN`,
+//! Environment: `S2IAM_CONFIG` (file), `S2IAM_CONFIG_TOML` (the file's text, instead
+//! of a file), `S2IAM_SOCKET`, `S2IAM_TCP_LISTEN`,
 //! `S2IAM_JWT_SERVER_URL`, `S2IAM_ALLOW_HTTP`, `S2IAM_LOG_FORMAT`, `S2IAM_LOG`.
 
 pub mod api_proxy;
@@ -365,9 +366,19 @@ impl ServeConfig {
             .config
             .clone()
             .or_else(|| env.get("S2IAM_CONFIG").map(PathBuf::from));
-        let file = match &path {
-            Some(p) => file::read(p)?,
-            None => file::FileConfig::default(),
+        let inline = env
+            .get("S2IAM_CONFIG_TOML")
+            .filter(|t| !t.trim().is_empty());
+        let file = match (&path, inline) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "S2IAM_CONFIG_TOML",
+                "set either a config file (--config, S2IAM_CONFIG) or S2IAM_CONFIG_TOML, not both",
+            )),
+            (Some(p), None) => file::read(p)?,
+            // The whole file's text in one variable: what `s2iam inject` gives the
+            // sidecar, so a pod needs no ConfigMap.
+            (None, Some(text)) => file::parse(&text, Path::new("$S2IAM_CONFIG_TOML"))?,
+            (None, None) => file::FileConfig::default(),
         };
         build::build(file, env, flags)
     }
@@ -407,6 +418,22 @@ mod tests {
 
     fn env() -> Env {
         Env::from_pairs::<&str, &str>([])
+    }
+
+    #[test]
+    fn config_text_from_the_environment() {
+        let e = Env::from_pairs([("S2IAM_CONFIG_TOML", "[listen]\nsocket = \"/x.sock\"\n")]);
+        let c = ServeConfig::load(&e, &ServeOverrides::default()).unwrap();
+        assert_eq!(c.listen.socket.as_deref(), Some(Path::new("/x.sock")));
+        let e = Env::from_pairs([("S2IAM_CONFIG_TOML", "[listen\n")]);
+        let err = ServeConfig::load(&e, &ServeOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("S2IAM_CONFIG_TOML"), "{err}");
+        let e = Env::from_pairs([
+            ("S2IAM_CONFIG_TOML", "[log]\n"),
+            ("S2IAM_CONFIG", "/c.toml"),
+        ]);
+        let err = ServeConfig::load(&e, &ServeOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! server_name = "svc-123.aws-virginia-1.svc.singlestore.com"  # default: upstream's host
 //! ca_file = "/etc/s2iam/singlestore-ca.pem"   # default: the system's CA store
 //! allowed_users = []                 # client user names accepted; empty = any
-//! allowed_uids = []                  # Unix-socket peers accepted; empty = any
+//! allowed_uids = []                  # callers accepted by uid (socket and TCP); empty = listen.allowed_uids (sidecar), any (s2iam proxy)
 //! max_connections = 1000            # 1 ..= 100000
 //! connect_timeout = "10s"            # token + TCP + TLS + login (100ms ..= 10m)
 //! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never; ..= 30d)

@@ -217,9 +217,9 @@ impl Dev {
              \x20 curl -sS -w '\\n' http://{mgmt}/v1/workspaceGroups\n\
              \n\
              Make the auth service refuse every identity (the sidecar keeps serving its valid token; s2iam doctor --exchange shows the 401):\n\
-             \x20 curl -sS -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
+             \x20 curl -sS -w '\\n' -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
              and undo it:\n\
-             \x20 curl -sS -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": false}}'\n\
+             \x20 curl -sS -w '\\n' -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": false}}'\n\
              \n\
              Ctrl-C stops everything.",
             cloud = self.options.cloud,

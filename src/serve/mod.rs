@@ -13,6 +13,7 @@
 //! requests finish (at most `listen.shutdown_timeout`), remove the socket file.
 //! SIGHUP is logged and ignored.
 
+pub mod adopt;
 pub mod api;
 pub mod apiproxy;
 pub mod aws;
@@ -20,6 +21,7 @@ pub mod aws;
 pub mod dev;
 pub mod encoded;
 mod hot;
+pub mod lifecycle;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
@@ -119,6 +121,8 @@ pub struct AppState {
     pub renderer: Arc<crate::render::Renderer>,
     /// Bounds the refusal logs a hostile caller can cause.
     pub refusals: crate::logging::Throttle,
+    /// Started once, draining, quit requested (see [`lifecycle`]).
+    pub lifecycle: lifecycle::Lifecycle,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -131,6 +135,9 @@ impl AppState {
     /// Identity works and every configured token has a valid value.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        if self.lifecycle.draining() {
+            problems.push("draining: the sidecar is stopping".to_string());
+        }
         match &*self.detect.lock().unwrap_or_else(|p| p.into_inner()) {
             DetectState::Detected(_) => {}
             DetectState::Pending => problems.push("identity: detection in progress".to_string()),
@@ -288,6 +295,7 @@ impl Sidecar {
                 fetcher(
                     client.clone(),
                     sinks,
+                    config.cache.policy.clone(),
                     metrics.clone(),
                     token_fetched.clone(),
                     Arc::new(short_lived::ShortLived::new(
@@ -301,6 +309,7 @@ impl Sidecar {
             detect: Mutex::new(DetectState::Pending),
             tcp_token,
             refusals: crate::logging::Throttle::for_refusals(),
+            lifecycle: lifecycle::Lifecycle::default(),
             identity: tokio::sync::Mutex::new(None),
             config,
         });
@@ -422,21 +431,67 @@ where
     })
 }
 
-/// Runs until `shutdown` resolves.
+/// Runs until `shutdown` resolves or a caller asks `POST /quitquitquit`.
 pub async fn run(
     config: ServeConfig,
     provider_config: ProviderConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let signal = async {
+        shutdown.await;
+        lifecycle::Stop::Terminate
+    };
+    run_with(
+        config,
+        provider_config,
+        &lifecycle::LifecycleConfig::default(),
+        signal,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Runs until `signal` resolves (SIGTERM, SIGINT) or a caller asks `POST
+/// /quitquitquit`, then stops as [`lifecycle`] describes; returns why it stopped.
+pub async fn run_with(
+    config: ServeConfig,
+    provider_config: ProviderConfig,
+    settings: &lifecycle::LifecycleConfig,
+    signal: impl Future<Output = lifecycle::Stop>,
+) -> Result<lifecycle::Stop, ServeError> {
     let sidecar = Sidecar::start(config, provider_config).await?;
     let hangup = on_sighup();
-    shutdown.await;
+    let state = sidecar.state.clone();
+    let stop = tokio::select! {
+        stop = signal => stop,
+        () = state.lifecycle.quit_requested() => lifecycle::Stop::Quit,
+    };
+    let signalled = Instant::now();
+    state.lifecycle.start_draining();
+    if stop == lifecycle::Stop::Terminate && !settings.min_delay.is_zero() {
+        tracing::info!(min_delay = ?settings.min_delay, "SIGTERM: not ready any more; still accepting while the application drains");
+        tokio::select! {
+            () = tokio::time::sleep(settings.min_delay) => {}
+            () = state.lifecycle.quit_requested() => {}
+        }
+    }
     if let Some(task) = hangup {
         task.abort();
     }
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    sidecar.shutdown().await;
-    Ok(())
+    tracing::info!(reason = ?stop, "shutting down: no new connections, finishing in-flight requests");
+    match settings.max_delay {
+        Some(max) => {
+            let left = max.saturating_sub(signalled.elapsed());
+            if tokio::time::timeout(left, sidecar.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(max_delay = ?max, "sigterm max delay passed: exiting with connections still open");
+            }
+        }
+        None => sidecar.shutdown().await,
+    }
+    Ok(stop)
 }
 
 /// SIGHUP is a documented no-op: the configuration is read once at start (a
@@ -484,10 +539,15 @@ fn start_aws_token(config: &ServeConfig) -> Result<Option<Secret>, ServeError> {
 fn fetcher(
     client: Arc<Client>,
     sinks: HashMap<TokenRequest, Sink>,
+    policy: crate::cache::CachePolicy,
     metrics: Arc<metrics::Metrics>,
     fetched: Arc<tokio::sync::Notify>,
     short_lived: Arc<short_lived::ShortLived>,
 ) -> Fetcher<TokenRequest, Arc<encoded::EncodedToken>, Error> {
+    // A sink's first fetch may adopt the token already in it (see `adopt`).
+    let adoptable: Arc<Mutex<std::collections::HashSet<TokenRequest>>> =
+        Arc::new(Mutex::new(sinks.keys().cloned().collect()));
+    let policy = Arc::new(policy);
     // One action runner per sink, so a sink's actions never overlap.
     let sinks: Arc<HashMap<_, _>> = Arc::new(
         sinks
@@ -507,7 +567,27 @@ fn fetcher(
         let metrics = metrics.clone();
         let fetched = fetched.clone();
         let short_lived = short_lived.clone();
+        let first = adoptable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req);
+        let policy = policy.clone();
         Box::pin(async move {
+            if first {
+                if let Some((sink, _)) = sinks.get(&req) {
+                    let now = client.provider_config().clock.now();
+                    match adopt::adopt(&req, sink, &policy, now) {
+                        Ok(t) => {
+                            tracing::info!(token = %describe(&req), path = %sink.path.display(), expires_at = %rfc3339(t.expires_at), "token adopted from its sink: no exchange");
+                            fetched.notify_one();
+                            return Ok(encoded::EncodedToken::new(t, &req));
+                        }
+                        Err(why) => {
+                            tracing::debug!(token = %describe(&req), reason = %why, "sink token not adopted")
+                        }
+                    }
+                }
+            }
             let token = client.token(&req).await;
             match &token {
                 Ok(t) => {

@@ -2,7 +2,9 @@
 //! token and warm AWS profile, write every sink and template, and exit — 0 when
 //! all of it worked, non-zero with every reason otherwise. For init containers,
 //! CronJobs, CI jobs and systemd's `ExecStartPre=`. After-render actions do not
-//! run: the application they would notify has not started yet.
+//! run: the application they would notify has not started yet. A sink that already
+//! holds a valid token of its own is kept (see [`super::adopt`]): a second run, or
+//! the sidecar after this init container, makes no exchange.
 
 use std::sync::Arc;
 
@@ -40,6 +42,19 @@ pub async fn run(
     let mut failures = Vec::new();
     let mut written = Vec::new();
     for (req, t) in warm_requests(&config).iter().zip(&config.tokens) {
+        // A valid token this (or an earlier) run wrote is kept: no exchange.
+        if let Some(sink) = &t.sink {
+            let now = client.provider_config().clock.now();
+            if let Ok(token) = super::adopt::adopt(req, sink, &config.cache.policy, now) {
+                add_token(&mut values, req, &token);
+                written.push(format!(
+                    "kept {} (token {}, still valid: no exchange)",
+                    sink.path.display(),
+                    describe(req)
+                ));
+                continue;
+            }
+        }
         match client.token(req).await {
             Ok(token) => {
                 add_token(&mut values, req, &token);

@@ -6,7 +6,9 @@
 //! | `GET /v1/token/api` | same, for an API token |
 //! | `GET /v1/identity` | the workload's cloud identity (no secrets) |
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 once identity works and every configured token is warm, else 503 with the reasons |
+//! | `GET /readyz` | 200 while identity works, every configured token is warm and the sidecar is not stopping, else 503 with the reasons |
+//! | `GET /startupz` | 200 from the first time `/readyz` would say 200 on (the startupProbe) |
+//! | `POST /quitquitquit` | stop the sidecar (exit 0); see [`super::lifecycle`] |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/aws/credentials/{profile}` | AWS container credentials (see [`super::aws`]) |
 //! | `GET /v1/s3/presign?...` | a presigned S3 URL (see [`super::aws`]) |
@@ -46,9 +48,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/s3/presign", get(super::aws::presign))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/startupz", get(startupz))
+        .route("/quitquitquit", axum::routing::post(quitquitquit))
         .route("/metrics", get(metrics))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /v1/aws/credentials/{profile}, /v1/s3/presign, /healthz, /readyz, /metrics") })
-        .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported") })
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "unknown route; see GET /v1/token/database, /v1/token/api, /v1/identity, /v1/aws/credentials/{profile}, /v1/s3/presign, /healthz, /readyz, /startupz, /metrics, POST /quitquitquit") })
+        .method_not_allowed_fallback(|| async { api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is supported (POST for /quitquitquit)") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(axum::middleware::from_fn(newline_after_json))
         .with_state(state)
@@ -351,6 +355,31 @@ async fn identity(State(state): State<Arc<AppState>>) -> Response {
         Ok(id) => Json(id).into_response(),
         Err(e) => upstream_error(&e),
     }
+}
+
+/// 200 from the first time the sidecar is ready on (see [`super::lifecycle`]).
+async fn startupz(State(state): State<Arc<AppState>>) -> Response {
+    if state.lifecycle.started() {
+        return Json(serde_json::json!({"started": true})).into_response();
+    }
+    match state.readiness() {
+        Ok(()) => {
+            state.lifecycle.mark_started();
+            Json(serde_json::json!({"started": true})).into_response()
+        }
+        Err(problems) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"started": false, "problems": problems})),
+        )
+            .into_response(),
+    }
+}
+
+/// Stops the sidecar (the caller passed the listener's checks, like every route).
+async fn quitquitquit(State(state): State<Arc<AppState>>) -> Response {
+    tracing::info!("POST /quitquitquit: stopping");
+    state.lifecycle.request_quit();
+    Json(serde_json::json!({"quitting": true})).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

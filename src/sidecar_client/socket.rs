@@ -38,30 +38,30 @@ pub enum ProbeError {
         /// The cause.
         source: std::io::Error,
     },
-    #[error("GET {path} on {socket}: no answer within {timeout:?}")]
+    #[error("{path} on {socket}: no answer within {timeout:?}")]
     /// No answer in time.
     Timeout {
-        /// The route asked for.
+        /// The method and route asked for.
         path: String,
         /// The sidecar's socket.
         socket: PathBuf,
         /// The deadline.
         timeout: Duration,
     },
-    #[error("GET {path} on {socket}: {message}")]
+    #[error("{path} on {socket}: {message}")]
     /// The answer is not HTTP/1.1.
     Protocol {
-        /// The route asked for.
+        /// The method and route asked for.
         path: String,
         /// The sidecar's socket.
         socket: PathBuf,
         /// The server's own words.
         message: String,
     },
-    #[error("GET {path} answered {status}: {reason}")]
+    #[error("{path} answered {status}: {reason}")]
     /// The sidecar answered, but not 200.
     Status {
-        /// The route asked for.
+        /// The method and route asked for.
         path: String,
         /// The HTTP status.
         status: u16,
@@ -73,11 +73,21 @@ pub enum ProbeError {
 /// Runs `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn probe(socket: &Path, path: &str, timeout: Duration) -> Result<(), ProbeError> {
     let (status, body) = get(socket, path, timeout).await?;
+    ok_only(status, body, format!("GET {path}"))
+}
+
+/// `s2iam shutdown`: `POST /quitquitquit`; Ok only if the sidecar answered 200.
+pub async fn quit(socket: &Path, timeout: Duration) -> Result<(), ProbeError> {
+    let (status, body) = request(socket, "POST", "/quitquitquit", timeout).await?;
+    ok_only(status, body, "POST /quitquitquit".into())
+}
+
+fn ok_only(status: u16, body: String, path: String) -> Result<(), ProbeError> {
     if status == 200 {
         Ok(())
     } else {
         Err(ProbeError::Status {
-            path: path.to_string(),
+            path,
             status,
             reason: body.trim().chars().take(MAX_REASON).collect(),
         })
@@ -90,9 +100,20 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), ProbeError> {
+    request(socket, "GET", path, timeout).await
+}
+
+/// One bodiless request over the Unix socket at `socket`: (status, body).
+async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ProbeError> {
     if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
         return Err(ProbeError::BadPath(path.to_string()));
     }
+    let shown = format!("{method} {path}");
     let exchange = async {
         let mut stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -100,10 +121,16 @@ pub async fn get(
                 socket: socket.to_path_buf(),
                 source,
             })?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: s2iam-probe\r\nConnection: close\r\n\r\n");
+        let length = if method == "GET" {
+            ""
+        } else {
+            "Content-Length: 0\r\n"
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: s2iam-probe\r\n{length}Connection: close\r\n\r\n"
+        );
         let protocol = |message: String| ProbeError::Protocol {
-            path: path.to_string(),
+            path: shown.clone(),
             socket: socket.to_path_buf(),
             message,
         };
@@ -122,7 +149,7 @@ pub async fn get(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ProbeError::Timeout {
-            path: path.to_string(),
+            path: shown.clone(),
             socket: socket.to_path_buf(),
             timeout,
         })?

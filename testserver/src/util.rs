@@ -129,36 +129,6 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Decodes `%XX` escapes in a URL path segment (lossy on invalid UTF-8; a `%` not
-/// followed by two hex digits is kept as is). Unlike form decoding, `+` stays `+`.
-pub fn percent_decode_path(s: &str) -> String {
-    String::from_utf8_lossy(&percent_decode(s)).into_owned()
-}
-
-/// Decodes `%XX` escapes to bytes; a `%` not followed by two hex digits stays
-/// literal, and `+` stays `+`.
-pub fn percent_decode(s: &str) -> Vec<u8> {
-    let hex = |b: u8| {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if let (b'%', [h, l, after @ ..]) = (b, tail) {
-            if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
-                out.push(h << 4 | l);
-                rest = after;
-                continue;
-            }
-        }
-        out.push(b);
-        rest = tail;
-    }
-    out
-}
-
 /// A random version-4-shaped UUID, for object ids, trace and correlation ids.
 pub fn random_uuid() -> String {
     let h = random_hex(16);
@@ -224,14 +194,6 @@ mod tests {
         assert_eq!(query_param(Some("b=x%20y"), "b").as_deref(), Some("x y"));
         assert_eq!(query_param(Some("%%%&&=&a"), "a").as_deref(), Some(""));
         assert_eq!(query_param(None, "a"), None);
-    }
-
-    #[test]
-    fn path_decoding_keeps_plus_and_bad_escapes() {
-        assert_eq!(percent_decode_path("a%40b.com"), "a@b.com");
-        assert_eq!(percent_decode_path("a+b%2"), "a+b%2");
-        assert_eq!(percent_decode_path("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode_path("%ff"), "\u{fffd}");
     }
 
     #[test]

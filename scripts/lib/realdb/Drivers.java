@@ -4,6 +4,8 @@
 //
 //   Drivers check          one line per case: "ok   NAME" / "FAIL NAME: why"
 //   Drivers pool SECONDS   a HikariCP pool through the proxy, 4 threads; zero failures
+//   Drivers bench          scripts/bench-real-database: setup, SELECT 1 round trip, a large
+//                          result; proxy and direct; one JSON line per driver
 //
 // Through the proxy Connector/J needs no password and no TLS option (useSsl is off by
 // default in 2.7); useServerPrepStmts=true exercises the binary protocol.
@@ -141,8 +143,127 @@ public class Drivers {
                 : "FAIL " + line + ": " + errors.subList(0, Math.min(3, errors.size())));
     }
 
+
+    interface Timed {
+        void run(String side) throws Exception;
+    }
+
+    static java.util.Map<String, List<Double>> interleaved(int n, Timed fn) throws Exception {
+        java.util.Map<String, List<Double>> out = new java.util.LinkedHashMap<>();
+        out.put("proxy", new ArrayList<>());
+        out.put("direct", new ArrayList<>());
+        for (int i = 0; i < n; i++) {
+            for (String side : i % 2 == 0 ? new String[] {"proxy", "direct"} : new String[] {"direct", "proxy"}) {
+                long t = System.nanoTime();
+                fn.run(side);
+                out.get(side).add((System.nanoTime() - t) / 1e9);
+            }
+        }
+        return out;
+    }
+
+    static String p50(java.util.Map<String, List<Double>> m, double scale) {
+        StringBuilder b = new StringBuilder("{");
+        for (var e : m.entrySet()) {
+            List<Double> v = new ArrayList<>(e.getValue());
+            Collections.sort(v);
+            if (b.length() > 1) b.append(", ");
+            b.append('"').append(e.getKey()).append("\": ").append(String.format(java.util.Locale.ROOT, "%.4f", v.get(v.size() / 2) * scale));
+        }
+        return b.append('}').toString();
+    }
+
+    static void drain(Connection c, String sql) throws Exception {
+        try (Statement s = c.createStatement(); ResultSet r = s.executeQuery(sql)) {
+            while (r.next()) {
+                r.getInt(1);
+            }
+        }
+    }
+
+    static Connection open(String side) throws Exception {
+        return side.equals("proxy") ? DriverManager.getConnection(PROXY_URL, USER, "")
+                : DriverManager.getConnection(DIRECT_URL, USER, jwt());
+    }
+
+    static HikariConfig hikariFor(String side, int size) throws Exception {
+        HikariConfig cfg = new HikariConfig();
+        if (side.equals("proxy")) {
+            cfg.setJdbcUrl(PROXY_URL);
+            cfg.setPassword("");
+        } else {
+            cfg.setJdbcUrl(DIRECT_URL);
+            cfg.setPassword(jwt());
+        }
+        cfg.setUsername(USER);
+        cfg.setMaximumPoolSize(size);
+        cfg.setMinimumIdle(size);
+        return cfg;
+    }
+
+    static void bench() throws Exception {
+        int nSetup = Integer.parseInt(System.getenv().getOrDefault("S2IAM_BENCH_SETUP", "40"));
+        int nRtt = Integer.parseInt(System.getenv().getOrDefault("S2IAM_BENCH_RTT", "2000"));
+        int nStream = Integer.parseInt(System.getenv().getOrDefault("S2IAM_BENCH_STREAM", "5"));
+        String stream = "SELECT id, payload FROM stream";
+        // Warm the JIT and the driver's classes on both sides first.
+        for (int i = 0; i < 20; i++) {
+            for (String side : new String[] {"proxy", "direct"}) {
+                try (Connection c = open(side)) {
+                    drain(c, "SELECT 1");
+                }
+            }
+        }
+        var setup = interleaved(nSetup, side -> {
+            try (Connection c = open(side)) {
+                drain(c, "SELECT 1");
+            }
+        });
+        java.util.Map<String, Connection> conns = new java.util.HashMap<>();
+        conns.put("proxy", open("proxy"));
+        conns.put("direct", open("direct"));
+        for (Connection c : conns.values()) for (int i = 0; i < 200; i++) drain(c, "SELECT 1");
+        var rtt = interleaved(nRtt, side -> drain(conns.get(side), "SELECT 1"));
+        var streamed = interleaved(nStream, side -> drain(conns.get(side), stream));
+        for (Connection c : conns.values()) c.close();
+        String version = org.mariadb.jdbc.Driver.class.getPackage().getImplementationVersion();
+        System.out.println("{\"driver\": \"Connector/J " + version + "\", \"settings\": \"defaults (no useSsl)\", \"setup_ms\": "
+                + p50(setup, 1e3) + ", \"rtt_us\": " + p50(rtt, 1e6) + ", \"stream_s\": " + p50(streamed, 1) + "}");
+        // HikariCP: setup is a new pool's first connection; round trip and streaming are a
+        // checkout, the query and the return to the pool.
+        var hsetup = interleaved(Math.max(10, nSetup / 2), side -> {
+            try (HikariDataSource ds = new HikariDataSource(hikariFor(side, 1)); Connection c = ds.getConnection()) {
+                drain(c, "SELECT 1");
+            }
+        });
+        java.util.Map<String, HikariDataSource> pools = new java.util.HashMap<>();
+        pools.put("proxy", new HikariDataSource(hikariFor("proxy", 1)));
+        pools.put("direct", new HikariDataSource(hikariFor("direct", 1)));
+        Timed checkout = side -> {
+            try (Connection c = pools.get(side).getConnection()) {
+                drain(c, "SELECT 1");
+            }
+        };
+        for (int i = 0; i < 200; i++) {
+            checkout.run("proxy");
+            checkout.run("direct");
+        }
+        var hrtt = interleaved(nRtt, checkout);
+        var hstream = interleaved(nStream, side -> {
+            try (Connection c = pools.get(side).getConnection()) {
+                drain(c, stream);
+            }
+        });
+        for (HikariDataSource ds : pools.values()) ds.close();
+        System.out.println("{\"driver\": \"HikariCP " + HikariDataSource.class.getPackage().getImplementationVersion()
+                + " + Connector/J\", \"settings\": \"defaults\", \"setup_ms\": " + p50(hsetup, 1e3) + ", \"rtt_us\": "
+                + p50(hrtt, 1e6) + ", \"stream_s\": " + p50(hstream, 1) + "}");
+    }
+
     public static void main(String[] args) throws Exception {
-        if (args[0].equals("pool")) {
+        if (args[0].equals("bench")) {
+            bench();
+        } else if (args[0].equals("pool")) {
             pool(Integer.parseInt(args[1]));
         } else {
             quick();

@@ -4,7 +4,8 @@
 //
 //   node drivers.cjs check          one line per case: "ok   NAME" / "FAIL NAME: why"
 //   node drivers.cjs pool SECONDS   a mysql2 pool through the proxy, 4 workers; zero failures
-//   node drivers.cjs bench ...      (scripts/bench)
+//   node drivers.cjs bench          scripts/bench-real-database: connection setup, SELECT 1
+//                                   round trip, a large result; proxy and direct; JSON lines
 //
 // Through the proxy mysql2 needs nothing special: no password, no ssl option (it never
 // builds a TLS context unless asked).
@@ -106,8 +107,61 @@ async function pool(seconds) {
   console.log(errors.length === 0 && ok > 0 ? `ok   ${line}` : `FAIL ${line}: ${errors.slice(0, 3).join('; ')}`);
 }
 
+
+const STREAM = 'SELECT id, payload FROM stream';
+const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const now = () => Number(process.hrtime.bigint()) / 1e9;
+async function interleaved(n, fn) {
+  const out = { proxy: [], direct: [] };
+  for (let i = 0; i < n; i += 1) {
+    for (const side of i % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy']) {
+      const t = now();
+      await fn(side);
+      out[side].push(now() - t);
+    }
+  }
+  return out;
+}
+const map = (o, f) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)]));
+
+async function bench() {
+  const nSetup = Number(env.S2IAM_BENCH_SETUP || 40);
+  const nRtt = Number(env.S2IAM_BENCH_RTT || 2000);
+  const nStream = Number(env.S2IAM_BENCH_STREAM || 5);
+  const opts = { proxy: proxy(), direct: direct() };
+  const setup = await interleaved(nSetup, async (side) => {
+    const c = await mysql.createConnection(opts[side]);
+    await c.query('SELECT 1');
+    await c.end();
+  });
+  const conns = { proxy: await mysql.createConnection(opts.proxy), direct: await mysql.createConnection(opts.direct) };
+  for (const side of ['proxy', 'direct']) for (let i = 0; i < 50; i += 1) await conns[side].query('SELECT 1');
+  const rtt = await interleaved(nRtt, (side) => conns[side].query('SELECT 1'));
+  const stream = await interleaved(nStream, (side) => conns[side].query(STREAM));
+  for (const c of Object.values(conns)) await c.end();
+  console.log(JSON.stringify({
+    driver: `mysql2 ${require('mysql2/package.json').version}`, settings: 'defaults (no ssl option)',
+    setup_ms: map(setup, (v) => +(p50(v) * 1e3).toFixed(3)),
+    rtt_us: map(rtt, (v) => +(p50(v) * 1e6).toFixed(1)),
+    stream_s: map(stream, (v) => +p50(v).toFixed(4)),
+  }));
+  // The pool: a checkout, the query, the release (round trip and streaming).
+  const pools = { proxy: mysql.createPool({ ...opts.proxy, connectionLimit: 1 }),
+    direct: mysql.createPool({ ...opts.direct, connectionLimit: 1 }) };
+  for (const side of ['proxy', 'direct']) for (let i = 0; i < 50; i += 1) await pools[side].query('SELECT 1');
+  const prtt = await interleaved(nRtt, (side) => pools[side].query('SELECT 1'));
+  const pstream = await interleaved(nStream, (side) => pools[side].query(STREAM));
+  for (const p of Object.values(pools)) await p.end();
+  console.log(JSON.stringify({
+    driver: `mysql2 ${require('mysql2/package.json').version} pool`, settings: 'defaults (no ssl option)',
+    setup_ms: map(setup, (v) => +(p50(v) * 1e3).toFixed(3)),
+    rtt_us: map(prtt, (v) => +(p50(v) * 1e6).toFixed(1)),
+    stream_s: map(pstream, (v) => +p50(v).toFixed(4)),
+  }));
+}
+
 const [mode, arg] = process.argv.slice(2);
-(mode === 'pool' ? pool(Number(arg)) : quick()).catch((e) => {
+({ pool: () => pool(Number(arg)), bench }[mode] || quick)().catch((e) => {
   console.log(`FAIL mysql2: ${e.stack}`);
   process.exitCode = 1;
 });

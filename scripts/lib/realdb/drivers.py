@@ -5,7 +5,9 @@ Run by scripts/check-real-database with the S2IAM_REALDB_* variables set:
     drivers.py check            one line per driver and case: "ok   NAME" / "FAIL NAME: why"
     drivers.py pool SECONDS     SQLAlchemy pools (pool_pre_ping, pool_recycle) through the proxy,
                                 queries from 4 threads; "ok   ..." with the count, or FAIL
-    drivers.py bench ...        (scripts/bench)
+    drivers.py bench            scripts/bench-real-database: per driver, connection setup, SELECT 1
+                                round trip and a large result, through the proxy and direct; one
+                                JSON line each (see bench())
 
 Settings through the proxy: PyMySQL and singlestoredb get ssl_disabled=True. Without any TLS
 setting PyMySQL builds a default TLS context from the system's CA store on every connection
@@ -198,8 +200,141 @@ def pool(seconds):
         print("FAIL " + line + ": " + "; ".join(errors[:3]))
 
 
+# ---- scripts/bench-real-database --------------------------------------------------------------
+STREAM = "SELECT id, payload FROM stream"
+
+
+def p50(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def interleaved(n, sides, fn):
+    """fn(side) timed n times per side, the sides alternating (and their order too)."""
+    out = {side: [] for side in sides}
+    for i in range(n):
+        for side in (sides if i % 2 == 0 else sides[::-1]):
+            t = time.perf_counter()
+            fn(side)
+            out[side].append(time.perf_counter() - t)
+    return out
+
+
+def bench_one(driver, settings, connect, query, n_setup, n_rtt, n_stream, report_rtt=True):
+    """connect[side]() opens a connection; query(conn, sql) runs it and reads every row."""
+    import json
+
+    sides = ["proxy", "direct"]
+
+    def setup(side):
+        c = connect[side]()
+        query(c, "SELECT 1")
+        c.close()
+
+    result = {"driver": driver, "settings": settings}
+    s = interleaved(n_setup, sides, setup)
+    result["setup_ms"] = {k: round(p50(v) * 1e3, 3) for k, v in s.items()}
+    if report_rtt:
+        conns = {side: connect[side]() for side in sides}
+        for side in sides:  # warm
+            for _ in range(50):
+                query(conns[side], "SELECT 1")
+        r = interleaved(n_rtt, sides, lambda side: query(conns[side], "SELECT 1"))
+        result["rtt_us"] = {k: round(p50(v) * 1e6, 1) for k, v in r.items()}
+        st = interleaved(n_stream, sides, lambda side: query(conns[side], STREAM))
+        result["stream_s"] = {k: round(p50(v), 4) for k, v in st.items()}
+        for c in conns.values():
+            c.close()
+    print(json.dumps(result), flush=True)
+
+
+def bench():
+    n_setup = int(os.environ.get("S2IAM_BENCH_SETUP", "40"))
+    n_rtt = int(os.environ.get("S2IAM_BENCH_RTT", "2000"))
+    n_stream = int(os.environ.get("S2IAM_BENCH_STREAM", "5"))
+
+    def dbapi_query(c, sql):
+        with c.cursor() as cur:
+            cur.execute(sql)
+            cur.fetchall()
+
+    bench_one("PyMySQL 1.2.4", "ssl_disabled=True",
+              {"proxy": pymysql_proxy, "direct": pymysql_direct}, dbapi_query, n_setup, n_rtt, n_stream)
+    bench_one("PyMySQL 1.2.4", "default settings (no TLS option)",
+              {"proxy": lambda: pymysql.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, database="app"),
+               "direct": pymysql_direct}, dbapi_query, max(10, n_setup // 2), 0, 0, report_rtt=False)
+
+    import singlestoredb
+    bench_one("singlestoredb 1.18.1", "ssl_disabled=True",
+              {"proxy": lambda: singlestoredb.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, password="",
+                                                      database="app", ssl_disabled=True),
+               "direct": lambda: singlestoredb.connect(host="127.0.0.1", port=DB_PORT, user=USER, password=jwt(),
+                                                       database="app", ssl_ca=CA, ssl_verify_cert=True)},
+              dbapi_query, n_setup, n_rtt, n_stream)
+    bench_one("singlestoredb 1.18.1", "default settings (no TLS option)",
+              {"proxy": lambda: singlestoredb.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, password="",
+                                                      database="app"),
+               "direct": lambda: singlestoredb.connect(host="127.0.0.1", port=DB_PORT, user=USER, password=jwt(),
+                                                       database="app", ssl_ca=CA, ssl_verify_cert=True)},
+              dbapi_query, max(10, n_setup // 2), 0, 0, report_rtt=False)
+
+    import sqlalchemy
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
+
+    def engine(side, **kw):
+        if side == "proxy":
+            e = sqlalchemy.create_engine(f"mysql+pymysql://{USER}@127.0.0.1:{PROXY_PORT}/app",
+                                         connect_args={"ssl_disabled": True}, **kw)
+        else:
+            e = sqlalchemy.create_engine(f"mysql+pymysql://{USER}@127.0.0.1:{DB_PORT}/app",
+                                         connect_args={"ssl_ca": CA, "ssl_verify_cert": True}, **kw)
+
+            @sqlalchemy.event.listens_for(e, "do_connect")
+            def fresh_token(dialect, conn_rec, cargs, cparams):
+                cparams["password"] = jwt()
+        return e
+
+    # Setup: a new physical connection each time (NullPool); round trip and streaming: a
+    # checkout from a warm pool (pool_pre_ping, reset on return), the query, the checkin.
+    fresh = {side: engine(side, poolclass=NullPool) for side in ("proxy", "direct")}
+    pooled = {side: engine(side, pool_size=1, pool_pre_ping=True, pool_recycle=1800)
+              for side in ("proxy", "direct")}
+
+    class Checkout:
+        def __init__(self, e):
+            self.e = e
+
+        def close(self):
+            pass
+
+    def sa_query(c, sql):
+        if isinstance(c, Checkout):
+            with c.e.connect() as conn:
+                conn.execute(text(sql)).fetchall()
+        else:
+            c.execute(text(sql)).fetchall()
+
+    bench_one("SQLAlchemy 2.0.44 (pymysql) pool", "connect_args={'ssl_disabled': True}, pool_pre_ping=True",
+              {"proxy": lambda: fresh["proxy"].connect(), "direct": lambda: fresh["direct"].connect()},
+              sa_query, n_setup, 0, 0, report_rtt=False)
+    import json
+    sides = ["proxy", "direct"]
+    cos = {side: Checkout(pooled[side]) for side in sides}
+    for side in sides:
+        for _ in range(20):
+            sa_query(cos[side], "SELECT 1")
+    r = interleaved(n_rtt // 2, sides, lambda side: sa_query(cos[side], "SELECT 1"))
+    st = interleaved(n_stream, sides, lambda side: sa_query(cos[side], STREAM))
+    print(json.dumps({"driver": "SQLAlchemy 2.0.44 (pymysql) pool", "part": "checkout",
+                      "rtt_us": {k: round(p50(v) * 1e6, 1) for k, v in r.items()},
+                      "stream_s": {k: round(p50(v), 4) for k, v in st.items()}}), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "check":
         quick()
     elif sys.argv[1] == "pool":
         pool(int(sys.argv[2]))
+    elif sys.argv[1] == "bench":
+        bench()

@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 
 use super::super::{GcpIdentity, MockCloud, ServiceAccount};
 use super::{id_token_claims, lifetime, sign};
-use crate::util::{now_unix, percent_decode_path, query_param};
+use crate::util::{now_unix, query_param};
 
 /// `instance_creation_timestamp` of the mock VM (the config has no such field).
 const INSTANCE_CREATION_TIMESTAMP: u64 = 1_700_000_000;
@@ -279,7 +279,10 @@ fn lookup<'a>(tree: &'a Node, rel: &str) -> Lookup<'a> {
             if segment.is_empty() {
                 return Lookup::NotFound;
             }
-            match node.child(&percent_decode_path(segment)) {
+            // `%XX` decoded (`+` stays `+`, a bad escape stays literal, invalid UTF-8
+            // becomes U+FFFD), as the metadata server reads a path segment.
+            let segment = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            match node.child(&segment) {
                 Some(child) => node = child,
                 None => return Lookup::NotFound,
             }

@@ -408,8 +408,8 @@ fn is_sts_host(url: &url::Url) -> bool {
 
 /// `%XX` decoding (what Python's `urllib.parse.quote` encoded); `None` when the
 /// result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    String::from_utf8(crate::util::percent_decode(s)).ok()
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(s).decode_utf8().ok()
 }
 
 fn missing(name: &str) -> OAuthError {

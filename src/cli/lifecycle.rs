@@ -1,0 +1,86 @@
+//! The sidecar's stop contract on the command line: `s2iam serve`'s SIGTERM flags
+//! and exit codes, and `s2iam shutdown` (see `s2iam::serve::lifecycle`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use s2iam::serve::lifecycle::{LifecycleConfig, Stop};
+use s2iam::util::parse_duration;
+
+use super::CliError;
+
+/// `s2iam serve`'s stop settings.
+#[derive(Debug, Clone, Args)]
+pub struct LifecycleArgs {
+    /// Exit 0 on SIGTERM (default: 143, as a process killed by the signal).
+    #[arg(long)]
+    pub exit_zero_on_sigterm: bool,
+    /// After SIGTERM, keep the local API and the database and API proxies accepting
+    /// this long while the application drains (readiness says 503 at once); 0-1h.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub sigterm_min_delay: Duration,
+    /// After SIGTERM, exit by this long whatever sessions are still open (default:
+    /// each proxy's drain_timeout and listen.shutdown_timeout decide); 0-1h.
+    #[arg(long, value_parser = parse_duration)]
+    pub sigterm_max_delay: Option<Duration>,
+}
+
+impl LifecycleArgs {
+    /// The checked settings.
+    pub fn config(&self) -> Result<LifecycleConfig, CliError> {
+        LifecycleConfig::new(
+            self.exit_zero_on_sigterm,
+            self.sigterm_min_delay,
+            self.sigterm_max_delay,
+        )
+        .map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, saying which.
+pub async fn stop_signal() -> Stop {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => Stop::Terminate,
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+    }
+}
+
+/// Runs the sidecar; the exit code says how it stopped.
+pub async fn serve(
+    settings: &LifecycleConfig,
+    config: s2iam::config::ServeConfig,
+    provider_config: s2iam::provider::ProviderConfig,
+) -> Result<ExitCode, CliError> {
+    let stop = s2iam::serve::run_with(config, provider_config, settings, stop_signal()).await?;
+    Ok(ExitCode::from(stop.exit_code(settings)))
+}
+
+/// `s2iam shutdown`: ask the sidecar to stop (`POST /quitquitquit` on its socket).
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// Unix socket of the sidecar (default: $S2IAM_SOCKET, else /run/s2iam/s2iam.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Exit 0 once the sidecar said it is stopping.
+pub async fn shutdown(args: &ShutdownArgs) -> Result<(), CliError> {
+    let socket =
+        s2iam::sidecar_client::default_socket(args.socket.as_deref(), &s2iam::env::Env::real());
+    s2iam::sidecar_client::socket::quit(&socket, args.timeout).await?;
+    Ok(())
+}
