@@ -21,7 +21,7 @@ use crate::provider::{
     ProviderError, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
 use crate::token::Token;
-use crate::util::instant_after;
+use crate::util::{instant_after, mono_now};
 use crate::DetectError;
 
 /// Any failure of the flow.
@@ -200,7 +200,7 @@ impl Client {
         &self,
         req: &TokenRequest,
     ) -> Result<(IdentityHeaders, CloudIdentity), Error> {
-        self.identity_until(req, instant_after(Instant::now(), self.options.timeout))
+        self.identity_until(req, instant_after(mono_now(), self.options.timeout))
             .await
     }
 
@@ -249,7 +249,7 @@ impl Client {
         {
             return Err(ExchangeError::MissingWorkspaceGroup.into());
         }
-        let deadline = instant_after(Instant::now(), self.options.timeout);
+        let deadline = instant_after(mono_now(), self.options.timeout);
         let (headers, identity) = self.identity_until(req, deadline).await?;
         let exchange_req = ExchangeRequest {
             jwt_type: req.jwt_type,
@@ -262,7 +262,7 @@ impl Client {
             .exchange(
                 &self.server,
                 exchange_req,
-                deadline.saturating_duration_since(Instant::now()),
+                deadline.saturating_duration_since(mono_now()),
             )
             .await?;
         Ok((token, identity))

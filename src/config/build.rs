@@ -11,7 +11,7 @@ use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
 };
-use crate::cache::CachePolicy;
+use crate::cache::{CachePolicy, RefreshMode};
 use crate::env::Env;
 use crate::exchange::JwtType;
 use crate::provider::{DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
@@ -67,6 +67,16 @@ pub(super) fn build(
     let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
         .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
+    if cache.policy.mode == RefreshMode::Lazy
+        && (!templates.is_empty() || tokens.iter().any(|t| t.sink.is_some()))
+    {
+        // Files are read without asking the sidecar: nothing would refresh them.
+        return Err(invalid(
+            "cache.refresh",
+            "\"lazy\" refreshes a token only when a request asks for it, so it cannot keep \
+             [[template]] files or token sinks fresh; use \"ahead\" (the default) with them",
+        ));
+    }
     Ok(ServeConfig {
         listen,
         client,
@@ -302,7 +312,18 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     if !(0.0..=0.2).contains(&jitter) {
         return Err(invalid("cache.jitter", "must be between 0 and 0.2"));
     }
+    let mode = match c.refresh.as_deref() {
+        None | Some("ahead") => RefreshMode::Ahead,
+        Some("lazy") => RefreshMode::Lazy,
+        Some(other) => {
+            return Err(invalid(
+                "cache.refresh",
+                format!("{other:?} is not \"ahead\" or \"lazy\""),
+            ))
+        }
+    };
     Ok(CachePolicy {
+        mode,
         refresh_at,
         jitter,
         min_remaining: duration(

@@ -116,6 +116,7 @@ pub(super) struct FileIdentity {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCache {
+    pub(super) refresh: Option<String>,
     pub(super) refresh_at: Option<f64>,
     pub(super) jitter: Option<f64>,
     pub(super) min_remaining: Option<String>,

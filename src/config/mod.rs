@@ -37,6 +37,7 @@
 //! gcp_audience = "https://authsvc.singlestore.com"
 //!
 //! [cache]
+//! refresh = "ahead"                  # or "lazy": no background refresh, a request refreshes in line
 //! refresh_at = 0.67                  # fraction of the lifetime
 //! jitter = 0.05
 //! min_remaining = "60s"
@@ -476,6 +477,11 @@ mod tests {
             ("[listen]\nsocket_mode = \"999\"", "socket_mode"),
             ("[auth]\ntimeout = \"ten\"", "auth.timeout"),
             ("[cache]\nrefresh_at = 2.0", "cache.refresh_at"),
+            ("[cache]\nrefresh = \"eager\"", "cache.refresh"),
+            (
+                "[cache]\nrefresh = \"lazy\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/t\"",
+                "cannot keep [[template]] files or token sinks fresh",
+            ),
             ("[[token]]\ntype = \"database\"", "workspace_group_id"),
             ("[[token]]\ntype = \"moon\"", "token[0].type"),
             ("[identity]\nprovider = \"moon\"", "identity.provider"),
@@ -487,6 +493,19 @@ mod tests {
             let err = ServeConfig::from_toml(text, &env(), &ServeOverrides::default()).unwrap_err();
             assert!(err.to_string().contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn lazy_refresh_is_a_cache_mode() {
+        let c = ServeConfig::from_toml("", &env(), &ServeOverrides::default()).unwrap();
+        assert_eq!(c.cache.policy.mode, crate::cache::RefreshMode::Ahead);
+        let c = ServeConfig::from_toml(
+            "[cache]\nrefresh = \"lazy\"\n[[token]]\ntype = \"api\"",
+            &env(),
+            &ServeOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.cache.policy.mode, crate::cache::RefreshMode::Lazy);
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl fmt::Display for ServeConfig {
         writeln!(f, "  role_session_name = {}", c.role_session_name)?;
         let p = &self.cache.policy;
         writeln!(f, "[cache]")?;
+        let mode = match p.mode {
+            crate::cache::RefreshMode::Ahead => "ahead",
+            crate::cache::RefreshMode::Lazy => "lazy",
+        };
+        writeln!(f, "  refresh = {mode}")?;
         writeln!(f, "  refresh_at = {}", p.refresh_at)?;
         writeln!(f, "  jitter = {}", p.jitter)?;
         writeln!(f, "  min_remaining = {}", dur(p.min_remaining))?;

@@ -325,12 +325,15 @@ impl Sidecar {
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
-        background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
-        background.push(spawn_refresher(
-            state.aws.cache().clone(),
-            tick,
-            stopped.clone(),
-        ));
+        if state.config.cache.policy.mode == crate::cache::RefreshMode::Ahead {
+            // Lazy mode has no background task: requests refresh in line.
+            background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
+            background.push(spawn_refresher(
+                state.aws.cache().clone(),
+                tick,
+                stopped.clone(),
+            ));
+        }
         background.push(templates::spawn(state.clone(), token_fetched, stopped));
         Ok(Self {
             state,
@@ -569,13 +572,13 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.client.startup_timeout {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_secs(60)
-                };
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(cap);
+                let (wait, next) = startup_backoff(
+                    delay,
+                    started.elapsed(),
+                    state.config.client.startup_timeout,
+                );
+                tokio::time::sleep(wait).await;
+                delay = next;
             }
         }
     }
@@ -590,6 +593,25 @@ async fn startup(state: Arc<AppState>) {
             tracing::warn!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
         }
     }
+}
+
+/// The wait after a failed detection at start, and the next nominal delay:
+/// doubling from 200 ms to 5 s while within `startup_timeout`, then up to 60 s.
+/// Each wait is drawn from [delay / 2, delay]: pods of a node pool started at
+/// once would otherwise probe their metadata servers in step (GKE's is not
+/// ready for the first seconds of a pod). `examples/fleet_sim.rs` runs it.
+pub fn startup_backoff(
+    delay: Duration,
+    elapsed: Duration,
+    startup_timeout: Duration,
+) -> (Duration, Duration) {
+    let cap = if elapsed < startup_timeout {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    };
+    let wait = delay.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
+    (wait, delay.saturating_mul(2).min(cap))
 }
 
 fn read_token_file(path: &std::path::Path) -> Result<Secret, ServeError> {
