@@ -102,6 +102,14 @@ pub(super) fn build(
         database_proxies,
         templates,
         api_proxies,
+        audit: super::AuditConfig {
+            path: match file.audit.path {
+                Some(p) if !p.is_absolute() => {
+                    return Err(invalid("audit.path", "must be an absolute path"))
+                }
+                p => p,
+            },
+        },
     })
 }
 

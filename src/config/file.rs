@@ -37,6 +37,8 @@ pub(super) struct FileConfig {
     pub(super) database_proxy: Vec<crate::dbproxy::config::FileDatabaseProxy>,
     #[serde(default)]
     pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
+    #[serde(default)]
+    pub(super) audit: FileAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +136,12 @@ pub(super) struct FileAccess {
     pub(super) audiences: Option<Vec<String>>,
     pub(super) cold_fetches_per_second: Option<u32>,
     pub(super) cold_fetches_per_caller_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAudit {
+    pub(super) path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -53,6 +53,9 @@
 //! cold_fetches_per_second = 20       # exchanges for keys not in the cache, all callers together
 //! cold_fetches_per_caller_per_second = 5  # the same per caller (uid on the socket, address on TCP)
 //!
+//! [audit]
+//! path = "/var/log/s2iam/audit.jsonl"  # one line per credential handed out (never the credential)
+//!
 //! [log]
 //! format = "text"                    # or "json"
 //! level = "info"
@@ -336,6 +339,15 @@ pub struct ServeConfig {
     pub templates: Vec<crate::render::TemplateSpec>,
     /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
     pub api_proxies: Vec<ApiProxyConfig>,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the audit trail (see `serve::audit`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    /// One JSON line per credential handed to a caller is appended here; `None`: off.
+    pub path: Option<PathBuf>,
 }
 
 /// Values given on the command line (highest precedence).

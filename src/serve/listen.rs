@@ -195,6 +195,8 @@ trait Accept: Send + 'static {
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
     /// The uid whose per-uid connection cap applies, if any.
     fn uid(peer: &Self::Peer) -> Option<u32>;
+    /// The caller as rate limits and the audit trail name it.
+    fn caller(peer: &Self::Peer) -> Caller;
     /// Whether a request to a token route passes this listener's caller check
     /// (for the hot path; a refusal is answered and logged by the router's check).
     fn token_caller_allowed(
@@ -222,6 +224,9 @@ impl Accept for UnixAccept {
     fn uid(peer: &UnixPeer) -> Option<u32> {
         peer.uid
     }
+    fn caller(peer: &UnixPeer) -> Caller {
+        peer.uid.map_or(Caller::Unknown, Caller::Uid)
+    }
     fn token_caller_allowed(
         state: &AppState,
         peer: &UnixPeer,
@@ -244,6 +249,9 @@ impl Accept for TcpAccept {
     }
     fn uid(_: &SocketAddr) -> Option<u32> {
         None
+    }
+    fn caller(peer: &SocketAddr) -> Caller {
+        Caller::Addr(peer.ip())
     }
     fn token_caller_allowed(
         state: &AppState,
@@ -413,7 +421,7 @@ async fn connection<A: Accept>(
         service_progress.begun.fetch_add(1, Ordering::Relaxed);
         // A cached token for an allowed caller: answered without the router.
         if A::token_caller_allowed(&hot_state, &peer, &req) {
-            if let Some(resp) = hot::answer(&hot_state, &req) {
+            if let Some(resp) = hot::answer(&hot_state, &req, A::caller(&peer)) {
                 service_progress.answered.fetch_add(1, Ordering::Relaxed);
                 return Answer::Hot(Some(resp));
             }

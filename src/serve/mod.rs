@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod apiproxy;
+pub mod audit;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -69,6 +70,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     /// A database proxy could not start.
     #[error(transparent)]
     DatabaseProxy(#[from] crate::dbproxy::ProxyError),
@@ -124,6 +128,8 @@ pub struct AppState {
     pub renderer: Arc<crate::render::Renderer>,
     /// Bounds the refusal logs a hostile caller can cause.
     pub refusals: crate::logging::Throttle,
+    /// The audit trail (`[audit]`), off unless configured.
+    pub audit: audit::Audit,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -281,6 +287,10 @@ impl Sidecar {
             client.clone(),
             config.cache.policy.clone(),
         );
+        let audit = match &config.audit.path {
+            Some(path) => audit::Audit::to_file(path, client.provider_config().clock.clone())?,
+            None => audit::Audit::off(),
+        };
         let state = Arc::new(AppState {
             aws,
             aws_token,
@@ -306,6 +316,7 @@ impl Sidecar {
             detect: Mutex::new(DetectState::Pending),
             tcp_token,
             refusals: crate::logging::Throttle::for_refusals(),
+            audit,
             identity: tokio::sync::Mutex::new(None),
             config,
         });

@@ -138,7 +138,11 @@ async fn token(
         Err(e) => return e.into_response(),
     };
     let admit = || state.cold.check(caller);
-    match state.cache.get_admitted(&req, admit).await {
+    let got = state.cache.get_admitted(&req, admit).await;
+    if let (Ok(token), true) = (&got, state.audit.enabled()) {
+        super::hot::audit_token(&state, caller, jwt_type, token);
+    }
+    match got {
         // Pre-encoded with the cache entry: no JSON document built per request.
         Ok(token) if raw => ([(header::CONTENT_TYPE, TEXT)], token.raw()).into_response(),
         Ok(token) => ([(header::CONTENT_TYPE, JSON)], token.json()).into_response(),
