@@ -14,8 +14,8 @@
 //!   refresh then runs in the background; see `serve_while_refreshing` for AWS
 //!   credentials, which wait for a fresh value unless the refresh is failing).
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
-//!   served until it truly expires; the refresh is retried about every
-//!   `retry_max` (90–100 % of it), never more than half of the value's remaining
+//!   served until it truly expires; the refresh is retried at a random point
+//!   of `retry_max`, then every `retry_max` (95–100 % of it), never more than half of the value's remaining
 //!   life apart, so several attempts happen before it expires. With no valid
 //!   value, retries back off exponentially from `retry_base` to `retry_max`.
 //! - **A fleet spreads out by itself**: a value fetched off schedule (the first
@@ -114,7 +114,7 @@ pub struct CachePolicy {
     /// doubles up to `retry_max`.
     pub retry_base: Duration,
     /// Longest retry delay after failed fetches, and the period of retries
-    /// while a still-valid value is served (90–100 % of it).
+    /// while a still-valid value is served (see `Cache::backoff`).
     pub retry_max: Duration,
     /// Unpinned keys not requested for this long are evicted.
     pub idle_evict: Duration,
@@ -749,27 +749,37 @@ where
 
     /// The wait before the next attempt after `failures` failed ones.
     ///
-    /// With a valid value (`remaining`): about `retry_max` (90–100 % of it),
-    /// never more than half of what the value has left (so the attempts crowd
-    /// in before it expires instead of one landing after). Not exponential
-    /// from a second: sidecars fail at different moments of an outage, and
-    /// with doubling delays the ones that failed recently retry most often, so
-    /// the first seconds after a recovery would see almost every recent
-    /// failure at once (measured: a spike of ~7x the steady rate after a
-    /// 10-minute outage). A near-constant period with the phase each sidecar
-    /// happened to fail at spreads the retries evenly over `retry_max` after
-    /// the recovery: the backlog of an outage of length O lands at
-    /// O / `retry_max` times the steady rate, on top of it. The exchange
-    /// itself already retries a brief failure within seconds.
+    /// With a valid value (`remaining`): the first retry of a failing spell at
+    /// a uniformly random point of `retry_max`, the next ones `retry_max`
+    /// (95–100 % of it) apart; never more than half of what the value has left
+    /// (so the attempts crowd in before it expires instead of one landing
+    /// after). Why, measured with `examples/fleet_sim.rs` (10-minute outage):
+    /// - not exponential from a second (Vault Agent's 1 s → 5 min): sidecars
+    ///   fail at different moments of an outage and the recent ones retry most
+    ///   often, so the service is hammered while down (6.5x the requests) and
+    ///   the first seconds of the recovery see every recent failure at once
+    ///   (5,000 sidecars: a peak of 27x the steady rate, capacity-bound);
+    /// - not a fixed period from the failure: the retry phases then keep the
+    ///   pattern of when refreshes fell due folded onto the period (600 s over
+    ///   a 256 s period puts three due-seconds on some phases, two on others),
+    ///   and the recovery peaked at 5.6x with 100,000 sidecars;
+    /// - a random first retry makes every sidecar's phase uniform whatever the
+    ///   moment its spell began, so after a recovery the backlog of an outage
+    ///   of length O lands evenly over `retry_max`: O / `retry_max` times the
+    ///   steady rate on top of it, and every sidecar is fresh within
+    ///   `retry_max`. A brief failure is already retried within seconds by the
+    ///   exchange itself.
     ///
     /// With no valid value: exponential from `retry_base` to `retry_max`,
     /// jittered down by up to half: a caller is waiting for it.
     fn backoff(&self, failures: u32, remaining: Option<Duration>) -> Duration {
         if let Some(r) = remaining.filter(|r| !r.is_zero()) {
-            let period = self
-                .policy
-                .retry_max
-                .mul_f64(rand::thread_rng().gen_range(0.9..=1.0));
+            let fraction = if failures <= 1 {
+                rand::thread_rng().gen_range(0.0..=1.0)
+            } else {
+                rand::thread_rng().gen_range(0.95..=1.0)
+            };
+            let period = self.policy.retry_max.mul_f64(fraction);
             return period.min(r.checked_div(2).unwrap_or(r).max(Duration::from_millis(50)));
         }
         let exp = self
@@ -1313,13 +1323,20 @@ mod tests {
             },
             fetch,
         );
-        for failures in [1, 2, 5, 30] {
+        for failures in [2, 5, 30] {
             let d = cache.backoff(failures, Some(Duration::from_secs(1200)));
             assert!(
-                d >= Duration::from_secs(243) && d <= Duration::from_secs(270),
+                d >= Duration::from_millis(256_500) && d <= Duration::from_secs(270),
                 "{d:?}"
             );
         }
+        // The first retry of a spell: anywhere in the period, spread out.
+        let firsts: Vec<Duration> = (0..200)
+            .map(|_| cache.backoff(1, Some(Duration::from_secs(1200))))
+            .collect();
+        assert!(firsts.iter().all(|d| *d <= Duration::from_secs(270)));
+        assert!(firsts.iter().any(|d| *d < Duration::from_secs(90)));
+        assert!(firsts.iter().any(|d| *d > Duration::from_secs(180)));
         assert!(cache.backoff(1, Some(Duration::from_secs(100))) <= Duration::from_secs(50));
         // No valid value: exponential from retry_base.
         assert!(cache.backoff(1, None) <= Duration::from_secs(1));
