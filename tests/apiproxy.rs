@@ -818,3 +818,72 @@ async fn an_upstream_that_breaks_off_mid_body_is_an_error_for_the_client_not_a_s
     assert_eq!(query(&w, "data", "SELECT 1").await.0, 200);
     w.stop().await;
 }
+
+/// Issue 18, item 8: an upstream with a base path (`.../api`) is a confinement.
+/// No spelling of `..` (plain, percent-encoded, with encoded slashes or
+/// backslashes, behind double slashes) reaches `/v1/workspaceGroups` with the
+/// proxy's token; `OPTIONS *` and absolute-form targets are a 400, not
+/// `<upstream>*`. Paths that stay inside are normalised and forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_confined_to_the_upstreams_base_path() {
+    let w = World::start(|c, _| {
+        for p in &mut c.api_proxies {
+            p.upstream = format!("{}/api", p.upstream);
+        }
+    })
+    .await;
+    let addr = w.sidecar.api_proxy_addr("mgmt").unwrap();
+    let raw = move |line: String| {
+        tokio::task::spawn_blocking(move || raw_request(addr, &line, "127.0.0.1"))
+    };
+    for inside in [
+        "GET /v2/ping",
+        "GET /v2/./x/../ping",
+        "GET //v2//ping",
+        "GET /v1/../v2/ping",
+    ] {
+        let answer = raw(inside.to_string()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{inside}: {answer}");
+        assert!(answer.ends_with("pong"), "{inside}: {answer}");
+    }
+    let absolute = format!("GET http://{}/v1/workspaceGroups", w.api.addr());
+    let escapes = [
+        "GET /../v1/workspaceGroups",
+        "GET /v2/../../v1/workspaceGroups",
+        "GET //../v1/workspaceGroups",
+        "GET /%2e%2e/v1/workspaceGroups",
+        "GET /%2E%2e/v1/workspaceGroups",
+        "GET /.%2e/v1/workspaceGroups",
+        "GET /..%2fv1/workspaceGroups",
+        "GET /v2/%2f..%2f..%2fv1/workspaceGroups",
+        "GET /..%5cv1/workspaceGroups",
+        "GET /..\\v1/workspaceGroups",
+        "OPTIONS *",
+        absolute.as_str(),
+    ];
+    for attack in escapes {
+        let answer = raw(attack.to_string()).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{attack}: {answer}");
+    }
+    // Ours, not hyper's: the JSON error says why.
+    let answer = raw("OPTIONS *".into()).await.unwrap();
+    assert!(
+        answer.contains("bad_request_target") && answer.contains("origin-form"),
+        "{answer}"
+    );
+    let answer = raw("GET /%2e%2e/v1/workspaceGroups".into()).await.unwrap();
+    assert!(answer.contains("base path"), "{answer}");
+    let reached: Vec<String> = w
+        .api
+        .requests()
+        .entries()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        reached.iter().all(|p| p == "/api/v2/ping"),
+        "only paths under the base path reached the upstream: {reached:?}"
+    );
+    assert_eq!(w.api.requests().count("/api/v2/ping"), 4);
+    w.stop().await;
+}

@@ -367,3 +367,48 @@ async fn run_can_take_its_tokens_from_a_running_sidecar() {
     assert_eq!(from_sidecar, 1, "the sidecar did the one exchange");
     server.shutdown().await;
 }
+
+/// Issue 18, item 10: a stop signal sent to `s2iam run` reaches the child, and a
+/// child that ignores it is killed `--grace` later: `s2iam run` never waits
+/// forever (it did, whatever `--grace` said, which only applied on rotation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_is_forwarded_then_grace_then_sigkill() {
+    let server = mocks_with_expiry(Duration::from_secs(3600)).await;
+    for sig in ["TERM", "INT"] {
+        let dir = temp_dir("run-stop");
+        let seen = dir.join("seen");
+        // Records the signals it gets and goes on regardless.
+        let script = format!(
+            "trap 'echo TERM >> {0}' TERM; trap 'echo INT >> {0}' INT; echo ready >> {0}; while :; do sleep 0.1; done",
+            seen.display()
+        );
+        let mut child = Proc(
+            s2iam(&server)
+                .args([
+                    "run", "--grace", "1s", "--env", "T=api", "--", "sh", "-c", &script,
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let ready = || std::fs::read_to_string(&seen).unwrap_or_default();
+        assert!(
+            eventually(Duration::from_secs(20), async || ready().contains("ready")).await,
+            "child started"
+        );
+        signal(child.0.id(), sig);
+        let status = wait_exit(&mut child.0, Duration::from_secs(20)).await;
+        assert_eq!(
+            status.code(),
+            Some(128 + 9),
+            "{sig}: the child was killed: {status:?}"
+        );
+        assert!(
+            ready().contains(sig),
+            "{sig} reached the child: {:?}",
+            ready()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    server.shutdown().await;
+}

@@ -429,3 +429,72 @@ command = ["sh", "-c", "echo x >> {attempts}; exit 3"]
     );
     server.shutdown().await;
 }
+
+/// Issue 18, item 8: no symlink anywhere on a destination's path below its root
+/// (`/` unless the template sets `root`). A symlinked parent or grandparent
+/// directory is refused by `--check` and by the write, and nothing lands where
+/// the symlink points; a template whose `root` is the symlink trusts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinked_directories_below_the_root_are_refused() {
+    let server = mocks_with_expiry(Duration::from_secs(3600)).await;
+    let dir = temp_dir("tpl-symlink");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("link")).unwrap();
+    let template = |destination: &Path, root: Option<&Path>| {
+        let root = root.map_or(String::new(), |r| format!("root = \"{}\"\n", r.display()));
+        format!(
+            "[[template]]\ncontents = \"x={{{{ api.token }}}}\"\ndestination = \"{}\"\n{root}",
+            destination.display()
+        )
+    };
+    let parent = template(&dir.join("link/app.env"), None);
+    let grandparent = template(&dir.join("link/sub/app.env"), None);
+    let sink = format!("sink = \"{}\"\n", dir.join("link/sub/db.jwt").display());
+    for (what, body) in [
+        ("parent", parent.as_str()),
+        ("grandparent", grandparent.as_str()),
+        ("token sink", sink.as_str()),
+    ] {
+        let config = write_config(&dir, &format!("[[token]]\ntype = \"api\"\n{body}"));
+        for mode in ["--check", "--once"] {
+            let out = s2iam(&server)
+                .args(["serve", mode, "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what} {mode}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{} is a symlink", dir.join("link").display())),
+                "{what} {mode}: {stderr}"
+            );
+        }
+    }
+    let written = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(written(&elsewhere), BTreeSet::from(["sub".to_string()]));
+    assert!(written(&elsewhere.join("sub")).is_empty());
+
+    // The same symlink as the template's root: the administrator trusts it.
+    let trusted = template(&dir.join("link/sub/app.env"), Some(&dir.join("link")));
+    let config = write_config(&dir, &format!("[[token]]\ntype = \"api\"\n{trusted}"));
+    let out = s2iam(&server)
+        .args(["serve", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = std::fs::read_to_string(elsewhere.join("sub/app.env")).unwrap();
+    assert!(rendered.starts_with("x=eyJ"), "{rendered}");
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}

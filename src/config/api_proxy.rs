@@ -30,7 +30,6 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 use crate::exchange::JwtType;
-use crate::util::parse_duration;
 
 /// One `[[api_proxy]]` table as written in the file.
 #[derive(Debug, Deserialize)]
@@ -47,6 +46,13 @@ pub struct FileApiProxy {
     timeout: Option<String>,
     max_connections: Option<usize>,
 }
+
+/// `connect_timeout`: reaching the upstream.
+pub const CONNECT_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(600);
+/// `timeout`: until the response headers, and the longest silence in a body.
+pub const TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// Which JWT the proxy adds to every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,21 +214,16 @@ fn parse_one(i: usize, p: FileApiProxy, allow_http: bool) -> Result<ApiProxyConf
     };
     let defaults =
         ApiProxyConfig::new("", SocketAddr::from(([127, 0, 0, 1], 0)), "", token.clone());
-    let duration = |field: &str, value: Option<String>, default: Duration| match value {
-        None => Ok(default),
-        Some(v) => match parse_duration(&v) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(invalid(&setting(field), "must be more than 0")),
-            Err(e) => Err(invalid(&setting(field), e.to_string())),
-        },
+    let duration = |field: &str, value: Option<String>, default: Duration, limits| {
+        super::value::duration(&setting(field), value.as_deref(), default, limits)
     };
     let max_connections = p.max_connections.unwrap_or(defaults.max_connections);
-    if !(1..=100_000).contains(&max_connections) {
-        return Err(invalid(
-            &setting("max_connections"),
-            "must be between 1 and 100000",
-        ));
-    }
+    let max_connections = super::value::count(
+        &setting("max_connections"),
+        Some(max_connections),
+        max_connections,
+        1..=super::value::MAX_CONNECTIONS,
+    )?;
     Ok(ApiProxyConfig {
         name,
         listen,
@@ -234,8 +235,9 @@ fn parse_one(i: usize, p: FileApiProxy, allow_http: bool) -> Result<ApiProxyConf
             "connect_timeout",
             p.connect_timeout,
             defaults.connect_timeout,
+            CONNECT_TIMEOUT,
         )?,
-        timeout: duration("timeout", p.timeout, defaults.timeout)?,
+        timeout: duration("timeout", p.timeout, defaults.timeout, TIMEOUT)?,
         max_connections,
     })
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::aws_profile::aws_settings;
 use super::file::{FileCache, FileConfig, FileListen, FileToken};
-use super::value::{duration, millis, mode, parse_tcp, secs};
+use super::value::{
+    count, duration, millis, mode, parse_tcp, secs, MAX_CONNECTIONS, MAX_ON_DEMAND, MAX_RATE,
+};
 use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
@@ -85,15 +87,17 @@ pub(super) fn build(
             workspace_groups: file.access.workspace_groups.unwrap_or_default(),
             assume_roles: file.access.assume_roles.unwrap_or_default(),
             audiences: file.access.audiences.unwrap_or_default(),
-            cold_fetches_per_second: positive(
+            cold_fetches_per_second: count(
                 "access.cold_fetches_per_second",
                 file.access.cold_fetches_per_second,
                 20,
+                1..=MAX_RATE,
             )?,
-            cold_fetches_per_caller_per_second: positive(
+            cold_fetches_per_caller_per_second: count(
                 "access.cold_fetches_per_caller_per_second",
                 file.access.cold_fetches_per_caller_per_second,
                 5,
+                1..=MAX_RATE,
             )?,
         },
         log,
@@ -252,18 +256,6 @@ fn client(
     })
 }
 
-fn positive<T: Copy + Default + PartialOrd>(
-    setting: &str,
-    value: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let v = value.unwrap_or(default);
-    if v <= T::default() {
-        return Err(invalid(setting, "must be greater than 0"));
-    }
-    Ok(v)
-}
-
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
     let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
@@ -291,15 +283,17 @@ fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
             l.idle_timeout.as_deref(),
             d.idle_timeout,
         )?,
-        max_connections: positive(
+        max_connections: count(
             "listen.max_connections",
             l.max_connections,
             d.max_connections,
+            1..=MAX_CONNECTIONS,
         )?,
-        max_connections_per_uid: positive(
+        max_connections_per_uid: count(
             "listen.max_connections_per_uid",
             l.max_connections_per_uid,
             d.max_connections_per_uid,
+            1..=MAX_CONNECTIONS,
         )?,
         max_header_bytes,
         shutdown_timeout: nonzero(
@@ -348,7 +342,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
             d.idle_evict,
             secs(1)..=secs(7 * 24 * 3600),
         )?,
-        max_on_demand: positive("cache.max_on_demand", c.max_on_demand, d.max_on_demand)?,
+        max_on_demand: count(
+            "cache.max_on_demand",
+            c.max_on_demand,
+            d.max_on_demand,
+            1..=MAX_ON_DEMAND,
+        )?,
         negative_ttl: duration(
             "cache.negative_ttl",
             c.negative_ttl.as_deref(),

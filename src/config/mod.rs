@@ -126,7 +126,7 @@ use crate::env::{Env, ProviderConfig};
 use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::CloudProvider;
 pub use api_proxy::ApiProxyConfig;
-pub use summary::check_socket_dir;
+pub use summary::{check_paths, check_socket_dir};
 
 /// The socket when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";

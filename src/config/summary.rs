@@ -179,3 +179,28 @@ pub fn check_socket_dir(socket: &Path) -> Result<(), ConfigError> {
         }
     }
 }
+
+/// For `serve --check`: the socket's directory ([`check_socket_dir`]) and every
+/// file the sidecar writes besides templates (token sinks, the AWS
+/// authorization token file) can be written: no symlink on the way, the last
+/// directory level at most missing, nothing but a regular file at the path.
+/// Templates are checked when the configuration is loaded.
+pub fn check_paths(config: &super::ServeConfig) -> Result<(), ConfigError> {
+    if let Some(socket) = &config.listen.socket {
+        check_socket_dir(socket)?;
+    }
+    let sinks = config.tokens.iter().enumerate().filter_map(|(i, t)| {
+        t.sink
+            .as_ref()
+            .map(|s| (format!("token[{i}].sink"), &s.path))
+    });
+    let aws = config
+        .aws
+        .authorization_token_file
+        .as_ref()
+        .map(|p| ("aws.authorization_token_file".to_string(), p));
+    for (setting, path) in sinks.chain(aws) {
+        crate::util::atomic_file::check_destination(path).map_err(|m| invalid(&setting, m))?;
+    }
+    Ok(())
+}

@@ -49,6 +49,38 @@ pub(super) fn duration(
     Ok(d)
 }
 
+/// The most connections one listener may hold open (`listen.max_connections`,
+/// `max_connections_per_uid`; the proxies use the same bound): far above what a
+/// sidecar serves, far below where tokio's semaphore would panic.
+pub const MAX_CONNECTIONS: usize = 100_000;
+/// The most on-demand keys the cache keeps (`cache.max_on_demand`).
+pub const MAX_ON_DEMAND: usize = 1_000_000;
+/// The highest rate of cold exchanges (`access.cold_fetches_*_per_second`).
+pub const MAX_RATE: u32 = 100_000;
+
+/// A count (connections, keys, a rate), or `default` when unset; refused
+/// outside `limits`. Every count has an upper bound: a huge one would panic in
+/// tokio's semaphore (`Semaphore::MAX_PERMITS` is `usize::MAX >> 3`) or promise
+/// memory the process cannot have.
+pub(super) fn count<T>(
+    setting: &str,
+    value: Option<T>,
+    default: T,
+    limits: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: Copy + PartialOrd + std::fmt::Display,
+{
+    let v = value.unwrap_or(default);
+    if !limits.contains(&v) {
+        return Err(invalid(
+            setting,
+            format!("{v} is outside {} ..= {}", limits.start(), limits.end()),
+        ));
+    }
+    Ok(v)
+}
+
 pub(super) const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }

@@ -13,10 +13,10 @@
 //! ca_file = "/etc/s2iam/singlestore-ca.pem"   # default: the system's CA store
 //! allowed_users = []                 # client user names accepted; empty = any
 //! allowed_uids = []                  # Unix-socket peers accepted; empty = any
-//! max_connections = 1000
-//! connect_timeout = "10s"            # token + TCP + TLS + login
-//! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never)
-//! drain_timeout = "30s"              # on shutdown, open sessions get this long
+//! max_connections = 1000            # 1 ..= 100000
+//! connect_timeout = "10s"            # token + TCP + TLS + login (100ms ..= 10m)
+//! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never; ..= 30d)
+//! drain_timeout = "30s"              # on shutdown, open sessions get this long (0 ..= 1h)
 //! ```
 
 use std::net::SocketAddr;
@@ -126,6 +126,26 @@ impl DatabaseProxyConfig {
     }
 }
 
+/// The most client connections one database proxy holds (`max_connections`):
+/// each needs two descriptors and a task; far below where tokio's semaphore
+/// would panic (`Semaphore::MAX_PERMITS`).
+pub const MAX_CONNECTIONS: usize = 100_000;
+type Range = std::ops::RangeInclusive<Duration>;
+/// `connect_timeout`: token, TCP, TLS and login together.
+pub const CONNECT_TIMEOUT: Range = Duration::from_millis(100)..=Duration::from_secs(600);
+/// `idle_timeout`: 0 (never) up to 30 days.
+pub const IDLE_TIMEOUT: Range = Duration::ZERO..=Duration::from_secs(30 * 24 * 3600);
+/// `drain_timeout`: 0 (cut at once) up to an hour.
+pub const DRAIN_TIMEOUT: Range = Duration::ZERO..=Duration::from_secs(3600);
+
+fn show(range: &Range) -> String {
+    format!(
+        "{} ..= {}",
+        humantime::format_duration(*range.start()),
+        humantime::format_duration(*range.end())
+    )
+}
+
 fn invalid(setting: String, message: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -202,28 +222,46 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
         return Err(invalid(setting("user"), "must be a user name or \"*\""));
     }
     let max_connections = p.max_connections.unwrap_or(1000);
-    if max_connections == 0 {
-        return Err(invalid(setting("max_connections"), "must be at least 1"));
+    if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+        return Err(invalid(
+            setting("max_connections"),
+            format!("{max_connections} is outside 1 ..= {MAX_CONNECTIONS}"),
+        ));
     }
-    let duration = |field: &str, value: &Option<String>, default: Duration| {
-        value
-            .as_deref()
-            .map(|v| parse_duration(v).map_err(|e| invalid(setting(field), e.to_string())))
-            .transpose()
-            .map(|d| d.unwrap_or(default))
+    let duration = |field: &str, value: &Option<String>, default: Duration, range: Range| {
+        let d = match value.as_deref() {
+            None => default,
+            Some(v) => parse_duration(v).map_err(|e| invalid(setting(field), e.to_string()))?,
+        };
+        if !range.contains(&d) {
+            return Err(invalid(
+                setting(field),
+                format!(
+                    "{} is outside {}",
+                    humantime::format_duration(d),
+                    show(&range)
+                ),
+            ));
+        }
+        Ok(d)
     };
     let connect_timeout = duration(
         "connect_timeout",
         &p.connect_timeout,
         Duration::from_secs(10),
+        CONNECT_TIMEOUT,
     )?;
-    if connect_timeout.is_zero() {
-        return Err(invalid(setting("connect_timeout"), "must be more than 0"));
-    }
     let idle_timeout = duration(
         "idle_timeout",
         &p.idle_timeout,
         Duration::from_secs(8 * 3600),
+        IDLE_TIMEOUT,
+    )?;
+    let drain_timeout = duration(
+        "drain_timeout",
+        &p.drain_timeout,
+        Duration::from_secs(30),
+        DRAIN_TIMEOUT,
     )?;
     let socket_mode = match &p.socket_mode {
         None => 0o660,
@@ -259,7 +297,7 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
         max_connections,
         connect_timeout,
         idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
-        drain_timeout: duration("drain_timeout", &p.drain_timeout, Duration::from_secs(30))?,
+        drain_timeout,
     })
 }
 

@@ -5,6 +5,7 @@
 //! [[template]]
 //! source = "/etc/s2iam/templates/my.cnf.j2"   # or: contents = "..." (inline)
 //! destination = "/run/s2iam/my.cnf"
+//! root = "/run/s2iam"                          # default "/": no symlink below it
 //! mode = "0640"                                # default 0640
 //! owner = "app"                                # name or number; default: unchanged
 //! group = 10001
@@ -41,6 +42,10 @@ use crate::util::atomic_file::{resolve_group, resolve_user, FileOptions};
 /// Default mode of a rendered file.
 pub const DEFAULT_MODE: u32 = 0o640;
 
+/// `on_change.timeout`: how long a command may run (the refresher waits for it).
+pub const ACTION_TIMEOUT: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600);
+
 /// A setting that is not valid: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -74,6 +79,7 @@ pub struct FileTemplate {
     source: Option<PathBuf>,
     contents: Option<String>,
     destination: PathBuf,
+    root: Option<PathBuf>,
     mode: Option<String>,
     owner: Option<IdOrName>,
     group: Option<IdOrName>,
@@ -153,6 +159,17 @@ fn template(i: usize, t: FileTemplate) -> Result<TemplateSpec, Invalid> {
             format!("{} is not an absolute file path", t.destination.display()),
         ));
     }
+    let root = t.root.unwrap_or_else(|| PathBuf::from("/"));
+    if !root.is_absolute() || !t.destination.starts_with(&root) || t.destination == root {
+        return Err(invalid(
+            &format!("{setting}.root"),
+            format!(
+                "{} must be an absolute directory that contains the destination {}",
+                root.display(),
+                t.destination.display()
+            ),
+        ));
+    }
     let file = file_options(
         &setting,
         ("mode", t.mode.as_deref()),
@@ -167,6 +184,7 @@ fn template(i: usize, t: FileTemplate) -> Result<TemplateSpec, Invalid> {
         name,
         source,
         destination: t.destination,
+        root,
         file,
         on_change,
     })
@@ -192,9 +210,19 @@ pub fn file_options(
             })?,
     };
     let id = |name: &str, v: Option<&IdOrName>, resolve: fn(&str) -> Result<u32, String>| {
+        let setting = format!("{prefix}.{name}");
         v.map(|v| match v {
             IdOrName::Id(n) => Ok(*n),
-            IdOrName::Name(s) => resolve(s).map_err(|m| invalid(&format!("{prefix}.{name}"), m)),
+            IdOrName::Name(s) => resolve(s).map_err(|m| invalid(&setting, m)),
+        })
+        .transpose()?
+        // (uid_t)-1 is what chown(2) reads as "leave unchanged": never an id.
+        .map(|n| match n {
+            u32::MAX => Err(invalid(
+                &setting,
+                "4294967295 is outside 0 ..= 4294967294 (chown reads -1 as \"unchanged\")",
+            )),
+            n => Ok(n),
         })
         .transpose()
     };
@@ -226,6 +254,15 @@ pub fn action(setting: &str, a: FileAction) -> Result<Action, Invalid> {
                 Some(t) => crate::util::parse_duration(t)
                     .map_err(|e| invalid(&format!("{setting}.timeout"), e.to_string()))?,
             };
+            if !ACTION_TIMEOUT.contains(&timeout) {
+                return Err(invalid(
+                    &format!("{setting}.timeout"),
+                    format!(
+                        "{} is outside 100ms ..= 1h",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
             Ok(Action::Command {
                 argv,
                 timeout,
@@ -311,6 +348,10 @@ mod tests {
             (format!("contents = \"x\"\n{d}\nmode = \"9\""), "template[0].mode"),
             (d.to_string(), "exactly one of source"),
             ("contents = \"x\"\ndestination = \"rel\"".to_string(), "absolute"),
+            (format!("contents = \"x\"\n{d}\nroot = \"/var\""), "template[0].root"),
+            (format!("contents = \"x\"\n{d}\nroot = \"tmp\""), "template[0].root"),
+            (format!("contents = \"x\"\n{d}\nroot = \"/tmp/s2iam-t\""), "template[0].root"),
+            (format!("contents = \"x\"\n{d}\nowner = 4294967295"), "template[0].owner"),
             (format!("contents = \"x\"\n{d}\nowner = \"no-such-user-s2iam\""), "template[0].owner"),
             (format!("source = \"/nonexistent.j2\"\n{d}"), "template[0].source"),
             (format!("contents = \"{{{{ nope }}}}\"\n{d}"), "line 1, column 4"),

@@ -36,6 +36,9 @@ pub struct TemplateSpec {
     pub source: String,
     /// The file it is rendered into.
     pub destination: PathBuf,
+    /// The directory trusted as given (`root`, default `/`): no directory below
+    /// it on the way to `destination` may be a symlink.
+    pub root: PathBuf,
     /// Mode, owner and group of that file.
     pub file: FileOptions,
     /// What to run when the file changed.
@@ -147,7 +150,8 @@ impl Renderer {
             if let Err(err) = self.render_one(e, &ctx, true) {
                 problems.push(err);
             }
-            if let Err(message) = sinks::check_destination(&e.spec.destination) {
+            if let Err(message) = sinks::check_destination_under(&e.spec.root, &e.spec.destination)
+            {
                 problems.push(TemplateError::Other {
                     name: e.spec.name.clone(),
                     message: format!("destination: {message}"),
@@ -205,11 +209,13 @@ impl Renderer {
         if *lock(&e.last) == Some(hash) {
             return Ok(Outcome::Unchanged);
         }
-        let (path, opts) = (e.spec.destination.clone(), e.spec.file);
-        tokio::task::spawn_blocking(move || sinks::write_file(&path, output.as_bytes(), &opts))
-            .await
-            .map_err(|err| format!("writer task failed: {err}"))?
-            .map_err(|err| format!("cannot write {}: {err}", e.spec.destination.display()))?;
+        let (root, path, opts) = (e.spec.root.clone(), e.spec.destination.clone(), e.spec.file);
+        tokio::task::spawn_blocking(move || {
+            sinks::write_file_under(&root, &path, output.as_bytes(), &opts)
+        })
+        .await
+        .map_err(|err| format!("writer task failed: {err}"))?
+        .map_err(|err| format!("cannot write {}: {err}", e.spec.destination.display()))?;
         *lock(&e.last) = Some(hash);
         e.rendered.store(true, Ordering::Relaxed);
         tracing::info!(template = %e.spec.name, destination = %e.spec.destination.display(), "template rendered");
@@ -287,6 +293,7 @@ mod tests {
             name: "t.j2".into(),
             source: source.into(),
             destination,
+            root: PathBuf::from("/"),
             file: FileOptions::mode(0o600),
             on_change: None,
         }

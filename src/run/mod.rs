@@ -15,7 +15,9 @@
 //! A child that fails within [`CRASH_WINDOW`] of a restart is started again after
 //! 1, 2, 4, 8 and 16 s, then given up on (its exit code is ours): never a tight
 //! restart loop. A fetch that fails at rotation time is retried with backoff
-//! while the child keeps running. Exit codes of `s2iam run` itself, like `env`'s:
+//! while the child keeps running. A SIGTERM, SIGINT or SIGQUIT sent to `s2iam run`
+//! is passed on to the child, which then has `--grace` to exit before SIGKILL:
+//! `s2iam run` never waits forever on a child that ignores the signal. Exit codes of `s2iam run` itself, like `env`'s:
 //! 125 no token, 126 the command cannot run, 127 not found.
 
 mod child;
@@ -155,6 +157,8 @@ pub async fn run(args: &RunOptions) -> Result<u8, RunError> {
     let mut restarted_at: Option<Instant> = None;
     let mut crashes = 0u32;
     let mut stopping = false;
+    // Set by the first stop signal: `--grace` later the child gets SIGKILL.
+    let mut kill_at: Option<Instant> = None;
     loop {
         let due = rotate_at.filter(|_| plan.on_expiry != OnExpiry::None && !stopping);
         tokio::select! {
@@ -179,7 +183,17 @@ pub async fn run(args: &RunOptions) -> Result<u8, RunError> {
             Some(sig) = signals.recv() => {
                 tracing::info!(%sig, "forwarding signal");
                 child::signal(&child, sig);
-                stopping |= matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT);
+                if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
+                    stopping = true;
+                    kill_at.get_or_insert_with(|| instant_after(Instant::now(), plan.grace));
+                }
+            }
+            _ = sleep_until(kill_at) => {
+                tracing::warn!(pid = child.id(), grace = ?plan.grace, "the command did not exit within --grace of the stop signal; killing it");
+                kill_at = None;
+                if let Err(e) = child.start_kill() {
+                    tracing::warn!(error = %e, "cannot kill the command");
+                }
             }
             _ = sleep_until(due) => {
                 let fresh = match plan.source.fetch_all(&plan.specs).await {

@@ -172,10 +172,18 @@ pub(crate) fn presign_request(query: Option<&str>) -> Result<PresignRequest, Str
 /// Seconds (`3600`) or a duration (`15m`, `1h`).
 pub fn parse_expires(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    if let Ok(n) = text.parse::<u64>() {
-        return Ok(n);
+    let secs = match text.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => crate::util::parse_duration(text)
+            .map(|d| d.as_secs())
+            .map_err(|e| format!("expires={:?}: {e}", crate::util::snippet(text, 40)))?,
+    };
+    let max = crate::aws_vending::presign::MAX_EXPIRES_SECS;
+    if !(1..=max).contains(&secs) {
+        return Err(format!(
+            "expires={:?}: {secs} seconds is outside 1 ..= {max} (7 days)",
+            crate::util::snippet(text, 40)
+        ));
     }
-    crate::util::parse_duration(text)
-        .map(|d| d.as_secs())
-        .map_err(|e| format!("expires={:?}: {e}", crate::util::snippet(text, 40)))
+    Ok(secs)
 }

@@ -5,9 +5,14 @@
 //! `O_EXCL|O_NOFOLLOW`, given its mode and owner, `fsync`ed, then `rename`d over
 //! the target — so a reader polling the file sees the old contents or the new,
 //! never a mix, and never a file with the wrong mode or owner. A symlink planted at
-//! the destination is refused, not followed or replaced. A missing directory is
-//! created (mode 0750) when its own parent exists; a deeper missing path is an
-//! error, since it usually means a typo or a volume that is not mounted.
+//! the destination is refused, not followed or replaced, and so is a symlink in
+//! any directory on the way below the root (`/`, or a template's `root`): each
+//! directory is opened with `O_NOFOLLOW` from its parent's descriptor and the
+//! file is created and renamed with `openat`/`renameat` in the last one, so a
+//! directory swapped for a symlink mid-write is not followed either. A missing
+//! directory is created (mode 0750) when its own parent exists; a deeper
+//! missing path is an error, since it usually means a typo or a volume that is
+//! not mounted.
 //!
 //! Written against `std` rather than `tempfile`'s `persist`: the temporary file must
 //! get its mode and owner before it becomes visible, the destination's symlink check
@@ -15,8 +20,13 @@
 //! random names and cleanup-on-drop add nothing once those are done by hand.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 
 /// Mode of a directory created for a sink: the owner writes, the group reads.
 pub const DIR_MODE: u32 = 0o750;
@@ -44,77 +54,101 @@ impl FileOptions {
     }
 }
 
-/// Writes `contents` to `path` atomically with `mode`.
+/// Writes `contents` to `path` atomically with `mode`, no symlink on the way.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     write_file(path, contents, &FileOptions::mode(mode))
 }
 
-/// Writes `contents` to `path` atomically with the mode and owner of `opts`.
+/// Writes `contents` to `path` atomically with the mode and owner of `opts`,
+/// with no symlink anywhere on the path ([`write_file_under`] with root `/`).
 pub fn write_file(path: &Path, contents: &[u8], opts: &FileOptions) -> std::io::Result<()> {
+    write_file_under(Path::new("/"), path, contents, opts)
+}
+
+/// Writes `contents` to `path`, which must lie below `root`, atomically with the
+/// mode and owner of `opts`. `root` is opened as given (it may itself be, or
+/// pass through, a symlink: the administrator chose it); every directory below
+/// it is opened with `O_NOFOLLOW` from its parent's descriptor, and the file is
+/// created and renamed in the last one with `openat`/`renameat`, so a symlink
+/// planted anywhere below `root`, even while the write runs, is refused and
+/// never followed.
+pub fn write_file_under(
+    root: &Path,
+    path: &Path,
+    contents: &[u8],
+    opts: &FileOptions,
+) -> std::io::Result<()> {
     let (dir, name) = split(path)?;
-    ensure_dir(&dir)?;
-    refuse_symlink(path)?;
-    let tmp = dir.join(format!(
+    let dir_fd = open_dir(root, &dir, Missing::Create)?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "directory vanished"))?;
+    refuse_symlink(&dir_fd, &name, path)?;
+    let tmp = format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
         rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(opts.mode)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        if opts.owner.is_some() || opts.group.is_some() {
-            std::os::unix::fs::fchown(&f, opts.owner, opts.group).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot give it owner {} and group {}: {e}",
-                        show(opts.owner),
-                        show(opts.group)
-                    ),
-                )
-            })?;
-        }
-        // After chown (which clears set-id bits), and because the umask may have
-        // narrowed the mode given to open(2).
-        f.set_permissions(std::fs::Permissions::from_mode(opts.mode))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
+    );
+    let result = write_tmp_and_rename(&dir_fd, &tmp, &name, contents, opts);
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = nix::unistd::unlinkat(
+            &dir_fd,
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
     result
 }
 
-/// Checks, without writing, that `path` could be written: its directory exists or
-/// can be created, and nothing but a regular file is at the destination. For
+fn write_tmp_and_rename(
+    dir_fd: &OwnedFd,
+    tmp: &str,
+    name: &str,
+    contents: &[u8],
+    opts: &FileOptions,
+) -> std::io::Result<()> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir_fd, tmp, flags, Mode::from_bits_truncate(opts.mode)).map_err(io)?;
+    let mut f = std::fs::File::from(fd);
+    if opts.owner.is_some() || opts.group.is_some() {
+        std::os::unix::fs::fchown(&f, opts.owner, opts.group).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give it owner {} and group {}: {e}",
+                    show(opts.owner),
+                    show(opts.group)
+                ),
+            )
+        })?;
+    }
+    // After chown (which clears set-id bits), and because the umask may have
+    // narrowed the mode given to open(2).
+    f.set_permissions(std::fs::Permissions::from_mode(opts.mode))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    nix::fcntl::renameat(dir_fd, tmp, dir_fd, name).map_err(io)?;
+    // Make the rename itself durable.
+    if let Ok(d) = dir_fd.try_clone() {
+        let _ = std::fs::File::from(d).sync_all();
+    }
+    Ok(())
+}
+
+/// Checks, without writing, that `path` could be written: every directory
+/// below `/` is a real directory (no symlink), the last one exists or can be
+/// created, and nothing but a regular file is at the destination. For
 /// `--check` and start-up.
 pub fn check_destination(path: &Path) -> Result<(), String> {
-    let (dir, _) = split(path).map_err(|e| e.to_string())?;
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("{} is not a directory", dir.display())),
-        Err(_) => {
-            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-            if !parent.is_some_and(Path::is_dir) {
-                return Err(format!(
-                    "directory {} does not exist, nor does its parent (s2iam creates only the last level)",
-                    dir.display()
-                ));
-            }
-        }
+    check_destination_under(Path::new("/"), path)
+}
+
+/// [`check_destination`] below `root` (see [`write_file_under`]).
+pub fn check_destination_under(root: &Path, path: &Path) -> Result<(), String> {
+    let (dir, name) = split(path).map_err(|e| e.to_string())?;
+    match open_dir(root, &dir, Missing::Allow).map_err(|e| e.to_string())? {
+        Some(fd) => refuse_symlink(&fd, &name, path).map_err(|e| e.to_string()),
+        None => Ok(()),
     }
-    refuse_symlink(path).map_err(|e| e.to_string())
 }
 
 fn split(path: &Path) -> std::io::Result<(PathBuf, String)> {
@@ -136,42 +170,127 @@ fn split(path: &Path) -> std::io::Result<(PathBuf, String)> {
     Ok((dir, name))
 }
 
-/// Creates the last level of `dir` with [`DIR_MODE`] if it is missing.
-fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
-    match builder.create(dir) {
-        Ok(()) => {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
-            tracing::info!(dir = %dir.display(), mode = format!("{DIR_MODE:o}"), "created the sink directory");
-            Ok(())
+/// What to do when the last level of the directory is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Create it with [`DIR_MODE`].
+    Create,
+    /// Answer `None` (it could be created).
+    Allow,
+}
+
+/// Opens `dir` below `root`: `root` as given, then one component at a time with
+/// `O_NOFOLLOW|O_DIRECTORY` from the parent's descriptor. A missing last level is
+/// created (or allowed, per `missing`); a deeper missing path is an error.
+fn open_dir(root: &Path, dir: &Path, missing: Missing) -> std::io::Result<Option<OwnedFd>> {
+    let (start, below) = if dir.is_absolute() {
+        let below = dir.strip_prefix(root).map_err(|_| {
+            invalid(format!(
+                "{} is not below {} (the directory s2iam trusts as given)",
+                dir.display(),
+                root.display()
+            ))
+        })?;
+        (root, below)
+    } else {
+        (Path::new("."), dir)
+    };
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(start, dir_flags, Mode::empty())
+        .map_err(|e| invalid_io(e, format!("cannot open directory {}", start.display())))?;
+    let names: Vec<&std::ffi::OsStr> = below
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::CurDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|()| invalid(format!("{} has a \"..\" component", dir.display())))?;
+    let mut walked = start.to_path_buf();
+    for (i, name) in names.iter().enumerate() {
+        walked.push(name);
+        let last = i.saturating_add(1) == names.len();
+        match openat(&fd, *name, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+            Ok(next) => fd = next,
+            Err(Errno::ENOENT) if last && missing == Missing::Allow => return Ok(None),
+            Err(Errno::ENOENT) if last => fd = create_dir(&fd, name, &walked)?,
+            Err(Errno::ENOENT) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "directory {} does not exist, nor does its parent (s2iam creates only the last level)",
+                        dir.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(not_a_dir(&fd, name, &walked, e)),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(std::io::Error::new(
-            e.kind(),
-            format!("cannot create directory {}: {e}", dir.display()),
+    }
+    Ok(Some(fd))
+}
+
+/// Why `name` in `parent` could not be opened as a directory: a symlink (named
+/// as such), something else, or the error itself.
+fn not_a_dir(parent: &OwnedFd, name: &std::ffi::OsStr, walked: &Path, e: Errno) -> std::io::Error {
+    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => invalid(format!(
+            "{} is a symlink: s2iam follows none below the root (write to the real path, or set the template's root to trust it)",
+            walked.display()
         )),
+        Ok(_) if e == Errno::ENOTDIR => invalid(format!("{} is not a directory", walked.display())),
+        _ => invalid_io(e, format!("cannot open directory {}", walked.display())),
     }
 }
 
-fn refuse_symlink(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a symlink: refusing to write through or replace it",
-                path.display()
-            ),
-        )),
-        Ok(m) if m.is_dir() => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is a directory", path.display()),
-        )),
+/// Creates `name` in `parent` with [`DIR_MODE`] and opens it (no symlink).
+fn create_dir(parent: &OwnedFd, name: &std::ffi::OsStr, walked: &Path) -> std::io::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(DIR_MODE)) {
+        Ok(()) => {
+            tracing::info!(dir = %walked.display(), mode = format!("{DIR_MODE:o}"), "created the sink directory");
+        }
+        Err(Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(invalid_io(
+                e,
+                format!("cannot create directory {}", walked.display()),
+            ))
+        }
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let fd = openat(parent, name, flags, Mode::empty())
+        .map_err(|e| not_a_dir(parent, name, walked, e))?;
+    // The umask may have narrowed the mode given to mkdir(2).
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(DIR_MODE)).map_err(io)?;
+    Ok(fd)
+}
+
+/// Refuses a symlink or a directory at `name` in `dir`.
+fn refuse_symlink(dir: &OwnedFd, name: &str, path: &Path) -> std::io::Result<()> {
+    let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        return Ok(());
+    };
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFLNK => Err(invalid(format!(
+            "{} is a symlink: refusing to write through or replace it",
+            path.display()
+        ))),
+        SFlag::S_IFDIR => Err(invalid(format!("{} is a directory", path.display()))),
         _ => Ok(()),
     }
+}
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+}
+
+fn invalid_io(e: Errno, context: String) -> std::io::Error {
+    let e = std::io::Error::from(e);
+    std::io::Error::new(e.kind(), format!("{context}: {e}"))
+}
+
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
 }
 
 fn show(id: Option<u32>) -> String {
@@ -254,6 +373,41 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn never_follows_a_symlinked_directory_below_the_root() {
+        let dir = temp();
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("link")).unwrap();
+        for path in [
+            dir.join("link/token"),
+            dir.join("link/sub/token"),
+            dir.join("link/new/token"),
+        ] {
+            let err = write_atomic(&path, b"secret", 0o600).unwrap_err();
+            assert!(err.to_string().contains("link is a symlink"), "{err}");
+            assert!(check_destination(&path)
+                .unwrap_err()
+                .contains("is a symlink"));
+        }
+        assert!(!elsewhere.join("new").exists() && !elsewhere.join("token").exists());
+        // Trusted when it is the root itself; still not below it.
+        let opts = FileOptions::mode(0o600);
+        write_file_under(&dir.join("link"), &dir.join("link/sub/token"), b"ok", &opts).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("sub/token")).unwrap(),
+            "ok"
+        );
+        std::os::unix::fs::symlink(&elsewhere, elsewhere.join("loop")).unwrap();
+        let err =
+            write_file_under(&dir.join("link"), &dir.join("link/loop/t"), b"x", &opts).unwrap_err();
+        assert!(err.to_string().contains("loop is a symlink"), "{err}");
+        let err =
+            write_file_under(&dir.join("link"), &dir.join("other/t"), b"x", &opts).unwrap_err();
+        assert!(err.to_string().contains("is not below"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

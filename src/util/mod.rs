@@ -2,6 +2,7 @@
 //! error snippets, atomic file writes.
 
 pub mod atomic_file;
+pub mod flags;
 pub mod unix_socket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

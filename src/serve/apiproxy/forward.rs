@@ -11,7 +11,8 @@
 //!
 //! The proxy's own answers are JSON `{"error", "message"}`: 403 `forbidden` (a
 //! non-loopback `Host` on TCP, or a Unix-socket peer outside `listen.allowed_uids`),
-//! 405 `method_not_allowed` (`CONNECT`),
+//! 405 `method_not_allowed` (`CONNECT`), 400 `bad_request_target` (a target that
+//! is not a path, or a path leaving the upstream's base path: see [`super::target`]),
 //! 503 `token_unavailable` (with why), 502 `upstream_unreachable` /
 //! `upstream_error`, 504 `upstream_timeout`.
 
@@ -117,6 +118,10 @@ impl Proxy {
                 "the API proxy forwards requests to its upstream; it does not open tunnels",
             );
         }
+        let url = match super::target::upstream_url(&self.config.upstream, req.uri()) {
+            Ok(url) => url,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request_target", e.to_string()),
+        };
         let jwt = match self.state.cache.get(self.token.clone()).await {
             Ok(token) => token.token.jwt().clone(),
             Err(CacheError { error: e }) => {
@@ -133,8 +138,6 @@ impl Proxy {
             }
         };
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let url = format!("{}{}", self.config.upstream, path);
         let mut headers = strip_hop_by_hop(parts.headers);
         headers.remove(header::HOST);
         headers.remove(header::AUTHORIZATION);

@@ -20,6 +20,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod target;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
