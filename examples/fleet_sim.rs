@@ -471,6 +471,8 @@ struct Args {
     /// Seconds per bin of the refresh-spread check (1: the "no second").
     bin: usize,
     peak_window: usize,
+    /// A CSV of the per-second counts (second, attempts, tokens issued).
+    series: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -481,6 +483,7 @@ fn parse_args() -> Result<Args, String> {
         plot: None,
         bin: 1,
         peak_window: PEAK_WINDOW,
+        series: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -501,6 +504,7 @@ fn parse_args() -> Result<Args, String> {
                 args.capacity = Some(c);
             }
             "--plot" => args.plot = Some(value()?),
+            "--series" => args.series = Some(value()?),
             "--peak-window" => {
                 args.peak_window = value()?
                     .parse()
@@ -525,7 +529,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("fleet_sim: {e}\nusage: fleet_sim --sidecars N --scenario steady|mass-start|outage-10m|outage-1h|metadata-slow-start [--capacity R] [--plot FILE.svg] [--bin SECONDS] [--peak-window SECONDS]");
+            eprintln!("fleet_sim: {e}\nusage: fleet_sim --sidecars N --scenario steady|mass-start|outage-10m|outage-1h|metadata-slow-start [--capacity R] [--plot FILE.svg] [--bin SECONDS] [--peak-window SECONDS] [--series FILE.csv]");
             std::process::exit(2);
         }
     };
@@ -714,6 +718,15 @@ fn summarize(
         ),
         None => Some(all_ready as u64),
     };
+    if let Some(path) = &args.series {
+        let mut csv = String::from("second,attempts,ok\n");
+        for (i, (a, o)) in attempts.iter().zip(&ok).enumerate() {
+            let _ = writeln!(csv, "{i},{a},{o}");
+        }
+        if let Err(e) = std::fs::write(path, csv) {
+            eprintln!("fleet_sim: cannot write {path}: {e}");
+        }
+    }
     let plot = Some(args.plot.clone().unwrap_or_else(|| {
         let dir = "target/fleet-sim";
         let _ = std::fs::create_dir_all(dir);
