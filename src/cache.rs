@@ -248,6 +248,8 @@ pub struct Cache<K, V, E> {
     /// Woken when a fetch completes or a key is pinned, so the refresher can
     /// sleep until the next refresh is due instead of waking every tick.
     changed: Arc<tokio::sync::Notify>,
+    /// A `s2iam.cache.refresh` span per fetch (off unless configured).
+    tracer: crate::otel::Tracer,
 }
 
 impl<K, V, E> Clone for Cache<K, V, E> {
@@ -259,6 +261,7 @@ impl<K, V, E> Clone for Cache<K, V, E> {
             stats: self.stats.clone(),
             epoch: self.epoch,
             changed: self.changed.clone(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -294,7 +297,16 @@ where
             stats: Arc::new(CacheStats::default()),
             epoch: mono_now(),
             changed: Arc::new(tokio::sync::Notify::new()),
+            tracer: crate::otel::Tracer::off(),
         }
+    }
+
+    /// The same cache, with a `s2iam.cache.refresh` span around every fetch:
+    /// the child of the request's span when a request fetches in line, the
+    /// root of its own trace when the refresher does.
+    pub fn with_tracer(mut self, tracer: crate::otel::Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Counters, for metrics.
@@ -446,7 +458,12 @@ where
                 }
             }
         }
-        self.fetch_into(key, &entry).await
+        let trigger = if self.policy.mode == RefreshMode::Lazy {
+            "in_line_lazy"
+        } else {
+            "in_line"
+        };
+        self.fetch_into(key, &entry, trigger).await
     }
 
     /// Fetches `key` in the background unless a fetch for it is already running.
@@ -457,7 +474,9 @@ where
         let cache = self.clone();
         tokio::spawn(async move {
             let _flight = flight;
-            if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
+            if cache.fetch_into(&key, &entry, "background").await.is_err()
+                || read(&entry.slot).failures > 0
+            {
                 cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -465,9 +484,21 @@ where
 
     /// Fetches for `key` while holding its flight lock, records the outcome, and
     /// falls back to the current value if it is still valid.
-    async fn fetch_into(&self, key: &K, entry: &Entry<V, E>) -> Result<V, CacheError<E>> {
+    async fn fetch_into(
+        &self,
+        key: &K,
+        entry: &Entry<V, E>,
+        trigger: &'static str,
+    ) -> Result<V, CacheError<E>> {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = (self.fetch)(key.clone()).await;
+        let mut span = self
+            .tracer
+            .span("s2iam.cache.refresh", crate::otel::SpanKind::Internal);
+        span.set("s2iam.cache.trigger", trigger);
+        let result = span.scope((self.fetch)(key.clone())).await;
+        if result.is_err() {
+            span.fail("fetch failed (see the child spans)");
+        }
         let now_ms = self.now_ms();
         let mut slot = write(&entry.slot);
         slot.generation = slot.generation.wrapping_add(1);
@@ -575,7 +606,9 @@ where
                 {
                     return;
                 }
-                if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
+                if cache.fetch_into(&key, &entry, "background").await.is_err()
+                    || read(&entry.slot).failures > 0
+                {
                     cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
                 }
             });

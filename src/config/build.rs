@@ -106,6 +106,14 @@ pub(super) fn build(
         database_proxies,
         templates,
         api_proxies,
+        otel: crate::otel::OtelSettings::resolve(
+            env,
+            &crate::otel::settings::FileOtel {
+                endpoint: file.otel.endpoint,
+                service_name: file.otel.service_name,
+            },
+        )
+        .map_err(|e| invalid(&e.setting, e.message))?,
         audit: super::AuditConfig {
             path: match file.audit.path {
                 Some(p) if !p.is_absolute() => {

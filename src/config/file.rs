@@ -39,6 +39,8 @@ pub(super) struct FileConfig {
     pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
     #[serde(default)]
     pub(super) audit: FileAudit,
+    #[serde(default)]
+    pub(super) otel: FileOtel,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +138,13 @@ pub(super) struct FileAccess {
     pub(super) audiences: Option<Vec<String>>,
     pub(super) cold_fetches_per_second: Option<u32>,
     pub(super) cold_fetches_per_caller_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileOtel {
+    pub(super) endpoint: Option<String>,
+    pub(super) service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,6 +56,10 @@
 //! [audit]
 //! path = "/var/log/s2iam/audit.jsonl"  # one line per credential handed out (never the credential)
 //!
+//! [otel]                             # traces; the OTEL_* variables take precedence
+//! endpoint = "http://127.0.0.1:4318" # OTLP/HTTP base URL (/v1/traces is appended)
+//! service_name = "s2iam"
+//!
 //! [log]
 //! format = "text"                    # or "json"
 //! level = "info"
@@ -341,6 +345,8 @@ pub struct ServeConfig {
     pub api_proxies: Vec<ApiProxyConfig>,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[otel]` and the `OTEL_*` variables: where spans go; `None`: tracing off.
+    pub otel: Option<crate::otel::OtelSettings>,
 }
 
 /// `[audit]`: the audit trail (see `serve::audit`).
@@ -410,6 +416,8 @@ impl ServeConfig {
             detect_timeout: c.detect_timeout,
             exchange,
             provider_config: Some(provider_config),
+            // Set by the sidecar, which starts the exporter (`serve::Sidecar`).
+            tracer: crate::otel::Tracer::off(),
         }
     }
 }

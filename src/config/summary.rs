@@ -93,6 +93,15 @@ impl fmt::Display for ServeConfig {
         };
         writeln!(f, "  format = {format}")?;
         writeln!(f, "  level = {}", self.log.level)?;
+        writeln!(f, "[otel]")?;
+        match &self.otel {
+            // Never the exporter's headers: they often carry an API key.
+            Some(o) => {
+                writeln!(f, "  traces = {} (OTLP/HTTP JSON)", o.endpoint_for_logs())?;
+                writeln!(f, "  service_name = {}", o.service_name)?;
+            }
+            None => writeln!(f, "  traces = off")?,
+        }
         for t in &self.tokens {
             writeln!(f, "[[token]]")?;
             writeln!(f, "  type = {}", t.jwt_type)?;

@@ -130,6 +130,8 @@ pub struct AppState {
     pub refusals: crate::logging::Throttle,
     /// The audit trail (`[audit]`), off unless configured.
     pub audit: audit::Audit,
+    /// OpenTelemetry spans (`[otel]`, `OTEL_*`), off unless configured.
+    pub tracer: crate::otel::Tracer,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -272,7 +274,13 @@ impl Sidecar {
             None => None,
         };
         let env = provider_config.env.clone();
-        let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
+        let tracer = crate::otel::Tracer::start(
+            config.otel.as_ref(),
+            crate::http::client(&env.proxy_settings()),
+        );
+        let mut options = config.jwt_options(provider_config);
+        options.tracer = tracer.clone();
+        let client = Arc::new(Client::new(options)?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
             .into_iter()
@@ -309,7 +317,8 @@ impl Sidecar {
                         config.cache.policy.min_remaining,
                     )),
                 ),
-            ),
+            )
+            .with_tracer(tracer.clone()),
             renderer,
             client,
             metrics,
@@ -317,6 +326,7 @@ impl Sidecar {
             tcp_token,
             refusals: crate::logging::Throttle::for_refusals(),
             audit,
+            tracer,
             identity: tokio::sync::Mutex::new(None),
             config,
         });
@@ -404,6 +414,8 @@ impl Sidecar {
         for task in self.background {
             task.abort();
         }
+        // The last spans (this shutdown's requests) go out before the exit.
+        self.state.tracer.shutdown(Duration::from_secs(5)).await;
         tracing::info!("s2iam sidecar stopped");
     }
 }
