@@ -268,6 +268,9 @@ impl Client {
         {
             return Err(ExchangeError::MissingWorkspaceGroup.into());
         }
+        if let Some(wg) = req.workspace_group_id.as_deref() {
+            crate::exchange::check_workspace_group_id(wg)?;
+        }
         let deadline = instant_after(mono_now(), self.options.timeout);
         let (headers, identity) = self.identity_until(req, deadline).await?;
         let exchange_req = ExchangeRequest {

@@ -60,6 +60,8 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+#[cfg(feature = "sidecar")]
+pub mod listener;
 pub mod logging;
 pub mod otel;
 pub mod provider;

@@ -4,6 +4,9 @@
 //! `duration_seconds`, `role_session_name`, `region`, web identity in a profile,
 //! and the refusals (`mfa_serial`, SSO without the `aws-config` feature).
 
+// Tests and benches own their environment and clock (rule 4 is for the library).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;

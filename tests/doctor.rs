@@ -87,7 +87,11 @@ fn assert_schema(run: &Run) {
     let j = &run.json;
     assert_eq!(j["schema"], "s2iam-doctor/1");
     let checks = j["checks"].as_array().expect("checks is an array");
-    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    // `exchange` comes last, and only with --exchange.
+    if ids.last() == Some(&"exchange") {
+        ids.pop();
+    }
     assert_eq!(ids, CHECKS);
     let mut fails = 0;
     for c in checks {
@@ -783,5 +787,58 @@ async fn a_shared_config_profile_chain_is_named_in_full() {
     assert!(!run.json.to_string().contains(&user.secret_access_key));
     assert_eq!(run.json["outcome"]["sub"], role);
     assert_eq!(run.code, 0, "{:#}", run.json);
+    server.shutdown().await;
+}
+
+/// Issue 23 (5): every prediction passes while the auth service refuses the
+/// identity; only `--exchange` (opt-in: one real request) finds the 401. On
+/// success it shows the issued `sub`, never the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn exchange_finds_a_refused_identity_and_never_prints_the_token() {
+    let server = mocks(CloudConfig::aws()).await;
+    server.auth().update(|c| c.fail_verification = true);
+    let run = doctor(&server, &[], &[]);
+    assert_eq!(
+        run.code, 0,
+        "without --exchange nothing exchanges: {:#}",
+        run.json
+    );
+    assert!(server.auth().records().is_empty());
+
+    let run = doctor(&server, &[], &["--exchange"]);
+    assert_eq!(run.code, 1, "{:#}", run.json);
+    assert_eq!(run.status("exchange"), "fail");
+    assert!(
+        run.message("exchange").contains("401"),
+        "{}",
+        run.message("exchange")
+    );
+    let fix = run.check("exchange")["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("arn:aws:iam::123456789012:role/s2iam-test-role"),
+        "{fix}"
+    );
+
+    server.auth().update(|c| c.fail_verification = false);
+    let mut cmd = s2iam_cmd(&server);
+    cmd.args([
+        "doctor",
+        "--timeout",
+        "3s",
+        "--exchange",
+        "--workspace-group-id",
+        "wg-doc",
+    ]);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS  exchange"), "{text}");
+    assert!(text.contains("a database JWT for wg-doc"), "{text}");
+    assert!(
+        !text.contains("eyJ") && !String::from_utf8_lossy(&out.stderr).contains("eyJ"),
+        "{text}"
+    );
+    let records = server.auth().records();
+    assert_eq!(records.last().map(|r| r.status), Some(200));
     server.shutdown().await;
 }

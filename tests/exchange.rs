@@ -2,6 +2,9 @@
 //! gives, a small misbehaving server): tokens, failure toggles, retries, limits,
 //! timeouts, https enforcement, URL templating, JWKS validation.
 
+// Tests and benches own their environment and clock (rule 4 is for the library).
+#![allow(clippy::disallowed_methods)]
+
 use std::time::{Duration, Instant, SystemTime};
 
 use s2iam::exchange::{

@@ -118,7 +118,7 @@ fn cases() -> Vec<Case> {
     vec![
         // [listen]
         file("listen.max_connections", "[listen]\nmax_connections = {v}", &["1", "100000"], COUNT_REFUSED),
-        file("listen.max_connections_per_uid", "[listen]\nmax_connections_per_uid = {v}", &["1", "100000"], COUNT_REFUSED),
+        file("listen.max_connections_per_uid", "[listen]\nmax_connections = 100000\nmax_connections_per_uid = {v}", &["1", "100000"], COUNT_REFUSED),
         file("listen.max_header_bytes", "[listen]\nmax_header_bytes = {v}", &["1024", "1048576"], &["0", "1023", "1048577", U64_MAX, "-1"]),
         file("listen.header_read_timeout", "[listen]\nheader_read_timeout = \"{v}\"", &["1ms", "24h"], &["0", "24h1s", U64_MAX, "-1"]),
         file("listen.idle_timeout", "[listen]\nidle_timeout = \"{v}\"", &["1ms", "24h"], &["0", "24h1s", U64_MAX, "-1"]),

@@ -237,6 +237,12 @@ async fn once_writes_every_file_and_exits_0_or_fails_with_reasons() {
     );
     assert!(!dir.join("s2iam.sock").exists(), "--once serves nothing");
     assert!(!stderr.contains("eyJ"), "no token in the logs");
+    // Issue 23 (11): each file is reported once (stdout and the log together).
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    for file in [&sink, &env_file] {
+        let name = file.display().to_string();
+        assert_eq!(all.matches(&name).count(), 1, "{name}: {all}");
+    }
     assert_eq!(server.auth().records().len(), 2, "one exchange per token");
 
     // The same with the auth service failing: non-zero, the reasons, no files.

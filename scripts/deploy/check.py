@@ -113,7 +113,7 @@ def main():
             print(f"ok    {name} ({took:.1f}s){': ' + note if note else ''}", flush=True)
             passed += 1
         except Skip as e:
-            print(f"skip  {name}: {e}", flush=True)
+            print(f"SKIP  {name}: {e}", flush=True)
             skipped += 1
         except Fail as e:
             print(f"FAIL  {name}: {e}", flush=True)

@@ -77,7 +77,7 @@ impl VendedCredentials {
     }
 
     /// Reads a container-credentials answer (what the sidecar serves) back.
-    pub fn from_container_json(doc: &Value) -> Option<Self> {
+    pub fn from_container_json(doc: &Value, now: SystemTime) -> Option<Self> {
         let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
         let expiration = s("Expiration").and_then(|e| crate::util::parse_rfc3339(&e))?;
         let credentials = AwsCredentials {
@@ -87,7 +87,7 @@ impl VendedCredentials {
             expiration: Some(expiration),
             account_id: s("AccountId"),
         };
-        Some(Self::new(credentials, SystemTime::now(), Instant::now()))
+        Some(Self::new(credentials, now, Instant::now()))
     }
 }
 
@@ -101,6 +101,7 @@ impl Expiring for VendedCredentials {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
     use serde_json::json;
@@ -123,7 +124,9 @@ mod tests {
         let p = v.credential_process_json();
         assert_eq!(p["Version"], 1);
         assert_eq!(p["SessionToken"], "tok");
-        let back = VendedCredentials::from_container_json(&v.container_json()).unwrap();
+        let back =
+            VendedCredentials::from_container_json(&v.container_json(), SystemTime::UNIX_EPOCH)
+                .unwrap();
         assert_eq!(back.credentials, v.credentials);
         // Debug output of the vended value never shows the secret.
         assert!(!format!("{v:?}").contains("sec\""));

@@ -33,6 +33,13 @@ pub struct DoctorArgs {
     /// Output as JSON (schema "s2iam-doctor/1").
     #[arg(long)]
     pub json: bool,
+    /// Also make one real token request against the auth service (an API JWT,
+    /// or a database JWT with --workspace-group-id); the token is never printed.
+    #[arg(long)]
+    pub exchange: bool,
+    /// With --exchange: ask for a database JWT for this workspace group.
+    #[arg(long, requires = "exchange")]
+    pub workspace_group_id: Option<String>,
 }
 
 /// `s2iam doctor`: the library's checks, printed; an error (exit 1) when any
@@ -95,13 +102,12 @@ fn doctor_options(
             .clone()
             .or(client.and_then(|c| c.server_url.clone()))
             .filter(|s| !s.is_empty()),
-        allow_http: args.allow_http
-            || client.is_some_and(|c| c.allow_http)
-            || cfg
-                .env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true"),
+        allow_http: args.allow_http || client.is_some_and(|c| c.allow_http) || cfg.env.allow_http(),
         timeout: flags.timeout,
+        exchange: args.exchange.then(|| match &args.workspace_group_id {
+            Some(wg) => s2iam::doctor::exchange::ExchangeProbe::Database(wg.clone()),
+            None => s2iam::doctor::exchange::ExchangeProbe::Api,
+        }),
         ..Default::default()
     };
     let pref = args

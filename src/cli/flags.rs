@@ -57,10 +57,15 @@ pub struct AwsSourceArgs {
 impl AwsSourceArgs {
     /// The sidecar client's options.
     pub fn options(&self) -> s2iam::sidecar_client::aws::LocalOptions {
+        let provider_config = s2iam::provider::ProviderConfig::from_env();
         s2iam::sidecar_client::aws::LocalOptions {
-            socket: s2iam::sidecar_client::default_socket(self.socket.as_deref()),
+            socket: s2iam::sidecar_client::default_socket(
+                self.socket.as_deref(),
+                &provider_config.env,
+            ),
             config: self.config.clone(),
             timeout: self.timeout,
+            provider_config,
         }
     }
 }

@@ -39,17 +39,65 @@ pub async fn run(args: &IdentityArgs, out: &mut impl Write) -> Result<(), CliErr
             serde_json::to_string_pretty(&identity).unwrap_or_default()
         )?;
     } else {
-        writeln!(out, "provider:      {}", identity.provider)?;
-        writeln!(out, "identifier:    {}", identity.identifier)?;
-        writeln!(out, "account:       {}", identity.account_id)?;
-        writeln!(out, "region:        {}", identity.region)?;
-        writeln!(out, "resource type: {}", identity.resource_type)?;
-        if let Some(source) = &identity.credential_source {
-            writeln!(out, "credentials:   {source}")?;
-        }
-        for (k, v) in &identity.additional_claims {
-            writeln!(out, "{k}: {v}")?;
-        }
+        write!(out, "{}", identity_text(&identity))?;
     }
     Ok(())
+}
+
+/// The identity in words: one `key: value` per line, values aligned, keys as
+/// `--json` names them (the additional claims under their own names).
+fn identity_text(identity: &s2iam::provider::CloudIdentity) -> String {
+    let mut lines: Vec<(String, String)> = vec![
+        ("provider".into(), identity.provider.to_string()),
+        ("identifier".into(), identity.identifier.clone()),
+        ("account_id".into(), identity.account_id.clone()),
+        ("region".into(), identity.region.clone()),
+        ("resource_type".into(), identity.resource_type.clone()),
+    ];
+    if let Some(source) = &identity.credential_source {
+        lines.push(("credential_source".into(), source.clone()));
+    }
+    lines.extend(
+        identity
+            .additional_claims
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    lines
+        .iter()
+        .map(|(k, v)| format!("{:<w$} {v}\n", format!("{k}:"), w = width.saturating_add(1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_lines_are_aligned_with_json_keys() {
+        let mut id = s2iam::provider::CloudIdentity {
+            provider: s2iam::provider::CloudProvider::Aws,
+            identifier: "arn:aws:sts::1:assumed-role/r/s".into(),
+            account_id: "1".into(),
+            region: String::new(),
+            resource_type: "assumed-role".into(),
+            additional_claims: Default::default(),
+            credential_source: Some("instance metadata (IMDS) role".into()),
+        };
+        id.additional_claims
+            .insert("RoleSessionName".into(), "s".into());
+        let text = identity_text(&id);
+        let columns: Vec<usize> = text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(_, rest)| !rest.trim().is_empty())
+            .map(|(k, rest)| k.len() + 1 + rest.len() - rest.trim_start().len())
+            .collect();
+        assert_eq!(columns.len(), 6, "{text}");
+        assert!(columns.iter().all(|c| *c == columns[0]), "{text}");
+        assert!(text.contains("resource_type:"), "{text}");
+        assert!(text.contains("credential_source:"), "{text}");
+        assert!(!text.contains("resource type"), "{text}");
+    }
 }

@@ -2,6 +2,7 @@
 //! `S2IAM_LOG` overrides (e.g. `S2IAM_LOG=s2iam=trace`), colour only on a terminal
 //! and without `NO_COLOR`.
 
+use s2iam::env::Env;
 use tracing_subscriber::EnvFilter;
 
 /// Warnings only, or debug with `--verbose`.
@@ -16,7 +17,9 @@ pub fn init_quiet() {
 
 /// `default` unless `S2IAM_LOG` says otherwise.
 pub fn init_with_default(default: &str) {
-    let filter = std::env::var("S2IAM_LOG").unwrap_or_else(|_| default.to_string());
+    let filter = Env::real()
+        .get("S2IAM_LOG")
+        .unwrap_or_else(|| default.to_string());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi())
@@ -25,8 +28,15 @@ pub fn init_with_default(default: &str) {
 }
 
 /// The sidecar's logger: the level and format (text or JSON) of its config.
-pub fn init_serve(config: &s2iam::config::ServeConfig) {
-    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+/// With `once`, the report on stdout names every file written, so the
+/// renderer's per-file lines stay out of the log (each file is reported once).
+pub fn init_serve(config: &s2iam::config::ServeConfig, once: bool) {
+    let level = if once {
+        format!("{},s2iam::render=warn", config.log.level)
+    } else {
+        config.log.level.clone()
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi())
@@ -38,5 +48,5 @@ pub fn init_serve(config: &s2iam::config::ServeConfig) {
 }
 
 fn ansi() -> bool {
-    s2iam::logging::ansi_on_stderr(std::env::var_os("NO_COLOR").is_some())
+    s2iam::logging::ansi_on_stderr(Env::real().is_set("NO_COLOR"))
 }

@@ -24,7 +24,8 @@ pub struct ProbeArgs {
 /// `s2iam probe`: Ok only if the sidecar answered 200.
 pub async fn run(args: &ProbeArgs) -> Result<(), CliError> {
     logging::init(false);
-    let socket = s2iam::sidecar_client::default_socket(args.socket.as_deref());
+    let socket =
+        s2iam::sidecar_client::default_socket(args.socket.as_deref(), &s2iam::env::Env::real());
     s2iam::sidecar_client::socket::probe(&socket, &args.path, args.timeout).await?;
     Ok(())
 }

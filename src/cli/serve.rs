@@ -80,7 +80,7 @@ pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<(), CliError>
         )?;
         return Ok(());
     }
-    logging::init_serve(&config);
+    logging::init_serve(&config, args.once);
     if args.once {
         for line in s2iam::serve::once::run(config, provider_config).await? {
             writeln!(out, "{line}")?;

@@ -87,6 +87,11 @@ async fn token(
             "--workspace-group-id is required for database JWT".into(),
         ));
     }
+    // The sidecar's check, before any request: refused as it would refuse it.
+    if !args.workspace_group_id.is_empty() {
+        s2iam::exchange::check_workspace_group_id(&args.workspace_group_id)
+            .map_err(|e| CliError::Usage(format!("--workspace-group-id: {e}")))?;
+    }
     let options = jwt_options(&args.identity, Some(args))?;
     let client = Client::new(options)?;
     let req = token_request(&args.identity, jwt_type, &args.workspace_group_id);
@@ -148,11 +153,7 @@ pub fn jwt_options(
         server_url: args
             .and_then(|a| a.server_url.clone())
             .filter(|s| !s.is_empty()),
-        allow_http: args.is_some_and(|a| a.allow_http)
-            || cfg
-                .env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true"),
+        allow_http: args.is_some_and(|a| a.allow_http) || cfg.env.allow_http(),
         provider: parse_provider(flags)?,
         force_detect: flags.force_detect,
         timeout: flags.timeout,

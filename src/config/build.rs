@@ -57,17 +57,29 @@ pub(super) fn build(
             .or(file.log.level)
             .unwrap_or_else(|| "info".into()),
     };
+    // After-render commands run with the sidecar's PATH, read here once.
+    let path = env
+        .get("PATH")
+        .unwrap_or_else(|| crate::render::action::FALLBACK_PATH.into());
     let tokens = file
         .token
         .into_iter()
         .enumerate()
-        .map(|(i, t)| warm_token(i, t, &client.gcp_audience))
+        .map(|(i, t)| warm_token(i, t, &client.gcp_audience, &path))
         .collect::<Result<Vec<_>, _>>()?;
     let aws = aws_settings(file.aws, file.aws_profile)?;
-    let database_proxies = crate::dbproxy::config::build_all(file.database_proxy)
+    let mut database_proxies = crate::dbproxy::config::build_all(file.database_proxy)
         .map_err(|e| super::invalid(&e.setting, e.message))?;
-    let templates = crate::render::config::templates(file.template, &available(&tokens, &aws))
-        .map_err(|e| invalid(&e.setting, e.message))?;
+    // A database proxy of the sidecar without its own allowed_uids admits whom
+    // the sidecar's API does: the proxy logs in as the workload too.
+    for p in &mut database_proxies {
+        if p.allowed_uids.is_empty() {
+            p.allowed_uids = listen.allowed_uids.clone();
+        }
+    }
+    let templates =
+        crate::render::config::templates(file.template, &available(&tokens, &aws), &path)
+            .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
     if cache.policy.mode == RefreshMode::Lazy
         && (!templates.is_empty() || tokens.iter().any(|t| t.sink.is_some()))
@@ -178,19 +190,6 @@ fn listen(
             "no listener: give a socket or a tcp address",
         ));
     }
-    // allowed_uids is checked with SO_PEERCRED, which TCP has not: refuse a
-    // config that would look restricted but serve any local process over TCP.
-    let uids_set = file
-        .listen
-        .allowed_uids
-        .as_ref()
-        .is_some_and(|u| !u.is_empty());
-    if uids_set && tcp.is_some() && file.listen.tcp_token_file.is_none() {
-        return Err(invalid(
-            "listen.allowed_uids",
-            "applies to the Unix socket only, and listen.tcp is on without listen.tcp_token_file: any local process could use TCP; set tcp_token_file or turn tcp off",
-        ));
-    }
     Ok(ListenConfig {
         socket,
         socket_mode: mode(
@@ -216,11 +215,7 @@ fn client(
             .clone()
             .or_else(|| env.get("S2IAM_JWT_SERVER_URL"))
             .or(file.auth.server_url.clone()),
-        allow_http: flags.allow_http
-            || env
-                .get("S2IAM_ALLOW_HTTP")
-                .is_some_and(|v| v == "1" || v == "true")
-            || file.auth.allow_http.unwrap_or(false),
+        allow_http: flags.allow_http || env.allow_http() || file.auth.allow_http.unwrap_or(false),
         timeout: duration(
             "auth.timeout",
             file.auth.timeout.as_deref(),
@@ -264,6 +259,28 @@ fn client(
     })
 }
 
+/// `listen.max_connections_per_uid`: 1 to `max_connections` (default: a quarter
+/// of it, at most the default's 128).
+fn per_uid(l: &FileListen, default: usize) -> Result<usize, ConfigError> {
+    let max = l
+        .max_connections
+        .unwrap_or(ConnLimits::default().max_connections);
+    let default = default.min(max.div_ceil(4));
+    let v = count(
+        "listen.max_connections_per_uid",
+        l.max_connections_per_uid,
+        default,
+        1..=MAX_CONNECTIONS,
+    )?;
+    if v > max {
+        return Err(invalid(
+            "listen.max_connections_per_uid",
+            format!("must be at most listen.max_connections ({max})"),
+        ));
+    }
+    Ok(v)
+}
+
 fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
     let d = ConnLimits::default();
     let nonzero = |setting: &str, value: Option<&str>, default: Duration| {
@@ -297,12 +314,7 @@ fn conn_limits(l: &FileListen) -> Result<ConnLimits, ConfigError> {
             d.max_connections,
             1..=MAX_CONNECTIONS,
         )?,
-        max_connections_per_uid: count(
-            "listen.max_connections_per_uid",
-            l.max_connections_per_uid,
-            d.max_connections_per_uid,
-            1..=MAX_CONNECTIONS,
-        )?,
+        max_connections_per_uid: per_uid(l, d.max_connections_per_uid)?,
         max_header_bytes,
         shutdown_timeout: nonzero(
             "listen.shutdown_timeout",
@@ -366,7 +378,12 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     })
 }
 
-fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToken, ConfigError> {
+fn warm_token(
+    i: usize,
+    t: FileToken,
+    default_audience: &str,
+    command_path: &str,
+) -> Result<WarmToken, ConfigError> {
     let setting = format!("token[{i}]");
     let jwt_type: JwtType = t.jwt_type.parse().map_err(|_| {
         invalid(
@@ -381,6 +398,10 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
             "required for database tokens",
         ));
     }
+    if let Some(wg) = &workspace_group_id {
+        crate::exchange::check_workspace_group_id(wg)
+            .map_err(|e| invalid(&format!("{setting}.workspace_group_id"), e.to_string()))?;
+    }
     let sink = match t.sink {
         Some(path) => {
             let file = crate::render::config::file_options(
@@ -392,7 +413,9 @@ fn warm_token(i: usize, t: FileToken, default_audience: &str) -> Result<WarmToke
             .map_err(|e| invalid(&e.setting, e.message))?;
             let on_change = t
                 .on_change
-                .map(|a| crate::render::config::action(&format!("{setting}.on_change"), a))
+                .map(|a| {
+                    crate::render::config::action(&format!("{setting}.on_change"), a, command_path)
+                })
                 .transpose()
                 .map_err(|e| invalid(&e.setting, e.message))?;
             Some(Sink {

@@ -14,13 +14,13 @@
 //! socket_mode = "0660"
 //! tcp = "127.0.0.1:7869"             # optional loopback HTTP (off by default)
 //! allow_non_loopback = false         # refuse a non-loopback tcp address unless true
-//! allowed_uids = [1000]              # Unix-socket callers allowed (SO_PEERCRED); empty = any.
-//!                                    # Not checkable on TCP: with tcp on, tcp_token_file is required
+//! allowed_uids = [1000]              # callers allowed, by uid, on every local surface: the socket
+//!                                    # (SO_PEERCRED), TCP (the kernel's socket table), the proxies; empty = any
 //! tcp_token_file = "/run/s2iam/tcp-token"  # optional: TCP callers must send "Authorization: Bearer <it>"
 //! header_read_timeout = "10s"        # a request's headers must arrive within this (also closes idle keep-alive)
 //! idle_timeout = "60s"               # a connection with no bytes either way for this long is closed
 //! max_connections = 512              # per listener; more wait in the kernel's backlog
-//! max_connections_per_uid = 512      # per peer uid on the Unix socket; more are closed at once
+//! max_connections_per_uid = 128      # per peer uid (default: a quarter of max_connections); more get 503 at once
 //! max_header_bytes = 16384           # larger request heads get 431
 //! shutdown_timeout = "10s"           # after SIGTERM, connections still open after this are cut
 //!
@@ -130,7 +130,7 @@ use crate::env::{Env, ProviderConfig};
 use crate::exchange::{ExchangeConfig, JwtType};
 use crate::provider::CloudProvider;
 pub use api_proxy::ApiProxyConfig;
-pub use summary::{check_paths, check_socket_dir};
+pub use summary::{check_paths, check_sockets};
 
 /// The socket when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/s2iam/s2iam.sock";
@@ -238,9 +238,9 @@ pub struct ConnLimits {
     /// Open connections per listener; more wait in the kernel's backlog until
     /// one closes.
     pub max_connections: usize,
-    /// Open connections per peer uid on the Unix socket; more are closed at once.
-    /// The default equals `max_connections` (no extra limit); set it lower when
-    /// several users share the socket, so one cannot take every place.
+    /// Open connections per peer uid (on the socket and on TCP); more are
+    /// turned away at once. Well below `max_connections` by default (a quarter),
+    /// so one user's flood leaves room for everyone else's health probe.
     pub max_connections_per_uid: usize,
     /// Largest request line plus headers; larger gets 431.
     pub max_header_bytes: usize,
@@ -254,7 +254,7 @@ impl Default for ConnLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
-            max_connections_per_uid: 512,
+            max_connections_per_uid: 128,
             max_header_bytes: 16 * 1024,
             shutdown_timeout: Duration::from_secs(10),
         }

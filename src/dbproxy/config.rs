@@ -217,6 +217,8 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
                 "required: the workspace group whose database JWT logs in",
             )
         })?;
+    crate::exchange::check_workspace_group_id(&workspace_group_id)
+        .map_err(|e| invalid(setting("workspace_group_id"), e.to_string()))?;
     let user = p.user.clone().unwrap_or_else(|| "*".into());
     if user.is_empty() || user.contains('\0') {
         return Err(invalid(setting("user"), "must be a user name or \"*\""));

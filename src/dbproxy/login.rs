@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! client            proxy                          SingleStore
+//!   ◀── greeting (seq 0): the proxy's (SingleStore's last one, without CLIENT_SSL)
+//!   ─── response (seq 1): user, db, charset, attrs ─▶
 //!                     ──── TCP connect ────────────────▶
 //!                     ◀─── greeting (seq 0) ───────────
-//!   ◀── greeting (seq 0): the server's, without CLIENT_SSL
-//!   ─── response (seq 1): user, db, charset, attrs ─▶
 //!                     ──── SSLRequest (seq 1) ─────────▶
 //!                     ═════ TLS (SNI, verified) ═══════
 //!                     ──── response (seq 2): user '*', JWT as mysql_clear_password,
@@ -15,8 +15,15 @@
 //!   ◀── the same OK or ERR (seq 2)
 //! ```
 //!
-//! The client sees the server's version, connection id, status and capabilities
-//! (less TLS: the client leg is loopback or a Unix socket), so everything after
+//! The client is answered before anything is opened upstream (a client that
+//! never speaks costs SingleStore nothing), so its greeting is the proxy's: the
+//! version, status and capabilities of the last greeting SingleStore sent (less
+//! TLS: the client leg is loopback or a Unix socket; before SingleStore has been
+//! reached, a conservative set every MySQL-protocol server offers), a scramble of
+//! its own, and connection id 0 (the real one is not known yet: `SELECT
+//! CONNECTION_ID()` gives it; 0 makes a client's `KILL QUERY` on interrupt fail
+//! harmlessly rather than name another session). The capabilities sent upstream
+//! are those the client agreed to with the proxy, so everything after
 //! the handshake — result sets, EOF/OK forms, compression, session tracking —
 //! follows the flags both ends agreed on, and the bytes are relayed untouched.
 //! The client's own password (if any) is ignored.
@@ -72,6 +79,7 @@ pub mod codes {
 }
 
 /// The server's greeting, as read from the upstream connection.
+#[derive(Clone)]
 pub struct Greeting {
     raw: Vec<u8>,
 }
@@ -135,20 +143,62 @@ impl Greeting {
             .map_err(|e| protocol(format!("cannot parse SingleStore's greeting: {e}")))
     }
 
-    /// The greeting the client gets: the server's, without TLS.
+    /// What the proxy offers clients before it has reached SingleStore: the
+    /// flags every MySQL-protocol server SingleStore's clients meet has (no
+    /// `CLIENT_DEPRECATE_EOF` or session tracking), version 5.7.32, utf8mb4.
+    pub fn conservative() -> Self {
+        let caps = CapabilityFlags::CLIENT_LONG_PASSWORD
+            | CapabilityFlags::CLIENT_FOUND_ROWS
+            | CapabilityFlags::CLIENT_LONG_FLAG
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+            | CapabilityFlags::CLIENT_IGNORE_SPACE
+            | CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_INTERACTIVE
+            | CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_TRANSACTIONS
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+            | CapabilityFlags::CLIENT_MULTI_RESULTS
+            | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+        let g = HandshakePacket::new(
+            10,
+            &b"5.7.32"[..],
+            0,
+            [b'x'; 8],
+            Some(&b"xxxxxxxxxxxx\0"[..]),
+            caps,
+            45,
+            mysql_common::constants::StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            Some(&b"mysql_native_password"[..]),
+        );
+        Self {
+            raw: packet::encode(&g),
+        }
+    }
+
+    /// The greeting the client gets: this one's version, status, collation and
+    /// capabilities without TLS, a fresh scramble, connection id 0.
     pub fn for_client(&self) -> Result<Vec<u8>, Failure> {
         let g = self.parse()?;
         let caps = g.capabilities().difference(CapabilityFlags::CLIENT_SSL);
-        let scramble_1: [u8; 8] = g
-            .scramble_1_ref()
+        let scramble = scramble();
+        let (scramble_1, scramble_2) = scramble.split_at(8);
+        let scramble_1: [u8; 8] = scramble_1
             .try_into()
             .map_err(|_| protocol("the greeting's scramble is short".into()))?;
+        // The second part goes out NUL-terminated, as servers send it (the
+        // MariaDB client waits for the terminator).
+        let mut scramble_2 = scramble_2.to_vec();
+        scramble_2.push(0);
         let client = HandshakePacket::new(
             g.protocol_version(),
             g.server_version_ref(),
-            g.connection_id(),
+            0,
             scramble_1,
-            g.scramble_2_ref(),
+            Some(scramble_2),
             caps,
             g.default_collation(),
             g.status_flags(),
@@ -163,6 +213,15 @@ impl Greeting {
             .map(|g| g.capabilities())
             .unwrap_or_else(|_| CapabilityFlags::empty())
     }
+}
+
+/// 20 printable random bytes: the client's password is never used (the proxy
+/// logs in with the JWT), but a client computes its answer from them.
+fn scramble() -> Vec<u8> {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 20)
+        .into_bytes()
 }
 
 /// The greeting's auth-plugin-data length byte, if the greeting reaches it:
@@ -225,6 +284,24 @@ impl ClientLogin {
     fn response(&self) -> Result<HandshakeResponse<'_>, Failure> {
         HandshakeResponse::deserialize((), &mut ParseBuf(&self.raw))
             .map_err(|e| protocol(format!("cannot parse the client's handshake response: {e}")))
+    }
+
+    /// The client's capability flags (as agreed with the proxy's greeting).
+    pub fn capabilities(&self) -> CapabilityFlags {
+        self.raw
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| CapabilityFlags::from_bits_truncate(u32::from_le_bytes(b)))
+            .unwrap_or_else(CapabilityFlags::empty)
+    }
+
+    /// Keeps of the client's flags those the proxy offered (`offered`), so that
+    /// SingleStore is told what the client and the proxy agreed.
+    pub fn agree_with(&mut self, offered: CapabilityFlags) {
+        let agreed = self.capabilities() & offered.difference(CapabilityFlags::CLIENT_SSL);
+        if let Some(head) = self.raw.get_mut(..4) {
+            head.copy_from_slice(&agreed.bits().to_le_bytes());
+        }
     }
 
     /// The user name the client sent.
@@ -415,7 +492,20 @@ mod tests {
         let for_client = greeting.for_client().unwrap();
         let parsed = HandshakePacket::deserialize((), &mut ParseBuf(&for_client)).unwrap();
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
-        assert_eq!(parsed.connection_id(), 42);
+        // The client's greeting is the proxy's: no connection id yet, its own scramble.
+        assert_eq!(parsed.connection_id(), 0);
+        assert_eq!(
+            parsed.server_version_ref(),
+            HandshakePacket::deserialize((), &mut ParseBuf(&seed("greeting")))
+                .unwrap()
+                .server_version_ref()
+        );
+        let conservative = Greeting::conservative();
+        assert!(HandshakePacket::deserialize(
+            (),
+            &mut ParseBuf(&conservative.for_client().unwrap())
+        )
+        .is_ok());
 
         let login = ClientLogin::parse(1, seed("response")).unwrap();
         assert_eq!(login.user(), "app");

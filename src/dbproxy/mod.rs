@@ -13,6 +13,13 @@
 //! at once; a connection opened after a refresh logs in with the new token; open
 //! sessions are never touched by a refresh). Shutdown stops accepting at once and
 //! gives open sessions `drain_timeout` to finish.
+//!
+//! The door is [`crate::listener`]'s: `allowed_uids` on the Unix socket and on TCP
+//! alike (the kernel names a loopback TCP peer's uid; a peer it cannot name is
+//! refused while the list is set), `max_connections` sessions, at most three
+//! quarters of them per uid (so one user's flood leaves a quarter for the
+//! others), two file descriptors per session from the process's budget, and a
+//! connection over any cap gets error 1040 at once.
 
 pub mod config;
 pub mod login;
@@ -23,12 +30,10 @@ pub mod standalone;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use config::DatabaseProxyConfig;
 use metrics::{DbProxyMetrics, ProxyCounters};
@@ -38,20 +43,20 @@ use std::pin::Pin;
 
 use crate::cache::Cache;
 use crate::client::TokenRequest;
+use crate::listener::{self, Bind, Busy, Caps, Conn, Door, Surface, WhenFull};
+use crate::logging::Throttle;
 use crate::secret::Secret;
 
 /// Why a database proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("database proxy {name}: cannot listen on {what}: {source}")]
+    #[error("database proxy {name}: {source}")]
     /// A listener could not be bound.
     Listen {
         /// The proxy.
         name: String,
-        /// The address or socket path.
-        what: String,
         /// Why.
-        source: std::io::Error,
+        source: listener::BindError,
     },
     #[error("database proxy {name}: {source}")]
     /// The TLS client could not be set up.
@@ -140,8 +145,13 @@ pub struct Shared {
     tokens: TokenSource,
     tls: tokio_rustls::TlsConnector,
     server_name: rustls::pki_types::ServerName<'static>,
-    slots: Arc<Semaphore>,
     counters: Arc<ProxyCounters>,
+    /// The greeting clients get before anything is opened upstream: the last
+    /// one SingleStore sent (its capabilities, version, collation), or a
+    /// conservative one until SingleStore has been reached.
+    offer: Mutex<Arc<login::Greeting>>,
+    /// Refused and failed logins are logged at a bounded rate.
+    log: Throttle,
 }
 
 /// A running database proxy.
@@ -149,7 +159,25 @@ pub struct DatabaseProxy {
     name: String,
     tcp_addr: Option<SocketAddr>,
     socket: Option<PathBuf>,
-    task: tokio::task::JoinHandle<()>,
+    doors: Vec<listener::Running>,
+}
+
+/// The door of one proxy: its `allowed_uids`, `max_connections` with three
+/// quarters per uid, two fds per session, error 1040 when full.
+pub fn door(config: &DatabaseProxyConfig) -> Arc<Door> {
+    let per_uid = config
+        .max_connections
+        .saturating_sub(config.max_connections / 4)
+        .max(1);
+    let mut caps = Caps::new(config.max_connections, per_uid, config.drain_timeout);
+    caps.fds_per_connection = 2;
+    caps.when_full = WhenFull::Refuse;
+    Door::new(
+        format!("database_proxy {}", config.name),
+        config.allowed_uids.clone(),
+        caps,
+    )
+    .moved_by("--listen (s2iam proxy), database_proxy.listen or --mysql (s2iam dev)")
 }
 
 impl DatabaseProxy {
@@ -171,48 +199,48 @@ impl DatabaseProxy {
                 name: name.clone(),
                 server_name: config.server_name.clone(),
             })?;
-        let listen_err = |what: String| {
-            let name = name.clone();
-            move |source| ProxyError::Listen { name, what, source }
-        };
-        let tcp = match config.listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(listen_err(addr.to_string()))?,
-            ),
-            None => None,
-        };
-        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
-        let unix = match &config.socket {
-            Some(path) => {
-                let what = path.display().to_string();
-                crate::util::unix_socket::prepare_socket_path(path)
-                    .await
-                    .map_err(listen_err(what.clone()))?;
-                let l = UnixListener::bind(path).map_err(listen_err(what.clone()))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
-                    .map_err(listen_err(what))?;
-                Some(l)
-            }
-            None => None,
-        };
-        let socket = config.socket.clone();
+        let door = door(&config);
         let shared = Arc::new(Shared {
-            slots: Arc::new(Semaphore::new(config.max_connections)),
             counters: metrics.proxy(&config.name),
             tls: tokio_rustls::TlsConnector::from(tls),
             server_name,
             tokens,
+            offer: Mutex::new(Arc::new(login::Greeting::conservative())),
+            log: Throttle::for_refusals(),
             config,
         });
+        let surface = Arc::new(DbSurface(shared.clone()));
+        let listen_err = |source| ProxyError::Listen {
+            name: name.clone(),
+            source,
+        };
+        let mut doors = Vec::new();
+        if let Some(addr) = shared.config.listen {
+            doors.push(
+                listener::open(&door, &Bind::Tcp(addr), surface.clone(), stopped.clone())
+                    .await
+                    .map_err(listen_err)?,
+            );
+        }
+        if let Some(path) = &shared.config.socket {
+            let bind = Bind::Unix {
+                path: path.clone(),
+                mode: shared.config.socket_mode,
+            };
+            doors.push(
+                listener::open(&door, &bind, surface, stopped)
+                    .await
+                    .map_err(listen_err)?,
+            );
+        }
+        let tcp_addr = doors.iter().find_map(|d| d.tcp_addr);
+        let socket = shared.config.socket.clone();
         tracing::info!(proxy = %name, tcp = ?tcp_addr, socket = ?socket, upstream = %shared.config.upstream(), workspace_group = %shared.config.workspace_group_id, "database proxy listening");
-        let task = tokio::spawn(serve(shared, tcp, unix, stopped));
         Ok(Self {
             name,
             tcp_addr,
             socket,
-            task,
+            doors,
         })
     }
 
@@ -231,82 +259,42 @@ impl DatabaseProxy {
         self.socket.as_ref()
     }
 
-    /// Waits until the proxy has stopped (after the stop signal and the drain).
+    /// Waits until the proxy has stopped (after the stop signal and the drain,
+    /// at most `drain_timeout`), and removes the socket file.
     pub async fn wait(self) {
-        let _ = self.task.await;
-        if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
+        for door in self.doors {
+            door.wait().await;
         }
+        tracing::info!(proxy = %self.name, "database proxy stopped");
     }
 }
 
-/// Accepts until the stop signal, then drains the open sessions.
-async fn serve(
-    shared: Arc<Shared>,
-    tcp: Option<TcpListener>,
-    unix: Option<UnixListener>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut sessions = tokio::task::JoinSet::new();
-    let stop = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Some(accepted) = accept_tcp(tcp.as_ref()) => match accepted {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    sessions.spawn(session::serve(shared.clone(), Box::new(stream), None));
-                }
-                Err(e) => accept_failed(&shared, e).await,
-            },
-            Some(accepted) = accept_unix(unix.as_ref()) => match accepted {
-                Ok(stream) => {
-                    let uid = stream.peer_cred().ok().map(|c| c.uid());
-                    sessions.spawn(session::serve(shared.clone(), Box::new(stream), uid));
-                }
-                Err(e) => accept_failed(&shared, e).await,
-            },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    drop(tcp);
-    drop(unix);
-    let open = sessions.len();
-    if open > 0 {
-        tracing::info!(proxy = %shared.config.name, sessions = open, deadline = ?shared.config.drain_timeout, "database proxy draining");
-        let drained = tokio::time::timeout(shared.config.drain_timeout, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(proxy = %shared.config.name, sessions = sessions.len(), "drain_timeout passed: closing the remaining database sessions");
-            sessions.shutdown().await;
-        }
-    }
-    tracing::info!(proxy = %shared.config.name, "database proxy stopped");
-}
+/// The MySQL side of the door.
+struct DbSurface(Arc<Shared>);
 
-async fn accept_tcp(l: Option<&TcpListener>) -> Option<std::io::Result<tokio::net::TcpStream>> {
-    match l {
-        Some(l) => Some(l.accept().await.map(|(s, _)| s)),
-        None => std::future::pending().await,
+impl Surface for DbSurface {
+    fn serve(this: Arc<Self>, conn: Conn) -> impl Future<Output = ()> + Send + 'static {
+        session::serve(this.0.clone(), Box::new(conn.io), conn.peer)
     }
-}
 
-async fn accept_unix(l: Option<&UnixListener>) -> Option<std::io::Result<tokio::net::UnixStream>> {
-    match l {
-        Some(l) => Some(l.accept().await.map(|(s, _)| s)),
-        None => std::future::pending().await,
+    fn busy(&self, why: Busy) -> Vec<u8> {
+        self.0
+            .counters
+            .total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .counters
+            .failure(metrics::FailureReason::TooManyConnections);
+        let message = match why {
+            Busy::Fds => format!("s2iam proxy: too many connections ({why})"),
+            _ => format!(
+                "s2iam proxy: too many connections ({why}; max_connections = {})",
+                self.0.config.max_connections
+            ),
+        };
+        let payload = packet::err(login::codes::TOO_MANY_CONNECTIONS, b"08004", &message);
+        packet::frame(0, &payload)
     }
-}
-
-/// Out of file descriptors and the like: log, and pause instead of spinning.
-async fn accept_failed(shared: &Shared, e: std::io::Error) {
-    tracing::warn!(proxy = %shared.config.name, error = %e, "database proxy accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Starts every configured proxy on the sidecar's token cache (`jwt` takes the

@@ -69,6 +69,19 @@ pub async fn write<W: AsyncWrite + Unpin>(
     Ok(seq)
 }
 
+/// `payload` framed as one packet with sequence id `seq`, for the proxy's own
+/// small packets (an error sent without waiting); cut below 16 MiB.
+pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let body = payload
+        .get(..MAX_CHUNK.saturating_sub(1))
+        .unwrap_or(payload);
+    let len = u32::try_from(body.len()).unwrap_or(0).to_le_bytes();
+    let mut out = Vec::with_capacity(body.len().saturating_add(4));
+    out.extend_from_slice(&[len[0], len[1], len[2], seq]);
+    out.extend_from_slice(body);
+    out
+}
+
 /// Serializes a `mysql_common` packet.
 pub fn encode<T: MySerialize>(packet: &T) -> Vec<u8> {
     let mut buf = Vec::new();

@@ -1,43 +1,46 @@
-//! One client connection: limits and allow-lists, the token, the two handshakes
-//! (see [`super::login`]), then the byte relay until either side closes, the idle
-//! timeout passes, or the drain deadline cuts it.
+//! One client connection: the listener's verdict on the caller, the client's
+//! handshake (answered from the proxy's own greeting, so a client that never
+//! says anything costs nothing upstream), the user allow-list, then the token,
+//! SingleStore's handshake (see [`super::login`]), and the byte relay until either
+//! side closes, the idle timeout passes, or the drain deadline cuts it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::login::{self, codes, ClientLogin, Failure, Greeting, Outcome};
 use super::metrics::FailureReason;
-use super::packet::{self, HANDSHAKE_LIMIT};
+use super::packet;
 use super::Shared;
+use crate::listener::Peer;
+use crate::logging::field;
+
+/// The most a client's handshake response may take: the caller is not yet
+/// known to be a MySQL client, so it gets little (a response is a few hundred
+/// bytes; connection attributes a few more).
+pub const CLIENT_HANDSHAKE_LIMIT: usize = 16 * 1024;
+
+/// The longest a client may take to answer the greeting (less when
+/// `connect_timeout` is shorter): a real client answers in milliseconds, a
+/// silent one should not hold a place for long.
+pub const CLIENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client stream: TCP or Unix socket.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
-/// Serves one accepted client; `peer_uid` is known on Unix sockets.
-pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer_uid: Option<u32>) {
+/// Serves one client the listener let in (`peer.allowed` says whether the
+/// caller passed `allowed_uids`).
+pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Peer) {
     let counters = &shared.counters;
     counters.total.fetch_add(1, Ordering::Relaxed);
-    let Ok(_permit) = shared.slots.clone().try_acquire_owned() else {
-        let f = Failure::new(
-            FailureReason::TooManyConnections,
-            codes::TOO_MANY_CONNECTIONS,
-            b"08004",
-            format!(
-                "too many connections (max_connections = {})",
-                shared.config.max_connections
-            ),
-        );
-        fail(&shared, &mut client, 0, f).await;
-        return;
-    };
     counters.open.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    match connect(&shared, &mut client, peer_uid, started).await {
+    match connect(&shared, &mut client, &peer, started).await {
         Ok((ok_seq, ok, upstream)) => {
             if login::reply(&mut client, ok_seq, &ok).await.is_ok() {
                 counters.connected(started.elapsed());
@@ -57,14 +60,16 @@ type Upstream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
 async fn connect(
     shared: &Shared,
     client: &mut Box<dyn ClientIo>,
-    peer_uid: Option<u32>,
+    peer: &Peer,
     started: Instant,
 ) -> Result<(u8, Vec<u8>, Upstream), (u8, Failure)> {
     let config = &shared.config;
-    if let Some(uid) = peer_uid {
-        if !config.allowed_uids.is_empty() && !config.allowed_uids.contains(&uid) {
-            return Err((0, not_allowed(format!("uid {uid} is not in allowed_uids"))));
-        }
+    if !peer.allowed {
+        let why = match peer.uid {
+            Some(uid) => format!("uid {uid} is not in allowed_uids"),
+            None => "the connecting user cannot be known (the kernel did not name the peer's uid) and allowed_uids is set".into(),
+        };
+        return Err((0, not_allowed(why)));
     }
     let deadline = crate::util::instant_after(started, config.connect_timeout);
     let within = |what: &'static str| {
@@ -80,6 +85,9 @@ async fn connect(
             )
         }
     };
+    // The client's side first, from the proxy's own greeting: nothing is opened
+    // upstream for a client that never answers it.
+    let (reply_seq, login) = client_login(shared, client, started).await?;
     let token = tokio::time::timeout_at(deadline.into(), shared.tokens.jwt())
         .await
         .map_err(|_| {
@@ -106,7 +114,7 @@ async fn connect(
                 )
             })
         })
-        .map_err(|f| (0, f))?;
+        .map_err(|f| (reply_seq, f))?;
     let upstream = config.upstream();
     let mut tcp = tokio::time::timeout_at(deadline.into(), TcpStream::connect(&upstream))
         .await
@@ -121,44 +129,14 @@ async fn connect(
                 )
             })
         })
-        .map_err(|f| (0, f))?;
+        .map_err(|f| (reply_seq, f))?;
     let _ = tcp.set_nodelay(true);
     let greeting = tokio::time::timeout_at(deadline.into(), Greeting::read(&mut tcp))
         .await
         .map_err(within("waiting for SingleStore's greeting"))
         .and_then(|r| r)
-        .map_err(|f| (0, f))?;
-    let hello = greeting.for_client().map_err(|f| (0, f))?;
-    let from_client = async {
-        packet::write(client, 0, &hello).await?;
-        packet::read(client, HANDSHAKE_LIMIT).await
-    };
-    let (seq, raw) = match tokio::time::timeout_at(deadline.into(), from_client).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            return Err((
-                1,
-                protocol_silent(format!("the client left during the handshake: {e}")),
-            ))
-        }
-        Err(_) => {
-            return Err((
-                1,
-                protocol_silent(
-                    "the client sent no handshake response within connect_timeout".into(),
-                ),
-            ))
-        }
-    };
-    let reply_seq = seq.wrapping_add(1);
-    let login = ClientLogin::parse(seq, raw).map_err(|f| (reply_seq, f))?;
-    let user = login.user();
-    if !config.allowed_users.is_empty() && !config.allowed_users.contains(&user) {
-        return Err((
-            reply_seq,
-            not_allowed(format!("user '{user}' is not in allowed_users")),
-        ));
-    }
+        .map_err(|f| (reply_seq, f))?;
+    agree(shared, &greeting, &login).map_err(|f| (reply_seq, f))?;
     let outcome = tokio::time::timeout_at(
         deadline.into(),
         login::upstream_login(
@@ -191,6 +169,77 @@ async fn connect(
     }
 }
 
+/// The proxy's greeting to the client and the client's answer, checked against
+/// `allowed_users`: (the sequence id of the proxy's next packet, the login).
+async fn client_login(
+    shared: &Shared,
+    client: &mut Box<dyn ClientIo>,
+    started: Instant,
+) -> Result<(u8, ClientLogin), (u8, Failure)> {
+    let config = &shared.config;
+    let offer = shared
+        .offer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let hello = offer.for_client().map_err(|f| (0, f))?;
+    let from_client = async {
+        packet::write(client, 0, &hello).await?;
+        packet::read(client, CLIENT_HANDSHAKE_LIMIT).await
+    };
+    let wait = config.connect_timeout.min(CLIENT_HANDSHAKE_TIMEOUT);
+    let answer_by = crate::util::instant_after(started, wait);
+    let (seq, raw) = match tokio::time::timeout_at(answer_by.into(), from_client).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Err((
+                1,
+                protocol_silent(format!("the client left during the handshake: {e}")),
+            ))
+        }
+        Err(_) => {
+            return Err((
+                1,
+                protocol_silent(format!(
+                    "the client sent no handshake response within {wait:?}"
+                )),
+            ))
+        }
+    };
+    let reply_seq = seq.wrapping_add(1);
+    let mut login = ClientLogin::parse(seq, raw).map_err(|f| (reply_seq, f))?;
+    // What the client agreed to: what it asked for, within what it was offered.
+    login.agree_with(offer.capabilities());
+    let user = login.user();
+    if !config.allowed_users.is_empty() && !config.allowed_users.contains(&user) {
+        return Err((
+            reply_seq,
+            not_allowed(format!("user '{}' is not in allowed_users", field(&user))),
+        ));
+    }
+    Ok((reply_seq, login))
+}
+
+/// Remembers SingleStore's greeting for the next client, and checks that it
+/// offers everything this client agreed to with the proxy (it always does once
+/// the proxy has seen SingleStore's greeting, unless the server changed).
+fn agree(shared: &Shared, greeting: &Greeting, login: &ClientLogin) -> Result<(), Failure> {
+    *shared.offer.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(greeting.clone());
+    let missing = login
+        .capabilities()
+        .difference(greeting.capabilities())
+        .difference(CapabilityFlags::CLIENT_SSL);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        FailureReason::Protocol,
+        codes::HANDSHAKE,
+        b"08S01",
+        format!("SingleStore does not offer every capability the proxy offered this client ({missing:?}); connect again: the proxy now offers SingleStore's own"),
+    ))
+}
+
 fn not_allowed(message: String) -> Failure {
     Failure::new(
         FailureReason::ClientNotAllowed,
@@ -216,7 +265,8 @@ pub(crate) fn server_message(err: &[u8]) -> String {
 
 async fn fail(shared: &Shared, client: &mut Box<dyn ClientIo>, seq: u8, f: Failure) {
     shared.counters.failure(f.reason);
-    tracing::warn!(proxy = %shared.config.name, reason = f.reason.label(), error = %f.message, "database proxy connection refused");
+    // A caller can cause these at will: at a bounded rate, the message cut.
+    crate::refusal!(shared.log, proxy = %shared.config.name, reason = f.reason.label(), error = %field(&f.message), "database proxy connection refused");
     let _ = login::reply(client, seq, &f.packet).await;
     let _ = client.shutdown().await;
 }

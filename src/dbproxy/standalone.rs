@@ -91,8 +91,17 @@ pub async fn run(
                 .await;
         })
     };
+    let metrics = DbProxyMetrics::default();
+    let proxy = DatabaseProxy::start(
+        config,
+        TokenSource::new(cache.clone(), request.clone(), |t: &Token| t.jwt().clone()),
+        &metrics,
+        stopped,
+    )
+    .await?;
+    // Only once the listeners are bound: a port in use fails before any token
+    // is asked for.
     let warm = {
-        let (cache, request) = (cache.clone(), request.clone());
         tokio::spawn(async move {
             match cache.pin(request).await {
                 Ok(_) => tracing::info!("database token fetched"),
@@ -102,14 +111,6 @@ pub async fn run(
             }
         })
     };
-    let metrics = DbProxyMetrics::default();
-    let proxy = DatabaseProxy::start(
-        config,
-        TokenSource::new(cache, request, |t: &Token| t.jwt().clone()),
-        &metrics,
-        stopped,
-    )
-    .await?;
     if let Some(addr) = proxy.tcp_addr() {
         println!("s2iam proxy listening on {addr}");
     }

@@ -136,6 +136,7 @@ fn verdict(samples: &[DateSample]) -> Check {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
     use crate::doctor::Status;

@@ -255,6 +255,7 @@ fn shown(path: &Path) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
     use crate::env::{Env, Fs};

@@ -15,6 +15,7 @@
 //! | `principal` | [`identity`], [`principal`] | the `sub` the auth service will issue, after format negotiation |
 //! | `clock_skew` | [`clock`] | `Date` headers of metadata, STS and the auth service against this clock |
 //! | `auth_service` | [`auth`] | DNS, TCP, TLS and the JWKS of the auth service — never an exchange |
+//! | `exchange` | [`exchange`] | only when asked (`--exchange`): one real token request; the token is never shown |
 //!
 //! Everything goes through the injected [`ProviderConfig`] (endpoints, proxy
 //! settings, files, clock), so tests point every check at a mock on loopback.
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod clock;
 pub mod detect;
+pub mod exchange;
 pub mod files;
 pub mod identity;
 pub mod imds;
@@ -158,6 +160,8 @@ pub struct DoctorOptions {
     pub timeout: Duration,
     /// Further token files to inspect, e.g. the sidecar's sinks: `(label, path)`.
     pub token_files: Vec<(String, PathBuf)>,
+    /// Also make one real token request (`--exchange`); `None`: never exchange.
+    pub exchange: Option<exchange::ExchangeProbe>,
 }
 
 impl Default for DoctorOptions {
@@ -176,6 +180,7 @@ impl Default for DoctorOptions {
             allow_http: false,
             timeout: Duration::from_secs(5),
             token_files: Vec::new(),
+            exchange: None,
         }
     }
 }
@@ -297,6 +302,12 @@ pub async fn run(cfg: &ProviderConfig, opts: &DoctorOptions) -> Report {
     };
     checks.push(clock::check(&dates, correction).timed(started));
     checks.push(auth_check);
+
+    if let Some(probe) = &opts.exchange {
+        let started = Instant::now();
+        let check = exchange::check(cfg, opts, probe, provider, outcome.sub.as_deref()).await;
+        checks.push(check.timed(started));
+    }
 
     Report { checks, outcome }
 }

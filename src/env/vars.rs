@@ -35,10 +35,20 @@ impl Env {
     /// SDKs.
     pub fn get(&self, name: &str) -> Option<String> {
         let value = match &self.vars {
+            // The one place the process environment is read (clippy.toml).
+            #[allow(clippy::disallowed_methods)]
             None => std::env::var(name).ok(),
             Some(vars) => vars.get(name).cloned(),
         };
         value.filter(|v| !v.trim().is_empty())
+    }
+
+    /// `S2IAM_ALLOW_HTTP=1` (or `true`): plain-http auth service and credential
+    /// URLs allowed, for testing only. Read here for the CLI, the sidecar's config
+    /// and Google's credential files alike.
+    pub fn allow_http(&self) -> bool {
+        self.get("S2IAM_ALLOW_HTTP")
+            .is_some_and(|v| v == "1" || v == "true")
     }
 
     /// Whether the variable is set and not empty.

@@ -75,6 +75,28 @@ impl std::fmt::Display for JwtType {
     }
 }
 
+/// Longest workspace group ID accepted (SingleStore's are 36-character UUIDs).
+pub const MAX_WORKSPACE_GROUP_CHARS: usize = 128;
+
+/// The one check of a workspace group ID, for the CLI's flag, the sidecar's
+/// `workspaceGroupID=`, the config file and the library's requests alike: 1 to
+/// [`MAX_WORKSPACE_GROUP_CHARS`] letters, digits, `-`, `_` or `.` (UUID-like;
+/// nothing that needs escaping in a query string, a log line or a file name).
+pub fn check_workspace_group_id(wg: &str) -> Result<(), ExchangeError> {
+    let ok = !wg.is_empty()
+        && wg.len() <= MAX_WORKSPACE_GROUP_CHARS
+        && wg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ExchangeError::InvalidWorkspaceGroup(crate::util::snippet(
+            wg, 40,
+        )))
+    }
+}
+
 impl std::str::FromStr for JwtType {
     type Err = ExchangeError;
 
@@ -96,6 +118,9 @@ pub enum ExchangeError {
     #[error("a workspace group id is required for database tokens")]
     /// A database token needs a workspace group.
     MissingWorkspaceGroup,
+    #[error("invalid workspace group id {0:?}: must be 1 to {MAX_WORKSPACE_GROUP_CHARS} letters, digits, '-', '_' or '.'")]
+    /// Not a workspace group ID ([`check_workspace_group_id`]).
+    InvalidWorkspaceGroup(String),
     #[error("invalid auth server URL {url:?}: {reason}")]
     /// The server URL cannot be used.
     InvalidServerUrl {

@@ -94,6 +94,7 @@ pub(super) fn status_hint(status: u16) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
 

@@ -155,6 +155,9 @@ where
         if !retryable(answer.status) || attempt >= policy.max_attempts.max(1) || left.is_zero() {
             return Ok(answer);
         }
+        // A `Retry-After` date is a wait the server asks for, not a lifetime: it is
+        // measured against the real clock, which `http` (below `env`) reads here.
+        #[allow(clippy::disallowed_methods)]
         let wait = answer
             .retry_after(SystemTime::now())
             .unwrap_or_else(|| policy.backoff(attempt))

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+/// The `PATH` an after-render command runs with when the sidecar has none.
+pub const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// Default time an after-render command may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -28,6 +31,9 @@ pub enum Action {
         timeout: Duration,
         /// Its environment, besides `PATH` and `S2IAM_DESTINATION`.
         env: Vec<(String, String)>,
+        /// Its `PATH`: the sidecar's own, read from the injected environment when
+        /// the config is loaded (else [`FALLBACK_PATH`]).
+        path: String,
     },
     /// Send `signal` to the pid written in `pid_file`.
     Signal {
@@ -102,9 +108,12 @@ impl Action {
     /// Runs the action for the file at `destination`.
     pub async fn run(&self, destination: &Path) -> Result<(), ActionError> {
         match self {
-            Action::Command { argv, timeout, env } => {
-                run_command(argv, *timeout, env, destination).await
-            }
+            Action::Command {
+                argv,
+                timeout,
+                env,
+                path,
+            } => run_command(argv, *timeout, env, path, destination).await,
             Action::Signal { signal, pid_file } => send_signal(*signal, pid_file),
         }
     }
@@ -152,16 +161,14 @@ async fn run_command(
     argv: &[String],
     timeout: Duration,
     env: &[(String, String)],
+    path: &str,
     destination: &Path,
 ) -> Result<(), ActionError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&argv[1..])
         .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
+        .env("PATH", path)
         .env("S2IAM_DESTINATION", destination)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
@@ -229,6 +236,7 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_millis(ms),
             env: vec![],
+            path: FALLBACK_PATH.into(),
         };
         assert!(cmd(&["true"], 5000).run(dest).await.is_ok());
         let e = cmd(&["false"], 5000).run(dest).await.unwrap_err();

@@ -100,13 +100,15 @@ pub struct FileAction {
 
 /// Validates the `[[template]]`s, compiles them and renders each with
 /// placeholders for what `available` names.
+/// `path` is the `PATH` after-render commands run with.
 pub fn templates(
     files: Vec<FileTemplate>,
     available: &Available,
+    path: &str,
 ) -> Result<Vec<TemplateSpec>, Invalid> {
     let mut specs = Vec::with_capacity(files.len());
     for (i, t) in files.into_iter().enumerate() {
-        specs.push(template(i, t)?);
+        specs.push(template(i, t, path)?);
     }
     for (i, a) in specs.iter().enumerate() {
         if specs[..i].iter().any(|b| b.destination == a.destination) {
@@ -133,7 +135,7 @@ pub fn templates(
     Ok(specs)
 }
 
-fn template(i: usize, t: FileTemplate) -> Result<TemplateSpec, Invalid> {
+fn template(i: usize, t: FileTemplate, path: &str) -> Result<TemplateSpec, Invalid> {
     let setting = format!("template[{i}]");
     let (name, source) = match (t.source, t.contents) {
         (Some(path), None) => {
@@ -178,7 +180,7 @@ fn template(i: usize, t: FileTemplate) -> Result<TemplateSpec, Invalid> {
     )?;
     let on_change = t
         .on_change
-        .map(|a| action(&format!("{setting}.on_change"), a))
+        .map(|a| action(&format!("{setting}.on_change"), a, path))
         .transpose()?;
     Ok(TemplateSpec {
         name,
@@ -233,8 +235,8 @@ pub fn file_options(
     })
 }
 
-/// Validates an `on_change` table.
-pub fn action(setting: &str, a: FileAction) -> Result<Action, Invalid> {
+/// Validates an `on_change` table; a command runs with `path` as its `PATH`.
+pub fn action(setting: &str, a: FileAction, path: &str) -> Result<Action, Invalid> {
     match (a.command, a.signal) {
         (Some(argv), None) => {
             if a.pid_file.is_some() {
@@ -267,6 +269,7 @@ pub fn action(setting: &str, a: FileAction) -> Result<Action, Invalid> {
                 argv,
                 timeout,
                 env: a.env.into_iter().collect(),
+                path: path.to_string(),
             })
         }
         (None, Some(signal)) => {
@@ -310,6 +313,7 @@ mod tests {
                 api: true,
                 aws_profiles: vec!["analytics".into()],
             },
+            super::super::action::FALLBACK_PATH,
         )
     }
 

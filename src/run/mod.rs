@@ -317,6 +317,7 @@ fn plan(args: &RunOptions) -> Result<Plan, RunError> {
         Some(socket) => Source::Sidecar {
             socket: socket.clone(),
             timeout: config.client.timeout.saturating_add(Duration::from_secs(5)),
+            clock: provider_config.clock.clone(),
         },
         None => Source::Local {
             client: Box::new(crate::client::Client::new(
@@ -416,6 +417,7 @@ fn parse_env(text: &str) -> Result<TokenSpec, RunError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
 

@@ -2,12 +2,14 @@
 //! CLI, configured from the config file) or a running sidecar's Unix socket.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use super::RunError;
 use crate::client::{Client, TokenRequest};
+use crate::env::Clock;
 use crate::exchange::JwtType;
 use crate::secret::Secret;
 
@@ -63,6 +65,8 @@ pub enum Source {
         socket: PathBuf,
         /// Deadline of one request.
         timeout: Duration,
+        /// The wall clock the answer's `expires_in` is counted from.
+        clock: Arc<dyn Clock>,
     },
 }
 
@@ -101,7 +105,11 @@ impl Source {
                     lifetime: t.lifetime(),
                 })
             }
-            Source::Sidecar { socket, timeout } => from_sidecar(socket, *timeout, spec).await,
+            Source::Sidecar {
+                socket,
+                timeout,
+                clock,
+            } => from_sidecar(socket, *timeout, clock.now(), spec).await,
         }
     }
 }
@@ -109,6 +117,7 @@ impl Source {
 async fn from_sidecar(
     socket: &std::path::Path,
     timeout: Duration,
+    now: SystemTime,
     spec: &TokenSpec,
 ) -> Result<Fetched, RunError> {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
@@ -151,7 +160,7 @@ async fn from_sidecar(
     let lifetime = Duration::from_secs(expires_in);
     Ok(Fetched {
         jwt: Secret::new(jwt),
-        expires_at: crate::util::time_after(SystemTime::now(), lifetime),
+        expires_at: crate::util::time_after(now, lifetime),
         received,
         lifetime,
     })

@@ -41,14 +41,6 @@ pub enum Surface {
 }
 
 impl Surface {
-    /// The token API's surface a caller came through.
-    pub fn of(caller: &super::limits::Caller) -> Self {
-        match caller {
-            super::limits::Caller::Addr(_) => Surface::Tcp,
-            _ => Surface::Unix,
-        }
-    }
-
     fn as_str(self) -> &'static str {
         match self {
             Surface::Unix => "unix",

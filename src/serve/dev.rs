@@ -96,7 +96,10 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Starts the mocks, then the sidecar pointed at them.
+    /// Starts the mocks, then the sidecar pointed at them. When any of it fails
+    /// (a port in use, typically), what was made for this run is removed before
+    /// the error is returned: the directory if it was new, else the socket, the
+    /// CA file and the token file in it.
     pub async fn start(options: DevOptions) -> Result<Self, DevError> {
         let cloud = match options.cloud.as_str() {
             "aws" | "gcp" | "azure" => {
@@ -108,13 +111,21 @@ impl Dev {
             path: options.dir.clone(),
             source,
         })?;
+        let started = Self::start_in(cloud, options.clone()).await;
+        if started.is_err() {
+            remove_leftovers(&options);
+        }
+        started
+    }
+
+    async fn start_in(cloud: CloudConfig, options: DevOptions) -> Result<Self, DevError> {
         let singlestore = s2iam_testserver::SingleStoreConfig {
             workspace_group_id: Some(options.workspace_group_id.clone()),
             ..Default::default()
         };
         let mocks =
             TestServer::start(TestServerConfig::new(cloud).with_singlestore(singlestore)).await?;
-        let ca = options.dir.join("singlestore-ca.pem");
+        let ca = options.dir.join(CA_FILE);
         if let Some(db) = mocks.singlestore() {
             std::fs::write(&ca, db.ca_pem()).map_err(|source| DevError::CaFile {
                 path: ca.clone(),
@@ -155,8 +166,9 @@ impl Dev {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let wg = &self.options.workspace_group_id;
+        let db = self.mocks.singlestore().map(|d| d.addr());
         let aws_demo = if self.options.cloud == "aws" {
-            format!("\x20 curl --unix-socket {socket} http://localhost/v1/aws/credentials/{DEMO_AWS_PROFILE}\n")
+            format!("\x20 curl -sS --unix-socket {socket} http://localhost/v1/aws/credentials/{DEMO_AWS_PROFILE}\n")
         } else {
             String::new()
         };
@@ -184,27 +196,30 @@ impl Dev {
              Management API proxy:  http://{mgmt}  (adds the API JWT)\n\
              \n\
              Fetch a token:\n\
-             \x20 curl --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}'\n\
-             \x20 curl -s 'http://{tcp}/v1/token/api?format=raw'\n\
-             \x20 curl --unix-socket {socket} http://localhost/v1/identity\n\
-             \x20 curl --unix-socket {socket} http://localhost/metrics\n\
+             \x20 curl -sS --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}'\n\
+             \x20 curl -sS -w '\\n' 'http://{tcp}/v1/token/api?format=raw'\n\
+             \x20 curl -sS --unix-socket {socket} http://localhost/v1/identity\n\
+             \x20 curl -sS --unix-socket {socket} http://localhost/metrics\n\
              {aws_demo}\
              \n\
-             Use the s2iam CLI against the same mocks (paste into another shell):\n\
+             Use the s2iam CLI against the same mocks (paste into another shell; no s2iam on your PATH? cargo install --path . --locked):\n\
              {exports}\
              \x20 s2iam --workspace-group-id {wg}\n\
              \x20 s2iam identity\n\
-             \x20 s2iam doctor          # why it works here, and what a token request will do\n\
+             \x20 s2iam doctor --exchange   # why it works here, and one real exchange (the token is never printed)\n\
              \n\
              Connect to the mock SingleStore without a token (the database proxy logs in with it):\n\
              \x20 mariadb -h 127.0.0.1 -P {mysql_port} -u '*' -e 'SELECT CURRENT_USER()'\n\
-             \x20 (straight to the mock at {db}: the JWT as password, with --ssl-ca={ca} --enable-cleartext-plugin)\n\
+             Or straight to the mock, the JWT as password over verified TLS:\n\
+             \x20 MYSQL_PWD=\"$(curl -sS --unix-socket {socket} 'http://localhost/v1/token/database?workspaceGroupID={wg}&format=raw')\" mariadb -h {db_host} -P {db_port} -u '*' --ssl --ssl-ca={ca} --ssl-verify-server-cert -e 'SELECT CURRENT_USER()'\n\
              Call the SingleStore APIs with no token (the proxy adds it):\n\
-             \x20 curl -s http://{data}/api/v2/query/rows -H 'Content-Type: application/json' -d '{{\"sql\": \"SELECT CURRENT_USER()\"}}'\n\
-             \x20 curl -s http://{mgmt}/v1/workspaceGroups\n\
+             \x20 curl -sS -w '\\n' http://{data}/api/v2/query/rows -H 'Content-Type: application/json' -d '{{\"sql\": \"SELECT CURRENT_USER()\"}}'\n\
+             \x20 curl -sS -w '\\n' http://{mgmt}/v1/workspaceGroups\n\
              \n\
-             Make the auth service fail (the sidecar keeps serving its valid token):\n\
-             \x20 curl -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
+             Make the auth service refuse every identity (the sidecar keeps serving its valid token; s2iam doctor --exchange shows the 401):\n\
+             \x20 curl -sS -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": true}}'\n\
+             and undo it:\n\
+             \x20 curl -sS -X PUT {auth_url}/_mock/behaviour -d '{{\"fail_verification\": false}}'\n\
              \n\
              Ctrl-C stops everything.",
             cloud = self.options.cloud,
@@ -215,12 +230,9 @@ impl Dev {
             mgmt = proxy(MANAGEMENT_API_PROXY),
             sink = self.options.dir.join(TOKEN_FILE).display(),
             mysql_port = self.mysql_addr().map(|a| a.port()).unwrap_or_default(),
-            db = self
-                .mocks
-                .singlestore()
-                .map(|d| d.addr().to_string())
-                .unwrap_or_default(),
-            ca = self.options.dir.join("singlestore-ca.pem").display(),
+            db_host = db.map(|d| d.ip().to_string()).unwrap_or_default(),
+            db_port = db.map(|d| d.port()).unwrap_or_default(),
+            ca = self.options.dir.join(CA_FILE).display(),
         )
     }
 
@@ -249,12 +261,31 @@ impl Dev {
         self.sidecar.shutdown().await;
         self.api.shutdown().await;
         self.mocks.shutdown().await;
-        let _ = std::fs::remove_file(self.options.dir.join(TOKEN_FILE));
-        if self.options.remove_dir_on_exit {
-            let _ = std::fs::remove_dir_all(&self.options.dir);
-        }
+        remove_leftovers(&self.options);
     }
 }
+
+/// Removes what a run made: the whole directory when it was made for the run,
+/// else the files the run wrote in it (a stopped sidecar removes its socket
+/// itself; one that failed to start may not have).
+fn remove_leftovers(options: &DevOptions) {
+    if options.remove_dir_on_exit {
+        let _ = std::fs::remove_dir_all(&options.dir);
+        return;
+    }
+    for file in [TOKEN_FILE, CA_FILE, SOCKET_FILE, AWS_TOKEN_FILE] {
+        let _ = std::fs::remove_file(options.dir.join(file));
+    }
+}
+
+/// The mock SingleStore's CA certificate, for clients connecting straight to it.
+const CA_FILE: &str = "singlestore-ca.pem";
+
+/// The AWS container-credentials token `s2iam dev --cloud aws` writes.
+const AWS_TOKEN_FILE: &str = "aws-token";
+
+/// The sidecar's socket in the run's directory.
+const SOCKET_FILE: &str = "s2iam.sock";
 
 /// The token file the demo keeps warm.
 const TOKEN_FILE: &str = "database-token";
@@ -270,7 +301,7 @@ fn serve_config(
     env: &Env,
 ) -> Result<ServeConfig, DevError> {
     let mut config = ServeConfig::load(env, &crate::config::ServeOverrides::default())?;
-    config.listen.socket = Some(options.dir.join("s2iam.sock"));
+    config.listen.socket = Some(options.dir.join(SOCKET_FILE));
     config.listen.tcp = Some(options.tcp);
     config.client.server_url = Some(mocks.exchange_url_template());
     config.client.allow_http = true;
@@ -315,6 +346,9 @@ fn serve_config(
         ),
     ];
     if options.cloud == "aws" {
+        // With a token file the credential routes also answer on loopback TCP
+        // (and the sidecar has nothing to warn about in its own demo config).
+        config.aws.authorization_token_file = Some(options.dir.join(AWS_TOKEN_FILE));
         config.aws.profiles = vec![crate::aws_vending::AwsProfile {
             name: DEMO_AWS_PROFILE.into(),
             source: crate::aws_vending::ProfileSource::Workload,

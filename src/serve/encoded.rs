@@ -96,6 +96,7 @@ fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own their clock and environment
 mod tests {
     use super::*;
     use crate::exchange::JwtType;

@@ -33,6 +33,7 @@ pub(super) fn answer<B>(
     state: &AppState,
     req: &Request<B>,
     caller: Caller,
+    tcp: bool,
 ) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET {
         return None;
@@ -48,7 +49,7 @@ pub(super) fn answer<B>(
     let token = state.cache.get_fresh(&key)?;
     state.metrics.count_request(route, 200);
     if state.audit.enabled() {
-        audit_token(state, caller, jwt_type, &token);
+        audit_token(state, tcp, caller, jwt_type, &token);
     }
     let (content_type, body) = if raw {
         (TEXT, token.raw())
@@ -64,6 +65,7 @@ pub(super) fn answer<B>(
 /// One audit line for a token handed to `caller` (hot path and router alike).
 pub(super) fn audit_token(
     state: &AppState,
+    tcp: bool,
     caller: Caller,
     jwt_type: JwtType,
     token: &super::encoded::EncodedToken,
@@ -73,7 +75,11 @@ pub(super) fn audit_token(
         JwtType::Database => "database",
     };
     state.audit.issued(
-        super::audit::Surface::of(&caller),
+        if tcp {
+            super::audit::Surface::Tcp
+        } else {
+            super::audit::Surface::Unix
+        },
         &caller,
         kind,
         &token.fingerprint,

@@ -65,7 +65,7 @@ pub struct Metrics {
     /// Requests, errors and bytes of the API proxies.
     pub api_proxy: ApiProxyMetrics,
     /// Connections closed at once because a cap was reached.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Arc<AtomicU64>,
     unix_open: Arc<AtomicU64>,
     tcp_open: Arc<AtomicU64>,
 }

@@ -54,14 +54,9 @@ pub enum ServeError {
     #[error(transparent)]
     /// The client could not be built.
     Client(#[from] Error),
-    #[error("cannot listen on {what}: {source}")]
-    /// A listener could not be bound.
-    Listen {
-        /// Which listener.
-        what: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    /// A door could not be opened.
+    Bind(#[from] crate::listener::BindError),
     #[error("cannot write the AWS authorization token file {path}: {source}")]
     /// The AWS authorization token file could not be written.
     AwsTokenFile {
@@ -331,6 +326,19 @@ impl Sidecar {
             config,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let nofile = crate::listener::fds::limits();
+        if nofile.soft > nofile.before {
+            tracing::info!(
+                from = nofile.before,
+                to = nofile.soft,
+                "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+            );
+        }
+        if let Some(warning) =
+            crate::listener::fds::check(&state.config.fd_needs(), nofile.budget())
+        {
+            tracing::warn!("{warning}");
+        }
         let listeners = listen::start_all(state.clone(), stopped.clone()).await?;
         let database_proxies = crate::dbproxy::start_all(
             &state.config.database_proxies,
@@ -607,13 +615,15 @@ async fn startup(state: Arc<AppState>) {
     }
     for req in state.warm_requests() {
         if let Err(CacheError { error }) = state.cache.pin(req.clone()).await {
-            // The refresher retries it with backoff.
-            tracing::warn!(token = %describe(&req), error = %error, "could not warm token yet");
+            // The fetcher logged the failure (once per fetch); the refresher
+            // retries it with backoff.
+            tracing::debug!(token = %describe(&req), error = %error, "could not warm token yet");
         }
     }
     for profile in state.config.aws.profiles.iter().filter(|p| p.warm) {
         if let Err(CacheError { error }) = state.aws.cache().pin(profile.name.clone()).await {
-            tracing::warn!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
+            // Logged by the vendor's fetch already.
+            tracing::debug!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
         }
     }
 }

@@ -94,21 +94,25 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
 async fn database_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
+    via_tcp: Option<Extension<super::api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.map_or(Caller::Unknown, |c| c.0);
-    token(state, JwtType::Database, caller, query, headers).await
+    let tcp = via_tcp.is_some();
+    token(state, JwtType::Database, (tcp, caller), query, headers).await
 }
 
 async fn api_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
+    via_tcp: Option<Extension<super::api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.map_or(Caller::Unknown, |c| c.0);
-    token(state, JwtType::Api, caller, query, headers).await
+    let tcp = via_tcp.is_some();
+    token(state, JwtType::Api, (tcp, caller), query, headers).await
 }
 
 /// `Content-Type` of the bare token.
@@ -121,7 +125,7 @@ pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "au
 async fn token(
     state: Arc<AppState>,
     jwt_type: JwtType,
-    caller: Caller,
+    (tcp, caller): (bool, Caller),
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -140,7 +144,7 @@ async fn token(
     let admit = || state.cold.check(caller);
     let got = state.cache.get_admitted(&req, admit).await;
     if let (Ok(token), true) = (&got, state.audit.enabled()) {
-        super::hot::audit_token(&state, caller, jwt_type, token);
+        super::hot::audit_token(&state, tcp, caller, jwt_type, token);
     }
     match got {
         // Pre-encoded with the cache entry: no JSON document built per request.
@@ -216,19 +220,8 @@ pub(crate) fn wants_raw(params: &TokenParams<'_>, headers: &HeaderMap) -> Result
     }
 }
 
-/// Longest workspace group ID accepted (SingleStore's are 36-character UUIDs).
-const MAX_WORKSPACE_GROUP_CHARS: usize = 128;
 /// Longest GCP audience accepted.
 const MAX_AUDIENCE_CHARS: usize = 512;
-
-/// Workspace group IDs are UUID-like: letters, digits, `-`, `_`, `.`.
-fn valid_workspace_group(wg: &str) -> bool {
-    !wg.is_empty()
-        && wg.len() <= MAX_WORKSPACE_GROUP_CHARS
-        && wg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
 
 /// The audience a token request uses. Only GCP identity tokens carry one, so on
 /// other clouds `audience=` is refused and never part of the cache key; on GCP
@@ -287,9 +280,10 @@ pub(crate) fn token_request(
         _ => {}
     }
     if let Some(wg) = &workspace_group_id {
-        if !valid_workspace_group(wg) {
+        if crate::exchange::check_workspace_group_id(wg).is_err() {
             return Err(ApiError::bad_request(format!(
-                "workspaceGroupID must be 1 to {MAX_WORKSPACE_GROUP_CHARS} letters, digits, '-', '_' or '.'"
+                "workspaceGroupID must be 1 to {} letters, digits, '-', '_' or '.'",
+                crate::exchange::MAX_WORKSPACE_GROUP_CHARS
             )));
         }
         let configured = cfg

@@ -64,6 +64,9 @@ pub struct LocalOptions {
     pub config: Option<PathBuf>,
     /// Deadline of the request to the sidecar.
     pub timeout: Duration,
+    /// The environment and clock (and, in-process, everything a credential
+    /// source needs).
+    pub provider_config: ProviderConfig,
 }
 
 enum Answer {
@@ -94,7 +97,7 @@ async fn ask(opts: &LocalOptions, path: &str) -> Result<Answer, LocalError> {
 
 /// The in-process vendor from the config file.
 fn vendor(opts: &LocalOptions, socket_error: String) -> Result<AwsCredentialVendor, LocalError> {
-    let cfg = ProviderConfig::from_env();
+    let cfg = opts.provider_config.clone();
     let config_path = opts
         .config
         .clone()
@@ -126,8 +129,10 @@ pub async fn credentials(
 ) -> Result<VendedCredentials, LocalError> {
     validate_profile_name(profile).map_err(|e| LocalError::Aws(VendError::BadRequest(e)))?;
     match ask(opts, &format!("/v1/aws/credentials/{profile}")).await? {
-        Answer::Sidecar(doc) => VendedCredentials::from_container_json(&doc)
-            .ok_or_else(|| LocalError::Malformed("not a container-credentials document".into())),
+        Answer::Sidecar(doc) => {
+            VendedCredentials::from_container_json(&doc, opts.provider_config.clock.now())
+                .ok_or_else(|| LocalError::Malformed("not a container-credentials document".into()))
+        }
         Answer::Local { socket_error } => {
             Ok(vendor(opts, socket_error)?.credentials(profile).await?)
         }
@@ -160,7 +165,7 @@ pub async fn presign(opts: &LocalOptions, req: &PresignRequest) -> Result<Presig
                 },
                 expires_at: s("expires_at")
                     .and_then(|t| crate::util::parse_rfc3339(&t))
-                    .unwrap_or_else(std::time::SystemTime::now),
+                    .ok_or_else(|| LocalError::Malformed("no expires_at".into()))?,
                 expires_in,
             })
         }

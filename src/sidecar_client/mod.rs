@@ -18,10 +18,10 @@ pub mod aws;
 pub mod sdk;
 pub mod socket;
 
-/// The sidecar's socket: the flag, else `S2IAM_SOCKET`, else
-/// `/run/s2iam/s2iam.sock`.
-pub fn default_socket(flag: Option<&Path>) -> PathBuf {
+/// The sidecar's socket: the flag, else `S2IAM_SOCKET` (from the injected
+/// environment), else `/run/s2iam/s2iam.sock`.
+pub fn default_socket(flag: Option<&Path>, env: &crate::env::Env) -> PathBuf {
     flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("S2IAM_SOCKET").map(PathBuf::from))
+        .or_else(|| env.get("S2IAM_SOCKET").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
 }

@@ -22,10 +22,11 @@ use aws_credential_types::Credentials;
 
 use super::aws::{self as local, LocalOptions};
 use crate::aws_vending::{AwsCredentialVendor, VendedCredentials};
+use crate::provider::ProviderConfig;
 
 #[derive(Debug, Clone)]
 enum Source {
-    Sidecar(LocalOptions),
+    Sidecar(Box<LocalOptions>),
     Vendor(AwsCredentialVendor),
 }
 
@@ -46,10 +47,14 @@ impl S2iamCredentialsProvider {
     pub fn sidecar_at(profile: impl Into<String>, socket: Option<PathBuf>) -> Self {
         Self {
             profile: profile.into(),
-            source: Source::Sidecar(LocalOptions {
-                socket: super::default_socket(socket.as_deref()),
-                config: None,
-                timeout: Duration::from_secs(30),
+            source: Source::Sidecar({
+                let provider_config = ProviderConfig::from_env();
+                Box::new(LocalOptions {
+                    socket: super::default_socket(socket.as_deref(), &provider_config.env),
+                    config: None,
+                    timeout: Duration::from_secs(30),
+                    provider_config,
+                })
             }),
         }
     }

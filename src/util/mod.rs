@@ -1,8 +1,9 @@
 //! Small shared helpers, importing nothing from the crate: times, durations,
-//! error snippets, atomic file writes.
+//! error snippets, atomic file writes, listener paths and binds.
 
 pub mod atomic_file;
 pub mod flags;
+pub mod tcp;
 pub mod unix_socket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

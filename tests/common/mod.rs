@@ -129,6 +129,7 @@ pub async fn mocks_with_expiry(expiry: Duration) -> TestServer {
 
 /// The real `s2iam` binary with an empty environment but `PATH`, every endpoint
 /// pointed at `server`.
+#[allow(clippy::disallowed_methods)] // the test process's own PATH
 pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
     cmd.env_clear()

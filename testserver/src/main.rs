@@ -199,8 +199,11 @@ fn parse_signed_go_duration(s: &str) -> Result<i64, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = if args.verbose { "debug" } else { "info" };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs in files and CI carry no escapes.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),

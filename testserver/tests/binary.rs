@@ -198,3 +198,25 @@ fn api_listen_serves_the_mock_apis_and_lists_them_in_the_info_file() {
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 23 (6): the log carries no ANSI escapes when stderr is not a terminal.
+#[test]
+fn the_log_has_no_colour_off_a_terminal() {
+    let mut child = bin()
+        .args(["--port", "0", "--timeout", "1s"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.lines().count() >= 1,
+        "the server logs something: {err:?}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

@@ -16,8 +16,11 @@
 //! - STS endpoint: derived from that region as the SDKs derive it (partition,
 //!   `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
 //!   `AWS_STS_REGIONAL_ENDPOINTS`; see [`crate::env::aws_endpoints`]) unless
-//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one; the identity reports it
-//!   (`StsEndpoint`, `StsPartition`).
+//!   `AWS_ENDPOINT_URL_STS`/`AWS_ENDPOINT_URL` names one (`s2iam detect` and
+//!   `doctor` show it; it is not sent to the auth service).
+//! - `additional_claims` sent to the auth service: exactly the reference
+//!   clients' `UserId`, `AssumedRoleArn`, `RoleSessionName` (the wire contract is
+//!   the reference's; the mock auth service refuses any other AWS claim).
 //! - Identity: temporary credentials only leave the process — long-lived keys are
 //!   first exchanged with STS `GetSessionToken` (as the reference clients do), or
 //!   used to `AssumeRole` when a role is set; then STS `GetCallerIdentity` with the
@@ -147,13 +150,6 @@ impl AwsProvider {
             Some(role) => format!("{} (then assume role {role})", session.source_detail),
             None => session.source_detail.clone(),
         });
-        identity
-            .additional_claims
-            .insert("StsEndpoint".into(), sts.endpoint().to_string());
-        identity.additional_claims.insert(
-            "StsPartition".into(),
-            sts.partition().unwrap_or("(explicit endpoint)").to_string(),
-        );
         Ok((headers, identity))
     }
 

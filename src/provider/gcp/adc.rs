@@ -432,7 +432,7 @@ pub fn check_url(
                 Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
                 None => false,
             };
-            if host_ok || allow_http(cfg) {
+            if host_ok || cfg.env.allow_http() {
                 Ok(url)
             } else {
                 Err(refuse(format!(
@@ -443,13 +443,6 @@ pub fn check_url(
         }
         other => Err(refuse(format!("unsupported scheme {other:?}"))),
     }
-}
-
-/// `S2IAM_ALLOW_HTTP=1` (or `true`), read as for the auth service URL.
-fn allow_http(cfg: &ProviderConfig) -> bool {
-    cfg.env
-        .get("S2IAM_ALLOW_HTTP")
-        .is_some_and(|v| v == "1" || v == "true")
 }
 
 const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);

@@ -10,7 +10,8 @@
 //! unchanged; redirects are returned to the client, never followed.
 //!
 //! The proxy's own answers are JSON `{"error", "message"}`: 403 `forbidden` (a
-//! non-loopback `Host` on TCP, or a Unix-socket peer outside `listen.allowed_uids`),
+//! caller outside `listen.allowed_uids`, on either transport, or a non-loopback
+//! `Host` on TCP),
 //! 405 `method_not_allowed` (`CONNECT`), 400 `bad_request_target` (a target that
 //! is not a path, or a path leaving the upstream's base path: see [`super::target`]),
 //! 503 `token_unavailable` (with why), 502 `upstream_unreachable` /
@@ -39,8 +40,9 @@ pub enum Caller {
     Tcp,
     /// Over the Unix socket, by a peer the allow-list admits.
     UnixAllowed,
-    /// Over the Unix socket, by a peer outside `listen.allowed_uids`.
-    UnixRefused,
+    /// A caller the listener refused (outside `listen.allowed_uids`, or a TCP
+    /// peer whose uid the kernel did not name while that list is set).
+    Refused,
 }
 
 /// A configured proxy: its upstream client and the token it adds.
@@ -87,7 +89,7 @@ impl Proxy {
 
     async fn forward(&self, req: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
         match caller {
-            Caller::UnixRefused => {
+            Caller::Refused => {
                 return error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -101,7 +103,7 @@ impl Proxy {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("");
                 if !crate::serve::listen::host_is_loopback(host) {
-                    tracing::warn!(proxy = %self.name, host, "refused API proxy request with a non-loopback Host header");
+                    crate::refusal!(self.state.refusals, proxy = %self.name, host = %crate::logging::field(host), "refused API proxy request with a non-loopback Host header");
                     return error(
                         StatusCode::FORBIDDEN,
                         "forbidden",

@@ -9,12 +9,16 @@
 //! carries the new token. Bodies stream both ways frame by frame: a result of any
 //! size passes through in constant memory.
 //!
-//! Limits: `max_connections` client connections at once (more wait in the kernel's
-//! accept queue), 30 s to send request headers (also the keep-alive idle limit),
+//! The door is [`crate::listener`]'s: `listen.allowed_uids` on the Unix socket
+//! and on TCP alike (the kernel names the TCP peer's uid), `max_connections`
+//! client connections at once (more wait in the kernel's accept queue), at most
+//! `listen.max_connections_per_uid` of them per uid, request heads capped at
+//! `listen.max_header_bytes` and `listen.header_read_timeout`. Then
 //! `connect_timeout` to reach the upstream, `timeout` until its response headers
 //! (counted from the start, so a request upload is included) and for any silence
-//! within a response body. On shutdown the listener stops accepting and
-//! in-flight requests get [`DRAIN_GRACE`] to finish.
+//! within a response body. An answer a client does not read holds at most about
+//! twice `listen.max_header_bytes` of buffer on its connection. On shutdown the
+//! listener stops accepting and in-flight requests get [`DRAIN_GRACE`] to finish.
 //!
 //! [`crate::config::api_proxy`] has the settings, [`forward`] what happens to one request.
 
@@ -23,28 +27,22 @@ pub mod forward;
 pub mod target;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
 use self::forward::{Caller, Proxy};
 use super::{AppState, ServeError};
 use crate::env::Env;
+use crate::listener::http::HttpLimits;
+use crate::listener::{self, Bind, Busy, Caps, Conn, Door, Surface};
 
 /// How long in-flight requests may run on after the stop signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
-
-/// How long a client has to send its request headers (and how long an idle
-/// keep-alive connection stays open).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an API proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +67,7 @@ pub enum ApiProxyError {
     },
 }
 
-/// A running proxy: its listeners' tasks.
+/// A running proxy: its listeners.
 pub struct Running {
     /// The proxy's name.
     pub name: String,
@@ -77,18 +75,15 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     /// The Unix socket path.
     pub socket: Option<PathBuf>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    doors: Vec<listener::Running>,
 }
 
 impl Running {
     /// Waits for the listeners to drain (after the stop signal) and removes the
     /// socket file.
     pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
+        for door in self.doors {
+            door.wait().await;
         }
     }
 }
@@ -107,150 +102,96 @@ pub async fn start_all(
     Ok(running)
 }
 
+/// The door of one API proxy: `listen.allowed_uids`, its `max_connections`, and
+/// `listen.max_connections_per_uid` of them per uid; each connection may hold an
+/// upstream connection too.
+pub fn door(state: &AppState, proxy: &crate::config::api_proxy::ApiProxyConfig) -> Arc<Door> {
+    let l = &state.config.listen;
+    let mut caps = Caps::new(
+        proxy.max_connections,
+        l.limits.max_connections_per_uid,
+        DRAIN_GRACE,
+    );
+    caps.fds_per_connection = 2;
+    caps.park_timeout = l.limits.header_read_timeout;
+    Door::new(
+        format!("api_proxy {}", proxy.name),
+        l.allowed_uids.clone(),
+        caps,
+    )
+    .moved_by("api_proxy.listen (s2iam dev: --data-api-proxy, --management-api-proxy)")
+}
+
 async fn start(
     proxy: Arc<Proxy>,
     state: &AppState,
     stopped: watch::Receiver<bool>,
 ) -> Result<Running, ServeError> {
     let config = &proxy.config;
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let door = door(state, config);
     let mut running = Running {
         name: config.name.clone(),
         tcp_addr: None,
         socket: None,
-        tasks: Vec::new(),
+        doors: Vec::new(),
     };
+    let l = &state.config.listen.limits;
+    let limits = HttpLimits {
+        header_read_timeout: l.header_read_timeout,
+        // A request waits on the upstream up to `timeout` with nothing moving.
+        idle_timeout: l.idle_timeout.max(config.timeout),
+        max_header_bytes: l.max_header_bytes,
+        keep_alive: true,
+    };
+    let surface = Arc::new(ApiProxySurface {
+        proxy: proxy.clone(),
+        limits,
+    });
     if let Some(addr) = config.listen {
-        let listen_err = |source| ServeError::Listen {
-            what: format!("{addr} (api_proxy {})", config.name),
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        let addr = listener.local_addr().map_err(listen_err)?;
-        tracing::info!(proxy = %config.name, %addr, upstream = %config.upstream, "API proxy listening");
-        running.tcp_addr = Some(addr);
-        running.tasks.push(tokio::spawn(accept_loop(
-            Acceptor::Tcp(listener),
-            proxy.clone(),
-            limit.clone(),
-            stopped.clone(),
-        )));
+        let door_running =
+            listener::open(&door, &Bind::Tcp(addr), surface.clone(), stopped.clone()).await?;
+        tracing::info!(proxy = %config.name, addr = ?door_running.tcp_addr, upstream = %config.upstream, "API proxy listening");
+        running.tcp_addr = door_running.tcp_addr;
+        running.doors.push(door_running);
     }
     if let Some(path) = &config.socket {
-        let listen_err = |source| ServeError::Listen {
-            what: format!("{} (api_proxy {})", path.display(), config.name),
-            source,
+        let bind = Bind::Unix {
+            path: path.clone(),
+            mode: state.config.listen.socket_mode,
         };
-        crate::util::unix_socket::prepare_socket_path(path)
-            .await
-            .map_err(listen_err)?;
-        let listener = UnixListener::bind(path).map_err(listen_err)?;
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(state.config.listen.socket_mode),
-        )
-        .map_err(listen_err)?;
+        let door_running = listener::open(&door, &bind, surface, stopped).await?;
         tracing::info!(proxy = %config.name, socket = %path.display(), upstream = %config.upstream, "API proxy listening");
         running.socket = Some(path.clone());
-        running.tasks.push(tokio::spawn(accept_loop(
-            Acceptor::Unix(listener, state.config.listen.allowed_uids.clone()),
-            proxy.clone(),
-            limit,
-            stopped,
-        )));
+        running.doors.push(door_running);
     }
     Ok(running)
 }
 
-enum Acceptor {
-    Tcp(TcpListener),
-    /// With `listen.allowed_uids` (empty: any peer).
-    Unix(UnixListener, Vec<u32>),
-}
-
-async fn accept_loop(
-    acceptor: Acceptor,
+/// One API proxy behind its door.
+struct ApiProxySurface {
     proxy: Arc<Proxy>,
-    limit: Arc<Semaphore>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        // A free connection slot first: over the limit, clients wait in the backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped.wait_for(|s| *s) => break,
+    limits: HttpLimits,
+}
+
+impl Surface for ApiProxySurface {
+    fn serve(this: Arc<Self>, conn: Conn) -> impl Future<Output = ()> + Send + 'static {
+        let caller = match (conn.peer.allowed, conn.peer.is_tcp()) {
+            (false, _) => Caller::Refused,
+            (true, true) => Caller::Tcp,
+            (true, false) => Caller::UnixAllowed,
         };
-        let accepted = tokio::select! {
-            a = accept(&acceptor) => a,
-            _ = stopped.wait_for(|s| *s) => break,
-        };
-        match accepted {
-            Ok(Accepted::Tcp(stream)) => {
-                let _ = stream.set_nodelay(true);
-                serve(stream, Caller::Tcp, &proxy, permit, &graceful);
-            }
-            Ok(Accepted::Unix(stream, caller)) => serve(stream, caller, &proxy, permit, &graceful),
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(proxy = %proxy.config.name, error = %e, "API proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let mut limits = this.limits.clone();
+        // A refused caller gets its 403 and the connection closes.
+        limits.keep_alive = conn.peer.allowed;
+        let proxy = this.proxy.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, caller).await) })
+        });
+        async move { listener::http::serve(conn.io, svc, &limits, conn.stopped).await }
     }
-    drop(acceptor);
-    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(proxy = %proxy.config.name, "API proxy requests still running at the drain deadline were cut");
+
+    fn busy(&self, why: Busy) -> Vec<u8> {
+        listener::http::busy_answer(why)
     }
-}
-
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream, Caller),
-}
-
-async fn accept(acceptor: &Acceptor) -> std::io::Result<Accepted> {
-    match acceptor {
-        Acceptor::Tcp(l) => Ok(Accepted::Tcp(l.accept().await?.0)),
-        Acceptor::Unix(l, allowed) => {
-            let (stream, _) = l.accept().await?;
-            let uid = stream.peer_cred().ok().map(|c| c.uid());
-            let caller = if allowed.is_empty() || uid.is_some_and(|u| allowed.contains(&u)) {
-                Caller::UnixAllowed
-            } else {
-                tracing::warn!(?uid, "refused API proxy unix-socket caller");
-                Caller::UnixRefused
-            };
-            Ok(Accepted::Unix(stream, caller))
-        }
-    }
-}
-
-/// Serves one client connection (HTTP/1.1, keep-alive) until it closes.
-fn serve<I>(
-    io: I,
-    caller: Caller,
-    proxy: &Arc<Proxy>,
-    permit: OwnedSemaphorePermit,
-    graceful: &GracefulShutdown,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let proxy = proxy.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, caller).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc);
-    let watched = graceful.watch(conn);
-    tokio::spawn(async move {
-        let _ = watched.await;
-        drop(permit);
-    });
 }

@@ -7,7 +7,10 @@
 //!   present and different → 400.
 //! - body optional; when present it must be a JSON object (the Python client sends
 //!   `{"provider", "identity": {...}, "workspace_group_id"?}`, which is recorded and
-//!   never trusted). Over the listener's 64 KiB limit → 413.
+//!   never trusted). Over the listener's 64 KiB limit → 413. For `"provider":
+//!   "aws"`, `identity.additional_claims` may hold only the reference clients'
+//!   `UserId`, `AssumedRoleArn` and `RoleSessionName` (400 otherwise): a client
+//!   sending more is not wire-identical to the reference.
 //! - identity headers and format negotiation: see [`super::verify`].
 //!
 //! Checks run in this order: JWT type (404), body (413, 400), the [`AuthConfig`]
@@ -241,6 +244,7 @@ async fn run_exchange(
     }
     let body = read_body(body)?;
     record.body = body.clone();
+    check_aws_claims(body.as_ref())?;
     let workspace_group_id = workspace_group_id(uri.query(), body.as_ref())?;
     record.workspace_group_id = workspace_group_id.clone();
     let preference = preference(headers)?;
@@ -323,6 +327,36 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Option<Value>, Excha
         ));
     }
     Ok(Some(value))
+}
+
+/// The `additional_claims` keys the reference clients send for AWS.
+const AWS_REFERENCE_CLAIMS: [&str; 3] = ["UserId", "AssumedRoleArn", "RoleSessionName"];
+
+/// Refuses an AWS body whose `identity.additional_claims` holds a key the
+/// reference clients never send.
+fn check_aws_claims(body: Option<&Value>) -> Result<(), ExchangeError> {
+    let Some(body) = body else { return Ok(()) };
+    if body.get("provider").and_then(Value::as_str) != Some("aws") {
+        return Ok(());
+    }
+    let claims = body
+        .get("identity")
+        .and_then(|i| i.get("additional_claims"))
+        .and_then(Value::as_object);
+    let extra: Vec<&str> = claims
+        .into_iter()
+        .flat_map(|c| c.keys())
+        .map(String::as_str)
+        .filter(|k| !AWS_REFERENCE_CLAIMS.contains(k))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let extra: String = extra.join(", ").chars().take(200).collect();
+    Err(ExchangeError::BadRequest(format!(
+        "identity.additional_claims for aws may hold only {} (the reference client's), not {extra}",
+        AWS_REFERENCE_CLAIMS.join(", ")
+    )))
 }
 
 /// `workspaceGroupID` from the query or `workspace_group_id` from the body.
@@ -527,6 +561,20 @@ fn parse_behaviour(bytes: &[u8]) -> Result<AuthConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_claims_are_the_reference_clients() {
+        let ok = json!({"provider": "aws", "identity": {"additional_claims": {
+            "UserId": "AROAX:s", "AssumedRoleArn": "arn", "RoleSessionName": "s"}}});
+        assert!(check_aws_claims(Some(&ok)).is_ok());
+        assert!(check_aws_claims(None).is_ok());
+        let gcp = json!({"provider": "gcp", "identity": {"additional_claims": {"email": "e"}}});
+        assert!(check_aws_claims(Some(&gcp)).is_ok());
+        let extra = json!({"provider": "aws", "identity": {"additional_claims": {
+            "UserId": "AROAX:s", "StsEndpoint": "https://sts.amazonaws.com"}}});
+        let err = check_aws_claims(Some(&extra)).unwrap_err().to_string();
+        assert!(err.contains("StsEndpoint"), "{err}");
+    }
 
     #[test]
     fn workspace_group_id_sources() {
