@@ -22,7 +22,7 @@
 //!   one, or one that came after failures) gets its first refresh at a uniformly
 //!   random point of the refresh period, so sidecars that fetched together (a
 //!   node pool starting at once, the end of an outage) refresh evenly spread
-//!   from then on; see [`Cache::refresh_time`] and `examples/fleet_sim.rs`.
+//!   from then on; see `Cache::refresh_time` and `examples/fleet_sim.rs`.
 //! - **Lazy mode** ([`RefreshMode::Lazy`], for CPU-throttled platforms): no
 //!   background refresher; a request that finds its value due refreshes it in
 //!   line (one fetch for all concurrent callers) and nothing runs between

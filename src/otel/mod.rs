@@ -197,6 +197,8 @@ pub struct Tracer {
 
 struct Inner {
     sampler: Sampler,
+    /// Span times (the injected wall clock).
+    clock: Arc<dyn crate::env::Clock>,
     queue: mpsc::Sender<SpanData>,
     dropped: AtomicU64,
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
@@ -221,7 +223,11 @@ impl Tracer {
 
     /// Tracing to `settings`' endpoint, or off for `None`. Starts the exporter
     /// task: call inside a Tokio runtime.
-    pub fn start(settings: Option<&OtelSettings>, http: reqwest::Client) -> Self {
+    pub fn start(
+        settings: Option<&OtelSettings>,
+        http: reqwest::Client,
+        clock: Arc<dyn crate::env::Clock>,
+    ) -> Self {
         let Some(settings) = settings else {
             return Self::off();
         };
@@ -232,6 +238,7 @@ impl Tracer {
         Self {
             inner: Some(Arc::new(Inner {
                 sampler: settings.sampler,
+                clock,
                 queue,
                 dropped: AtomicU64::new(0),
                 stop: Mutex::new(Some((stop, task))),
@@ -338,7 +345,7 @@ impl Span {
                 break id;
             }
         };
-        let now = SystemTime::now();
+        let now = inner.clock.now();
         Self {
             rec: Some(Box::new(Recording {
                 inner: inner.clone(),
@@ -414,7 +421,7 @@ impl Drop for Span {
             return;
         }
         let Recording { inner, mut data } = *rec;
-        data.end = SystemTime::now();
+        data.end = inner.clock.now();
         if inner.queue.try_send(data).is_err() {
             // Full (or the exporter stopped): a span is never worth blocking for.
             inner.dropped.fetch_add(1, Ordering::Relaxed);

@@ -166,6 +166,28 @@ fn open(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// One audit line for a token handed to `caller` (hot path and router alike).
+pub(super) fn audit_token(
+    state: &super::AppState,
+    tcp: bool,
+    caller: super::limits::Caller,
+    jwt_type: crate::exchange::JwtType,
+    fingerprint: &str,
+    expires_at: std::time::SystemTime,
+) {
+    let kind = match jwt_type {
+        crate::exchange::JwtType::Api => "api",
+        crate::exchange::JwtType::Database => "database",
+    };
+    state.audit.issued(
+        if tcp { Surface::Tcp } else { Surface::Unix },
+        &caller,
+        kind,
+        fingerprint,
+        expires_at,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,14 +216,14 @@ mod tests {
             &super::super::limits::Caller::Uid(1000),
             "database",
             &f,
-            SystemTime::now(),
+            crate::env::Clock::now(&crate::env::SystemClock),
         );
         audit.issued(
             Surface::Tcp,
             &super::super::limits::Caller::Addr("127.0.0.1".parse().unwrap()),
             "api",
             &f,
-            SystemTime::now(),
+            crate::env::Clock::now(&crate::env::SystemClock),
         );
         drop(audit); // the writer drains and stops
         let mut text = String::new();

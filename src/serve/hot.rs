@@ -49,7 +49,14 @@ pub(super) fn answer<B>(
     let token = state.cache.get_fresh(&key)?;
     state.metrics.count_request(route, 200);
     if state.audit.enabled() {
-        audit_token(state, tcp, caller, jwt_type, &token);
+        super::audit::audit_token(
+            state,
+            tcp,
+            caller,
+            jwt_type,
+            &token.fingerprint,
+            token.token.expires_at,
+        );
     }
     let (content_type, body) = if raw {
         (TEXT, token.raw())
@@ -60,29 +67,4 @@ pub(super) fn answer<B>(
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, content_type);
     Some(resp)
-}
-
-/// One audit line for a token handed to `caller` (hot path and router alike).
-pub(super) fn audit_token(
-    state: &AppState,
-    tcp: bool,
-    caller: Caller,
-    jwt_type: JwtType,
-    token: &super::encoded::EncodedToken,
-) {
-    let kind = match jwt_type {
-        JwtType::Api => "api",
-        JwtType::Database => "database",
-    };
-    state.audit.issued(
-        if tcp {
-            super::audit::Surface::Tcp
-        } else {
-            super::audit::Surface::Unix
-        },
-        &caller,
-        kind,
-        &token.fingerprint,
-        token.token.expires_at,
-    );
 }

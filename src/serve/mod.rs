@@ -272,6 +272,7 @@ impl Sidecar {
         let tracer = crate::otel::Tracer::start(
             config.otel.as_ref(),
             crate::http::client(&env.proxy_settings()),
+            provider_config.clock.clone(),
         );
         let mut options = config.jwt_options(provider_config);
         options.tracer = tracer.clone();

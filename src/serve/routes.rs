@@ -144,7 +144,14 @@ async fn token(
     let admit = || state.cold.check(caller);
     let got = state.cache.get_admitted(&req, admit).await;
     if let (Ok(token), true) = (&got, state.audit.enabled()) {
-        super::hot::audit_token(&state, tcp, caller, jwt_type, token);
+        super::audit::audit_token(
+            &state,
+            tcp,
+            caller,
+            jwt_type,
+            &token.fingerprint,
+            token.token.expires_at,
+        );
     }
     match got {
         // Pre-encoded with the cache entry: no JSON document built per request.

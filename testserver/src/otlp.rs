@@ -7,9 +7,9 @@
 //!   understands JSON only).
 //! - `GET /_mock/otlp/spans`: `[ReceivedSpan]`; `DELETE` clears them.
 //!
-//! [`MockOtlpServer::raw_bodies`] keeps every body as received, so a test can
+//! [`MockOtlp::raw_bodies`] keeps every body as received, so a test can
 //! assert that no secret is anywhere in what was exported, and
-//! [`MockOtlpServer::headers`] the request headers (an exporter's API key).
+//! [`MockOtlp::headers`] the request headers (an exporter's API key).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -122,7 +122,7 @@ async fn receive(State(otlp): State<MockOtlp>, headers: HeaderMap, body: Bytes) 
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                &format!("not an OTLP ExportTraceServiceRequest: {e}"),
+                format!("not an OTLP ExportTraceServiceRequest: {e}"),
             )
         }
     };
