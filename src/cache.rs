@@ -14,9 +14,19 @@
 //!   refresh then runs in the background; see `serve_while_refreshing` for AWS
 //!   credentials, which wait for a fresh value unless the refresh is failing).
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
-//!   served until it truly expires; the refresh is retried with capped
-//!   exponential backoff and jitter, the delay never more than half of the value's
-//!   remaining life, so several attempts happen before it expires.
+//!   served until it truly expires; the refresh is retried at a random point
+//!   of `retry_max`, then every `retry_max` (95–100 % of it), never more than half of the value's remaining
+//!   life apart, so several attempts happen before it expires. With no valid
+//!   value, retries back off exponentially from `retry_base` to `retry_max`.
+//! - **A fleet spreads out by itself**: a value fetched off schedule (the first
+//!   one, or one that came after failures) gets its first refresh at a uniformly
+//!   random point of the refresh period, so sidecars that fetched together (a
+//!   node pool starting at once, the end of an outage) refresh evenly spread
+//!   from then on; see `Cache::refresh_time` and `examples/fleet_sim.rs`.
+//! - **Lazy mode** ([`RefreshMode::Lazy`], for CPU-throttled platforms): no
+//!   background refresher; a request that finds its value due refreshes it in
+//!   line (one fetch for all concurrent callers) and nothing runs between
+//!   requests.
 //! - **Negative cache**: a failed fetch with no valid value to fall back on is
 //!   answered from the cache for `negative_ttl`; then an on-demand key is
 //!   forgotten (it is not retried in the background), a pinned one retried.
@@ -41,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::util::instant_after;
+use crate::util::{instant_after, mono_now};
 
 /// A cached value with a monotonic lifetime.
 pub trait Expiring: Clone + Send + Sync + 'static {
@@ -73,9 +83,25 @@ impl<T: Expiring> Expiring for Arc<T> {
 pub type Fetcher<K, V, E> =
     Arc<dyn Fn(K) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>> + Send + Sync>;
 
+/// When values are refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshMode {
+    /// By a background refresher, ahead of expiry: requests never wait while a
+    /// value is valid. The default.
+    #[default]
+    Ahead,
+    /// By the request that finds the value due, in line (single flight); no
+    /// background task or timer at all. For platforms that throttle the CPU
+    /// between requests (Cloud Run without always-on CPU, Lambda, Azure
+    /// Functions), where a background refresh would be frozen half-way.
+    Lazy,
+}
+
 /// Tuning of refresh and retry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachePolicy {
+    /// Refresh ahead in the background, or lazily in line.
+    pub mode: RefreshMode,
     /// Fraction of the lifetime after which a value is refreshed (0 < x < 1).
     pub refresh_at: f64,
     /// Random spread of `refresh_at`, as a fraction of the lifetime.
@@ -84,9 +110,11 @@ pub struct CachePolicy {
     /// again (callers such as AWS SDKs refresh only seconds before expiry); while
     /// that refresh runs or fails, the still-valid value is served.
     pub min_remaining: Duration,
-    /// First retry delay after a failed refresh; doubles up to `retry_max`.
+    /// First retry delay after a failed fetch with no valid value to serve;
+    /// doubles up to `retry_max`.
     pub retry_base: Duration,
-    /// Longest retry delay after failed refreshes.
+    /// Longest retry delay after failed fetches, and the period of retries
+    /// while a still-valid value is served (see `Cache::backoff`).
     pub retry_max: Duration,
     /// Unpinned keys not requested for this long are evicted.
     pub idle_evict: Duration,
@@ -104,11 +132,15 @@ pub struct CachePolicy {
 impl Default for CachePolicy {
     fn default() -> Self {
         Self {
+            mode: RefreshMode::Ahead,
             refresh_at: 2.0 / 3.0,
             jitter: 0.05,
             min_remaining: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(300),
+            // Under five minutes, so that after an outage every sidecar has
+            // retried (and is fresh) within five minutes of the recovery; see
+            // `Cache::backoff` for why the retries are not faster.
+            retry_max: Duration::from_secs(270),
             idle_evict: Duration::from_secs(3600),
             max_on_demand: 1000,
             negative_ttl: Duration::from_secs(5),
@@ -213,6 +245,11 @@ pub struct Cache<K, V, E> {
     policy: CachePolicy,
     stats: Arc<CacheStats>,
     epoch: Instant,
+    /// Woken when a fetch completes or a key is pinned, so the refresher can
+    /// sleep until the next refresh is due instead of waking every tick.
+    changed: Arc<tokio::sync::Notify>,
+    /// A `s2iam.cache.refresh` span per fetch (off unless configured).
+    tracer: crate::otel::Tracer,
 }
 
 impl<K, V, E> Clone for Cache<K, V, E> {
@@ -223,6 +260,8 @@ impl<K, V, E> Clone for Cache<K, V, E> {
             policy: self.policy.clone(),
             stats: self.stats.clone(),
             epoch: self.epoch,
+            changed: self.changed.clone(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -256,8 +295,18 @@ where
             fetch,
             policy,
             stats: Arc::new(CacheStats::default()),
-            epoch: Instant::now(),
+            epoch: mono_now(),
+            changed: Arc::new(tokio::sync::Notify::new()),
+            tracer: crate::otel::Tracer::off(),
         }
+    }
+
+    /// The same cache, with a `s2iam.cache.refresh` span around every fetch:
+    /// the child of the request's span when a request fetches in line, the
+    /// root of its own trace when the refresher does.
+    pub fn with_tracer(mut self, tracer: crate::otel::Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Counters, for metrics.
@@ -286,6 +335,7 @@ where
                 table.pinned.push((key.clone(), entry));
             }
         }
+        self.changed.notify_one();
         self.get(key).await
     }
 
@@ -335,13 +385,16 @@ where
     /// when it changed (a shared cache line that is only read stays in every
     /// core's cache).
     pub fn get_fresh(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
+        let now = mono_now();
         let table = read(&self.table);
         let entry = table.map.get(key)?;
         let v = {
             let slot = read(&entry.slot);
             let fresh =
                 |v: &&V| v.expires().saturating_duration_since(now) > self.policy.min_remaining;
+            if self.policy.mode == RefreshMode::Lazy && slot.refresh_due.is_some_and(|t| t <= now) {
+                return None; // due: the caller refreshes it in line
+            }
             slot.value.as_ref().filter(fresh)?.clone()
         };
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
@@ -358,14 +411,21 @@ where
         entry.last_access_ms.store(self.now_ms(), Ordering::Relaxed);
         let seen_generation = {
             let slot = read(&entry.slot);
-            if let Some(v) = slot.value.as_ref().filter(|v| self.servable(v)) {
+            let due = slot.refresh_due.is_none_or(|t| t <= mono_now());
+            let lazy = self.policy.mode == RefreshMode::Lazy;
+            if let Some(v) = slot
+                .value
+                .as_ref()
+                .filter(|v| self.servable(v) && !(lazy && due))
+            {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(v.clone());
             }
             if let Some(v) = slot.value.as_ref().filter(|v| still_valid(*v)) {
-                let due = slot.refresh_due.is_none_or(|t| t <= Instant::now());
                 let backing_off = slot.last_error.is_some() && !due;
-                if self.policy.serve_while_refreshing || backing_off {
+                // Lazy mode refreshes in line below (nothing may run after the
+                // request is answered), unless it is backing off.
+                if (self.policy.serve_while_refreshing && !lazy) || backing_off {
                     // Valid: hand it out now, refresh behind the caller's back.
                     self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                     let v = v.clone();
@@ -377,7 +437,7 @@ where
                 }
             }
             if let (Some(e), Some(at)) = (&slot.last_error, slot.failed_at) {
-                if at.elapsed() < self.policy.negative_ttl {
+                if mono_now().saturating_duration_since(at) < self.policy.negative_ttl {
                     self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
                     return Err(CacheError { error: e.clone() });
                 }
@@ -398,7 +458,12 @@ where
                 }
             }
         }
-        self.fetch_into(key, &entry).await
+        let trigger = if self.policy.mode == RefreshMode::Lazy {
+            "in_line_lazy"
+        } else {
+            "in_line"
+        };
+        self.fetch_into(key, &entry, trigger).await
     }
 
     /// Fetches `key` in the background unless a fetch for it is already running.
@@ -409,7 +474,9 @@ where
         let cache = self.clone();
         tokio::spawn(async move {
             let _flight = flight;
-            if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
+            if cache.fetch_into(&key, &entry, "background").await.is_err()
+                || read(&entry.slot).failures > 0
+            {
                 cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -417,16 +484,31 @@ where
 
     /// Fetches for `key` while holding its flight lock, records the outcome, and
     /// falls back to the current value if it is still valid.
-    async fn fetch_into(&self, key: &K, entry: &Entry<V, E>) -> Result<V, CacheError<E>> {
+    async fn fetch_into(
+        &self,
+        key: &K,
+        entry: &Entry<V, E>,
+        trigger: &'static str,
+    ) -> Result<V, CacheError<E>> {
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = (self.fetch)(key.clone()).await;
+        let mut span = self
+            .tracer
+            .span("s2iam.cache.refresh", crate::otel::SpanKind::Internal);
+        span.set("s2iam.cache.trigger", trigger);
+        let result = span.scope((self.fetch)(key.clone())).await;
+        if result.is_err() {
+            span.fail("fetch failed (see the child spans)");
+        }
         let now_ms = self.now_ms();
         let mut slot = write(&entry.slot);
         slot.generation = slot.generation.wrapping_add(1);
         slot.attempted_ms = now_ms;
+        // Only the refresher sleeps on this; a fetch is rare next to the hits.
+        self.changed.notify_one();
         match result {
             Ok(v) => {
-                slot.refresh_due = Some(self.refresh_time(&v));
+                let on_schedule = slot.value.is_some() && slot.failures == 0;
+                slot.refresh_due = Some(self.refresh_time(&v, on_schedule));
                 slot.failures = 0;
                 slot.last_error = None;
                 slot.failed_at = None;
@@ -438,7 +520,7 @@ where
                 let e = Arc::new(e);
                 slot.failures = slot.failures.saturating_add(1);
                 slot.last_error = Some(e.clone());
-                let now = Instant::now();
+                let now = mono_now();
                 slot.failed_at = Some(now);
                 let remaining = slot
                     .value
@@ -458,13 +540,17 @@ where
 
     /// One pass of the background refresher: refreshes what is due, drops what is
     /// idle, expired or failed (unpinned keys). Returns when the refreshes it
-    /// started have finished.
-    pub async fn refresh_due(&self) {
-        let now = Instant::now();
+    /// started have finished, with when the next pass is needed: the earliest
+    /// refresh not yet due, or now if on-demand keys are cached (their idle and
+    /// "asked again" state changes without a fetch, so they are looked at every
+    /// tick); `None` when nothing is scheduled.
+    pub async fn refresh_due(&self) -> Option<Instant> {
+        let now = mono_now();
         let now_ms = self.now_ms();
         let idle_ms = u64::try_from(self.policy.idle_evict.as_millis()).unwrap_or(u64::MAX);
         let mut due = Vec::new();
         let mut drop_keys = Vec::new();
+        let mut next: Option<Instant> = None;
         {
             // A read lock: callers keep being served while this walks.
             let table = read(&self.table);
@@ -472,6 +558,7 @@ where
                 let slot = read(&e.slot);
                 let pinned = e.pinned();
                 if !pinned {
+                    next = Some(now);
                     let last = e.last_access_ms.load(Ordering::Relaxed);
                     let idle = now_ms.saturating_sub(last) >= idle_ms;
                     let valid = slot.value.as_ref().is_some_and(still_valid);
@@ -490,8 +577,10 @@ where
                         continue;
                     }
                 }
-                if slot.refresh_due.is_some_and(|t| t <= now) {
-                    due.push((k.clone(), e.clone()));
+                match slot.refresh_due {
+                    Some(t) if t <= now => due.push((k.clone(), e.clone())),
+                    Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                    None => {}
                 }
             }
         }
@@ -513,27 +602,51 @@ where
                 };
                 if read(&entry.slot)
                     .refresh_due
-                    .is_some_and(|t| t > Instant::now())
+                    .is_some_and(|t| t > mono_now())
                 {
                     return;
                 }
-                if cache.fetch_into(&key, &entry).await.is_err() || read(&entry.slot).failures > 0 {
+                if cache.fetch_into(&key, &entry, "background").await.is_err()
+                    || read(&entry.slot).failures > 0
+                {
                     cache.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
+        next
     }
 
-    /// Runs [`Cache::refresh_due`] every `tick` until `stop` resolves.
+    /// Runs [`Cache::refresh_due`] until `stop` resolves: at most once per
+    /// `tick`, and otherwise asleep until the next refresh is due or a fetch
+    /// or a new pinned key changes the schedule. A sidecar holding only its
+    /// configured tokens wakes a few times per token lifetime, not every tick
+    /// (and a fleet simulation of 100,000 of them stays cheap).
     pub async fn run_refresher(&self, tick: Duration, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut interval = tokio::time::interval(tick.max(Duration::from_millis(1)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tick.max(Duration::from_millis(1));
         loop {
+            let started = mono_now();
+            let next = self.refresh_due().await;
+            let earliest = tokio::time::Instant::from_std(instant_after(started, tick));
+            let scheduled = async {
+                match next {
+                    Some(t) => {
+                        let at = tokio::time::Instant::from_std(t).max(earliest);
+                        tokio::time::sleep_until(at).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut stop => return,
-                _ = interval.tick() => self.refresh_due().await,
+                _ = scheduled => {}
+                _ = self.changed.notified() => {
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = tokio::time::sleep_until(earliest) => {}
+                    }
+                }
             }
         }
     }
@@ -625,22 +738,39 @@ where
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(mono_now().saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX)
     }
 
     /// Fresh enough to hand out without refreshing.
     fn servable(&self, v: &V) -> bool {
-        v.expires().saturating_duration_since(Instant::now()) > self.policy.min_remaining
+        v.expires().saturating_duration_since(mono_now()) > self.policy.min_remaining
     }
 
-    fn refresh_time(&self, v: &V) -> Instant {
+    /// When `v` is next refreshed. On schedule (the value replaced the previous
+    /// one at its refresh point): `refresh_at` ± `jitter` of the lifetime, which
+    /// keeps each sidecar's place in the fleet's rhythm. Off schedule (the first
+    /// value, or one that came after failures): a uniformly random point of
+    /// `(0, refresh_at]`. Why: sidecars that fetched together — a node pool
+    /// started at once, every sidecar retrying after an outage — would
+    /// otherwise refresh together again one period later, and again after that
+    /// (±5 % jitter of a 40-minute period only spreads a burst over 4 minutes).
+    /// A random phase spreads any burst evenly over a whole period at once:
+    /// with N sidecars and period P the refresh rate is N / P from the first
+    /// period on (`examples/fleet_sim.rs`, scenario `mass-start`). The cost is
+    /// one early refresh per start or recovery.
+    fn refresh_time(&self, v: &V, on_schedule: bool) -> Instant {
         let lifetime = v.expires().saturating_duration_since(v.received());
-        let jitter = if self.policy.jitter > 0.0 {
-            rand::thread_rng().gen_range(-self.policy.jitter..=self.policy.jitter)
+        let spread = !on_schedule && self.policy.mode == RefreshMode::Ahead;
+        let fraction = if spread {
+            rand::thread_rng().gen_range(0.0..=self.policy.refresh_at)
+        } else if self.policy.jitter > 0.0 {
+            self.policy.refresh_at
+                + rand::thread_rng().gen_range(-self.policy.jitter..=self.policy.jitter)
         } else {
-            0.0
+            self.policy.refresh_at
         };
-        let fraction = (self.policy.refresh_at + jitter).clamp(0.05, 0.95);
+        let fraction = fraction.clamp(0.0, 0.95);
         let at = instant_after(v.received(), lifetime.mul_f64(fraction));
         // Never later than the point where the value stops being servable.
         let latest = v
@@ -650,18 +780,46 @@ where
         at.min(latest.max(v.received()))
     }
 
-    /// Exponential from `retry_base` to `retry_max`, jittered down by up to half,
-    /// and never more than half of what the current value has left (so the
-    /// attempts crowd in before it expires instead of one landing after).
+    /// The wait before the next attempt after `failures` failed ones.
+    ///
+    /// With a valid value (`remaining`): the first retry of a failing spell at
+    /// a uniformly random point of `retry_max`, the next ones `retry_max`
+    /// (95–100 % of it) apart; never more than half of what the value has left
+    /// (so the attempts crowd in before it expires instead of one landing
+    /// after). Why, measured with `examples/fleet_sim.rs` (10-minute outage):
+    /// - not exponential from a second (Vault Agent's 1 s → 5 min): sidecars
+    ///   fail at different moments of an outage and the recent ones retry most
+    ///   often, so the service is hammered while down (6.5x the requests) and
+    ///   the first seconds of the recovery see every recent failure at once
+    ///   (5,000 sidecars: a peak of 27x the steady rate, capacity-bound);
+    /// - not a fixed period from the failure: the retry phases then keep the
+    ///   pattern of when refreshes fell due folded onto the period (600 s over
+    ///   a 256 s period puts three due-seconds on some phases, two on others),
+    ///   and the recovery peaked at 5.6x with 100,000 sidecars;
+    /// - a random first retry makes every sidecar's phase uniform whatever the
+    ///   moment its spell began, so after a recovery the backlog of an outage
+    ///   of length O lands evenly over `retry_max`: O / `retry_max` times the
+    ///   steady rate on top of it, and every sidecar is fresh within
+    ///   `retry_max`. A brief failure is already retried within seconds by the
+    ///   exchange itself.
+    ///
+    /// With no valid value: exponential from `retry_base` to `retry_max`,
+    /// jittered down by up to half: a caller is waiting for it.
     fn backoff(&self, failures: u32, remaining: Option<Duration>) -> Duration {
-        let mut exp = self
+        if let Some(r) = remaining.filter(|r| !r.is_zero()) {
+            let fraction = if failures <= 1 {
+                rand::thread_rng().gen_range(0.0..=1.0)
+            } else {
+                rand::thread_rng().gen_range(0.95..=1.0)
+            };
+            let period = self.policy.retry_max.mul_f64(fraction);
+            return period.min(r.checked_div(2).unwrap_or(r).max(Duration::from_millis(50)));
+        }
+        let exp = self
             .policy
             .retry_base
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.policy.retry_max);
-        if let Some(r) = remaining.filter(|r| !r.is_zero()) {
-            exp = exp.min(r.checked_div(2).unwrap_or(r).max(Duration::from_millis(50)));
-        }
         let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
     }
@@ -674,14 +832,14 @@ fn key_status<K: Clone, V: Expiring, E>(k: &K, e: &Entry<V, E>) -> KeyStatus<K> 
         remaining: slot
             .value
             .as_ref()
-            .map(|v| v.expires().saturating_duration_since(Instant::now())),
+            .map(|v| v.expires().saturating_duration_since(mono_now())),
         failures: slot.failures,
         pinned: e.pinned(),
     }
 }
 
 fn still_valid<V: Expiring>(v: &V) -> bool {
-    v.expires() > Instant::now()
+    v.expires() > mono_now()
 }
 
 fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -715,6 +873,7 @@ mod tests {
 
     fn policy() -> CachePolicy {
         CachePolicy {
+            mode: RefreshMode::Ahead,
             refresh_at: 0.5,
             jitter: 0.0,
             min_remaining: Duration::from_millis(0),
@@ -747,7 +906,7 @@ mod tests {
                 if f.load(Ordering::SeqCst) {
                     return Err(format!("upstream down (call {n})"));
                 }
-                let now = Instant::now();
+                let now = mono_now();
                 Ok(V {
                     n,
                     received: now,
@@ -1061,5 +1220,159 @@ mod tests {
             matches!(refused, Err(GetError::Refused { retry_after }) if retry_after == Duration::from_secs(2))
         );
         assert!(!cache.contains(&8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lazy_mode_refreshes_in_line_once_and_leaves_nothing_running() {
+        let (fetch, calls, _) = counting(Duration::from_secs(3600), Duration::from_millis(100));
+        let lazy = CachePolicy {
+            mode: RefreshMode::Lazy,
+            refresh_at: 2.0 / 3.0,
+            min_remaining: Duration::from_secs(60),
+            ..policy()
+        };
+        let cache = Cache::new(lazy, fetch);
+        assert_eq!(cache.pin(1).await.unwrap().n, 1);
+        let metrics = tokio::runtime::Handle::current().metrics();
+        // Virtual time: a background timer or task would run in these hours.
+        tokio::time::sleep(Duration::from_secs(2399)).await;
+        assert_eq!(cache.get_fresh(&1).map(|v| v.n), Some(1), "not due yet");
+        assert_eq!(cache.get(1).await.unwrap().n, 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "nothing refreshed between requests"
+        );
+        assert!(cache.get_fresh(&1).is_none(), "due: the hot path declines");
+        // Due: 50 concurrent requests, one in-line fetch, every caller gets its result.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let c = cache.clone();
+            tasks.spawn(async move { c.get(1).await.map(|v| v.n) });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(
+                r.unwrap().unwrap(),
+                2,
+                "in line: the new value, not the old"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "single flight");
+        assert_eq!(metrics.num_alive_tasks(), 0, "no background task left");
+        assert_eq!(cache.get_fresh(&1).map(|v| v.n), Some(2));
+
+        // The same request in the default mode is answered at once and leaves a
+        // background refresh running: what lazy mode avoids.
+        let (fetch, calls, _) = counting(Duration::from_secs(3600), Duration::from_millis(100));
+        let ahead = Cache::new(
+            CachePolicy {
+                refresh_at: 2.0 / 3.0,
+                min_remaining: Duration::from_secs(3000),
+                ..policy()
+            },
+            fetch,
+        );
+        ahead.get(1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(700)).await;
+        assert_eq!(ahead.get(1).await.unwrap().n, 1, "the old value, at once");
+        assert_eq!(metrics.num_alive_tasks(), 1, "a refresh behind the caller");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lazy_mode_serves_the_valid_value_while_backing_off() {
+        let (fetch, calls, fail) = counting(Duration::from_secs(3600), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                mode: RefreshMode::Lazy,
+                refresh_at: 0.5,
+                retry_max: Duration::from_secs(270),
+                ..policy()
+            },
+            fetch,
+        );
+        cache.get(1).await.unwrap();
+        fail.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1801)).await;
+        assert_eq!(
+            cache.get(1).await.unwrap().n,
+            1,
+            "failed in line: the valid value"
+        );
+        for _ in 0..10 {
+            assert_eq!(cache.get(1).await.unwrap().n, 1);
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no retry before the backoff"
+        );
+        tokio::time::sleep(Duration::from_secs(271)).await;
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(cache.get(1).await.unwrap().n, 3, "retried in line after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sleeping_refresher_still_refreshes_on_time() {
+        let (fetch, calls, _) = counting(Duration::from_secs(3600), Duration::ZERO);
+        let cache = Cache::new(
+            CachePolicy {
+                refresh_at: 2.0 / 3.0,
+                jitter: 0.05,
+                ..policy()
+            },
+            fetch,
+        );
+        let c = cache.clone();
+        let refresher = tokio::spawn(async move {
+            c.run_refresher(
+                Duration::from_secs(1),
+                tokio::time::sleep(Duration::from_secs(3 * 3600)),
+            )
+            .await;
+        });
+        cache.pin(1).await.unwrap();
+        for _ in 0..3 * 36 {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            assert!(cache.get_fresh(&1).is_some(), "always fresh");
+        }
+        refresher.await.unwrap();
+        // The first value refreshed at a random point of its period, then every
+        // 2400 s ± 180 s: 5 fetches in 3 h (4 to 6 with the random start).
+        let n = calls.load(Ordering::SeqCst);
+        assert!((4..=6).contains(&n), "{n} fetches");
+    }
+
+    #[test]
+    fn retries_while_valid_come_about_every_retry_max_and_before_expiry() {
+        let (fetch, _, _) = counting(Duration::from_secs(60), Duration::ZERO);
+        let cache: Cache<u8, V, String> = Cache::new(
+            CachePolicy {
+                retry_base: Duration::from_secs(1),
+                retry_max: Duration::from_secs(270),
+                ..policy()
+            },
+            fetch,
+        );
+        for failures in [2, 5, 30] {
+            let d = cache.backoff(failures, Some(Duration::from_secs(1200)));
+            assert!(
+                d >= Duration::from_millis(256_500) && d <= Duration::from_secs(270),
+                "{d:?}"
+            );
+        }
+        // The first retry of a spell: anywhere in the period, spread out.
+        let firsts: Vec<Duration> = (0..200)
+            .map(|_| cache.backoff(1, Some(Duration::from_secs(1200))))
+            .collect();
+        assert!(firsts.iter().all(|d| *d <= Duration::from_secs(270)));
+        assert!(firsts.iter().any(|d| *d < Duration::from_secs(90)));
+        assert!(firsts.iter().any(|d| *d > Duration::from_secs(180)));
+        assert!(cache.backoff(1, Some(Duration::from_secs(100))) <= Duration::from_secs(50));
+        // No valid value: exponential from retry_base.
+        assert!(cache.backoff(1, None) <= Duration::from_secs(1));
+        assert!(cache.backoff(3, None) <= Duration::from_secs(4));
     }
 }

@@ -15,13 +15,14 @@ use tokio::sync::OnceCell;
 use crate::exchange::{
     ExchangeClient, ExchangeConfig, ExchangeError, ExchangeRequest, JwtType, ServerUrl,
 };
+use crate::otel::{SpanKind, Tracer};
 use crate::provider::detect::{detect_provider, DetectOptions, DEFAULT_DETECT_TIMEOUT};
 use crate::provider::{
     CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderConfig,
     ProviderError, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
 use crate::token::Token;
-use crate::util::instant_after;
+use crate::util::{instant_after, mono_now};
 use crate::DetectError;
 
 /// Any failure of the flow.
@@ -69,6 +70,9 @@ pub struct JwtOptions {
     pub exchange: ExchangeConfig,
     /// Environment, files, clock and endpoints; `None` is the real process's.
     pub provider_config: Option<ProviderConfig>,
+    /// Spans for detection, identity and the exchange (children of the
+    /// task's current span, e.g. a cache refresh); off by default.
+    pub tracer: Tracer,
 }
 
 impl Default for JwtOptions {
@@ -82,6 +86,7 @@ impl Default for JwtOptions {
             detect_timeout: DEFAULT_DETECT_TIMEOUT,
             exchange: ExchangeConfig::default(),
             provider_config: None,
+            tracer: Tracer::off(),
         }
     }
 }
@@ -186,10 +191,13 @@ impl Client {
         };
         self.provider
             .get_or_try_init(|| async {
-                detect_provider(&self.cfg, &opts)
-                    .await
-                    .map(|d| d.provider)
-                    .map_err(Error::from)
+                let mut span = self.options.tracer.span("s2iam.detect", SpanKind::Internal);
+                let detected = span.scope(detect_provider(&self.cfg, &opts)).await;
+                match &detected {
+                    Ok(d) => span.set("cloud.provider", d.provider.kind().to_string()),
+                    Err(e) => span.fail(&e.to_string()),
+                }
+                detected.map(|d| d.provider).map_err(Error::from)
             })
             .await
     }
@@ -200,7 +208,7 @@ impl Client {
         &self,
         req: &TokenRequest,
     ) -> Result<(IdentityHeaders, CloudIdentity), Error> {
-        self.identity_until(req, instant_after(Instant::now(), self.options.timeout))
+        self.identity_until(req, instant_after(mono_now(), self.options.timeout))
             .await
     }
 
@@ -224,12 +232,23 @@ impl Client {
                 .identity(&self.cfg, &req.identity_request())
                 .await?)
         };
-        tokio::time::timeout_at(deadline.into(), work)
+        let mut span = self
+            .options
+            .tracer
+            .span("s2iam.identity", SpanKind::Internal);
+        span.set("s2iam.assume_role", req.assume_role.is_some());
+        let identity = span
+            .scope(tokio::time::timeout_at(deadline.into(), work))
             .await
             .unwrap_or(Err(Error::Deadline {
                 during,
                 timeout_ms: duration_ms(self.options.timeout),
-            }))
+            }));
+        match &identity {
+            Ok((_, id)) => span.set("cloud.provider", id.provider.to_string()),
+            Err(e) => span.fail(&e.to_string()),
+        }
+        identity
     }
 
     /// A fresh token from the auth service.
@@ -252,7 +271,7 @@ impl Client {
         if let Some(wg) = req.workspace_group_id.as_deref() {
             crate::exchange::check_workspace_group_id(wg)?;
         }
-        let deadline = instant_after(Instant::now(), self.options.timeout);
+        let deadline = instant_after(mono_now(), self.options.timeout);
         let (headers, identity) = self.identity_until(req, deadline).await?;
         let exchange_req = ExchangeRequest {
             jwt_type: req.jwt_type,
@@ -260,15 +279,22 @@ impl Client {
             headers: &headers,
             identity: &identity,
         };
-        let token = self
-            .exchange
-            .exchange(
+        let mut span = self.options.tracer.span("s2iam.exchange", SpanKind::Client);
+        span.set("s2iam.jwt_type", req.jwt_type.to_string());
+        if let Some(wg) = &req.workspace_group_id {
+            span.set("s2iam.workspace_group_id", crate::logging::field(wg));
+        }
+        let token = span
+            .scope(self.exchange.exchange(
                 &self.server,
                 exchange_req,
-                deadline.saturating_duration_since(Instant::now()),
-            )
-            .await?;
-        Ok((token, identity))
+                deadline.saturating_duration_since(mono_now()),
+            ))
+            .await;
+        if let Err(e) = &token {
+            span.fail(&e.to_string());
+        }
+        Ok((token?, identity))
     }
 }
 

@@ -13,6 +13,7 @@
 //! | headers → JWT | [`exchange`] → [`token`] |
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
+//! | traces (OpenTelemetry, OTLP/HTTP), off until configured | [`otel`] |
 //! | the sidecar | [`config`], [`serve`] |
 //! | connect without a token (database proxy) | [`dbproxy`] |
 //! | files rendered from tokens, after-render actions | [`render`] |
@@ -64,6 +65,7 @@ pub mod kube;
 #[cfg(feature = "sidecar")]
 pub mod listener;
 pub mod logging;
+pub mod otel;
 pub mod provider;
 #[cfg(feature = "sidecar")]
 pub mod render;

@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::secret::Secret;
+use crate::util::mono_now;
 
 /// What the client reads from the token's payload (unverified unless JWKS
 /// validation is on).
@@ -142,7 +143,7 @@ impl Token {
         audience: Option<String>,
     ) -> Self {
         let claims = Claims::decode_unverified(jwt.expose()).unwrap_or_default();
-        let received = Instant::now();
+        let received = mono_now();
         // Capped so no stated expiry, however absurd, overflows the monotonic clock.
         let lifetime = expires_at
             .duration_since(now)
@@ -165,7 +166,7 @@ impl Token {
 
     /// Time left before expiry, on the monotonic clock.
     pub fn remaining(&self) -> Duration {
-        self.expires_mono.saturating_duration_since(Instant::now())
+        self.expires_mono.saturating_duration_since(mono_now())
     }
 
     /// Total lifetime as received.

@@ -160,6 +160,7 @@ pub fn jwt_options(
         detect_timeout: flags.timeout,
         exchange,
         provider_config: Some(cfg),
+        tracer: s2iam::otel::Tracer::off(),
     })
 }
 

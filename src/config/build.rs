@@ -13,7 +13,7 @@ use super::{
     invalid, AccessConfig, CacheConfig, ClientConfig, ConfigError, ConnLimits, ListenConfig,
     LogConfig, LogFormat, ServeConfig, ServeOverrides, Sink, WarmToken, DEFAULT_SOCKET,
 };
-use crate::cache::CachePolicy;
+use crate::cache::{CachePolicy, RefreshMode};
 use crate::env::Env;
 use crate::exchange::JwtType;
 use crate::provider::{DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
@@ -81,6 +81,16 @@ pub(super) fn build(
         crate::render::config::templates(file.template, &available(&tokens, &aws), &path)
             .map_err(|e| invalid(&e.setting, e.message))?;
     let api_proxies = super::api_proxy::parse_all(file.api_proxy, client.allow_http)?;
+    if cache.policy.mode == RefreshMode::Lazy
+        && (!templates.is_empty() || tokens.iter().any(|t| t.sink.is_some()))
+    {
+        // Files are read without asking the sidecar: nothing would refresh them.
+        return Err(invalid(
+            "cache.refresh",
+            "\"lazy\" refreshes a token only when a request asks for it, so it cannot keep \
+             [[template]] files or token sinks fresh; use \"ahead\" (the default) with them",
+        ));
+    }
     Ok(ServeConfig {
         listen,
         client,
@@ -108,6 +118,22 @@ pub(super) fn build(
         database_proxies,
         templates,
         api_proxies,
+        otel: crate::otel::OtelSettings::resolve(
+            env,
+            &crate::otel::settings::FileOtel {
+                endpoint: file.otel.endpoint,
+                service_name: file.otel.service_name,
+            },
+        )
+        .map_err(|e| invalid(&e.setting, e.message))?,
+        audit: super::AuditConfig {
+            path: match file.audit.path {
+                Some(p) if !p.is_absolute() => {
+                    return Err(invalid("audit.path", "must be an absolute path"))
+                }
+                p => p,
+            },
+        },
     })
 }
 
@@ -308,7 +334,18 @@ fn cache_policy(c: &FileCache) -> Result<CachePolicy, ConfigError> {
     if !(0.0..=0.2).contains(&jitter) {
         return Err(invalid("cache.jitter", "must be between 0 and 0.2"));
     }
+    let mode = match c.refresh.as_deref() {
+        None | Some("ahead") => RefreshMode::Ahead,
+        Some("lazy") => RefreshMode::Lazy,
+        Some(other) => {
+            return Err(invalid(
+                "cache.refresh",
+                format!("{other:?} is not \"ahead\" or \"lazy\""),
+            ))
+        }
+    };
     Ok(CachePolicy {
+        mode,
         refresh_at,
         jitter,
         min_remaining: duration(

@@ -37,6 +37,10 @@ pub(super) struct FileConfig {
     pub(super) database_proxy: Vec<crate::dbproxy::config::FileDatabaseProxy>,
     #[serde(default)]
     pub(super) api_proxy: Vec<super::api_proxy::FileApiProxy>,
+    #[serde(default)]
+    pub(super) audit: FileAudit,
+    #[serde(default)]
+    pub(super) otel: FileOtel,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +120,7 @@ pub(super) struct FileIdentity {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileCache {
+    pub(super) refresh: Option<String>,
     pub(super) refresh_at: Option<f64>,
     pub(super) jitter: Option<f64>,
     pub(super) min_remaining: Option<String>,
@@ -133,6 +138,19 @@ pub(super) struct FileAccess {
     pub(super) audiences: Option<Vec<String>>,
     pub(super) cold_fetches_per_second: Option<u32>,
     pub(super) cold_fetches_per_caller_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileOtel {
+    pub(super) endpoint: Option<String>,
+    pub(super) service_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAudit {
+    pub(super) path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,6 +37,7 @@
 //! gcp_audience = "https://authsvc.singlestore.com"
 //!
 //! [cache]
+//! refresh = "ahead"                  # or "lazy": no background refresh, a request refreshes in line
 //! refresh_at = 0.67                  # fraction of the lifetime
 //! jitter = 0.05
 //! min_remaining = "60s"
@@ -51,6 +52,13 @@
 //! audiences = []                     # GCP audiences callers may ask for besides the configured ones
 //! cold_fetches_per_second = 20       # exchanges for keys not in the cache, all callers together
 //! cold_fetches_per_caller_per_second = 5  # the same per caller (uid on the socket, address on TCP)
+//!
+//! [audit]
+//! path = "/var/log/s2iam/audit.jsonl"  # one line per credential handed out (never the credential)
+//!
+//! [otel]                             # traces; the OTEL_* variables take precedence
+//! endpoint = "http://127.0.0.1:4318" # OTLP/HTTP base URL (/v1/traces is appended)
+//! service_name = "s2iam"
 //!
 //! [log]
 //! format = "text"                    # or "json"
@@ -336,6 +344,17 @@ pub struct ServeConfig {
     pub templates: Vec<crate::render::TemplateSpec>,
     /// `[[api_proxy]]`: local HTTP proxies to the Data and Management APIs.
     pub api_proxies: Vec<ApiProxyConfig>,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+    /// `[otel]` and the `OTEL_*` variables: where spans go; `None`: tracing off.
+    pub otel: Option<crate::otel::OtelSettings>,
+}
+
+/// `[audit]`: the audit trail (see `serve::audit`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    /// One JSON line per credential handed to a caller is appended here; `None`: off.
+    pub path: Option<PathBuf>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -408,6 +427,8 @@ impl ServeConfig {
             detect_timeout: c.detect_timeout,
             exchange,
             provider_config: Some(provider_config),
+            // Set by the sidecar, which starts the exporter (`serve::Sidecar`).
+            tracer: crate::otel::Tracer::off(),
         }
     }
 }
@@ -503,6 +524,11 @@ mod tests {
             ("[listen]\nsocket_mode = \"999\"", "socket_mode"),
             ("[auth]\ntimeout = \"ten\"", "auth.timeout"),
             ("[cache]\nrefresh_at = 2.0", "cache.refresh_at"),
+            ("[cache]\nrefresh = \"eager\"", "cache.refresh"),
+            (
+                "[cache]\nrefresh = \"lazy\"\n[[token]]\ntype = \"api\"\nsink = \"/tmp/t\"",
+                "cannot keep [[template]] files or token sinks fresh",
+            ),
             ("[[token]]\ntype = \"database\"", "workspace_group_id"),
             ("[[token]]\ntype = \"moon\"", "token[0].type"),
             ("[identity]\nprovider = \"moon\"", "identity.provider"),
@@ -514,6 +540,19 @@ mod tests {
             let err = ServeConfig::from_toml(text, &env(), &ServeOverrides::default()).unwrap_err();
             assert!(err.to_string().contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn lazy_refresh_is_a_cache_mode() {
+        let c = ServeConfig::from_toml("", &env(), &ServeOverrides::default()).unwrap();
+        assert_eq!(c.cache.policy.mode, crate::cache::RefreshMode::Ahead);
+        let c = ServeConfig::from_toml(
+            "[cache]\nrefresh = \"lazy\"\n[[token]]\ntype = \"api\"",
+            &env(),
+            &ServeOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.cache.policy.mode, crate::cache::RefreshMode::Lazy);
     }
 
     #[test]

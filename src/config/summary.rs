@@ -107,6 +107,11 @@ impl fmt::Display for ServeConfig {
         writeln!(f, "  role_session_name = {}", c.role_session_name)?;
         let p = &self.cache.policy;
         writeln!(f, "[cache]")?;
+        let mode = match p.mode {
+            crate::cache::RefreshMode::Ahead => "ahead",
+            crate::cache::RefreshMode::Lazy => "lazy",
+        };
+        writeln!(f, "  refresh = {mode}")?;
         writeln!(
             f,
             "  refresh_at = {} (of a token's lifetime)",
@@ -154,6 +159,15 @@ impl fmt::Display for ServeConfig {
         };
         writeln!(f, "  format = {format}")?;
         writeln!(f, "  level = {}", self.log.level)?;
+        writeln!(f, "[otel]")?;
+        match &self.otel {
+            // Never the exporter's headers: they often carry an API key.
+            Some(o) => {
+                writeln!(f, "  traces = {} (OTLP/HTTP JSON)", o.endpoint_for_logs())?;
+                writeln!(f, "  service_name = {}", o.service_name)?;
+            }
+            None => writeln!(f, "  traces = off")?,
+        }
         for t in &self.tokens {
             writeln!(f, "[[token]]")?;
             writeln!(f, "  type = {}", t.jwt_type)?;

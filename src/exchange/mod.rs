@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Clock, ProviderConfig};
-use crate::http::{fetch, TransportError};
+use crate::http::{fetch, Reply, TransportError};
 use crate::provider::{CloudIdentity, IdentityHeaders};
 use crate::token::Token;
-use crate::util::instant_after;
+use crate::util::{instant_after, mono_now};
 use response::{parse_success, server_message, status_hint};
 pub use server_url::ServerUrl;
 
@@ -262,6 +262,8 @@ pub struct ExchangeClient {
     clock: Arc<dyn Clock>,
     config: ExchangeConfig,
     jwks: Arc<Mutex<Option<(Instant, String, jsonwebtoken::jwk::JwkSet)>>>,
+    /// Set only by [`ExchangeClient::with_transport`]; `None` is HTTP.
+    transport: Option<Arc<dyn ExchangeTransport>>,
 }
 
 impl std::fmt::Debug for ExchangeClient {
@@ -300,7 +302,15 @@ impl ExchangeClient {
             clock: cfg.clock.clone(),
             config,
             jwks: Arc::new(Mutex::new(None)),
+            transport: None,
         }
+    }
+
+    /// The same client sending its requests to `transport` instead of over HTTP
+    /// (simulations; see [`ExchangeTransport`]).
+    pub fn with_transport(mut self, transport: Arc<dyn ExchangeTransport>) -> Self {
+        self.transport = Some(transport);
+        self
     }
 
     /// How this client exchanges.
@@ -319,12 +329,12 @@ impl ExchangeClient {
             return Err(ExchangeError::MissingWorkspaceGroup);
         }
         let url = server.resolve(req.jwt_type, req.identity.provider, req.workspace_group_id);
-        let deadline = instant_after(Instant::now(), timeout);
+        let deadline = instant_after(mono_now(), timeout);
         let mut attempt = 0u32;
         let mut waited = Duration::ZERO;
         loop {
             attempt = attempt.saturating_add(1);
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(mono_now());
             let outcome =
                 match tokio::time::timeout(left, self.attempt(&url, req, attempt, left)).await {
                     Ok(outcome) => outcome,
@@ -346,7 +356,7 @@ impl ExchangeClient {
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { error, after } => {
                     let wait = after.unwrap_or_else(|| self.config.retry.backoff(attempt));
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.saturating_duration_since(mono_now());
                     let policy = &self.config.retry;
                     if attempt >= policy.max_attempts
                         || wait >= left
@@ -369,25 +379,19 @@ impl ExchangeClient {
         attempt: u32,
         left: Duration,
     ) -> Attempt {
-        let mut builder = self.http.post(url.clone()).json(&request_body(&req));
-        for (name, value) in req.headers.iter() {
-            builder = builder.header(name, value.expose());
-        }
-        if !self.config.identity_format_preference.is_empty() {
-            builder = builder.header(
-                IDENTITY_FORMAT_HEADER,
-                self.config.identity_format_preference.join(","),
-            );
-        }
-        // The caller's deadline (the timeout around this attempt) decides; the
-        // request's own timeout is only a backstop past it.
-        let answer = match fetch(
-            builder,
-            url.as_str(),
-            left.saturating_add(Duration::from_secs(1)),
-        )
-        .await
-        {
+        let sent = match &self.transport {
+            Some(transport) => {
+                transport
+                    .send(TransportRequest {
+                        url: url.clone(),
+                        jwt_type: req.jwt_type,
+                        attempt,
+                    })
+                    .await
+            }
+            None => self.post(url, req, left).await,
+        };
+        let answer = match sent {
             Ok(answer) => answer,
             Err(TransportError::TooLarge { .. }) => {
                 return Attempt::Fail(ExchangeError::ResponseTooLarge)
@@ -432,6 +436,59 @@ impl ExchangeClient {
             Attempt::Fail(error)
         }
     }
+}
+
+impl ExchangeClient {
+    /// One POST over HTTP.
+    async fn post(
+        &self,
+        url: &url::Url,
+        req: ExchangeRequest<'_>,
+        left: Duration,
+    ) -> Result<Reply, TransportError> {
+        let mut builder = self.http.post(url.clone()).json(&request_body(&req));
+        for (name, value) in req.headers.iter() {
+            builder = builder.header(name, value.expose());
+        }
+        if !self.config.identity_format_preference.is_empty() {
+            builder = builder.header(
+                IDENTITY_FORMAT_HEADER,
+                self.config.identity_format_preference.join(","),
+            );
+        }
+        // The caller's deadline (the timeout around this attempt) decides; the
+        // request's own timeout is only a backstop past it.
+        fetch(
+            builder,
+            url.as_str(),
+            left.saturating_add(Duration::from_secs(1)),
+        )
+        .await
+    }
+}
+
+/// What an [`ExchangeTransport`] is asked to send (no identity: a transport
+/// other than HTTP is a simulation's in-process auth service, which needs none).
+#[derive(Debug, Clone)]
+pub struct TransportRequest {
+    /// The resolved exchange URL.
+    pub url: url::Url,
+    /// Database or API.
+    pub jwt_type: JwtType,
+    /// Which attempt of this exchange (from 1).
+    pub attempt: u32,
+}
+
+/// Where exchange requests go instead of HTTP: `examples/fleet_sim.rs` puts
+/// thousands of sidecars' real retry, cache and refresh code against one
+/// in-process auth service on Tokio's virtual clock, which sockets cannot run
+/// on. The answer is read exactly as an HTTP answer is.
+pub trait ExchangeTransport: Send + Sync {
+    /// Sends one request.
+    fn send(
+        &self,
+        request: TransportRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, TransportError>> + Send>>;
 }
 
 /// The body the Python reference sends; the server reads the workspace group from

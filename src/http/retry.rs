@@ -4,12 +4,13 @@
 //! lost detection race, a caller's timeout) cancels it cleanly.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng as _;
 
 use super::error::TransportError;
 use super::fetch::Reply;
+use crate::util::mono_now;
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,7 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Step<T, E>>,
 {
-    let start = Instant::now();
+    let start = mono_now();
     let mut waited = Duration::ZERO;
     let max_attempts = policy.max_attempts.max(1);
     let mut attempt = 1;
@@ -122,7 +123,7 @@ where
         if attempt >= max_attempts || left.is_zero() {
             return Err(give_up(GaveUp {
                 attempts: attempt,
-                elapsed: start.elapsed(),
+                elapsed: mono_now().saturating_duration_since(start),
                 last: reason,
             }));
         }
@@ -259,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_retry_after_is_capped_by_the_budget() {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let r: Result<(), String> = retry(
             &policy(3, 50),
             |_| async {

@@ -95,7 +95,23 @@ pub async fn credentials(
         return r;
     }
     match state.aws.credentials(&profile).await {
-        Ok(v) => Json(v.container_json()).into_response(),
+        Ok(v) => {
+            if state.audit.enabled() {
+                let caller = req
+                    .extensions()
+                    .get::<super::limits::Caller>()
+                    .copied()
+                    .unwrap_or(super::limits::Caller::Unknown);
+                state.audit.issued(
+                    super::audit::Surface::AwsCredentials,
+                    &caller,
+                    "aws",
+                    &super::audit::fingerprint(v.credentials.access_key_id.as_str()),
+                    v.expiration,
+                );
+            }
+            Json(v.container_json()).into_response()
+        }
         Err(e) => {
             crate::refusal!(state.refusals, path = %field(&path), status = e.status(), error = %field(&e.to_string()), "refused AWS credentials request");
             from_error(&e)

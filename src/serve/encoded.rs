@@ -19,6 +19,8 @@ use crate::util::rfc3339;
 pub struct EncodedToken {
     /// The token itself (expiry, claims).
     pub token: Token,
+    /// What the audit trail names it by (computed once, never the token).
+    pub fingerprint: String,
     raw: Bytes,
     /// `{"token":…,"expires_at":…,"expires_in":`
     json_head: Bytes,
@@ -41,6 +43,7 @@ impl EncodedToken {
             json(&req.workspace_group_id),
         );
         Arc::new(Self {
+            fingerprint: super::audit::fingerprint(super::audit::jwt_signature(jwt)),
             raw: Bytes::from(jwt.as_bytes().to_vec()),
             json_head: Bytes::from(head.into_bytes()),
             json_tail: Bytes::from(tail.into_bytes()),

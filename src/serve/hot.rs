@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::http::{header, Method, Request, Response};
 use http_body_util::Full;
 
+use super::limits::Caller;
 use super::routes::{token_request, wants_raw, TokenParams, JSON, TEXT};
 use super::AppState;
 use crate::exchange::JwtType;
@@ -28,7 +29,12 @@ const DATABASE_ROUTE: &str = "/v1/token/database";
 /// The answer to `req` if it asks for a token that is cached and fresh; `None`
 /// (having changed nothing) for anything the router must answer. The caller has
 /// already passed the listener's caller check.
-pub(super) fn answer<B>(state: &AppState, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+pub(super) fn answer<B>(
+    state: &AppState,
+    req: &Request<B>,
+    caller: Caller,
+    tcp: bool,
+) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET {
         return None;
     }
@@ -42,6 +48,16 @@ pub(super) fn answer<B>(state: &AppState, req: &Request<B>) -> Option<Response<F
     let key = token_request(state, jwt_type, &params).ok()?;
     let token = state.cache.get_fresh(&key)?;
     state.metrics.count_request(route, 200);
+    if state.audit.enabled() {
+        super::audit::audit_token(
+            state,
+            tcp,
+            caller,
+            jwt_type,
+            &token.fingerprint,
+            token.token.expires_at,
+        );
+    }
     let (content_type, body) = if raw {
         (TEXT, token.raw())
     } else {

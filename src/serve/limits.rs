@@ -27,6 +27,17 @@ pub enum Caller {
     Unknown,
 }
 
+/// As the audit trail names a caller: `uid:1000`, an address, or `unknown`.
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Uid(uid) => write!(f, "uid:{uid}"),
+            Caller::Addr(ip) => write!(f, "{ip}"),
+            Caller::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
 /// Keyed-store size above which idle callers are pruned.
 const PRUNE_ABOVE: usize = 1024;
 

@@ -147,7 +147,7 @@ impl Surface for TokenApi {
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             // A cached token for an allowed caller: answered without the router.
             if token_caller_allowed(&hot_state, tcp, &peer, &req) {
-                if let Some(resp) = hot::answer(&hot_state, &req) {
+                if let Some(resp) = hot::answer(&hot_state, &req, caller_of(&peer), tcp) {
                     return Answer::Hot(Some(resp));
                 }
             }
@@ -159,6 +159,16 @@ impl Surface for TokenApi {
 
     fn busy(&self, why: Busy) -> Vec<u8> {
         listener::http::busy_answer(why)
+    }
+}
+
+/// The caller as rate limits and the audit trail name it: its uid when the
+/// kernel says, else its address (TCP).
+fn caller_of(peer: &Peer) -> Caller {
+    match (peer.uid, peer.addr) {
+        (Some(uid), _) => Caller::Uid(uid),
+        (None, Some(a)) => Caller::Addr(a.ip()),
+        (None, None) => Caller::Unknown,
     }
 }
 
@@ -286,12 +296,7 @@ async fn check_tcp_caller(
     }
     let mut req = req;
     req.extensions_mut().insert(ViaTcp);
-    let caller = match (peer.uid, peer.addr) {
-        (Some(uid), _) => Caller::Uid(uid),
-        (None, Some(a)) => Caller::Addr(a.ip()),
-        (None, None) => Caller::Unknown,
-    };
-    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(caller_of(&peer));
     if is_aws_path(req.uri().path()) {
         // These routes check the raw AWS container-credentials token themselves.
         return next.run(req).await;

@@ -16,6 +16,7 @@
 pub mod adopt;
 pub mod api;
 pub mod apiproxy;
+pub mod audit;
 pub mod aws;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -66,6 +67,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     /// A database proxy could not start.
     #[error(transparent)]
     DatabaseProxy(#[from] crate::dbproxy::ProxyError),
@@ -123,6 +127,10 @@ pub struct AppState {
     pub refusals: crate::logging::Throttle,
     /// Started once, draining, quit requested (see [`lifecycle`]).
     pub lifecycle: lifecycle::Lifecycle,
+    /// The audit trail (`[audit]`), off unless configured.
+    pub audit: audit::Audit,
+    /// OpenTelemetry spans (`[otel]`, `OTEL_*`), off unless configured.
+    pub tracer: crate::otel::Tracer,
     identity: tokio::sync::Mutex<Option<(Instant, CloudIdentity)>>,
 }
 
@@ -268,7 +276,14 @@ impl Sidecar {
             None => None,
         };
         let env = provider_config.env.clone();
-        let client = Arc::new(Client::new(config.jwt_options(provider_config))?);
+        let tracer = crate::otel::Tracer::start(
+            config.otel.as_ref(),
+            crate::http::client(&env.proxy_settings()),
+            provider_config.clock.clone(),
+        );
+        let mut options = config.jwt_options(provider_config);
+        options.tracer = tracer.clone();
+        let client = Arc::new(Client::new(options)?);
         let metrics = Arc::new(metrics::Metrics::default());
         let sinks = warm_requests(&config)
             .into_iter()
@@ -283,6 +298,10 @@ impl Sidecar {
             client.clone(),
             config.cache.policy.clone(),
         );
+        let audit = match &config.audit.path {
+            Some(path) => audit::Audit::to_file(path, client.provider_config().clock.clone())?,
+            None => audit::Audit::off(),
+        };
         let state = Arc::new(AppState {
             aws,
             aws_token,
@@ -302,7 +321,8 @@ impl Sidecar {
                         config.cache.policy.min_remaining,
                     )),
                 ),
-            ),
+            )
+            .with_tracer(tracer.clone()),
             renderer,
             client,
             metrics,
@@ -310,6 +330,8 @@ impl Sidecar {
             tcp_token,
             refusals: crate::logging::Throttle::for_refusals(),
             lifecycle: lifecycle::Lifecycle::default(),
+            audit,
+            tracer,
             identity: tokio::sync::Mutex::new(None),
             config,
         });
@@ -342,12 +364,15 @@ impl Sidecar {
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;
-        background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
-        background.push(spawn_refresher(
-            state.aws.cache().clone(),
-            tick,
-            stopped.clone(),
-        ));
+        if state.config.cache.policy.mode == crate::cache::RefreshMode::Ahead {
+            // Lazy mode has no background task: requests refresh in line.
+            background.push(spawn_refresher(state.cache.clone(), tick, stopped.clone()));
+            background.push(spawn_refresher(
+                state.aws.cache().clone(),
+                tick,
+                stopped.clone(),
+            ));
+        }
         background.push(templates::spawn(state.clone(), token_fetched, stopped));
         Ok(Self {
             state,
@@ -407,6 +432,8 @@ impl Sidecar {
         for task in self.background {
             task.abort();
         }
+        // The last spans (this shutdown's requests) go out before the exit.
+        self.state.tracer.shutdown(Duration::from_secs(5)).await;
         tracing::info!("s2iam sidecar stopped");
     }
 }
@@ -657,13 +684,13 @@ async fn startup(state: Arc<AppState>) {
                 tracing::warn!(error = %e, "detection failed; retrying");
                 *state.detect.lock().unwrap_or_else(|p| p.into_inner()) =
                     DetectState::Failed(e.to_string());
-                let cap = if started.elapsed() < state.config.client.startup_timeout {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_secs(60)
-                };
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(cap);
+                let (wait, next) = startup_backoff(
+                    delay,
+                    started.elapsed(),
+                    state.config.client.startup_timeout,
+                );
+                tokio::time::sleep(wait).await;
+                delay = next;
             }
         }
     }
@@ -680,6 +707,25 @@ async fn startup(state: Arc<AppState>) {
             tracing::debug!(profile = %profile.name, error = %error, "could not warm AWS credentials yet");
         }
     }
+}
+
+/// The wait after a failed detection at start, and the next nominal delay:
+/// doubling from 200 ms to 5 s while within `startup_timeout`, then up to 60 s.
+/// Each wait is drawn from [delay / 2, delay]: pods of a node pool started at
+/// once would otherwise probe their metadata servers in step (GKE's is not
+/// ready for the first seconds of a pod). `examples/fleet_sim.rs` runs it.
+pub fn startup_backoff(
+    delay: Duration,
+    elapsed: Duration,
+    startup_timeout: Duration,
+) -> (Duration, Duration) {
+    let cap = if elapsed < startup_timeout {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    };
+    let wait = delay.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
+    (wait, delay.saturating_mul(2).min(cap))
 }
 
 fn read_token_file(path: &std::path::Path) -> Result<Secret, ServeError> {

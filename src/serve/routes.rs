@@ -98,21 +98,25 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
 async fn database_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
+    via_tcp: Option<Extension<super::api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.map_or(Caller::Unknown, |c| c.0);
-    token(state, JwtType::Database, caller, query, headers).await
+    let tcp = via_tcp.is_some();
+    token(state, JwtType::Database, (tcp, caller), query, headers).await
 }
 
 async fn api_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
+    via_tcp: Option<Extension<super::api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let caller = caller.map_or(Caller::Unknown, |c| c.0);
-    token(state, JwtType::Api, caller, query, headers).await
+    let tcp = via_tcp.is_some();
+    token(state, JwtType::Api, (tcp, caller), query, headers).await
 }
 
 /// `Content-Type` of the bare token.
@@ -125,7 +129,7 @@ pub(crate) const TOKEN_PARAMS: &[&str] = &["workspaceGroupID", "assumeRole", "au
 async fn token(
     state: Arc<AppState>,
     jwt_type: JwtType,
-    caller: Caller,
+    (tcp, caller): (bool, Caller),
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -142,7 +146,18 @@ async fn token(
         Err(e) => return e.into_response(),
     };
     let admit = || state.cold.check(caller);
-    match state.cache.get_admitted(&req, admit).await {
+    let got = state.cache.get_admitted(&req, admit).await;
+    if let (Ok(token), true) = (&got, state.audit.enabled()) {
+        super::audit::audit_token(
+            &state,
+            tcp,
+            caller,
+            jwt_type,
+            &token.fingerprint,
+            token.token.expires_at,
+        );
+    }
+    match got {
         // Pre-encoded with the cache entry: no JSON document built per request.
         Ok(token) if raw => ([(header::CONTENT_TYPE, TEXT)], token.raw()).into_response(),
         Ok(token) => ([(header::CONTENT_TYPE, JSON)], token.json()).into_response(),

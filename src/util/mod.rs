@@ -39,6 +39,16 @@ pub fn from_unix(secs: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
+/// The monotonic clock: `std::time::Instant::now()`, except under a Tokio
+/// runtime whose time is paused (tests, `examples/fleet_sim.rs`), where it is
+/// the runtime's virtual time, so expiry, refresh-ahead and backoff run on the
+/// same clock as `tokio::time::sleep`. Without Tokio's `test-util` feature (the
+/// release binary) this is `Instant::now()`; with it but never paused, one
+/// atomic load more.
+pub fn mono_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// `at + d` on the monotonic clock, saturating: a duration too long for the
 /// clock (only reachable from unchecked input) gives a moment [`MAX_DURATION`]
 /// away instead, and `at` itself if even that overflows.

@@ -3,7 +3,8 @@
 //! One process plays every party s2iam talks to: the AWS, GCP and Azure metadata
 //! services with the global services behind them (AWS STS, Google IAM Credentials,
 //! Azure AD), the SingleStore auth service, and SingleStore's Data API and
-//! Management API ([`api`]). Each mock checks what the real one
+//! Management API ([`api`]), and an OpenTelemetry OTLP/HTTP trace receiver
+//! ([`otlp`]). Each mock checks what the real one
 //! checks (headers, signatures, audiences, expiry) and can be made to misbehave
 //! (see [`faults`]).
 //!
@@ -22,6 +23,7 @@ pub mod cloud;
 pub mod faults;
 pub mod info;
 pub mod keys;
+pub mod otlp;
 pub mod server;
 pub mod singlestore;
 pub mod util;
@@ -37,6 +39,7 @@ pub use cloud::{
 };
 pub use faults::{FaultAction, FaultRule, Faults};
 pub use keys::KeySet;
+pub use otlp::{MockOtlp, MockOtlpServer, ReceivedSpan};
 pub use server::{RequestLog, SeenRequest};
 pub use singlestore::{LoginRecord, MockSingleStore, SingleStoreConfig};
 
