@@ -500,12 +500,22 @@ async fn half_open() -> String {
         assert!(matches!(r, Ok((200, _))), "/healthz on the socket: {r:?}");
         unix_worst = unix_worst.max(t.elapsed());
     }
+    // The flood comes from this test's own uid, so the listener's per-uid share
+    // cannot set the probe apart: it waits behind the flood, and a waiter past its
+    // deadline is closed. Places free as header_read_timeout (10 s) ends each
+    // half-open connection; a client that retries is answered within two of them.
     let t = Instant::now();
-    let tcp_ok = tcp_healthz(sidecar.tcp, Duration::from_secs(15)).await;
+    let mut tcp_ok = false;
+    while !tcp_ok && t.elapsed() < Duration::from_secs(30) {
+        tcp_ok = tcp_healthz(sidecar.tcp, Duration::from_secs(15)).await;
+        if !tcp_ok {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let tcp_wait = t.elapsed();
     let rss = sidecar.rss_kb();
     let line = format!(
-        "1,000 half-open TCP connections (opened in {} ms; then {open}, the rest in the backlog): /healthz on the socket worst {} ms of 10; a new TCP /healthz answered after {} ms (the default header_read_timeout, 10 s, frees places); RSS {} MB",
+        "1,000 half-open TCP connections (opened in {} ms; then {open}, the rest in the backlog): /healthz on the socket worst {} ms of 10; a new TCP /healthz from the same uid answered after {} ms, retrying (the default header_read_timeout, 10 s, frees places); RSS {} MB",
         opened_in.as_millis(),
         unix_worst.as_millis(),
         tcp_wait.as_millis(),

@@ -566,12 +566,21 @@ def config_check():
     texts["systemd example-report"] = APP_UNIT_CONFIG.read_text()
     work = Path(tempfile.mkdtemp(prefix="s2iam-config-check-"))
     try:
+        # The mounts exist before s2iam starts (an emptyDir volume in a pod,
+        # RuntimeDirectory= in the systemd units): `serve --check` refuses a socket
+        # directory that does not, and never creates it.
+        for mount in ("run-s2iam", "run-example-report"):
+            (work / mount).mkdir(mode=0o750)
         for name, text in texts.items():
-            # Templates are rendered with placeholders; their directories must be
-            # creatable, so the mount paths point into a scratch directory.
+            # Templates are rendered with placeholders; the mount paths point into a
+            # scratch directory.
             path = work / f"{name.replace(' ', '-')}.toml"
             path.write_text(path_rewriter({"/run/s2iam": str(work / "run-s2iam"), "/run/example-report": str(work / "run-example-report")})(text))
-            out = subprocess.run([str(S2IAM), "serve", "--check", "--config", str(path)], capture_output=True, text=True, timeout=30, env={"PATH": HOST_PATH})
+            cmd = [str(S2IAM), "serve", "--check", "--config", str(path)]
+            if not re.search(r"(?m)^\s*socket\s*=", text):
+                # The default socket (/run/s2iam/s2iam.sock), moved into the scratch mount.
+                cmd += ["--socket", str(work / "run-s2iam" / "s2iam.sock")]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env={"PATH": HOST_PATH})
             need(out.returncode == 0, f"s2iam serve --check ({name}): {out.stderr.strip()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
