@@ -631,7 +631,10 @@ async fn detect_and_identity_name_the_profile_and_its_roles() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains(&format!("credential_source: {want}")), "{text}");
+    assert!(
+        text.contains(&format!("credential_source: {want}")),
+        "{text}"
+    );
     assert!(text.contains("assumed-role/app/s2iam-session"), "{text}");
     let out = run(&["identity", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
