@@ -40,19 +40,19 @@ impl LifecycleArgs {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT, saying which.
-pub async fn stop_signal() -> Stop {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT, saying which. The handlers are installed
+/// when this is called, not when the future is first polled (the sidecar polls
+/// it only once it has started): a SIGTERM that arrives while it is still
+/// starting is then a clean stop, not the default death by signal.
+pub fn stop_signal() -> impl std::future::Future<Output = Stop> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            () = super::recv_or_pending(terminate.as_mut()) => Stop::Terminate,
+            () = super::recv_or_pending(interrupt.as_mut()) => Stop::Interrupt,
         }
-    };
-    tokio::select! {
-        () = terminate => Stop::Terminate,
-        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
     }
 }
 
@@ -61,8 +61,9 @@ pub async fn serve(
     settings: &LifecycleConfig,
     config: s2iam::config::ServeConfig,
     provider_config: s2iam::provider::ProviderConfig,
+    signal: impl std::future::Future<Output = Stop>,
 ) -> Result<ExitCode, CliError> {
-    let stop = s2iam::serve::run_with(config, provider_config, settings, stop_signal()).await?;
+    let stop = s2iam::serve::run_with(config, provider_config, settings, signal).await?;
     Ok(ExitCode::from(stop.exit_code(settings)))
 }
 

@@ -91,9 +91,11 @@ pub async fn run(args: &ServeArgs, out: &mut impl Write) -> Result<ExitCode, Cli
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Before anything starts: a SIGTERM during start-up is a clean stop.
+    let signal = super::lifecycle::stop_signal();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "s2iam sidecar starting"
     );
-    super::lifecycle::serve(&settings, config, provider_config).await
+    super::lifecycle::serve(&settings, config, provider_config, signal).await
 }
