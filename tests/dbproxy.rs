@@ -303,7 +303,14 @@ async fn after_a_refresh_new_connections_use_the_new_token_and_open_ones_survive
         .await,
         "the sidecar refreshed the token"
     );
-    let jwt = w.current_jwt().await;
+    // The exchange is counted when it arrives; the new token is cached when its
+    // answer does.
+    let mut jwt = w.current_jwt().await;
+    let asked = std::time::Instant::now();
+    while sha256(&jwt) == first && asked.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        jwt = w.current_jwt().await;
+    }
     assert_ne!(sha256(&jwt), first);
     let mut new = Conn::new(via_proxy(w.proxy_port())).await.unwrap();
     let second = w.db().logins().pop().unwrap().jwt_sha256;
