@@ -162,6 +162,8 @@ pub struct Shared {
     ids: kill::SessionIds,
     /// Refused and failed logins are logged at a bounded rate.
     log: Throttle,
+    /// Each session is an `s2iam.db_proxy.session` span when tracing is on.
+    tracer: crate::otel::Tracer,
 }
 
 /// A running database proxy.
@@ -196,6 +198,7 @@ impl DatabaseProxy {
         config: DatabaseProxyConfig,
         tokens: TokenSource,
         metrics: &DbProxyMetrics,
+        tracer: crate::otel::Tracer,
         stopped: watch::Receiver<bool>,
     ) -> Result<Self, ProxyError> {
         let name = config.name.clone();
@@ -218,6 +221,7 @@ impl DatabaseProxy {
             offer: Mutex::new(Arc::new(login::Greeting::conservative())),
             ids: kill::SessionIds::default(),
             log: Throttle::for_refusals(),
+            tracer,
             config,
         });
         let surface = Arc::new(DbSurface(shared.clone()));
@@ -318,6 +322,7 @@ pub async fn start_all<V, E>(
     role_session_name: &str,
     gcp_audience: &str,
     metrics: &DbProxyMetrics,
+    tracer: &crate::otel::Tracer,
     stopped: &watch::Receiver<bool>,
 ) -> Result<Vec<DatabaseProxy>, ProxyError>
 where
@@ -331,7 +336,10 @@ where
             token_request(c, role_session_name, gcp_audience),
             jwt,
         );
-        running.push(DatabaseProxy::start(c.clone(), tokens, metrics, stopped.clone()).await?);
+        running.push(
+            DatabaseProxy::start(c.clone(), tokens, metrics, tracer.clone(), stopped.clone())
+                .await?,
+        );
     }
     Ok(running)
 }

@@ -4,6 +4,13 @@
 //! upstream), the user allow-list, then the token,
 //! SingleStore's handshake (see [`super::login`]), and the byte relay until either
 //! side closes, the idle timeout passes, or the drain deadline cuts it.
+//!
+//! Traces: with tracing on, a session of an allowed caller is an
+//! `s2iam.db_proxy.session` server span from accept to close (a token fetched in
+//! line for its login is its child), naming the proxy, the workspace group, the
+//! caller's uid and the outcome (`relayed` or the failure's metric label), and
+//! a failure's message (escaped and cut, as the log has it; never a credential);
+//! a caller `allowed_uids` refuses starts none.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +28,7 @@ use super::relay;
 use super::Shared;
 use crate::listener::Peer;
 use crate::logging::field;
+use crate::otel::{Span, SpanKind};
 
 /// The most a client's handshake response may take: the caller is not yet
 /// known to be a MySQL client, so it gets little (a response is a few hundred
@@ -45,16 +53,45 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
     let started = Instant::now();
     // Held until the session ends: while it is, `KILL <this id>` reaches it.
     let id = shared.ids.open();
-    match connect(&shared, &mut client, &peer, started, &id).await {
+    let mut span = session_span(&shared, &peer);
+    let login = span
+        .scope(connect(&shared, &mut client, &peer, started, &id))
+        .await;
+    match login {
         Ok((ok_seq, ok, upstream, caps)) => {
             if login::reply(&mut client, ok_seq, &ok).await.is_ok() {
                 counters.connected(started.elapsed());
+                span.set("s2iam.db_proxy.outcome", "relayed");
                 relay::relay(&shared, client, *upstream, caps).await;
             }
         }
-        Err((seq, f)) => fail(&shared, &mut client, seq, f).await,
+        Err((seq, f)) => {
+            span.set("s2iam.db_proxy.outcome", f.reason.label());
+            span.fail(&f.message);
+            fail(&shared, &mut client, seq, f).await
+        }
     }
     counters.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The session's span: off with tracing off or for a caller `allowed_uids` refuses.
+fn session_span(shared: &Shared, peer: &Peer) -> Span {
+    if !peer.allowed {
+        return Span::off();
+    }
+    let mut span = shared
+        .tracer
+        .span("s2iam.db_proxy.session", SpanKind::Server);
+    span.set("s2iam.proxy", shared.config.name.as_str());
+    span.set(
+        "s2iam.workspace_group_id",
+        shared.config.workspace_group_id.as_str(),
+    );
+    span.set("db.system", "mysql");
+    if let Some(uid) = peer.uid {
+        span.set("s2iam.peer.uid", uid);
+    }
+    span
 }
 
 type Upstream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
