@@ -121,6 +121,7 @@ async fn dev_serves_tokens_as_the_readme_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
     use std::io::BufRead;
+    let log = common::temp_dir("dev-aws-log").join("stderr");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -131,7 +132,7 @@ async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
         .args(["dev", "--cloud", "aws", "--exit-after", "60s", "--tcp"])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -209,6 +210,13 @@ async fn dev_prints_working_exports_serves_a_demo_profile_and_cleans_up() {
         .unwrap();
     assert!(status.success());
     assert!(!dir.exists(), "{} removed on exit", dir.display());
+    // Issue 23 (11): dev's own setup (its demo AWS profile, its mocks) draws no
+    // warning (the default log level shows warnings and errors).
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !err.contains("WARN") && !err.contains("ERROR"),
+        "dev --cloud aws warns about itself:\n{err}"
+    );
 }
 
 /// Issue 23 (4): a failed `s2iam dev` (a port in use) leaves nothing behind:
