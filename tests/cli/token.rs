@@ -124,7 +124,7 @@ async fn server_url_from_the_environment() {
     let mut cmd = s2iam(&server);
     cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template());
     cmd.args(["--jwt-type", "api", "--allow-http"]);
-    let out = run_ok(cmd).await;
+    run_ok(cmd).await;
     assert_eq!(server.auth().records().len(), 1);
     server.shutdown().await;
 }
@@ -210,7 +210,7 @@ async fn validate_checks_the_token_against_the_jwks() {
     let mut cmd = s2iam(&server);
     cmd.args(["--jwt-type", "api", "--validate"]);
     with_server(&mut cmd, &server);
-    let out = run_ok(cmd).await;
+    run_ok(cmd).await;
     assert_eq!(
         server
             .auth_requests()
@@ -233,7 +233,7 @@ async fn a_loopback_auth_server_is_reached_without_the_proxy() {
         .env("HTTPS_PROXY", format!("http://{dead}"))
         .env("ALL_PROXY", format!("http://{dead}"));
     with_server(&mut cmd, &server);
-    let out = run_ok(cmd).await;
+    run_ok(cmd).await;
     server.shutdown().await;
 }
 

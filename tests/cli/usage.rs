@@ -17,7 +17,7 @@ async fn go_style_single_dash_flags_work() {
         &server.exchange_url_template(),
         "-allow-http",
     ]);
-    let out = run_ok(cmd).await;
+    run_ok(cmd).await;
     server.shutdown().await;
 }
 
