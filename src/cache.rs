@@ -16,13 +16,16 @@
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
 //!   served until it truly expires; the refresh is retried at a random point
 //!   of `retry_max`, then every `retry_max` (95–100 % of it), never more than half of the value's remaining
-//!   life apart, so several attempts happen before it expires. With no valid
+//!   life apart, so several attempts happen before it expires. Such a fetch runs inside
+//!   [`crate::http::caller_retries`], so the exchange does not repeat a failed
+//!   attempt in the call (the retries here are spread; its are not). With no valid
 //!   value, retries back off exponentially from `retry_base` to `retry_max`.
 //! - **A fleet spreads out by itself**: a value fetched off schedule (the first
 //!   one, or one that came after failures) gets its first refresh at a uniformly
-//!   random point of the refresh period, so sidecars that fetched together (a
-//!   node pool starting at once, the end of an outage) refresh evenly spread
-//!   from then on; see `Cache::refresh_time` and `examples/fleet_sim.rs`.
+//!   random point of the refresh period (after failures: not before
+//!   `retry_max`), so sidecars that fetched together (a node pool starting at
+//!   once, the end of an outage) refresh evenly spread from then on; see
+//!   `Cache::refresh_time` and `examples/fleet_sim.rs`.
 //! - **Lazy mode** ([`RefreshMode::Lazy`], for CPU-throttled platforms): no
 //!   background refresher; a request that finds its value due refreshes it in
 //!   line (one fetch for all concurrent callers) and nothing runs between
