@@ -329,6 +329,7 @@ async fn a_database_proxy_session_is_a_span_with_its_outcome_and_no_secret() {
             .prefer_socket(false)
     };
     let mut conn = mysql_async::Conn::new(opts("*")).await.expect("connects");
+    let handshake_id = conn.id();
     let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
     conn.disconnect().await.unwrap();
@@ -359,6 +360,11 @@ async fn a_database_proxy_session_is_a_span_with_its_outcome_and_no_secret() {
         );
     }
     assert_eq!(sessions[0].attributes["s2iam.db_proxy.outcome"], "relayed");
+    assert_eq!(
+        sessions[0].attributes["s2iam.db_proxy.connection_id"],
+        handshake_id.to_string(),
+        "the id the client's handshake carried"
+    );
     assert_eq!(sessions[0].status_code, 0);
     assert_ne!(sessions[1].attributes["s2iam.db_proxy.outcome"], "relayed");
     assert_eq!(sessions[1].status_code, 2, "a refused login fails its span");

@@ -8,7 +8,7 @@
 //! Traces: with tracing on, a session of an allowed caller is an
 //! `s2iam.db_proxy.session` server span from accept to close (a token fetched in
 //! line for its login is its child), naming the proxy, the workspace group, the
-//! caller's uid and the outcome (`relayed` or the failure's metric label), and
+//! caller's uid, the connection id the client was given, and the outcome (`relayed` or the failure's metric label), and
 //! a failure's message (escaped and cut, as the log has it; never a credential);
 //! a caller `allowed_uids` refuses starts none.
 
@@ -53,7 +53,7 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
     let started = Instant::now();
     // Held until the session ends: while it is, `KILL <this id>` reaches it.
     let id = shared.ids.open();
-    let mut span = session_span(&shared, &peer);
+    let mut span = session_span(&shared, &peer, id.id());
     let login = span
         .scope(connect(&shared, &mut client, &peer, started, &id))
         .await;
@@ -75,7 +75,7 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
 }
 
 /// The session's span: off with tracing off or for a caller `allowed_uids` refuses.
-fn session_span(shared: &Shared, peer: &Peer) -> Span {
+fn session_span(shared: &Shared, peer: &Peer, connection_id: u32) -> Span {
     if !peer.allowed {
         return Span::off();
     }
@@ -88,6 +88,9 @@ fn session_span(shared: &Shared, peer: &Peer) -> Span {
         shared.config.workspace_group_id.as_str(),
     );
     span.set("db.system", "mysql");
+    // The id the client's handshake carries (and `KILL` takes): the session's
+    // key in the client's own logs.
+    span.set("s2iam.db_proxy.connection_id", connection_id);
     if let Some(uid) = peer.uid {
         span.set("s2iam.peer.uid", uid);
     }
