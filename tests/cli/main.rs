@@ -7,11 +7,13 @@ mod common;
 #[path = "../common/tls_front.rs"]
 mod tls_front;
 
+mod deadlines;
 mod detect;
 mod dev;
 mod doctor;
 mod identity;
 mod lifecycle;
+mod logs;
 mod numeric_ranges;
 mod probe;
 mod proxy;

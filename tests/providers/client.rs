@@ -2,9 +2,7 @@
 //! for every provider and both token types, with and without assume-role, the
 //! mock auth service verifying every identity for real.
 
-mod common;
-
-use common::{mocks, provider_config};
+use crate::common::{mocks, provider_config};
 use s2iam::{Client, JwtOptions, JwtType, TokenRequest};
 use s2iam_testserver::{CloudConfig, TestServer};
 

@@ -3,12 +3,10 @@
 //! blackhole fault) cannot hold a request past them, on any cloud (issue 13:
 //! GCP took 27 s and Azure 31 s with `--timeout 2s`).
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks, provider_config, temp_dir, uds_get};
+use crate::common::{eventually, mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
 use s2iam::env::Env;
 use s2iam::serve::Sidecar;

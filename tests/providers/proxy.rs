@@ -4,11 +4,9 @@
 //! The "proxy" is a listener on loopback that records each request line and answers
 //! 502; the STS host is a reserved `.invalid` name that only the proxy ever sees.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::mocks;
+use crate::common::mocks;
 use s2iam::env::{Env, Fs};
 use s2iam::provider::aws::AwsProvider;
 use s2iam::provider::{IdentityRequest, ProviderConfig};

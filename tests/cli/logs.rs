@@ -3,13 +3,12 @@
 //! trigger at will are rate-limited, and no ANSI colour goes to a non-terminal
 //! (issue 13).
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, mocks, temp_dir, uds_get};
+use crate::common::{eventually, mocks, temp_dir, uds_get};
 use s2iam_testserver::CloudConfig;
 
 fn free_port() -> u16 {
