@@ -129,6 +129,12 @@ impl Clock for SimClock {
 /// Per-second counters over the run.
 struct Series {
     attempts: Vec<AtomicU64>,
+    /// Attempts after the first of one exchange call (the client's own retries).
+    in_call_retries: Vec<AtomicU64>,
+    /// Answers of 429.
+    throttled: Vec<AtomicU64>,
+    /// Local requests that missed the hot path (`get_fresh`) and went to `get`.
+    local_misses: Vec<AtomicU64>,
     ok: Vec<AtomicU64>,
     first_tokens: Vec<AtomicU64>,
     rejected_429: AtomicU64,
@@ -142,6 +148,9 @@ impl Series {
         let v = || (0..=seconds).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Self {
             attempts: v(),
+            in_call_retries: v(),
+            throttled: v(),
+            local_misses: v(),
             ok: v(),
             first_tokens: v(),
             rejected_429: AtomicU64::new(0),
@@ -174,9 +183,12 @@ impl AuthService {
         self.start.elapsed().as_secs()
     }
 
-    fn answer(&self) -> Reply {
+    fn answer(&self, attempt: u32) -> Reply {
         let now = self.second();
         bump(&self.series.attempts, now);
+        if attempt > 1 {
+            bump(&self.series.in_call_retries, now);
+        }
         if self.outage.is_some_and(|(a, b)| (a..b).contains(&now)) {
             self.series.rejected_503.fetch_add(1, Ordering::Relaxed);
             return reply(503, &[], "{\"error\":\"unavailable\"}".into());
@@ -188,6 +200,7 @@ impl AuthService {
             }
             if w.1 >= self.capacity {
                 self.series.rejected_429.fetch_add(1, Ordering::Relaxed);
+                bump(&self.series.throttled, now);
                 return reply(
                     429,
                     &[("retry-after", "2")],
@@ -234,10 +247,10 @@ fn reply(status: u16, headers: &[(&'static str, &'static str)], body: String) ->
 impl ExchangeTransport for AuthService {
     fn send(
         &self,
-        _request: TransportRequest,
+        request: TransportRequest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, TransportError>> + Send>>
     {
-        let answer = self.answer();
+        let answer = self.answer(request.attempt);
         // A few milliseconds on the wire and in the service.
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -448,6 +461,7 @@ impl World {
         if cache.get_fresh(&0).is_some() {
             return;
         }
+        bump(&self.series.local_misses, self.second());
         let held_valid = cache.peek(&0).is_some();
         let world = self.clone();
         let cache = cache.clone();
@@ -471,7 +485,9 @@ struct Args {
     /// Seconds per bin of the refresh-spread check (1: the "no second").
     bin: usize,
     peak_window: usize,
-    /// A CSV of the per-second counts (second, attempts, tokens issued).
+    /// A CSV of the per-second counts (second, attempts, tokens issued, the
+    /// exchange client's in-call retries, 429s, local requests that missed
+    /// the hot path).
     series: Option<String>,
 }
 
@@ -719,9 +735,18 @@ fn summarize(
         None => Some(all_ready as u64),
     };
     if let Some(path) = &args.series {
-        let mut csv = String::from("second,attempts,ok\n");
+        let (retries, throttled, misses) = (
+            counts(&s.in_call_retries),
+            counts(&s.throttled),
+            counts(&s.local_misses),
+        );
+        let mut csv = String::from("second,attempts,ok,in_call_retries,throttled,local_misses\n");
         for (i, (a, o)) in attempts.iter().zip(&ok).enumerate() {
-            let _ = writeln!(csv, "{i},{a},{o}");
+            let _ = writeln!(
+                csv,
+                "{i},{a},{o},{},{},{}",
+                retries[i], throttled[i], misses[i]
+            );
         }
         if let Err(e) = std::fs::write(path, csv) {
             eprintln!("fleet_sim: cannot write {path}: {e}");

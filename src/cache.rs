@@ -16,13 +16,16 @@
 //! - **Stale while valid**: when a refresh fails, the current value keeps being
 //!   served until it truly expires; the refresh is retried at a random point
 //!   of `retry_max`, then every `retry_max` (95–100 % of it), never more than half of the value's remaining
-//!   life apart, so several attempts happen before it expires. With no valid
+//!   life apart, so several attempts happen before it expires. Such a fetch runs inside
+//!   [`crate::http::caller_retries`], so the exchange does not repeat a failed
+//!   attempt in the call (the retries here are spread; its are not). With no valid
 //!   value, retries back off exponentially from `retry_base` to `retry_max`.
 //! - **A fleet spreads out by itself**: a value fetched off schedule (the first
 //!   one, or one that came after failures) gets its first refresh at a uniformly
-//!   random point of the refresh period, so sidecars that fetched together (a
-//!   node pool starting at once, the end of an outage) refresh evenly spread
-//!   from then on; see `Cache::refresh_time` and `examples/fleet_sim.rs`.
+//!   random point of the refresh period (after failures: not before
+//!   `retry_max`), so sidecars that fetched together (a node pool starting at
+//!   once, the end of an outage) refresh evenly spread from then on; see
+//!   `Cache::refresh_time` and `examples/fleet_sim.rs`.
 //! - **Lazy mode** ([`RefreshMode::Lazy`], for CPU-throttled platforms): no
 //!   background refresher; a request that finds its value due refreshes it in
 //!   line (one fetch for all concurrent callers) and nothing runs between
@@ -495,7 +498,16 @@ where
             .tracer
             .span("s2iam.cache.refresh", crate::otel::SpanKind::Internal);
         span.set("s2iam.cache.trigger", trigger);
-        let result = span.scope((self.fetch)(key.clone())).await;
+        // Holding a valid value, this cache retries a failed fetch itself (see
+        // `Cache::backoff`), spread over `retry_max`; the fetch is told so, and
+        // the exchange then does not repeat a failed attempt in the call.
+        let holds_valid = read(&entry.slot).value.as_ref().is_some_and(still_valid);
+        let fetch = span.scope((self.fetch)(key.clone()));
+        let result = if holds_valid {
+            crate::http::caller_retries(fetch).await
+        } else {
+            fetch.await
+        };
         if result.is_err() {
             span.fail("fetch failed (see the child spans)");
         }
@@ -508,7 +520,8 @@ where
         match result {
             Ok(v) => {
                 let on_schedule = slot.value.is_some() && slot.failures == 0;
-                slot.refresh_due = Some(self.refresh_time(&v, on_schedule));
+                let recovered = slot.value.is_some() && slot.failures > 0;
+                slot.refresh_due = Some(self.refresh_time(&v, on_schedule, recovered));
                 slot.failures = 0;
                 slot.last_error = None;
                 slot.failed_at = None;
@@ -759,11 +772,25 @@ where
     /// with N sidecars and period P the refresh rate is N / P from the first
     /// period on (`examples/fleet_sim.rs`, scenario `mass-start`). The cost is
     /// one early refresh per start or recovery.
-    fn refresh_time(&self, v: &V, on_schedule: bool) -> Instant {
+    ///
+    /// After failures (`recovered`: a value held, refreshes failing) the point
+    /// is drawn from `(retry_max, refresh_at]` instead: the other sidecars of
+    /// an outage are still coming back over the next `retry_max` (see
+    /// `Cache::backoff`), and early refreshes of those already back would land
+    /// on top of them (10-minute outage, 100,000 sidecars: +0.25x the steady
+    /// rate by the end of the recovery). The phases stay spread over nearly a
+    /// whole period (2,130 of 2,400 s by default).
+    fn refresh_time(&self, v: &V, on_schedule: bool, recovered: bool) -> Instant {
         let lifetime = v.expires().saturating_duration_since(v.received());
         let spread = !on_schedule && self.policy.mode == RefreshMode::Ahead;
         let fraction = if spread {
-            rand::thread_rng().gen_range(0.0..=self.policy.refresh_at)
+            let earliest = if recovered && !lifetime.is_zero() {
+                (self.policy.retry_max.as_secs_f64() / lifetime.as_secs_f64())
+                    .min(self.policy.refresh_at / 2.0)
+            } else {
+                0.0
+            };
+            rand::thread_rng().gen_range(earliest..=self.policy.refresh_at)
         } else if self.policy.jitter > 0.0 {
             self.policy.refresh_at
                 + rand::thread_rng().gen_range(-self.policy.jitter..=self.policy.jitter)
@@ -1374,5 +1401,69 @@ mod tests {
         // No valid value: exponential from retry_base.
         assert!(cache.backoff(1, None) <= Duration::from_secs(1));
         assert!(cache.backoff(3, None) <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn after_failures_the_next_refresh_waits_out_retry_max() {
+        let (fetch, _, _) = counting(Duration::from_secs(3600), Duration::ZERO);
+        let cache: Cache<u8, V, String> = Cache::new(
+            CachePolicy {
+                refresh_at: 2.0 / 3.0,
+                retry_max: Duration::from_secs(270),
+                ..policy()
+            },
+            fetch,
+        );
+        let now = Instant::now();
+        let v = V {
+            n: 1,
+            received: now,
+            expires: now + Duration::from_secs(3600),
+        };
+        let after = |on_schedule, recovered| {
+            (0..300)
+                .map(|_| cache.refresh_time(&v, on_schedule, recovered) - now)
+                .collect::<Vec<_>>()
+        };
+        // A first value: anywhere in (0, refresh_at].
+        let first = after(false, false);
+        assert!(first.iter().all(|d| *d <= Duration::from_secs(2400)));
+        assert!(first.iter().any(|d| *d < Duration::from_secs(270)));
+        // Back after failures: not before retry_max, still spread to refresh_at.
+        let recovered = after(false, true);
+        assert!(recovered
+            .iter()
+            .all(|d| *d >= Duration::from_secs(270) && *d <= Duration::from_secs(2400)));
+        assert!(recovered.iter().any(|d| *d < Duration::from_secs(1000)));
+        assert!(recovered.iter().any(|d| *d > Duration::from_secs(1800)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_of_a_valid_value_tells_the_fetch_that_the_cache_retries() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let fetch: Fetcher<u8, V, String> = Arc::new(move |_k| {
+            let s = s.clone();
+            Box::pin(async move {
+                s.lock().unwrap().push(crate::http::caller_retries_set());
+                let now = mono_now();
+                Ok(V {
+                    n: 1,
+                    received: now,
+                    expires: now + Duration::from_secs(60),
+                })
+            })
+        });
+        let cache = Cache::new(policy(), fetch);
+        cache.pin(1).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(31)).await; // past refresh_at (30 s)
+        cache.refresh_due().await;
+        tokio::time::sleep(Duration::from_secs(61)).await; // expired
+        cache.refresh_due().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [false, true, false],
+            "only the refresh of a still-valid value is inside caller_retries"
+        );
     }
 }

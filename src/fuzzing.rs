@@ -171,8 +171,8 @@ pub fn session_policy(data: &[u8]) {
 /// The database proxy's reading of MySQL packets, each from the same bytes:
 /// packet framing (and a write/read round trip of the bytes as a payload), the
 /// server's greeting, the client's handshake response and the login the proxy
-/// builds from it, and the server's answers during the login (OK, ERR, auth
-/// switch, anything else).
+/// builds from it, the server's answers during the login (OK, ERR, auth
+/// switch, anything else), and a client's command read as a `KILL`.
 pub fn mysql_packets(data: &[u8]) {
     use crate::dbproxy::{login, packet, session};
     use mysql_common::constants::CapabilityFlags;
@@ -191,7 +191,7 @@ pub fn mysql_packets(data: &[u8]) {
     }
     let server_caps = match login::Greeting::from_packet(data.to_vec()) {
         Ok(greeting) => {
-            let _ = greeting.for_client();
+            let _ = greeting.for_client(1);
             greeting.capabilities()
         }
         Err(_) => CapabilityFlags::all(),
@@ -203,6 +203,15 @@ pub fn mysql_packets(data: &[u8]) {
     }
     let _ = login::login_reply(data);
     let _ = session::server_message(data);
+    // A client's command as a possible KILL (the relay reads these from any client).
+    let ids = crate::dbproxy::kill::SessionIds::default();
+    let session = ids.open();
+    session.logged_in(7);
+    for query_attributes in [false, true] {
+        let _ = crate::dbproxy::kill::rewrite(data, &ids, query_attributes);
+    }
+    let _ = crate::dbproxy::kill::looks(data, false);
+    let _ = crate::dbproxy::kill::looks(data, true);
 }
 
 /// Polls `f` once: the readers and writers here are byte slices and vectors,

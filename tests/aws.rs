@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::mocks as start;
+use common::{exchange_api_token, mocks as start, refused_url};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,14 +33,6 @@ fn config_with_fs(server: &TestServer, extra: &[(&str, &str)], fs: Fs) -> Provid
         .into_iter()
         .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     ProviderConfig::with_env(Env::from_pairs(env), fs)
-}
-
-/// A loopback URL where nothing listens.
-fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
 }
 
 fn header(headers: &s2iam::IdentityHeaders, name: &str) -> String {
@@ -867,23 +859,13 @@ async fn detection_picks_aws_from_the_metadata_service() {
 
 #[tokio::test]
 async fn headers_are_accepted_by_the_auth_service() {
-    use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
-
     let server = start(CloudConfig::aws()).await;
     let cfg = config(&server, &[], vec![]);
     let (headers, identity) = AwsProvider::default()
         .identity(&cfg, &IdentityRequest::default())
         .await
         .unwrap();
-    let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
-    let req = ExchangeRequest {
-        jwt_type: JwtType::Api,
-        workspace_group_id: None,
-        headers: &headers,
-        identity: &identity,
-    };
-    let token = ExchangeClient::new(ExchangeConfig::default())
-        .exchange(&url, req, Duration::from_secs(10))
+    let token = exchange_api_token(&server, &headers, &identity)
         .await
         .unwrap();
     assert_eq!(token.claims.provider.as_deref(), Some("aws"));

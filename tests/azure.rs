@@ -13,13 +13,11 @@
 
 mod common;
 
-use common::mocks as start;
+use common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use s2iam::env::{Env, Fs};
-use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
 use s2iam::provider::azure::{AzureProvider, PROBE_TIMEOUT};
 use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
@@ -44,31 +42,8 @@ fn cfg(server: &TestServer) -> ProviderConfig {
     cfg_with(&server.cloud_url(), &[], Fs::from_files::<&str, &str>([]))
 }
 
-fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
 fn azure() -> AzureIdentity {
     CloudConfig::azure().azure.unwrap()
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("JSON claims")
-}
-
-fn bearer(headers: &IdentityHeaders) -> String {
-    let value = headers
-        .get("Authorization")
-        .expect("Authorization")
-        .expose();
-    value.strip_prefix("Bearer ").expect("Bearer").to_string()
 }
 
 fn header<'a>(headers: &'a IdentityHeaders, name: &str) -> Option<&'a str> {
@@ -589,15 +564,7 @@ async fn the_auth_service_accepts_the_headers() {
             .unwrap(),
     ] {
         let (headers, identity) = identity(&provider, &cfg(&server)).await.unwrap();
-        let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
-        let req = ExchangeRequest {
-            jwt_type: JwtType::Api,
-            workspace_group_id: None,
-            headers: &headers,
-            identity: &identity,
-        };
-        let token = ExchangeClient::new(ExchangeConfig::default())
-            .exchange(&url, req, Duration::from_secs(10))
+        let token = exchange_api_token(&server, &headers, &identity)
             .await
             .expect("the mock auth service verifies the access token");
         assert_eq!(token.claims.provider.as_deref(), Some("azure"));
@@ -641,15 +608,7 @@ async fn exchange_accepts(
     headers: &IdentityHeaders,
     identity: &s2iam::CloudIdentity,
 ) {
-    let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
-    let req = ExchangeRequest {
-        jwt_type: JwtType::Api,
-        workspace_group_id: None,
-        headers,
-        identity,
-    };
-    let token = ExchangeClient::new(ExchangeConfig::default())
-        .exchange(&url, req, Duration::from_secs(10))
+    let token = exchange_api_token(server, headers, identity)
         .await
         .expect("the mock auth service verifies the access token");
     assert_eq!(token.claims.provider.as_deref(), Some("azure"));

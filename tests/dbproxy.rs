@@ -876,3 +876,78 @@ async fn change_user_to_a_user_not_allowed_is_refused() {
     assert!(w.db().logins().iter().all(|l| !l.change_user));
     w.shutdown().await;
 }
+
+/// Issue 19: the greeting carries the proxy's own connection id for the
+/// session (the server's is not known yet when the proxy greets), and a `KILL`
+/// of it from another connection reaches the server with the server's id for
+/// that session; a `KILL` of the server's id (`SELECT CONNECTION_ID()`) is
+/// passed as it is; any other id, including one whose session has ended,
+/// reaches the server as 0 (the mock records each `KILL`'s id and answers OK
+/// for a session that logged in, else its own `1094 Unknown thread id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_by_the_greetings_connection_id_reaches_the_servers_session() {
+    let w = default_world().await;
+    let mut a = Conn::new(via_proxy(w.proxy_port()))
+        .await
+        .expect("connects");
+    let mut b = Conn::new(via_proxy(w.proxy_port()))
+        .await
+        .expect("connects");
+    let (a_proxy, b_proxy) = (a.id(), b.id());
+    assert!(a_proxy >= 1_000_000_000, "{a_proxy}");
+    assert!(b_proxy >= 1_000_000_000, "{b_proxy}");
+    assert_ne!(a_proxy, b_proxy);
+    let a_server: u32 = a
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(a_server, a_proxy, "SELECT CONNECTION_ID() is the server's");
+
+    b.query_drop(format!("KILL QUERY {a_proxy}"))
+        .await
+        .expect("KILL QUERY of the greeting's id");
+    b.query_drop(format!("/* cancel */ kill\n connection {a_proxy} ;"))
+        .await
+        .expect("KILL CONNECTION, with a comment and odd spacing");
+    b.query_drop(format!("KILL QUERY {a_server}"))
+        .await
+        .expect("the server's own id is passed as it is");
+    for outside in ["KILL QUERY 12345".to_string(), "KILL USER app".into()] {
+        match b.query_drop(outside.as_str()).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!(e.code, 1094, "{e:?}");
+                assert!(e.message.contains("Unknown thread id: 0"), "{e:?}");
+            }
+            other => panic!("{outside}: {other:?}"),
+        }
+    }
+    // Once a session has ended, its id names nothing (the proxy forgets it
+    // when the session's task ends, just after the client's COM_QUIT).
+    let c = Conn::new(via_proxy(w.proxy_port()))
+        .await
+        .expect("connects");
+    let c_proxy = c.id();
+    c.disconnect().await.unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), async || {
+            b.query_drop(format!("KILL QUERY {c_proxy}")).await.is_err()
+        })
+        .await,
+        "an ended session's id is still taken"
+    );
+
+    let kills = w.db().kills();
+    assert_eq!(
+        kills[..5],
+        [a_server, a_server, a_server, 0, 0],
+        "{kills:?}"
+    );
+    assert_eq!(kills.last(), Some(&0), "{kills:?}");
+    // The client's session went on (the mock records KILL, it carries out none).
+    let one: Option<i64> = a.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+    w.shutdown().await;
+}

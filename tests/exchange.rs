@@ -250,6 +250,46 @@ async fn transient_failures_are_retried_and_visible_in_the_request_log() {
 }
 
 #[tokio::test]
+async fn a_caller_that_retries_itself_gets_one_attempt_for_a_failure_without_retry_after() {
+    // The cache refreshing a still-valid token runs the exchange inside
+    // `caller_retries`: a 503 or 429 without `Retry-After` ends the call after
+    // one request (the cache retries it later), where a plain call retries.
+    let server = server().await;
+    let id = gcp_identity(&server);
+    let client = ExchangeClient::new(fast_retries());
+    let template = server.exchange_url_template();
+    for status in [503, 429] {
+        server.auth_requests().clear();
+        server
+            .auth_faults()
+            .add(FaultRule::status("/auth/iam", status).times(1));
+        let err = s2iam::http::caller_retries(api_token(
+            &client,
+            &template,
+            &id,
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, ExchangeError::Status { status: s, attempts: 1, .. } if s == status),
+            "{err}"
+        );
+        assert_eq!(server.auth_requests().count("/auth/iam"), 1, "{status}");
+        // The fault is spent: the cache's next attempt gets its token.
+        let token = s2iam::http::caller_retries(api_token(
+            &client,
+            &template,
+            &id,
+            Duration::from_secs(10),
+        ))
+        .await;
+        assert!(token.is_ok(), "{token:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn connection_resets_are_retried() {
     let server = server().await;
     let id = gcp_identity(&server);

@@ -5,13 +5,11 @@
 
 mod common;
 
-use common::mocks as start;
+use common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use s2iam::env::{Env, Fs};
-use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
 use s2iam::provider::gcp::{GcpProvider, PROBE_TIMEOUT};
 use s2iam::provider::{
     CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
@@ -34,14 +32,6 @@ fn cfg(server: &TestServer) -> ProviderConfig {
     cfg_at(&server.cloud_url(), &[])
 }
 
-/// A loopback URL where nothing listens.
-fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
 fn fast_retry(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
@@ -49,25 +39,6 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
         max_delay: Duration::from_millis(20),
         budget: Duration::from_secs(2),
     }
-}
-
-fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("JSON claims")
-}
-
-fn bearer(headers: &s2iam::IdentityHeaders) -> String {
-    let value = headers
-        .get("Authorization")
-        .expect("Authorization")
-        .expose();
-    value
-        .strip_prefix("Bearer ")
-        .expect("a Bearer token")
-        .to_string()
 }
 
 fn default_account() -> ServiceAccount {
@@ -403,15 +374,7 @@ async fn the_auth_service_accepts_the_headers() {
             .identity(&cfg(&server), &IdentityRequest::default())
             .await
             .unwrap();
-        let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
-        let req = ExchangeRequest {
-            jwt_type: JwtType::Api,
-            workspace_group_id: None,
-            headers: &headers,
-            identity: &identity,
-        };
-        let token = ExchangeClient::new(ExchangeConfig::default())
-            .exchange(&url, req, Duration::from_secs(10))
+        let token = exchange_api_token(&server, &headers, &identity)
             .await
             .expect("the mock auth service verifies the ID token");
         assert_eq!(token.claims.provider.as_deref(), Some("gcp"));

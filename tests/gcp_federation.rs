@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
+use common::claims;
 use common::google::{self, AWS4, JWT};
 use s2iam::env::Fs;
 use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
@@ -22,7 +22,7 @@ use s2iam::provider::gcp::GcpProvider;
 use s2iam::provider::{CloudIdentity, IdentityRequest, ProviderConfig, ProviderError};
 use s2iam::{detect_provider, DetectOptions};
 use s2iam_testserver::{AwsIdentity, CloudConfig, TestServer};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Every endpoint at the mock, the real filesystem, and `extra`.
 fn cfg(server: &TestServer, extra: &[(&str, &str)]) -> ProviderConfig {
@@ -34,14 +34,6 @@ fn cfg_with_file(server: &TestServer, file: &Path, extra: &[(&str, &str)]) -> Pr
     let mut vars = vec![("GOOGLE_APPLICATION_CREDENTIALS", path)];
     vars.extend_from_slice(extra);
     cfg(server, &vars)
-}
-
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
 async fn identity(

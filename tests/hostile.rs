@@ -3,32 +3,11 @@
 
 mod common;
 
-use common::{mocks, provider_config, temp_dir, uds_get};
+use common::{fixed_auth, mocks, provider_config, temp_dir, uds_get, unsigned_jwt};
 use s2iam::config::{ServeConfig, ServeOverrides};
 use s2iam::env::Env;
 use s2iam::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, TestServer};
-
-/// An auth service that answers every exchange with `body` (HTTP 200).
-async fn fixed_auth(body: String) -> String {
-    let app = axum::Router::new().route(
-        "/auth/iam/{t}",
-        axum::routing::post(move || {
-            let body = body.clone();
-            async move { body }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/auth/iam/:jwtType")
-}
-
-fn unsigned_jwt(payload: &str) -> String {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(payload))
-}
 
 async fn sidecar(server: &TestServer, auth_url: String, tag: &str) -> Sidecar {
     let mut c = ServeConfig::from_toml(

@@ -6,10 +6,15 @@
 mod common;
 
 use common::{mocks, provider_config, temp_dir, uds_get, wait_ready};
+use mysql_async::prelude::Queryable;
+use s2iam::config::api_proxy::{ApiProxyConfig, ProxyToken};
 use s2iam::config::{ServeConfig, ServeOverrides};
 use s2iam::env::Env;
 use s2iam::serve::Sidecar;
-use s2iam_testserver::{CloudConfig, MockOtlpServer, ReceivedSpan, TestServer};
+use s2iam_testserver::{
+    ApiConfig, CloudConfig, MockApiServer, MockOtlpServer, ReceivedSpan, SingleStoreConfig,
+    TestServer, TestServerConfig,
+};
 
 fn config(
     server: &TestServer,
@@ -189,5 +194,192 @@ async fn off_without_configuration_and_an_unreachable_collector_costs_no_request
     tokio::time::timeout(std::time::Duration::from_secs(20), sidecar.shutdown())
         .await
         .expect("shutdown is not held up by a dead collector");
+    server.shutdown().await;
+}
+
+/// `traceparent`'s parts: (trace id, parent span id, flags).
+fn traceparent_parts(value: &str) -> (String, String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!(parts[0], "00", "{value}");
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_proxy_request_continues_the_callers_trace_and_the_upstream_continues_the_proxys() {
+    let server = mocks(CloudConfig::gcp()).await;
+    let api = MockApiServer::start(
+        ApiConfig::default(),
+        server.auth().key().clone(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let otlp = MockOtlpServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("otel-api-proxy");
+    let toml = format!("[otel]\nendpoint = {:?}\n", otlp.url());
+    let mut c = config(&server, &dir, &toml, &[]);
+    c.api_proxies = vec![ApiProxyConfig::new(
+        "data",
+        "127.0.0.1:0".parse().unwrap(),
+        &api.url(),
+        ProxyToken::Database {
+            workspace_group_id: "wg-1".into(),
+        },
+    )];
+    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    wait_ready(&sidecar.socket_path().unwrap()).await;
+    let url = format!(
+        "http://{}/api/v2/query/rows?secret-ish=1",
+        sidecar.api_proxy_addr("data").unwrap()
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    for traceparent in [Some(format!("00-{caller_trace}-{caller_span}-01")), None] {
+        let mut req = http
+            .post(&url)
+            .header("tracestate", "vendor=opaque")
+            .json(&serde_json::json!({"sql": "SELECT 1"}));
+        if let Some(t) = &traceparent {
+            req = req.header("traceparent", t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    sidecar.shutdown().await;
+    let spans = otlp.otlp().spans();
+    let mut proxied = named(&spans, "s2iam.api_proxy.request");
+    assert_eq!(proxied.len(), 2, "{spans:#?}");
+    proxied.sort_by_key(|s| s.start_unix_nano);
+    let records = api.api().records();
+    assert_eq!(records.len(), 2, "{records:?}");
+
+    for (i, (span, seen)) in proxied.iter().zip(&records).enumerate() {
+        assert_eq!(span.kind, 2, "a server span");
+        assert_eq!(span.attributes["s2iam.proxy"], "data");
+        assert_eq!(span.attributes["http.request.method"], "POST");
+        assert_eq!(span.attributes["url.path"], "/api/v2/query/rows");
+        assert_eq!(span.attributes["http.response.status_code"], "200");
+        assert!(
+            !span.attributes.values().any(|v| v.contains("secret-ish")),
+            "the query string is not exported: {span:?}"
+        );
+        // The upstream continues the proxy's span, not the caller's.
+        let sent = &seen.headers["traceparent"];
+        let (trace, parent, flags) = traceparent_parts(sent);
+        assert_eq!(
+            (trace.as_str(), parent.as_str()),
+            (span.trace_id.as_str(), span.span_id.as_str()),
+            "upstream got {sent}"
+        );
+        assert_eq!(flags, "01", "sampled");
+        assert_eq!(
+            seen.headers["tracestate"], "vendor=opaque",
+            "tracestate passes unchanged"
+        );
+        if i == 0 {
+            assert_eq!(span.trace_id, caller_trace, "the caller's trace continues");
+            assert_eq!(span.parent_span_id.as_deref(), Some(caller_span));
+        } else {
+            assert_ne!(span.trace_id, caller_trace, "no traceparent: a new trace");
+            assert_eq!(span.parent_span_id, None);
+        }
+    }
+    otlp.shutdown().await;
+    api.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_proxy_session_is_a_span_with_its_outcome_and_no_secret() {
+    const WG: &str = "wg-db";
+    let server = TestServer::start(TestServerConfig::new(CloudConfig::gcp()).with_singlestore(
+        SingleStoreConfig {
+            workspace_group_id: Some(WG.into()),
+            ..SingleStoreConfig::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let otlp = MockOtlpServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("otel-db-proxy");
+    let db = server.singlestore().unwrap();
+    let ca = dir.join("singlestore-ca.pem");
+    std::fs::write(&ca, db.ca_pem()).unwrap();
+    let toml = format!(
+        "[otel]\nendpoint = {:?}\n[[database_proxy]]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n\
+         server_name = \"singlestore.mock\"\nca_file = {:?}\nworkspace_group_id = \"{WG}\"\n\
+         allowed_users = [\"*\"]\n",
+        otlp.url(),
+        db.addr(),
+        ca.display().to_string(),
+    );
+    let c = config(&server, &dir, &toml, &[]);
+    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let port = sidecar.database_proxies()[0].tcp_addr().unwrap().port();
+    let opts = |user: &str| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(user.to_string()))
+            .prefer_socket(false)
+    };
+    let mut conn = mysql_async::Conn::new(opts("*")).await.expect("connects");
+    let handshake_id = conn.id();
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    conn.disconnect().await.unwrap();
+    // A user outside allowed_users: refused by the proxy, a failed session span.
+    let refused = mysql_async::Conn::new(opts("mallory")).await;
+    assert!(refused.is_err(), "mallory is not an allowed user");
+    let (status, jwt) = uds_get(
+        &sidecar.socket_path().unwrap(),
+        &format!("/v1/token/database?workspaceGroupID={WG}&format=raw"),
+    )
+    .await;
+    assert_eq!(status, 200, "{jwt}");
+    sidecar.shutdown().await;
+
+    let spans = otlp.otlp().spans();
+    let mut sessions = named(&spans, "s2iam.db_proxy.session");
+    assert_eq!(sessions.len(), 2, "{spans:#?}");
+    sessions.sort_by_key(|s| s.start_unix_nano);
+    for s in &sessions {
+        assert_eq!(s.kind, 2, "a server span");
+        assert_eq!(s.parent_span_id, None, "a session is a root");
+        assert_eq!(s.attributes["s2iam.workspace_group_id"], WG);
+        assert_eq!(s.attributes["db.system"], "mysql");
+        assert!(s.attributes.contains_key("s2iam.proxy"), "{s:?}");
+        assert!(
+            s.attributes.contains_key("s2iam.peer.uid"),
+            "loopback TCP names the uid: {s:?}"
+        );
+    }
+    assert_eq!(sessions[0].attributes["s2iam.db_proxy.outcome"], "relayed");
+    assert_eq!(
+        sessions[0].attributes["s2iam.db_proxy.connection_id"],
+        handshake_id.to_string(),
+        "the id the client's handshake carried"
+    );
+    assert_eq!(sessions[0].status_code, 0);
+    assert_ne!(sessions[1].attributes["s2iam.db_proxy.outcome"], "relayed");
+    assert_eq!(sessions[1].status_code, 2, "a refused login fails its span");
+    // A token fetched for a login is the session's child; none that was warm.
+    for refresh in named(&spans, "s2iam.cache.refresh") {
+        if let Some(parent) = &refresh.parent_span_id {
+            assert_eq!(parent, &sessions[0].span_id, "{refresh:?}");
+        }
+    }
+    let bodies = otlp.otlp().raw_bodies().join("\n");
+    let signature = jwt.trim().rsplit('.').next().unwrap();
+    assert!(
+        !bodies.contains(signature),
+        "a token's signature was exported"
+    );
+    otlp.shutdown().await;
     server.shutdown().await;
 }

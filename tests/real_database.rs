@@ -246,37 +246,24 @@ async fn reset_connection_and_change_user_keep_the_proxys_identity() {
     conn.disconnect().await.unwrap();
 }
 
-#[tokio::test]
-#[ignore = "needs scripts/check-real-database"]
-async fn kill_query_from_a_second_connection() {
-    let mut sleeper = Conn::new(proxy()).await.unwrap();
-    // The server's id for the session, as SQL gives it. (The id in the handshake is
-    // the proxy's, 0: it greets the client before it opens anything upstream, so
-    // drivers that KILL by the handshake's id, e.g. `Conn::id()`, do not reach the
-    // session; see the README's database proxy section.)
-    assert_eq!(
-        sleeper.id(),
-        0,
-        "the proxy's greeting carries connection id 0"
-    );
-    let id: u32 = sleeper
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .unwrap()
-        .unwrap();
+/// Runs `SELECT SLEEP(60)` on `sleeper`, sends `kill` from a second connection
+/// (`killer`'s options) after half a second, and checks that the sleep ends
+/// early as interrupted and the session goes on.
+async fn killed_from_a_second_connection(sleeper: Conn, killer: OptsBuilder, kill: String) -> Conn {
     let started = Instant::now();
     let sleep = tokio::spawn(async move {
+        let mut sleeper = sleeper;
         let r: Result<Option<i64>, _> = sleeper.query_first("SELECT SLEEP(60)").await;
         (r, sleeper)
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut killer = Conn::new(proxy()).await.unwrap();
-    killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+    let mut killer = Conn::new(killer).await.unwrap();
+    killer.query_drop(kill.as_str()).await.unwrap();
     let (result, mut sleeper) = tokio::time::timeout(Duration::from_secs(20), sleep)
         .await
         .expect("the query ended")
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(20), "{kill}");
     match result {
         Ok(v) => assert_eq!(v, Some(1), "SLEEP interrupted returns 1"),
         Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1317, "{e:?}"),
@@ -287,6 +274,53 @@ async fn kill_query_from_a_second_connection() {
         .await
         .expect("the killed query's session goes on");
     killer.disconnect().await.unwrap();
+    sleeper
+}
+
+/// `KILL QUERY` with the server's id for the session, as `SELECT
+/// CONNECTION_ID()` gives it: passed on as it is.
+#[tokio::test]
+#[ignore = "needs scripts/check-real-database"]
+async fn kill_query_from_a_second_connection() {
+    let mut sleeper = Conn::new(proxy()).await.unwrap();
+    let id: u32 = sleeper
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        id,
+        sleeper.id(),
+        "SQL gives the server's id, the greeting the proxy's"
+    );
+    let sleeper =
+        killed_from_a_second_connection(sleeper, proxy(), format!("KILL QUERY {id}")).await;
+    sleeper.disconnect().await.unwrap();
+}
+
+/// `KILL QUERY` with the id from the handshake (`Conn::id()`, what drivers
+/// cancel by): the proxy's own id for the session, sent to the server as the
+/// server's; from a plain and from a compressed connection.
+#[tokio::test]
+#[ignore = "needs scripts/check-real-database"]
+async fn kill_query_with_the_handshakes_connection_id() {
+    let sleeper = Conn::new(proxy()).await.unwrap();
+    let id = sleeper.id();
+    assert!(id >= 1_000_000_000, "the proxy's id: {id}");
+    let sleeper =
+        killed_from_a_second_connection(sleeper, proxy(), format!("KILL QUERY {id}")).await;
+    let compressed = proxy().compression(Compression::fast());
+    let mut sleeper =
+        killed_from_a_second_connection(sleeper, compressed, format!("kill /* c */ query {id};"))
+            .await;
+    // An id that is no session of this proxy reaches the server as 0.
+    match sleeper.query_drop("KILL QUERY 999999999").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1094, "{e:?}");
+            assert!(e.message.contains("Unknown thread id: 0"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     sleeper.disconnect().await.unwrap();
 }
 

@@ -38,7 +38,6 @@ import sys
 import tempfile
 import time
 import tomllib
-import traceback
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import yaml
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import render as mini_kustomize  # noqa: E402
+from runner import Fail, Skip, check, main, need  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -75,55 +75,6 @@ S2IAM = ROOT / "target" / "debug" / "s2iam"
 TESTSERVER = ROOT / "target" / "debug" / "s2iam-testserver"
 K8S_VERSIONS = ["1.29.0", "1.37.0"]
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class Fail(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def need(cond, message):
-    if not cond:
-        raise Fail(message)
-
-
-# ---------------------------------------------------------------- the runner
-
-CHECKS = []
-
-
-def check(name):
-    def register(f):
-        CHECKS.append((name, f))
-        return f
-
-    return register
-
-
-def main():
-    passed = failed = skipped = 0
-    for name, f in CHECKS:
-        started = time.monotonic()
-        try:
-            note = f()
-            took = time.monotonic() - started
-            print(f"ok    {name} ({took:.1f}s){': ' + note if note else ''}", flush=True)
-            passed += 1
-        except Skip as e:
-            print(f"SKIP  {name}: {e}", flush=True)
-            skipped += 1
-        except Fail as e:
-            print(f"FAIL  {name}: {e}", flush=True)
-            failed += 1
-        except Exception:  # a bug in a check is a failure too
-            print(f"FAIL  {name}: unexpected error\n{traceback.format_exc()}", flush=True)
-            failed += 1
-    tail = f", {skipped} skipped" if skipped else ""
-    print(f"{passed} passed, {failed} failed{tail}")
-    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------- Dockerfile

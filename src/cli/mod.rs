@@ -126,18 +126,12 @@ pub enum Command {
     Shutdown(lifecycle::ShutdownArgs),
 }
 
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when the future is first polled: a SIGTERM that arrives while
-/// the sidecar is still starting is a clean shutdown, not the default death.
+/// Resolves on SIGTERM or SIGINT, for commands that stop the same way on both:
+/// [`lifecycle::stop_signal`] (handlers installed at the call) without saying which.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let stop = lifecycle::stop_signal();
     async move {
-        tokio::select! {
-            _ = recv_or_pending(terminate.as_mut()) => {}
-            _ = recv_or_pending(interrupt.as_mut()) => {}
-        }
+        stop.await;
     }
 }
 

@@ -20,9 +20,9 @@
 //! version, status and capabilities of the last greeting SingleStore sent (less
 //! TLS: the client leg is loopback or a Unix socket; before SingleStore has been
 //! reached, a conservative set every MySQL-protocol server offers), a scramble of
-//! its own, and connection id 0 (the real one is not known yet: `SELECT
-//! CONNECTION_ID()` gives it; 0 makes a client's `KILL QUERY` on interrupt fail
-//! harmlessly rather than name another session). The capabilities sent upstream
+//! its own, and a connection id of the proxy's own (the server's is not known
+//! yet; the relay turns a `KILL` of the proxy's id into one of the server's, see
+//! [`super::kill`]). The capabilities sent upstream
 //! are those the client agreed to with the proxy, so everything after
 //! the handshake — result sets, EOF/OK forms, compression, session tracking —
 //! follows the flags both ends agreed on, and the bytes are relayed untouched.
@@ -180,8 +180,9 @@ impl Greeting {
     }
 
     /// The greeting the client gets: this one's version, status, collation and
-    /// capabilities without TLS, a fresh scramble, connection id 0.
-    pub fn for_client(&self) -> Result<Vec<u8>, Failure> {
+    /// capabilities without TLS, a fresh scramble, and `connection_id` (the
+    /// proxy's id for the session).
+    pub fn for_client(&self, connection_id: u32) -> Result<Vec<u8>, Failure> {
         let g = self.parse()?;
         let caps = g.capabilities().difference(CapabilityFlags::CLIENT_SSL);
         let scramble = scramble();
@@ -196,7 +197,7 @@ impl Greeting {
         let client = HandshakePacket::new(
             g.protocol_version(),
             g.server_version_ref(),
-            0,
+            connection_id,
             scramble_1,
             Some(scramble_2),
             caps,
@@ -205,6 +206,13 @@ impl Greeting {
             g.auth_plugin_name_ref(),
         );
         Ok(packet::encode(&client))
+    }
+
+    /// The server's connection (thread) id for this session: what `SELECT
+    /// CONNECTION_ID()` answers and what `KILL` takes (0 if it cannot be read;
+    /// a greeting that parses was checked when it was read).
+    pub fn connection_id(&self) -> u32 {
+        self.parse().map(|g| g.connection_id()).unwrap_or(0)
     }
 
     /// The server's capability flags.
@@ -489,11 +497,12 @@ mod tests {
         assert!(greeting
             .capabilities()
             .contains(CapabilityFlags::CLIENT_SSL));
-        let for_client = greeting.for_client().unwrap();
+        let for_client = greeting.for_client(1_000_000_007).unwrap();
         let parsed = HandshakePacket::deserialize((), &mut ParseBuf(&for_client)).unwrap();
         assert!(!parsed.capabilities().contains(CapabilityFlags::CLIENT_SSL));
-        // The client's greeting is the proxy's: no connection id yet, its own scramble.
-        assert_eq!(parsed.connection_id(), 0);
+        // The client's greeting is the proxy's: its connection id, its own scramble.
+        assert_eq!(parsed.connection_id(), 1_000_000_007);
+        assert_ne!(greeting.connection_id(), parsed.connection_id());
         assert_eq!(
             parsed.server_version_ref(),
             HandshakePacket::deserialize((), &mut ParseBuf(&seed("greeting")))
@@ -503,7 +512,7 @@ mod tests {
         let conservative = Greeting::conservative();
         assert!(HandshakePacket::deserialize(
             (),
-            &mut ParseBuf(&conservative.for_client().unwrap())
+            &mut ParseBuf(&conservative.for_client(1).unwrap())
         )
         .is_ok());
 

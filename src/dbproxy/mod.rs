@@ -9,6 +9,8 @@
 //! - [`session`]: one connection: limits, token, login.
 //! - [`relay`]: after the login, bytes both ways; `COM_CHANGE_USER` is answered
 //!   by the proxy with its own login, never forwarded.
+//! - [`kill`]: the connection id in each client's greeting (the proxy's own),
+//!   and a client's `KILL` of one sent with the server's thread id.
 //! - [`tls`], [`packet`], [`metrics`].
 //!
 //! Tokens come from the sidecar's cache (one fetch however many connections open
@@ -24,6 +26,7 @@
 //! connection over any cap gets error 1040 at once.
 
 pub mod config;
+pub mod kill;
 pub mod login;
 pub mod metrics;
 pub mod packet;
@@ -153,8 +156,14 @@ pub struct Shared {
     /// one SingleStore sent (its capabilities, version, collation), or a
     /// conservative one until SingleStore has been reached.
     offer: Mutex<Arc<login::Greeting>>,
+    /// The connection ids the proxy gave its live sessions, and the server's
+    /// for each: a client's `KILL <id from its greeting>` reaches the right
+    /// server thread (see [`kill`]).
+    ids: kill::SessionIds,
     /// Refused and failed logins are logged at a bounded rate.
     log: Throttle,
+    /// Each session is an `s2iam.db_proxy.session` span when tracing is on.
+    tracer: crate::otel::Tracer,
 }
 
 /// A running database proxy.
@@ -189,6 +198,7 @@ impl DatabaseProxy {
         config: DatabaseProxyConfig,
         tokens: TokenSource,
         metrics: &DbProxyMetrics,
+        tracer: crate::otel::Tracer,
         stopped: watch::Receiver<bool>,
     ) -> Result<Self, ProxyError> {
         let name = config.name.clone();
@@ -209,7 +219,9 @@ impl DatabaseProxy {
             server_name,
             tokens,
             offer: Mutex::new(Arc::new(login::Greeting::conservative())),
+            ids: kill::SessionIds::default(),
             log: Throttle::for_refusals(),
+            tracer,
             config,
         });
         let surface = Arc::new(DbSurface(shared.clone()));
@@ -310,6 +322,7 @@ pub async fn start_all<V, E>(
     role_session_name: &str,
     gcp_audience: &str,
     metrics: &DbProxyMetrics,
+    tracer: &crate::otel::Tracer,
     stopped: &watch::Receiver<bool>,
 ) -> Result<Vec<DatabaseProxy>, ProxyError>
 where
@@ -323,7 +336,10 @@ where
             token_request(c, role_session_name, gcp_audience),
             jwt,
         );
-        running.push(DatabaseProxy::start(c.clone(), tokens, metrics, stopped.clone()).await?);
+        running.push(
+            DatabaseProxy::start(c.clone(), tokens, metrics, tracer.clone(), stopped.clone())
+                .await?,
+        );
     }
     Ok(running)
 }

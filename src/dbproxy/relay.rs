@@ -1,4 +1,5 @@
-//! After the login: bytes relayed both ways, except `COM_CHANGE_USER`.
+//! After the login: bytes relayed both ways, except `COM_CHANGE_USER` and a
+//! `KILL` that names a session by the proxy's connection id.
 //!
 //! The client's bytes are relayed as they come, but the relay knows where each
 //! packet starts (plain: 4-byte frames; compressed: 7-byte frames, inflated to
@@ -15,6 +16,12 @@
 //! other packets) ends the session with an error instead. `COM_RESET_CONNECTION`
 //! carries nothing secret and is relayed as any other command.
 //!
+//! A `COM_QUERY` whose first keyword is `KILL`, and `COM_PROCESS_KILL`, are
+//! read whole and may go upstream with another id: clients know a session by
+//! the id in the proxy's greeting, the server by its own ([`super::kill`]
+//! says which becomes which, and why). Every other query is passed on as soon
+//! as its first keyword is seen, so only a `KILL` waits for its last byte.
+//!
 //! The server's bytes are relayed untouched, except the reply to the proxy's
 //! own `COM_CHANGE_USER`, which the downstream half reads packet by packet.
 
@@ -28,6 +35,7 @@ use tokio::sync::oneshot;
 
 use mysql_common::constants::CapabilityFlags;
 
+use super::kill;
 use super::login::{self, codes, LoginReply};
 use super::packet;
 use super::Shared;
@@ -51,21 +59,29 @@ const COMPRESSED_HEADER: usize = 7;
 struct Packets {
     left: usize,
     continues: bool,
+    /// `CLIENT_QUERY_ATTRIBUTES` was agreed: a `COM_QUERY`'s text comes after
+    /// the attribute counts.
+    query_attributes: bool,
 }
 
 /// What the front of the client's bytes holds.
 #[derive(Debug, PartialEq, Eq)]
 enum Front {
-    /// This many bytes belong to packets that are not a `COM_CHANGE_USER`
-    /// (0: more bytes are needed to tell).
+    /// This many bytes belong to packets that pass as they came (0: more
+    /// bytes are needed to tell).
     Pass(usize),
     /// A `COM_CHANGE_USER` frame starts at the front, with a payload this long.
     ChangeUser(usize),
+    /// A whole command that may be a `KILL` (`COM_QUERY` or
+    /// `COM_PROCESS_KILL`, see [`kill`]) is at the front, with a payload this long.
+    Inspect(usize),
 }
 
 impl Packets {
-    /// Reads the front of `data` (bytes not yet passed) and moves past what passes.
-    fn front(&mut self, data: &[u8]) -> Front {
+    /// Reads the front of `data` (bytes not yet passed) and moves past what
+    /// passes; `more`: whether more bytes may come before the relay must decide
+    /// (plain frames), or `data` is all there is (the inside of a compressed frame).
+    fn front(&mut self, data: &[u8], more: bool) -> Front {
         let mut at = 0usize;
         loop {
             if self.left > 0 {
@@ -81,16 +97,49 @@ impl Packets {
             };
             let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
             if h[3] == 0 && !self.continues && len > 0 {
-                match data.get(at.saturating_add(HEADER)) {
+                let start = at.saturating_add(HEADER);
+                match data.get(start) {
                     None => return Front::Pass(at),
                     Some(&COM_CHANGE_USER) if at == 0 => return Front::ChangeUser(len),
                     Some(&COM_CHANGE_USER) => return Front::Pass(at),
+                    Some(&command) if len <= kill::INSPECT_LIMIT => {
+                        let end = start.saturating_add(len).min(data.len());
+                        let payload = data.get(start..end).unwrap_or_default();
+                        let whole = payload.len() == len;
+                        match self.inspect(command, payload, whole) {
+                            Some(true) if whole && at == 0 => return Front::Inspect(len),
+                            Some(true) if whole || more => return Front::Pass(at),
+                            None if more => return Front::Pass(at),
+                            // Not a KILL, or a KILL cut by the end of a
+                            // compressed frame (never seen): passed as it came.
+                            _ => {}
+                        }
+                    }
                     Some(_) => {}
                 }
             }
             self.continues = len == MAX_CHUNK;
             self.left = len;
             at = at.saturating_add(HEADER);
+        }
+    }
+
+    /// Whether a command (its `payload` so far, all of it when `whole`) must
+    /// be read whole as a possible `KILL`; `None`: more bytes are needed to tell.
+    fn inspect(&self, command: u8, payload: &[u8], whole: bool) -> Option<bool> {
+        match command {
+            kill::COM_PROCESS_KILL => Some(true),
+            kill::COM_QUERY => {
+                if self.query_attributes && payload.len() < 3 && !whole {
+                    return None;
+                }
+                let Some(start) = kill::query_text_start(payload, self.query_attributes) else {
+                    return Some(false);
+                };
+                let text = payload.get(start..).unwrap_or_default();
+                Some(kill::looks(text, whole) == kill::Looks::MaybeKill)
+            }
+            _ => Some(false),
         }
     }
 }
@@ -210,14 +259,46 @@ fn frame(seq: u8, compressed_seq: Option<u8>, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_le_bytes();
     inner.extend_from_slice(&[len[0], len[1], len[2], seq]);
     inner.extend_from_slice(payload);
-    let Some(cseq) = compressed_seq else {
-        return inner;
-    };
+    match compressed_seq {
+        Some(cseq) => compressed_frame(cseq, &inner),
+        None => inner,
+    }
+}
+
+/// `inner` (whole packets, under 16 MiB) as one compressed frame sent
+/// uncompressed (an inflated length of 0).
+fn compressed_frame(cseq: u8, inner: &[u8]) -> Vec<u8> {
     let clen = (inner.len() as u32).to_le_bytes();
     let mut out = Vec::with_capacity(inner.len().saturating_add(COMPRESSED_HEADER));
     out.extend_from_slice(&[clen[0], clen[1], clen[2], cseq, 0, 0, 0]);
-    out.extend_from_slice(&inner);
+    out.extend_from_slice(inner);
     out
+}
+
+/// A client's `COM_QUERY` or `COM_PROCESS_KILL` that may be a `KILL` (a whole
+/// packet, header first): the packet to send in its place, or `None` to send
+/// it as it came. The table of what becomes what is in [`kill`].
+fn kill_rewrite<CW, UW>(state: &State<'_, CW, UW>, packet: &[u8]) -> Option<Vec<u8>> {
+    let seq = *packet.get(3)?;
+    let payload = packet.get(HEADER..)?;
+    let shared = state.shared;
+    let (instead, why) = match kill::rewrite(payload, &shared.ids, state.query_attributes) {
+        kill::Rewrite::Keep => return None,
+        kill::Rewrite::Translate {
+            proxy_id,
+            thread,
+            payload,
+        } => {
+            tracing::debug!(proxy = %shared.config.name, proxy_id, thread, "KILL of a proxy connection id sent with the server's thread id");
+            (payload, None)
+        }
+        kill::Rewrite::Refuse { id, why, payload } => (payload, Some((id, why))),
+    };
+    if let Some((id, why)) = why {
+        // A client can send these at will: at a bounded rate (the id is a number).
+        crate::refusal!(shared.log, proxy = %shared.config.name, id = ?id, why, "database proxy: KILL sent as KILL of thread 0");
+    }
+    Some(frame(seq, None, &instead))
 }
 
 /// The proxy's own `COM_CHANGE_USER`, handed from the upstream half (which
@@ -232,6 +313,7 @@ struct Pending {
 struct State<'a, CW, UW> {
     shared: &'a Shared,
     compressed: bool,
+    query_attributes: bool,
     plugin_auth: bool,
     attributes: bool,
     client: tokio::sync::Mutex<CW>,
@@ -289,6 +371,7 @@ where
     let state = State {
         shared,
         compressed: caps.contains(CapabilityFlags::CLIENT_COMPRESS),
+        query_attributes: caps.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES),
         plugin_auth: caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH),
         attributes: caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS),
         client: tokio::sync::Mutex::new(cw),
@@ -340,7 +423,10 @@ where
 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut held: Vec<u8> = Vec::new();
-    let mut packets = Packets::default();
+    let mut packets = Packets {
+        query_attributes: state.query_attributes,
+        ..Packets::default()
+    };
     loop {
         let n = match cr.read(&mut buf).await {
             Ok(0) | Err(_) => return Stop::Closed,
@@ -380,11 +466,21 @@ where
     let mut used = 0usize;
     loop {
         let rest = data.get(used..).unwrap_or_default();
-        match packets.front(rest) {
+        match packets.front(rest, true) {
             Front::Pass(0) => return Ok(used),
             Front::Pass(k) => {
                 forward(state, &rest[..k]).await?;
                 used = used.saturating_add(k);
+            }
+            Front::Inspect(len) => {
+                let Some(packet) = rest.get(..HEADER.saturating_add(len)) else {
+                    return Ok(used);
+                };
+                match kill_rewrite(state, packet) {
+                    Some(instead) => forward(state, &instead).await?,
+                    None => forward(state, packet).await?,
+                }
+                used = used.saturating_add(packet.len());
             }
             Front::ChangeUser(len) => {
                 if len >= CHANGE_USER_LIMIT {
@@ -419,10 +515,19 @@ where
         let (cseq, inner) = inflate(raw).map_err(Stop::Refused)?;
         let mut at = 0usize;
         let mut answer = false;
+        // Packets rewritten (a KILL of a proxy id): where, and what instead.
+        let mut instead: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
         loop {
-            match packets.front(inner.get(at..).unwrap_or_default()) {
+            match packets.front(inner.get(at..).unwrap_or_default(), false) {
                 Front::Pass(0) => break,
                 Front::Pass(k) => at = at.saturating_add(k),
+                Front::Inspect(plen) => {
+                    let end = at.saturating_add(HEADER).saturating_add(plen);
+                    if let Some(new) = inner.get(at..end).and_then(|p| kill_rewrite(state, p)) {
+                        instead.push((at..end, new));
+                    }
+                    at = end;
+                }
                 Front::ChangeUser(plen) => {
                     if cseq != 0 || at != 0 || inner.len() != HEADER.saturating_add(plen) {
                         return Err(refuse_change_user(
@@ -438,6 +543,21 @@ where
         }
         if answer {
             change_user(state, &inner[HEADER..], true).await?;
+        } else if !instead.is_empty() && at == inner.len() {
+            let mut rewritten = Vec::with_capacity(inner.len().saturating_add(16));
+            let mut from = 0usize;
+            for (range, new) in &instead {
+                rewritten.extend_from_slice(inner.get(from..range.start).unwrap_or_default());
+                rewritten.extend_from_slice(new);
+                from = range.end;
+            }
+            rewritten.extend_from_slice(inner.get(from..).unwrap_or_default());
+            if rewritten.len() > MAX_CHUNK {
+                return Err(Stop::Refused(
+                    "a compressed frame holding a KILL grew past 16 MiB when rewritten".into(),
+                ));
+            }
+            forward(state, &compressed_frame(cseq, &rewritten)).await?;
         } else if at != inner.len() {
             // A packet header split between compressed frames: allowed by the
             // protocol, never seen from a client; the relay could not tell
@@ -682,23 +802,23 @@ mod tests {
     fn finds_a_change_user_only_where_a_command_starts() {
         let mut p = Packets::default();
         let query = framed(0, b"\x03SELECT 1");
-        assert_eq!(p.front(&query), Front::Pass(query.len()));
+        assert_eq!(p.front(&query, true), Front::Pass(query.len()));
         let change = framed(0, b"\x11app\0\0\0");
-        assert_eq!(p.front(&change), Front::ChangeUser(7));
+        assert_eq!(p.front(&change, true), Front::ChangeUser(7));
         // After a query, in the same bytes: the query passes, then it stops there.
         let mut both = query.clone();
         both.extend_from_slice(&change);
         let mut p = Packets::default();
-        assert_eq!(p.front(&both), Front::Pass(query.len()));
-        assert_eq!(p.front(&both[query.len()..]), Front::ChangeUser(7));
+        assert_eq!(p.front(&both, true), Front::Pass(query.len()));
+        assert_eq!(p.front(&both[query.len()..], true), Front::ChangeUser(7));
         // A 0x11 inside LOAD DATA content (sequence id > 0) is data, not a command.
         let mut p = Packets::default();
         let data = framed(2, b"\x11\x11\x11");
-        assert_eq!(p.front(&data), Front::Pass(data.len()));
+        assert_eq!(p.front(&data, true), Front::Pass(data.len()));
         // Undecided until the command byte is there.
         let mut p = Packets::default();
-        assert_eq!(p.front(&change[..4]), Front::Pass(0));
-        assert_eq!(p.front(&change[..3]), Front::Pass(0));
+        assert_eq!(p.front(&change[..4], true), Front::Pass(0));
+        assert_eq!(p.front(&change[..3], true), Front::Pass(0));
     }
 
     #[test]
@@ -708,10 +828,13 @@ mod tests {
         let mut p = Packets::default();
         let mut big = vec![0xFF, 0xFF, 0xFF, 0, 0x03];
         big.resize(HEADER + MAX_CHUNK, b'x');
-        assert_eq!(p.front(&big), Front::Pass(big.len()));
+        assert_eq!(p.front(&big, true), Front::Pass(big.len()));
         let next = framed(0, b"\x11tail");
-        assert_eq!(p.front(&next), Front::Pass(next.len()));
-        assert_eq!(p.front(&framed(0, b"\x11a\0\0\0")), Front::ChangeUser(5));
+        assert_eq!(p.front(&next, true), Front::Pass(next.len()));
+        assert_eq!(
+            p.front(&framed(0, b"\x11a\0\0\0"), true),
+            Front::ChangeUser(5)
+        );
     }
 
     #[test]
@@ -762,5 +885,48 @@ mod tests {
         // The proxy's own frames go uncompressed (inflated length 0).
         let own = super::frame(1, Some(1), b"\x00\x00\x00");
         assert_eq!(inflate(&own).unwrap(), (1, framed(1, b"\x00\x00\x00")));
+    }
+
+    #[test]
+    fn a_kill_is_held_whole_and_every_other_query_passes_at_its_first_word() {
+        let kill = framed(0, b"\x03KILL QUERY 1000000001");
+        let mut p = Packets::default();
+        assert_eq!(p.front(&kill, true), Front::Inspect(kill.len() - HEADER));
+        // Cut anywhere: wait for the rest (plain frames).
+        for cut in [5, 7, 9, kill.len() - 1] {
+            let mut p = Packets::default();
+            assert_eq!(p.front(&kill[..cut], true), Front::Pass(0), "cut at {cut}");
+        }
+        // A query passes as soon as its first word is not KILL, cut or not.
+        let select = framed(0, b"\x03SELECT SLEEP(30)");
+        let mut p = Packets::default();
+        assert_eq!(p.front(&select[..12], true), Front::Pass(12));
+        assert_eq!(p.front(&select[12..], true), Front::Pass(select.len() - 12));
+        // Queries before a KILL go first; the KILL is then read on its own.
+        let mut both = select.clone();
+        both.extend_from_slice(&kill);
+        let mut p = Packets::default();
+        assert_eq!(p.front(&both, true), Front::Pass(select.len()));
+        assert_eq!(
+            p.front(&both[select.len()..], true),
+            Front::Inspect(kill.len() - HEADER)
+        );
+        // COM_PROCESS_KILL, and KILL text as LOAD DATA content (sequence id > 0).
+        let mut p = Packets::default();
+        assert_eq!(
+            p.front(&framed(0, b"\x0c\x01\0\0\0"), true),
+            Front::Inspect(5)
+        );
+        let data = framed(2, b"\x03KILL 5");
+        assert_eq!(p.front(&data, true), Front::Pass(data.len()));
+        // Inside a compressed frame (all there is): a KILL cut by the frame's end passes.
+        let mut p = Packets::default();
+        assert_eq!(p.front(&kill[..9], false), Front::Pass(9));
+        // A query longer than INSPECT_LIMIT is never held.
+        let mut long = b"\x03KILL 5 /*".to_vec();
+        long.resize(kill::INSPECT_LIMIT + 1, b' ');
+        let long = framed(0, &long);
+        let mut p = Packets::default();
+        assert_eq!(p.front(&long[..100], true), Front::Pass(100));
     }
 }

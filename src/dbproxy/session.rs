@@ -1,8 +1,16 @@
 //! One client connection: the listener's verdict on the caller, the client's
-//! handshake (answered from the proxy's own greeting, so a client that never
-//! says anything costs nothing upstream), the user allow-list, then the token,
+//! handshake (answered from the proxy's own greeting, with a connection id of
+//! the proxy's own, so a client that never says anything costs nothing
+//! upstream), the user allow-list, then the token,
 //! SingleStore's handshake (see [`super::login`]), and the byte relay until either
 //! side closes, the idle timeout passes, or the drain deadline cuts it.
+//!
+//! Traces: with tracing on, a session of an allowed caller is an
+//! `s2iam.db_proxy.session` server span from accept to close (a token fetched in
+//! line for its login is its child), naming the proxy, the workspace group, the
+//! caller's uid, the connection id the client was given, and the outcome (`relayed` or the failure's metric label), and
+//! a failure's message (escaped and cut, as the log has it; never a credential);
+//! a caller `allowed_uids` refuses starts none.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +20,7 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::kill::SessionId;
 use super::login::{self, codes, ClientLogin, Failure, Greeting, Outcome};
 use super::metrics::FailureReason;
 use super::packet;
@@ -19,6 +28,7 @@ use super::relay;
 use super::Shared;
 use crate::listener::Peer;
 use crate::logging::field;
+use crate::otel::{Span, SpanKind};
 
 /// The most a client's handshake response may take: the caller is not yet
 /// known to be a MySQL client, so it gets little (a response is a few hundred
@@ -41,16 +51,50 @@ pub async fn serve(shared: Arc<Shared>, mut client: Box<dyn ClientIo>, peer: Pee
     counters.total.fetch_add(1, Ordering::Relaxed);
     counters.open.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    match connect(&shared, &mut client, &peer, started).await {
+    // Held until the session ends: while it is, `KILL <this id>` reaches it.
+    let id = shared.ids.open();
+    let mut span = session_span(&shared, &peer, id.id());
+    let login = span
+        .scope(connect(&shared, &mut client, &peer, started, &id))
+        .await;
+    match login {
         Ok((ok_seq, ok, upstream, caps)) => {
             if login::reply(&mut client, ok_seq, &ok).await.is_ok() {
                 counters.connected(started.elapsed());
+                span.set("s2iam.db_proxy.outcome", "relayed");
                 relay::relay(&shared, client, *upstream, caps).await;
             }
         }
-        Err((seq, f)) => fail(&shared, &mut client, seq, f).await,
+        Err((seq, f)) => {
+            span.set("s2iam.db_proxy.outcome", f.reason.label());
+            span.fail(&f.message);
+            fail(&shared, &mut client, seq, f).await
+        }
     }
     counters.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The session's span: off with tracing off or for a caller `allowed_uids` refuses.
+fn session_span(shared: &Shared, peer: &Peer, connection_id: u32) -> Span {
+    if !peer.allowed {
+        return Span::off();
+    }
+    let mut span = shared
+        .tracer
+        .span("s2iam.db_proxy.session", SpanKind::Server);
+    span.set("s2iam.proxy", shared.config.name.as_str());
+    span.set(
+        "s2iam.workspace_group_id",
+        shared.config.workspace_group_id.as_str(),
+    );
+    span.set("db.system", "mysql");
+    // The id the client's handshake carries (and `KILL` takes): the session's
+    // key in the client's own logs.
+    span.set("s2iam.db_proxy.connection_id", connection_id);
+    if let Some(uid) = peer.uid {
+        span.set("s2iam.peer.uid", uid);
+    }
+    span
 }
 
 type Upstream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -63,6 +107,7 @@ async fn connect(
     client: &mut Box<dyn ClientIo>,
     peer: &Peer,
     started: Instant,
+    id: &SessionId<'_>,
 ) -> Result<(u8, Vec<u8>, Upstream, CapabilityFlags), (u8, Failure)> {
     let config = &shared.config;
     if !peer.allowed {
@@ -88,7 +133,7 @@ async fn connect(
     };
     // The client's side first, from the proxy's own greeting: nothing is opened
     // upstream for a client that never answers it.
-    let (reply_seq, login) = client_login(shared, client, started).await?;
+    let (reply_seq, login) = client_login(shared, client, started, id.id()).await?;
     let token = tokio::time::timeout_at(deadline.into(), shared.tokens.jwt())
         .await
         .map_err(|_| {
@@ -156,6 +201,7 @@ async fn connect(
     .map_err(|f| (reply_seq, f))?;
     match outcome {
         Outcome::Ok(ok, upstream) => {
+            id.logged_in(greeting.connection_id());
             let caps = login::upstream_capabilities(login.capabilities(), greeting.capabilities());
             Ok((login.seq.wrapping_add(1), ok, upstream, caps))
         }
@@ -179,6 +225,7 @@ async fn client_login(
     shared: &Shared,
     client: &mut Box<dyn ClientIo>,
     started: Instant,
+    connection_id: u32,
 ) -> Result<(u8, ClientLogin), (u8, Failure)> {
     let config = &shared.config;
     let offer = shared
@@ -186,7 +233,7 @@ async fn client_login(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let hello = offer.for_client().map_err(|f| (0, f))?;
+    let hello = offer.for_client(connection_id).map_err(|f| (0, f))?;
     let from_client = async {
         packet::write(client, 0, &hello).await?;
         packet::read(client, CLIENT_HANDSHAKE_LIMIT).await

@@ -50,6 +50,9 @@ pub enum StandaloneError {
     /// A flag is not valid.
     #[error("{0}")]
     Usage(String),
+    /// An `OTEL_*` variable is not valid.
+    #[error(transparent)]
+    Otel(#[from] crate::otel::OtelError),
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains.
@@ -65,19 +68,31 @@ pub async fn run(
         .map(|p| p.parse())
         .transpose()
         .map_err(|e: crate::provider::UnknownProvider| StandaloneError::Usage(e.to_string()))?;
+    // Traces as the sidecar makes them, configured by the `OTEL_*` variables only
+    // (this command has no config file); off without them.
+    let otel = crate::otel::OtelSettings::resolve(
+        &provider_config.env,
+        &crate::otel::settings::FileOtel::default(),
+    )?;
+    let tracer = crate::otel::Tracer::start(
+        otel.as_ref(),
+        crate::http::client(&provider_config.env.proxy_settings()),
+        provider_config.clock.clone(),
+    );
     let client = Arc::new(Client::new(JwtOptions {
         server_url: args.server_url.clone(),
         allow_http: args.allow_http,
         provider,
         timeout: args.timeout,
         provider_config: Some(provider_config),
+        tracer: tracer.clone(),
         ..JwtOptions::default()
     })?);
     let fetch: Fetcher<TokenRequest, Token, crate::client::Error> = Arc::new(move |req| {
         let client = client.clone();
         Box::pin(async move { client.token(&req).await })
     });
-    let cache = Cache::new(CachePolicy::default(), fetch);
+    let cache = Cache::new(CachePolicy::default(), fetch).with_tracer(tracer.clone());
     let request = token_request(&config, DEFAULT_ROLE_SESSION_NAME, DEFAULT_GCP_AUDIENCE);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut refresher_stop = stopped.clone();
@@ -96,6 +111,7 @@ pub async fn run(
         config,
         TokenSource::new(cache.clone(), request.clone(), |t: &Token| t.jwt().clone()),
         &metrics,
+        tracer.clone(),
         stopped,
     )
     .await?;
@@ -123,5 +139,6 @@ pub async fn run(
     proxy.wait().await;
     warm.abort();
     refresher.abort();
+    tracer.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -9,8 +9,10 @@
 //!
 //! 200 → `{"jwt": "...", "expires_at"?: RFC 3339, "audience"?}` (an empty `jwt` is an
 //! error). 401 = verification failed, 404 = no matching principal, 429/5xx =
-//! retried with exponential backoff and jitter (honouring `Retry-After`) within the
-//! caller's deadline; other 4xx are final. Response bodies are capped at 1 MiB.
+//! retried with exponential backoff and jitter (honouring `Retry-After`, plus up to half
+//! of it again) within the caller's deadline — except that a caller holding a valid
+//! token (inside [`crate::http::caller_retries`]: the cache's refresh) gets one
+//! attempt for a failure without `Retry-After`; other 4xx are final. Response bodies are capped at 1 MiB.
 //! The returned JWT can be checked against the server's JWKS
 //! (`/auth/oidc/op/Customer/.well-known/jwks.json`).
 
@@ -355,7 +357,24 @@ impl ExchangeClient {
                 }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { error, after } => {
-                    let wait = after.unwrap_or_else(|| self.config.retry.backoff(attempt));
+                    // A caller holding a still-valid token (the cache's refresh)
+                    // retries on its own schedule, spread over `retry_max`: a
+                    // failure the server gave no time for (5xx, no answer) ends
+                    // the call. Why, measured with `examples/fleet_sim.rs`
+                    // (100,000 sidecars, 10-minute outage): retried in the call
+                    // 0.2-1.4 s later, every refresh was four requests to a
+                    // service that was down, and the refreshes in flight when
+                    // it came back landed their retries in its first second
+                    // (300 requests against a capacity of 167: the peak).
+                    if after.is_none() && crate::http::caller_retries_set() {
+                        return Err(error);
+                    }
+                    // A server-named wait is obeyed, with jitter on top (see
+                    // `after_retry_after`).
+                    let wait = after.map_or_else(
+                        || self.config.retry.backoff(attempt),
+                        crate::http::after_retry_after,
+                    );
                     let left = deadline.saturating_duration_since(mono_now());
                     let policy = &self.config.retry;
                     if attempt >= policy.max_attempts

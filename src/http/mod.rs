@@ -13,4 +13,7 @@ pub mod retry;
 pub use client::{client, forwarding_client, ForwardingTimeouts, ProxySettings, NEVER_PROXIED};
 pub use error::{error_chain, TransportError};
 pub use fetch::{display_url, fetch, parse_retry_after, snippet, Reply, MAX_BODY_BYTES};
-pub use retry::{retry, retry_answers, GaveUp, RetryPolicy, Step};
+pub use retry::{
+    after_retry_after, caller_retries, caller_retries_set, retry, retry_answers, GaveUp,
+    RetryPolicy, Step,
+};

@@ -41,6 +41,38 @@ impl RetryPolicy {
     }
 }
 
+/// How long to wait when a server asked for `after` (`Retry-After`): at least
+/// that, plus up to half of it again at random. Why: a throttling server hands
+/// every client it turns away in one second the same `Retry-After`; obeyed to
+/// the millisecond, they all come back within one second again, late in it
+/// (they were the ones past the quota), after that second's quota is gone, and
+/// are turned away again — an echo every `Retry-After` seconds
+/// (`examples/fleet_sim.rs`, 100,000 sidecars after an outage: 133, 73, 40, 24
+/// rejections two seconds apart, each one another request to the service).
+pub fn after_retry_after(after: Duration) -> Duration {
+    let half = after.checked_div(2).unwrap_or_default();
+    let ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    after.saturating_add(Duration::from_millis(rand::thread_rng().gen_range(0..=ms)))
+}
+
+tokio::task_local! {
+    static CALLER_RETRIES: ();
+}
+
+/// Runs `f` telling the retry loops in it that its caller retries on a
+/// schedule of its own (the cache refreshing a value that is still valid): an
+/// attempt that fails without the server naming a time to come back
+/// (`Retry-After`) is not repeated in the call. See
+/// `ExchangeClient::exchange` for why.
+pub async fn caller_retries<F: Future>(f: F) -> F::Output {
+    CALLER_RETRIES.scope((), f).await
+}
+
+/// Whether the running task is inside [`caller_retries`].
+pub fn caller_retries_set() -> bool {
+    CALLER_RETRIES.try_with(|_| ()).is_ok()
+}
+
 /// What one attempt came to.
 pub enum Step<T, E> {
     /// Succeeded with this value.
@@ -274,5 +306,25 @@ mod tests {
         .await;
         assert!(r.unwrap_err().contains("after 2 attempts"));
         assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_retry_after_is_obeyed_with_up_to_half_of_it_again() {
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| after_retry_after(Duration::from_secs(2)))
+            .collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(2) && *w <= Duration::from_secs(3)));
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(2500)));
+        assert!(waits.iter().any(|w| *w > Duration::from_millis(2500)));
+        assert_eq!(after_retry_after(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn caller_retries_is_seen_only_inside_its_scope() {
+        assert!(!caller_retries_set());
+        assert!(caller_retries(async { caller_retries_set() }).await);
+        assert!(!caller_retries_set());
     }
 }

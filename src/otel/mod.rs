@@ -1,13 +1,14 @@
 //! OpenTelemetry traces over OTLP/HTTP (JSON), off until configured.
 //!
 //! Spans: `s2iam.detect`, `s2iam.identity`, `s2iam.exchange` (from
-//! [`crate::client::Client`]) and `s2iam.cache.refresh` (from
-//! [`crate::cache::Cache`]). A span started while another runs in the same
-//! task is its child (the current span travels in a Tokio task-local,
+//! [`crate::client::Client`]), `s2iam.cache.refresh` (from
+//! [`crate::cache::Cache`]), `s2iam.api_proxy.request` (from the API proxies'
+//! `forward` module) and `s2iam.db_proxy.session` (from [`crate::dbproxy`]).
+//! A span started while another runs in the same task is its child (the current span travels in a Tokio task-local,
 //! [`Span::scope`]). [`Tracer::span_from_remote`] continues a caller's W3C
-//! `traceparent` and [`Span::traceparent`] gives the one to send on; the API
-//! and database proxies do not start spans yet.
-
+//! `traceparent` and [`Span::traceparent`] gives the one to send on (the API
+//! proxies put it in place of the caller's).
+//!
 //! Configured by the standard `OTEL_*` variables or the sidecar's `[otel]`
 //! section ([`settings`]); with neither, a [`Tracer`] is off: a span is a `None`
 //! and costs one branch.

@@ -357,6 +357,7 @@ impl Sidecar {
             &state.config.client.role_session_name,
             &state.config.client.gcp_audience,
             &state.metrics.database_proxy,
+            &state.tracer,
             &stopped,
         )
         .await?;

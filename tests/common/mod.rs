@@ -131,13 +131,9 @@ pub async fn mocks_with_expiry(expiry: Duration) -> TestServer {
 /// pointed at `server`.
 #[allow(clippy::disallowed_methods)] // the test process's own PATH
 pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
-        cmd.env(k, v);
-    }
-    cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
+    let mut cmd = s2iam_clouds(server);
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
         .env("S2IAM_ALLOW_HTTP", "1");
     cmd
 }
@@ -186,3 +182,126 @@ pub async fn wait_ready(socket: &Path) {
 }
 
 pub mod google;
+
+/// The real `s2iam` binary with an empty environment and every cloud endpoint
+/// pointed at `server`; no auth service, no `PATH` (tests add what they need).
+pub fn s2iam_clouds(server: &TestServer) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    cmd.env_clear();
+    for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `cmd` to completion off the async runtime.
+pub async fn run(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+/// Bytes (a process's stdout or stderr) as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sends `sig` (a name such as `TERM`) to `pid` with `kill`.
+pub fn signal(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits for `child` to exit, failing the test if it has not within `within`.
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback URL where nothing listens.
+pub fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The claims of a JWT, decoded without verifying it.
+pub fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The token of an `Authorization: Bearer` identity header.
+pub fn bearer(headers: &s2iam::IdentityHeaders) -> String {
+    let value = headers
+        .get("Authorization")
+        .expect("Authorization")
+        .expose();
+    value
+        .strip_prefix("Bearer ")
+        .expect("a Bearer token")
+        .to_string()
+}
+
+/// An auth service that answers every exchange with `body` (HTTP 200); its
+/// exchange URL template.
+pub async fn fixed_auth(body: String) -> String {
+    let app = axum::Router::new().route(
+        "/auth/iam/{t}",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/auth/iam/:jwtType")
+}
+
+/// A JWT-shaped string with `payload` as its claims and a signature that is not one.
+pub fn unsigned_jwt(payload: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(payload))
+}
+
+/// An API token for `headers` and `identity` from the mock auth service of
+/// `server`, which verifies them with the cloud.
+pub async fn exchange_api_token(
+    server: &TestServer,
+    headers: &s2iam::IdentityHeaders,
+    identity: &s2iam::CloudIdentity,
+) -> Result<s2iam::Token, s2iam::exchange::ExchangeError> {
+    use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
+    let url = ServerUrl::parse(&server.exchange_url_template(), true).unwrap();
+    let req = ExchangeRequest {
+        jwt_type: JwtType::Api,
+        workspace_group_id: None,
+        headers,
+        identity,
+    };
+    ExchangeClient::new(ExchangeConfig::default())
+        .exchange(&url, req, Duration::from_secs(10))
+        .await
+}

@@ -5,8 +5,11 @@
 //! `aws_sts_*` tests call the mock STS through `cloud::aws::sigv4::sign`, and need both
 //! to be implemented (they are being written on other branches).
 
+mod common;
+
 use std::time::Duration;
 
+use common::{client, send, Reply};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -37,14 +40,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
 }
 
 /// A Google ID token's claims for a GCE instance (`format=full`).
@@ -104,46 +99,6 @@ fn with(mut claims: Value, patch: Value) -> Value {
         }
     }
     claims
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn message(&self) -> String {
-        self.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn jwt(&self) -> String {
-        self.json()["jwt"].as_str().unwrap().to_string()
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let resp = req.send().await.expect("request completes");
-    Reply {
-        status: resp.status(),
-        headers: resp.headers().clone(),
-        text: resp.text().await.unwrap(),
-    }
 }
 
 /// `POST /auth/iam/{path_and_query}` with `headers` and an optional JSON body.
@@ -213,7 +168,7 @@ async fn gcp_database_with_query_issues_verified_jwt() {
     let server = start().await;
     let token = google_token(&server, &google_claims());
     let r = exchange_bearer(&server, "database?workspaceGroupID=wg-123", &token).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.headers["content-type"]
         .to_str()
         .unwrap()
@@ -268,7 +223,7 @@ async fn gcp_database_with_python_style_body_and_api() {
         "workspace_group_id": "wg-body",
     });
     let r = exchange(&server, "database", &[("Authorization", &auth)], Some(body)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let claims = verified_claims(&server, &r.jwt()).await;
     assert_eq!(claims["workspaceGroupID"], "wg-body");
     assert_eq!(
@@ -277,14 +232,14 @@ async fn gcp_database_with_python_style_body_and_api() {
     );
 
     let r = exchange_bearer(&server, "api", &token).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let claims = verified_claims(&server, &r.jwt()).await;
     assert_eq!(claims["jwtType"], "api");
     assert!(claims.get("workspaceGroupID").is_none());
 
     // Database without a workspace group is issued, as by the reference.
     let r = exchange_bearer(&server, "database", &token).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let (recs, _) = records(&server).await;
     assert_eq!(recs.len(), 3);
     assert_eq!(
@@ -324,7 +279,7 @@ async fn workspace_group_conflict_and_bad_type_are_400() {
         Some(json!({"workspace_group_id": "a"})),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
 #[tokio::test]
@@ -337,7 +292,7 @@ async fn gcp_audience_rules() {
     let r = exchange_bearer(&server, "api", &other).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.error(), "verification_failed");
-    assert!(r.message().contains("audience"), "{}", r.text);
+    assert!(r.message().contains("audience"), "{}", r.body);
 
     // allowed_audiences widens, required_audience narrows to exactly one.
     server
@@ -352,7 +307,7 @@ async fn gcp_audience_rules() {
         .update(|c| c.required_audience = Some("https://required.example".into()));
     let default_aud = google_token(&server, &google_claims());
     let r = exchange_bearer(&server, "api", &default_aud).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     let required = google_token(
         &server,
         &with(google_claims(), json!({"aud": "https://required.example"})),
@@ -373,7 +328,7 @@ async fn gcp_time_claims() {
     );
     let r = exchange_bearer(&server, "api", &expired).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("expired"), "{}", r.text);
+    assert!(r.message().contains("expired"), "{}", r.body);
 
     let future_iat = google_token(
         &server,
@@ -381,17 +336,17 @@ async fn gcp_time_claims() {
     );
     let r = exchange_bearer(&server, "api", &future_iat).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("future"), "{}", r.text);
+    assert!(r.message().contains("future"), "{}", r.body);
 
     let future_nbf = google_token(&server, &with(google_claims(), json!({"nbf": n + 3600})));
     let r = exchange_bearer(&server, "api", &future_nbf).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("not valid yet"), "{}", r.text);
+    assert!(r.message().contains("not valid yet"), "{}", r.body);
 
     let no_exp = google_token(&server, &with(google_claims(), json!({"exp": null})));
     let r = exchange_bearer(&server, "api", &no_exp).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("exp"), "{}", r.text);
+    assert!(r.message().contains("exp"), "{}", r.body);
 
     // Within the 60 s leeway.
     let just_expired = google_token(&server, &with(google_claims(), json!({"exp": n - 20})));
@@ -408,7 +363,7 @@ async fn gcp_wrong_key_tampered_payload_and_wrong_algorithm() {
     let wrong_key = azure_token(&server, &google_claims());
     let r = exchange_bearer(&server, "api", &wrong_key).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("signature"), "{}", r.text);
+    assert!(r.message().contains("signature"), "{}", r.body);
 
     // Valid token with its payload swapped for another identity's.
     let good = google_token(&server, &google_claims());
@@ -424,7 +379,7 @@ async fn gcp_wrong_key_tampered_payload_and_wrong_algorithm() {
     let tampered = format!("{}.{}.{}", parts[0], payload, parts[2]);
     let r = exchange_bearer(&server, "api", &tampered).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("signature"), "{}", r.text);
+    assert!(r.message().contains("signature"), "{}", r.body);
 
     // HS256 with the Google kid: algorithm confusion is refused.
     let mut header = Header::new(Algorithm::HS256);
@@ -433,7 +388,7 @@ async fn gcp_wrong_key_tampered_payload_and_wrong_algorithm() {
         jsonwebtoken::encode(&header, &google_claims(), &EncodingKey::from_secret(b"k")).unwrap();
     let r = exchange_bearer(&server, "api", &hs).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("RS256"), "{}", r.text);
+    assert!(r.message().contains("RS256"), "{}", r.body);
 
     // None of these left a token in an error message.
     let (recs, text) = records(&server).await;
@@ -455,7 +410,7 @@ async fn gcp_unverified_email_and_non_gce_tokens() {
         ),
     );
     let r = exchange_bearer(&server, "api", &unverified).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["identityFormat"], "gcp-sa-unique-id");
     let claims = verified_claims(&server, &r.jwt()).await;
     assert_eq!(claims["sub"], SA_ID);
@@ -520,7 +475,7 @@ async fn gcp_identity_format_preference() {
             None,
         )
         .await;
-        assert_eq!(r.status, StatusCode::OK, "{pref}: {}", r.text);
+        assert_eq!(r.status, StatusCode::OK, "{pref}: {}", r.body);
         assert_eq!(r.json()["identityFormat"], format, "{pref}");
         let claims = verified_claims(&server, &r.jwt()).await;
         assert_eq!(claims["sub"], sub, "{pref}");
@@ -544,7 +499,7 @@ async fn azure_managed_identity_happy_path_and_formats() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["identityFormat"], "azure-object-id");
     let claims = verified_claims(&server, &r.jwt()).await;
     assert_eq!(claims["sub"], OID);
@@ -569,7 +524,7 @@ async fn azure_managed_identity_happy_path_and_formats() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["identityFormat"], "azure-resource-id");
     assert_eq!(verified_claims(&server, &r.jwt()).await["sub"], UAMI);
 
@@ -585,7 +540,7 @@ async fn azure_managed_identity_happy_path_and_formats() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["identityFormat"], "azure-object-id");
     let claims = verified_claims(&server, &r.jwt()).await;
     assert_eq!(claims["sub"], OID);
@@ -636,7 +591,7 @@ async fn azure_tenant_audience_issuer_and_time() {
     );
     let r = exchange_bearer(&server, "api", &foreign).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("tenant"), "{}", r.text);
+    assert!(r.message().contains("tenant"), "{}", r.body);
     // "common" accepts every tenant.
     server.auth().update(|c| c.azure_tenant = "common".into());
     assert_eq!(
@@ -665,7 +620,7 @@ async fn azure_tenant_audience_issuer_and_time() {
     );
     let r = exchange_bearer(&server, "api", &wrong_aud).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("audience"), "{}", r.text);
+    assert!(r.message().contains("audience"), "{}", r.body);
     // An allowed audience is accepted too, as by the reference.
     let aud_allowed = azure_token(&server, &with(azure_claims(VM), json!({"aud": AUD})));
     assert_eq!(
@@ -683,20 +638,20 @@ async fn azure_tenant_audience_issuer_and_time() {
     );
     let r = exchange_bearer(&server, "api", &expired).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("expired"), "{}", r.text);
+    assert!(r.message().contains("expired"), "{}", r.body);
     let not_yet = azure_token(
         &server,
         &with(azure_claims(VM), json!({"nbf": n + 600, "exp": n + 4000})),
     );
     let r = exchange_bearer(&server, "api", &not_yet).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("not valid yet"), "{}", r.text);
+    assert!(r.message().contains("not valid yet"), "{}", r.body);
 
     // Azure issuer, Google key.
     let wrong_key = google_token(&server, &azure_claims(VM));
     let r = exchange_bearer(&server, "api", &wrong_key).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("signature"), "{}", r.text);
+    assert!(r.message().contains("signature"), "{}", r.body);
 }
 
 // ---------------------------------------------------------------- routing and rejections
@@ -707,7 +662,7 @@ async fn missing_and_malformed_credentials_are_401() {
     let r = exchange(&server, "database?workspaceGroupID=x", &[], None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.error(), "verification_failed");
-    assert!(r.message().contains("no identity headers"), "{}", r.text);
+    assert!(r.message().contains("no identity headers"), "{}", r.body);
 
     let unrouted = format!(
         "{}.e30.sig",
@@ -746,7 +701,7 @@ async fn missing_and_malformed_credentials_are_401() {
         format!("Bearer {}", "x".repeat(8000)),
     ] {
         let r = exchange(&server, "api", &[("Authorization", &auth)], None).await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:.40}: {}", r.text);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth:.40}: {}", r.body);
         assert_eq!(r.error(), "verification_failed");
     }
 
@@ -762,7 +717,7 @@ async fn missing_and_malformed_credentials_are_401() {
     assert!(
         r.message().contains("X-AWS-Secret-Access-Key"),
         "{}",
-        r.text
+        r.body
     );
 
     // Every attempt was recorded.
@@ -786,7 +741,7 @@ async fn cloud_provider_header_must_agree() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("X-Cloud-Provider"), "{}", r.text);
+    assert!(r.message().contains("X-Cloud-Provider"), "{}", r.body);
     let r = exchange(
         &server,
         "api",
@@ -794,7 +749,7 @@ async fn cloud_provider_header_must_agree() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let azure = format!("Bearer {}", azure_token(&server, &azure_claims(VM)));
     let r = exchange(
@@ -817,7 +772,7 @@ async fn cloud_provider_header_must_agree() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.message().contains("X-Cloud-Provider"), "{}", r.text);
+    assert!(r.message().contains("X-Cloud-Provider"), "{}", r.body);
 }
 
 #[tokio::test]
@@ -844,7 +799,7 @@ async fn non_ascii_headers_are_400() {
                 .headers(headers),
         )
         .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {}", r.text);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {}", r.body);
         assert_eq!(r.error(), "invalid_request");
     }
     // The log shows the raw bytes lossily, never fails.
@@ -865,7 +820,7 @@ async fn unknown_type_path_method_and_bodies() {
     let r = exchange(&server, "admin", &[("Authorization", &auth)], None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.error(), "not_found");
-    assert!(r.message().contains("database or api"), "{}", r.text);
+    assert!(r.message().contains("database or api"), "{}", r.body);
 
     for path in [
         "/auth/iam/",
@@ -904,7 +859,7 @@ async fn unknown_type_path_method_and_bodies() {
                 .body(body.clone()),
         )
         .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}: {}", r.text);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}: {}", r.body);
         assert_eq!(r.error(), "invalid_request");
     }
     // A JSON object under another content type is read, whitespace is no body.
@@ -916,7 +871,7 @@ async fn unknown_type_path_method_and_bodies() {
             .body("{}"),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = send(
         client()
             .post(&url)
@@ -924,7 +879,7 @@ async fn unknown_type_path_method_and_bodies() {
             .body("  \n"),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 * 1024));
     let r = send(
@@ -1039,7 +994,7 @@ async fn toggles_switched_over_http() {
             .json(&json!({"return_error": true, "error_code": 429, "error_message": "slow down"})),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["error_code"], 429);
     assert!(server.auth().config().return_error);
     let r = exchange_bearer(&server, "api", &token).await;
@@ -1164,9 +1119,9 @@ async fn public_key_jwks_and_health() {
     let r = send(client().get(format!("{}/info/public-key", server.auth_url()))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "text/plain");
-    assert!(r.text.starts_with("-----BEGIN RSA PUBLIC KEY-----\n"));
-    assert!(r.text.trim_end().ends_with("-----END RSA PUBLIC KEY-----"));
-    let pem_key = DecodingKey::from_rsa_pem(r.text.as_bytes()).expect("a PKCS#1 PEM");
+    assert!(r.body.starts_with("-----BEGIN RSA PUBLIC KEY-----\n"));
+    assert!(r.body.trim_end().ends_with("-----END RSA PUBLIC KEY-----"));
+    let pem_key = DecodingKey::from_rsa_pem(r.body.as_bytes()).expect("a PKCS#1 PEM");
 
     // The PEM and the JWKS are the same key: both verify an issued JWT.
     let token = google_token(&server, &google_claims());
@@ -1279,7 +1234,7 @@ async fn aws_sts_user_key_and_assumed_role_session() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.json()["identityFormat"],
         "aws-arn",
@@ -1319,7 +1274,7 @@ async fn aws_sts_user_key_and_assumed_role_session() {
         let h = headers(pref);
         let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = exchange(&server, "api", &h, None).await;
-        assert_eq!(r.status, StatusCode::OK, "{pref}: {}", r.text);
+        assert_eq!(r.status, StatusCode::OK, "{pref}: {}", r.body);
         assert_eq!(r.json()["identityFormat"], format, "{pref}");
         let claims = verified_claims(&server, &r.jwt()).await;
         assert_eq!(claims["sub"], sub, "{pref}");
@@ -1351,9 +1306,9 @@ async fn aws_sts_bad_credentials_are_401_and_sts_outage_is_502() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
-    assert!(r.message().contains("SignatureDoesNotMatch"), "{}", r.text);
-    assert!(!r.text.contains(&wrong_secret));
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.message().contains("SignatureDoesNotMatch"), "{}", r.body);
+    assert!(!r.body.contains(&wrong_secret));
 
     let r = exchange(
         &server,
@@ -1365,8 +1320,8 @@ async fn aws_sts_bad_credentials_are_401_and_sts_outage_is_502() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
-    assert!(r.message().contains("InvalidClientTokenId"), "{}", r.text);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.message().contains("InvalidClientTokenId"), "{}", r.body);
 
     server
         .cloud_faults()
@@ -1381,6 +1336,6 @@ async fn aws_sts_bad_credentials_are_401_and_sts_outage_is_502() {
         None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
     assert_eq!(r.error(), "upstream_error");
 }

@@ -1,8 +1,11 @@
 //! The mock AWS side end to end over loopback HTTP: IMDS (v1 and v2), the ECS and
 //! EKS Pod Identity credential endpoints, and STS with real SigV4 signatures.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{client, start};
 use reqwest::{Client, StatusCode};
 use s2iam_testserver::cloud::aws::sigv4::{self, SigningCredentials};
 use s2iam_testserver::util::now_unix;
@@ -11,20 +14,6 @@ use serde_json::Value;
 
 const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
-
-async fn start(cloud: CloudConfig) -> TestServer {
-    TestServer::start(TestServerConfig::new(cloud))
-        .await
-        .expect("test server starts")
-}
-
-fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 // ---------- IMDS helpers ----------
 

@@ -85,11 +85,53 @@ public class Drivers {
                 if (r.getInt(1) != 2) throw new AssertionError("second");
             }
         });
+        check("Connector/J through the proxy: Statement.cancel() of SELECT SLEEP(30) (KILL QUERY by the handshake's id)",
+                Drivers::cancel);
         check("HikariCP + Connector/J through the proxy", () -> {
             try (HikariDataSource ds = new HikariDataSource(hikari(2))) {
                 basic(ds.getConnection());
             }
         });
+    }
+
+    // Statement.cancel() from another thread: Connector/J opens a second connection and
+    // sends KILL QUERY with the connection id from the handshake, which through the proxy is
+    // the proxy's own id for the session (the proxy greets before it opens anything
+    // upstream); the proxy sends the KILL on with the server's id. (setQueryTimeout does not
+    // KILL on MariaDB 10.1.2+: Connector/J wraps the query in SET STATEMENT
+    // max_statement_time instead.)
+    static void cancel() throws Exception {
+        try (Connection c = DriverManager.getConnection(PROXY_URL, USER, "");
+                Statement s = c.createStatement()) {
+            java.util.concurrent.atomic.AtomicReference<Throwable> failed =
+                    new java.util.concurrent.atomic.AtomicReference<>();
+            Thread canceller = new Thread(() -> {
+                try {
+                    Thread.sleep(500);
+                    s.cancel();
+                } catch (Throwable e) {
+                    failed.set(e);
+                }
+            });
+            long started = System.nanoTime();
+            canceller.start();
+            boolean interrupted;
+            try {
+                ResultSet r = s.executeQuery("SELECT SLEEP(30)");
+                r.next();
+                interrupted = r.getInt(1) == 1; // MariaDB: an interrupted SLEEP returns 1
+            } catch (java.sql.SQLException e) {
+                if (e.getErrorCode() != 1317) throw e; // 1317: query execution was interrupted
+                interrupted = true;
+            }
+            long ms = (System.nanoTime() - started) / 1_000_000;
+            canceller.join();
+            if (failed.get() != null) throw new AssertionError("cancel() failed: " + failed.get());
+            if (!interrupted || ms > 20_000) throw new AssertionError("SLEEP(30) not cancelled (" + ms + " ms)");
+            ResultSet r = s.executeQuery("SELECT 1");
+            r.next();
+            if (r.getInt(1) != 1) throw new AssertionError("the connection after cancel()");
+        }
     }
 
     static HikariConfig hikari(int size) {

@@ -76,12 +76,46 @@ async function changeUser() {
   }
 }
 
+// A query `timeout` and a cancel by threadId. mysql2's `timeout` only fails the query on the
+// client (3.x sends no KILL: the connection stays busy until the server ends the query), so
+// an application that wants the query stopped sends KILL QUERY with the connection's
+// threadId from a second connection. threadId is the handshake's id: through the proxy, the
+// proxy's own id for the session, which the proxy sends on with the server's. Without that,
+// SELECT SLEEP(30) would hold the connection for 30 s.
+async function queryTimeoutAndKill() {
+  const c = await mysql.createConnection(proxy());
+  try {
+    const threadId = c.threadId ?? c.connection.threadId;
+    if (!(threadId >= 1e9)) throw new Error(`threadId ${threadId}: not the proxy's`);
+    const started = now();
+    try {
+      await c.query({ sql: 'SELECT SLEEP(30) AS s', timeout: 1000 });
+      throw new Error('SELECT SLEEP(30) with timeout: 1000 did not time out');
+    } catch (e) {
+      if (e.code !== 'PROTOCOL_SEQUENCE_TIMEOUT') throw e;
+    }
+    const killer = await mysql.createConnection(proxy());
+    try {
+      await killer.query(`KILL QUERY ${threadId}`);
+    } finally {
+      await killer.end();
+    }
+    const [[r]] = await c.query('SELECT 1 AS one');
+    const took = now() - started;
+    if (r.one !== 1 || took > 15) throw new Error(`the connection answered after ${took.toFixed(1)} s`);
+  } finally {
+    c.destroy();
+  }
+}
+
 async function quick() {
   await check('mysql2 through the proxy: user, 20000 rows, execute() (binary protocol)', () => basic(proxy()));
   await check('mysql2 straight to MariaDB with the JWT over verified TLS', () => basic(direct()));
   await check('mysql2 through the proxy: multipleStatements, two result sets', multi);
   await check('mysql2 through the proxy: changeUser() answered, password not forwarded', changeUser);
   await check('mysql2 through the proxy: compress: true', () => basic(proxy({ compress: true })));
+  await check("mysql2 through the proxy: query timeout, then KILL QUERY by the handshake's threadId from a second connection",
+    queryTimeoutAndKill);
 }
 
 async function pool(seconds) {

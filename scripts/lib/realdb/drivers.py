@@ -108,6 +108,62 @@ def change_user(conn):
     conn.close()
 
 
+def sleep_in_thread(conn, seconds):
+    """Runs SELECT SLEEP(seconds) on conn in a thread: (thread, result dict)."""
+    result = {}
+
+    def run():
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT SLEEP({seconds})")
+                result["value"] = cur.fetchone()[0]
+        except Exception as e:  # noqa: BLE001 - checked by the caller
+            result["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+def kill_by_thread_id():
+    """thread_id() is the greeting's connection id: through the proxy, the proxy's own id
+    for the session (the proxy greets before it opens anything upstream). KILL QUERY with it
+    from a second connection interrupts the query, and the session goes on; kill() (KILL
+    CONNECTION) with another connection's thread_id() ends that connection."""
+    sleeper = pymysql_proxy()
+    tid = sleeper.thread_id()
+    assert tid >= 1_000_000_000, tid
+    started = time.monotonic()
+    t, result = sleep_in_thread(sleeper, 30)
+    time.sleep(0.5)
+    killer = pymysql_proxy()
+    with killer.cursor() as cur:
+        cur.execute(f"KILL QUERY {tid}")
+    t.join(20)
+    took = time.monotonic() - started
+    assert not t.is_alive() and took < 20, f"SLEEP(30) not interrupted after {took:.1f}s"
+    if "error" in result:  # 1317: query execution was interrupted
+        assert result["error"].args[0] == 1317, result["error"]
+    else:  # MariaDB: an interrupted SLEEP returns 1
+        assert result["value"] == 1, result
+    with sleeper.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
+    sleeper.close()
+
+    victim = pymysql_proxy()
+    killer.kill(victim.thread_id())
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            victim.ping(reconnect=False)
+        except pymysql.err.Error:
+            break
+        assert time.monotonic() < deadline, "the killed connection still answers"
+        time.sleep(0.1)
+    killer.close()
+
+
 def quick():
     check("PyMySQL through the proxy (ssl_disabled=True): user, 20000 rows, parameters",
           lambda: basic(pymysql_proxy()))
@@ -118,6 +174,8 @@ def quick():
           lambda: local_infile(pymysql_proxy(local_infile=True)))
     check("PyMySQL through the proxy: COM_CHANGE_USER answered, password not forwarded",
           lambda: change_user(pymysql_proxy()))
+    check("PyMySQL through the proxy: KILL QUERY and kill() by thread_id(), the greeting's id, "
+          "from a second connection", kill_by_thread_id)
 
     import singlestoredb
     check("singlestoredb through the proxy",

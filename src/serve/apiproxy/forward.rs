@@ -9,6 +9,15 @@
 //! own server already answered `100 Continue`). Everything else, both ways, passes
 //! unchanged; redirects are returned to the client, never followed.
 //!
+//! Traces: with tracing on ([`crate::otel`]), each request from an allowed caller is
+//! an `s2iam.api_proxy.request` server span continuing the caller's W3C
+//! `traceparent` (a token fetched in line is its child), and the upstream gets this
+//! span's `traceparent` in place of the caller's, so the upstream's spans hang under
+//! the proxy's; `tracestate` passes unchanged. With tracing off, the caller's
+//! `traceparent` passes unchanged like any other header. A refused caller starts no
+//! span: it cannot put trace ids of its choosing into the exporter. The span ends
+//! when the upstream's answer head is relayed (the body streams on after it).
+//!
 //! The proxy's own answers are JSON `{"error", "message"}`: 403 `forbidden` (a
 //! caller outside `listen.allowed_uids`, on either transport, or a non-loopback
 //! `Host` on TCP),
@@ -31,7 +40,11 @@ use crate::cache::CacheError;
 use crate::client::TokenRequest;
 use crate::config::api_proxy::ApiProxyConfig;
 use crate::env::Env;
+use crate::otel::{Span, SpanKind};
 use crate::serve::{describe, AppState};
+
+/// The W3C trace context header (<https://www.w3.org/TR/trace-context/>).
+const TRACEPARENT: &str = "traceparent";
 
 /// Who is calling, as the listener established it.
 #[derive(Debug, Clone, Copy)]
@@ -76,8 +89,13 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let resp = self.forward(req, caller).await;
+        let mut span = self.span(&req, caller, &path);
+        let resp = span.scope(self.forward(req, caller, &span)).await;
         let status = resp.status().as_u16();
+        span.set("http.response.status_code", status);
+        if resp.status().is_server_error() {
+            span.fail(resp.status().canonical_reason().unwrap_or("server error"));
+        }
         self.state
             .metrics
             .api_proxy
@@ -87,7 +105,29 @@ impl Proxy {
         resp
     }
 
-    async fn forward(&self, req: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
+    /// The request's span (off for a refused caller or with tracing off): the
+    /// proxy's name, the method and the path (escaped and cut; never the query).
+    fn span(&self, req: &Request<Incoming>, caller: Caller, path: &str) -> Span {
+        if matches!(caller, Caller::Refused) {
+            return Span::off();
+        }
+        let remote = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+        let mut span =
+            self.state
+                .tracer
+                .span_from_remote("s2iam.api_proxy.request", SpanKind::Server, remote);
+        span.set("s2iam.proxy", &*self.name);
+        span.set("http.request.method", req.method().as_str());
+        span.set("url.path", crate::logging::field(path));
+        span
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        caller: Caller,
+        span: &Span,
+    ) -> Response<ProxyBody> {
         match caller {
             Caller::Refused => {
                 return error(
@@ -154,6 +194,12 @@ impl Proxy {
         };
         bearer.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, bearer);
+        if let Some(ours) = span
+            .traceparent()
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            headers.insert(TRACEPARENT, ours);
+        }
         let mut upstream = self.http.request(parts.method, &url).headers(headers);
         if !(body.is_end_stream() && body.size_hint().exact() == Some(0)) {
             let counted = Counted::new(

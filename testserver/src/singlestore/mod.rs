@@ -7,7 +7,9 @@
 //! - Login only with `mysql_clear_password` over TLS, and only with a JWT signed by
 //!   the mock auth service's key, unexpired, of type `database`, for the configured
 //!   workspace group; user `*` becomes the JWT's user (`username`, else `sub`).
-//! - Answers `SELECT 1`, `SELECT CURRENT_USER()`, `SELECT @@variable, ...`,
+//! - Answers `SELECT 1`, `SELECT CURRENT_USER()`, `SELECT CONNECTION_ID()`,
+//!   `KILL [QUERY | CONNECTION] n` (recorded, see [`MockSingleStore::kills`]),
+//!   `SELECT @@variable, ...`,
 //!   `SET ...`, `COM_PING`, `COM_RESET_CONNECTION`, `COM_CHANGE_USER` (a new
 //!   JWT login on the open connection, recorded like the first), and `SELECT * FROM s2iam_rows [LIMIT n]` (a large result
 //!   set for throughput); everything else gets an error packet.
@@ -110,6 +112,8 @@ pub(crate) struct Shared {
     tls: tls::MockTls,
     key: Arc<SigningKey>,
     logins: Mutex<Vec<LoginRecord>>,
+    /// The thread ids named by the `KILL` statements received.
+    kills: Mutex<Vec<u32>>,
     next_id: AtomicU32,
 }
 
@@ -163,6 +167,7 @@ impl MockSingleStore {
             tls,
             key,
             logins: Mutex::new(Vec::new()),
+            kills: Mutex::new(Vec::new()),
             next_id: AtomicU32::new(1),
         });
         let (stop, stopped) = watch::channel(false);
@@ -195,6 +200,17 @@ impl MockSingleStore {
     pub fn logins(&self) -> Vec<LoginRecord> {
         self.shared
             .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The thread ids named by every `KILL [QUERY | CONNECTION] n` so far
+    /// (recorded and answered, not carried out: OK for the id of a session
+    /// that logged in, else `1094 Unknown thread id`).
+    pub fn kills(&self) -> Vec<u32> {
+        self.shared
+            .kills
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

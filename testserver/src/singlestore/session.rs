@@ -38,6 +38,7 @@ const ER_UNKNOWN_COM: u16 = 1047;
 const ER_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 const ER_SYNTAX: u16 = 1064;
 const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+const ER_NO_SUCH_THREAD: u16 = 1094;
 
 /// The capabilities the mock offers.
 pub fn server_capabilities() -> CapabilityFlags {
@@ -81,6 +82,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
 
 /// A logged-in session.
 struct Session {
+    /// The connection id from the greeting (`SELECT CONNECTION_ID()`).
+    id: u32,
     user: String,
     capabilities: CapabilityFlags,
 }
@@ -172,7 +175,14 @@ async fn login(
         Ok(user) => {
             let ok = packet::ok(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT);
             packet::write(&mut io, seq, &ok).await?;
-            Ok(Some((io, Session { user, capabilities })))
+            Ok(Some((
+                io,
+                Session {
+                    id,
+                    user,
+                    capabilities,
+                },
+            )))
         }
         Err(reason) => {
             packet::write(&mut io, seq, &access_denied(&user, peer, &reason)).await?;
@@ -258,7 +268,7 @@ async fn commands(
                     stream_rows(&mut io, session, rows, shared.config.large_row_bytes).await?;
                     continue;
                 }
-                query_reply(session, &query)
+                query_reply(shared, session, &query)
             }
             other => framed(packet::err(
                 ER_UNKNOWN_COM,
@@ -343,7 +353,7 @@ fn ok_packet() -> Vec<u8> {
 }
 
 /// The reply to a text query: a result set, OK, or an error.
-fn query_reply(session: &Session, query: &str) -> Vec<u8> {
+fn query_reply(shared: &Shared, session: &Session, query: &str) -> Vec<u8> {
     let q = normalize(query);
     let status = StatusFlags::SERVER_STATUS_AUTOCOMMIT;
     let single = |name: &str, column_type: ColumnType, value: Option<&[u8]>| {
@@ -362,6 +372,37 @@ fn query_reply(session: &Session, query: &str) -> Vec<u8> {
             ColumnType::MYSQL_TYPE_VAR_STRING,
             Some(who.as_bytes()),
         );
+    }
+    if q == "select connection_id()" {
+        let id = session.id.to_string();
+        return single(
+            "CONNECTION_ID()",
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            Some(id.as_bytes()),
+        );
+    }
+    if let Some(target) = kill_query(query) {
+        // Recorded, not carried out (the mock runs nothing long enough to
+        // interrupt): what a test checks is which id arrived.
+        shared
+            .kills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(target);
+        let live = shared
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.connection_id == target && l.user.is_some());
+        if live {
+            return ok_packet();
+        }
+        return framed(packet::err(
+            ER_NO_SUCH_THREAD,
+            b"HY000",
+            &format!("Unknown thread id: {target}"),
+        ));
     }
     if q.starts_with("set ") || q.starts_with("use ") || q == "commit" || q == "rollback" {
         return ok_packet();
@@ -419,6 +460,22 @@ fn normalize(query: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_ascii_lowercase()
+}
+
+/// `KILL [QUERY | CONNECTION] n`, `/* comments */` anywhere: `Some(n)`.
+fn kill_query(query: &str) -> Option<u32> {
+    let mut text = query.to_string();
+    while let Some(start) = text.find("/*") {
+        let end = text[start..].find("*/")?;
+        text.replace_range(start..start.saturating_add(end).saturating_add(2), " ");
+    }
+    let q = normalize(&text);
+    let rest = q.strip_prefix("kill ")?;
+    let rest = rest
+        .strip_prefix("query ")
+        .or_else(|| rest.strip_prefix("connection "))
+        .unwrap_or(rest);
+    rest.trim().parse().ok()
 }
 
 /// `SELECT * FROM s2iam_rows [LIMIT n]`: `Some(limit)`.
@@ -532,6 +589,11 @@ mod tests {
             Some(Some(5))
         );
         assert_eq!(rows_query("select * from other"), None);
+        assert_eq!(kill_query("KILL QUERY 12;"), Some(12));
+        assert_eq!(kill_query("/* c */ kill\n connection /**/ 12 ;"), Some(12));
+        assert_eq!(kill_query("kill connection 3"), Some(3));
+        assert_eq!(kill_query("kill 4"), Some(4));
+        assert_eq!(kill_query("kill user x"), None);
         let vars = variables_query(&normalize(
             "SELECT @@max_allowed_packet, @@session.wait_timeout AS wt",
         ))

@@ -16,9 +16,11 @@ pub async fn start(cloud: CloudConfig) -> TestServer {
         .expect("test server starts")
 }
 
+/// A client that never goes through a proxy, with a hang bound.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
 }
@@ -33,6 +35,27 @@ pub struct Reply {
 impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// The `error` field of a JSON answer ("" when absent).
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The `message` field of a JSON answer ("" when absent).
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The `jwt` of an exchange's answer.
+    pub fn jwt(&self) -> String {
+        self.json()["jwt"].as_str().unwrap().to_string()
     }
 
     pub fn header(&self, name: &str) -> &str {

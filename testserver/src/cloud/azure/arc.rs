@@ -30,13 +30,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{
-    access_token_claims, imds::IMDS_SELECTORS, json_response, oauth_error, parse_selector,
-    select_identity, sign, ttl, AzureIdentity, MockCloud, Subject,
+    imds::IMDS_SELECTORS, imds_token_answer, oauth_error, parse_selector, select_identity,
+    AzureIdentity, MockCloud, Subject,
 };
-use crate::util::{now_unix, query_param, random_hex};
+use crate::util::{query_param, random_hex};
 
 /// The token path, under the `/arc` prefix.
 pub(super) const PATH: &str = "/arc/metadata/identity/oauth2/token";
@@ -209,30 +208,9 @@ pub(super) async fn token(
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
-    let (now, ttl) = (now_unix(), ttl(&cloud));
     let mut subject = Subject::managed(az, &identity);
     subject.az_rid = Some(machine_resource_id(az));
-    let claims = access_token_claims(&subject, &resource, now, ttl);
-    let Ok(token) = sign(&cloud, &claims) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unknown",
-            "signing failed",
-        );
-    };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "access_token": token,
-            "client_id": identity.client_id,
-            "expires_in": ttl.to_string(),
-            "expires_on": now.saturating_add(ttl).to_string(),
-            "ext_expires_in": ttl.to_string(),
-            "not_before": now.to_string(),
-            "resource": resource,
-            "token_type": "Bearer",
-        }),
-    )
+    imds_token_answer(&cloud, &subject, &identity.client_id, &resource)
 }
 
 /// The Arc machine's ARM id (`Microsoft.HybridCompute/machines`).

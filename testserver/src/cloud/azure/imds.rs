@@ -27,10 +27,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{
-    access_token_claims, json_response, oauth_error, parse_selector, select_identity, sign, ttl,
-    vm_resource_id, AzureIdentity, MockCloud, SelectorKind, Subject,
+    imds_token_answer, json_response, oauth_error, parse_selector, select_identity, vm_resource_id,
+    AzureIdentity, MockCloud, SelectorKind, Subject,
 };
-use crate::util::{now_unix, query_param};
+use crate::util::query_param;
 
 /// Versions IMDS lists in its api-version errors.
 const NEWEST_VERSIONS: [&str; 3] = ["2023-07-01", "2021-12-13", "2021-11-15"];
@@ -240,27 +240,11 @@ fn imds_token(cloud: &MockCloud, az: &AzureIdentity, query: Option<&str>) -> Res
         Ok(i) => i,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
-    let (now, ttl) = (now_unix(), ttl(cloud));
-    let claims = access_token_claims(&Subject::managed(az, &identity), &resource, now, ttl);
-    let Ok(token) = sign(cloud, &claims) else {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unknown",
-            "signing failed",
-        );
-    };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "access_token": token,
-            "client_id": identity.client_id,
-            "expires_in": ttl.to_string(),
-            "expires_on": now.saturating_add(ttl).to_string(),
-            "ext_expires_in": ttl.to_string(),
-            "not_before": now.to_string(),
-            "resource": resource,
-            "token_type": "Bearer",
-        }),
+    imds_token_answer(
+        cloud,
+        &Subject::managed(az, &identity),
+        &identity.client_id,
+        &resource,
     )
 }
 

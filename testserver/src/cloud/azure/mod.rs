@@ -69,6 +69,38 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
+/// The IMDS answer (as the Arc agent gives it too): an access token for `subject`
+/// and `resource`, with `client_id`, the lifetimes as strings, and the token type.
+fn imds_token_answer(
+    cloud: &MockCloud,
+    subject: &Subject,
+    client_id: &str,
+    resource: &str,
+) -> Response {
+    let (now, ttl) = (now_unix(), ttl(cloud));
+    let claims = access_token_claims(subject, resource, now, ttl);
+    let Ok(token) = sign(cloud, &claims) else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unknown",
+            "signing failed",
+        );
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": token,
+            "client_id": client_id,
+            "expires_in": ttl.to_string(),
+            "expires_on": now.saturating_add(ttl).to_string(),
+            "ext_expires_in": ttl.to_string(),
+            "not_before": now.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+        }),
+    )
+}
+
 /// The IMDS access token for `identity` and `resource`; `None` when Azure is off
 /// or signing fails.
 pub fn mint_managed_identity_token(

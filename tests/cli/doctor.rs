@@ -4,17 +4,15 @@
 //! proxy that would capture metadata traffic, no cloud at all, a sidecar config
 //! with a stale sink; the JSON schema and the exit codes.
 
-mod common;
-#[path = "common/tls_front.rs"]
-mod tls_front;
-
+use crate::common;
+use crate::tls_front;
 use std::io::Read;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{mocks, s2iam_cmd};
+use crate::common::{mocks, s2iam_cmd};
 use s2iam_testserver::{AwsIdentity, CloudConfig, FaultRule, TestServer};
 use serde_json::Value;
 

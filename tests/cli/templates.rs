@@ -1,15 +1,13 @@
 //! Templates, after-render actions, `serve --once` and `serve --check` through the
 //! real binary against the mock cloud and auth service.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, mocks_with_expiry, s2iam_cmd as s2iam, temp_dir, uds_get, Proc};
+use crate::common::{eventually, mocks_with_expiry, s2iam_cmd as s2iam, temp_dir, uds_get, Proc};
 
 /// The owner and group a test can give files: others when root, else its own.
 fn owner_group() -> (u32, u32) {

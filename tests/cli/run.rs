@@ -4,13 +4,13 @@
 // Tests and benches own their environment and clock (rule 4 is for the library).
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{eventually, mocks_with_expiry, s2iam_cmd as s2iam, temp_dir, uds_get, Proc};
+use crate::common::{
+    eventually, mocks_with_expiry, s2iam_cmd as s2iam, signal, temp_dir, uds_get, wait_exit, Proc,
+};
 use s2iam_testserver::TestServer;
 
 /// Verifies the JWT's RS256 signature with the mock auth service's key.
@@ -22,25 +22,6 @@ fn verified_claims(server: &TestServer, jwt: &str) -> serde_json::Value {
         .key()
         .verify::<serde_json::Value>(jwt, &validation)
         .expect("a JWT signed by the auth service")
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

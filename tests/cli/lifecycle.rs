@@ -4,27 +4,18 @@
 //! token that survives restarts (an init `serve --once` then the sidecar: one
 //! exchange; a restarted sidecar serves its adopted token with zero exchanges).
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, exchanges, s2iam_cmd, temp_dir, uds_get, uds_request};
+use crate::common::{
+    eventually, exchanges, s2iam_cmd, signal, temp_dir, uds_get, uds_request, wait_exit, Proc,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use s2iam_testserver::{CloudConfig, SingleStoreConfig, TestServer, TestServerConfig};
 
 const WG: &str = "wg-life";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn mocks() -> TestServer {
     let config = TestServerConfig::new(CloudConfig::gcp()).with_singlestore(SingleStoreConfig {
@@ -77,25 +68,6 @@ fn serve(server: &TestServer, config: &Path, flags: &[&str]) -> Proc {
     )
 }
 
-fn kill(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no exit within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn ready(socket: &Path) {
     assert!(
         eventually(Duration::from_secs(20), async || socket.exists()).await,
@@ -135,7 +107,7 @@ async fn sigterm_keeps_proxies_accepting_for_the_min_delay_and_exits_by_the_max(
     assert_eq!(uds_get(&socket, "/startupz").await.0, 200);
     let mut open = Conn::new(via_proxy(port)).await.unwrap();
     let signalled = Instant::now();
-    kill(&child.0, "TERM");
+    signal(child.0.id(), "TERM");
     // At once: not ready any more (the Service stops sending), still alive.
     assert!(
         eventually(Duration::from_secs(2), async || uds_get(&socket, "/readyz")
@@ -199,7 +171,7 @@ async fn sigterm_keeps_proxies_accepting_for_the_min_delay_and_exits_by_the_max(
     // --exit-zero-on-sigterm, no delays: 0.
     let mut child = serve(&server, &cfg, &["--exit-zero-on-sigterm"]);
     ready(&socket).await;
-    kill(&child.0, "TERM");
+    signal(child.0.id(), "TERM");
     assert_eq!(
         wait_exit(&mut child.0, Duration::from_secs(15))
             .await
@@ -361,7 +333,7 @@ async fn a_token_in_the_sink_survives_restarts_with_zero_exchanges() {
             1,
             "round {round}: init container + sidecar (+ restart) = one exchange"
         );
-        kill(&child.0, "TERM");
+        signal(child.0.id(), "TERM");
         assert_eq!(
             wait_exit(&mut child.0, Duration::from_secs(15))
                 .await

@@ -1,12 +1,10 @@
 //! `s2iam probe` (the Kubernetes exec probe), the real binary against a sidecar
 //! started in-process with the mock cloud and auth service.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, mocks, provider_config, temp_dir};
+use crate::common::{eventually, mocks, provider_config, temp_dir};
 use s2iam::config::{ServeConfig, ServeOverrides, WarmToken};
 use s2iam::env::Env;
 use s2iam::exchange::JwtType;
