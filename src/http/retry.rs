@@ -59,11 +59,12 @@ tokio::task_local! {
     static CALLER_RETRIES: ();
 }
 
-/// Runs `f` telling the retry loops in it that its caller retries on a
-/// schedule of its own (the cache refreshing a value that is still valid): an
-/// attempt that fails without the server naming a time to come back
-/// (`Retry-After`) is not repeated in the call. See
-/// `ExchangeClient::exchange` for why.
+/// Runs `f` telling the code in it that its caller retries on a schedule of
+/// its own (the cache refreshing a value that is still valid). Only the
+/// exchange reads it (`ExchangeClient::exchange`, which says why): an attempt
+/// that fails without the server naming a time to come back (`Retry-After`)
+/// is not repeated in the call. [`retry`] and [`retry_answers`] (metadata
+/// services, STS) do not look at it.
 pub async fn caller_retries<F: Future>(f: F) -> F::Output {
     CALLER_RETRIES.scope((), f).await
 }

@@ -265,13 +265,7 @@ impl Metrics {
                 &self.connections_refused,
             ),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        write_counters(&mut out, &counters);
         let _ = writeln!(
             out,
             "# HELP s2iam_connections_open Open connections per listener.\n# TYPE s2iam_connections_open gauge\ns2iam_connections_open{{listener=\"unix\"}} {}\ns2iam_connections_open{{listener=\"tcp\"}} {}",
@@ -319,13 +313,7 @@ impl Metrics {
                 &aws_cache.fetch_failures,
             ),
         ];
-        for (name, help, value) in aws_counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        write_counters(&mut out, &aws_counters);
         let _ = writeln!(
             out,
             "# HELP s2iam_ready 1 when identity works and every configured token is warm."
@@ -360,6 +348,17 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// `# HELP`, `# TYPE … counter` and the value of each (name, help, counter).
+fn write_counters(out: &mut String, counters: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod dev;
 mod doctor;
 mod identity;
 mod lifecycle;
+mod numeric_ranges;
 mod probe;
 mod proxy;
 mod run;
@@ -79,4 +80,11 @@ pub async fn stdout_of(server: &TestServer, args: &[&str]) -> String {
     let out = run(cmd).await;
     assert!(out.status.success(), "s2iam {args:?}: {}", stderr(&out));
     stdout(&out)
+}
+
+/// Runs `cmd`, which must succeed (its stderr in the failure).
+pub async fn run_ok(cmd: Command) -> Output {
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
 }

@@ -3,7 +3,7 @@
 //! and hostile auth answers.
 
 use crate::common::{fixed_auth, mocks, sub_of, unsigned_jwt};
-use crate::{run, s2iam, stderr, stdout, text, with_server};
+use crate::{run, run_ok, s2iam, stderr, stdout, text, with_server};
 use s2iam_testserver::{CloudConfig, FaultRule};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,7 @@ async fn database_token_is_printed_alone_on_stdout() {
     let mut cmd = s2iam(&server);
     cmd.args(["--workspace-group-id", "wg-cli"]);
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(cmd).await;
     let text = stdout(&out);
     let jwt = text.trim_end_matches('\n');
     assert_eq!(text.lines().count(), 1);
@@ -46,8 +45,7 @@ async fn env_output_for_eval_and_status_on_failure() {
         "STATUS",
     ]);
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(cmd).await;
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -79,8 +77,7 @@ async fn json_output_has_token_expiry_provider_and_identity() {
     let mut cmd = s2iam(&server);
     cmd.args(["--jwt-type", "api", "--json"]);
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(cmd).await;
     let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(doc["provider"], "azure");
     assert_eq!(doc["jwt_type"], "api");
@@ -105,8 +102,7 @@ async fn aws_with_assume_role_gets_the_roles_identity() {
         "--print-sub",
     ]);
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_ok(cmd).await;
     assert_eq!(
         stderr(&out).trim(),
         role,
@@ -128,8 +124,7 @@ async fn server_url_from_the_environment() {
     let mut cmd = s2iam(&server);
     cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template());
     cmd.args(["--jwt-type", "api", "--allow-http"]);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(cmd).await;
     assert_eq!(server.auth().records().len(), 1);
     server.shutdown().await;
 }
@@ -142,8 +137,7 @@ async fn the_cli_honours_s2iam_allow_http() {
     cmd.env("S2IAM_JWT_SERVER_URL", server.exchange_url_template())
         .env("S2IAM_ALLOW_HTTP", "1")
         .args(["--jwt-type", "api"]);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_ok(cmd).await;
     assert!(text(&out.stdout).starts_with("ey"));
     server.shutdown().await;
 }
@@ -162,8 +156,7 @@ async fn json_names_the_token_as_the_sidecar_does() {
         "--server-url",
         &server.exchange_url_template(),
     ]);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_ok(cmd).await;
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["token"].as_str().unwrap().starts_with("ey"));
     assert_eq!(doc["token"], doc["jwt"]);
@@ -217,8 +210,7 @@ async fn validate_checks_the_token_against_the_jwks() {
     let mut cmd = s2iam(&server);
     cmd.args(["--jwt-type", "api", "--validate"]);
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(cmd).await;
     assert_eq!(
         server
             .auth_requests()
@@ -241,8 +233,7 @@ async fn a_loopback_auth_server_is_reached_without_the_proxy() {
         .env("HTTPS_PROXY", format!("http://{dead}"))
         .env("ALL_PROXY", format!("http://{dead}"));
     with_server(&mut cmd, &server);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(cmd).await;
     server.shutdown().await;
 }
 

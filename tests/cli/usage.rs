@@ -2,7 +2,7 @@
 //! command lines refused before any request.
 
 use crate::common::mocks;
-use crate::{run, s2iam, stderr, stdout, text};
+use crate::{run, run_ok, s2iam, stderr, stdout, text};
 use s2iam_testserver::CloudConfig;
 use std::process::Command;
 
@@ -17,8 +17,7 @@ async fn go_style_single_dash_flags_work() {
         &server.exchange_url_template(),
         "-allow-http",
     ]);
-    let out = run(cmd).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_ok(cmd).await;
     server.shutdown().await;
 }
 

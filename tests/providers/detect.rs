@@ -1,11 +1,9 @@
 //! Detection across all providers at once: first positive wins, the deadline is
 //! respected, and a failure explains itself per provider.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{mock_env, mocks};
+use crate::common::{mock_env, mocks};
 use s2iam::env::{Env, Fs};
 use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
 use s2iam::provider::{CloudProvider, ProbeError, ProviderConfig};

@@ -7,11 +7,10 @@
 //! own HTTP client, and the IPv6 metadata address is only tried inside the isolated
 //! network namespace that binds it to loopback.
 
-mod common;
-
+use crate::common;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use common::s2iam_cmd;
+use crate::common::s2iam_cmd;
 use s2iam::env::{Env, Fs};
 use s2iam::provider::aws::AwsProvider;
 use s2iam::provider::IdentityRequest;

@@ -3,9 +3,7 @@
 //! default and custom audiences, impersonation allowed and denied, no service
 //! account, retries, and the headers verified end to end by the mock auth service.
 
-mod common;
-
-use common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
+use crate::common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
 
 use std::time::{Duration, Instant};
 

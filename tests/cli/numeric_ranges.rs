@@ -6,14 +6,13 @@
 //! `[[database_proxy]] max_connections = 2305843009213693952` passed `--check`
 //! and then panicked in tokio's semaphore.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mocks, temp_dir};
+use crate::common::{mocks, temp_dir};
 use s2iam_testserver::{CloudConfig, TestServer};
 use tokio::process::Command;
 

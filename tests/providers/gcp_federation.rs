@@ -9,13 +9,12 @@
 // Tests and benches own their environment and clock (rule 4 is for the library).
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::claims;
-use common::google::{self, AWS4, JWT};
+use crate::common::claims;
+use crate::common::google::{self, AWS4, JWT};
 use s2iam::env::Fs;
 use s2iam::exchange::{ExchangeClient, ExchangeConfig, ExchangeRequest, JwtType, ServerUrl};
 use s2iam::provider::gcp::GcpProvider;

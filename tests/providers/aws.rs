@@ -2,9 +2,7 @@
 //! endpoints) on loopback: every credential source, assume-role, the probe, and the
 //! ways each of them fails.
 
-mod common;
-
-use common::{exchange_api_token, mocks as start, refused_url};
+use crate::common::{exchange_api_token, mocks as start, refused_url};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

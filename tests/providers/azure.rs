@@ -11,9 +11,7 @@
 // Tests and benches own their environment and clock (rule 4 is for the library).
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
-use common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
+use crate::common::{bearer, claims, exchange_api_token, mocks as start, refused_url};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -4,11 +4,9 @@
 //! answer, signs again and succeeds on the one retry, keeps the correction for
 //! later requests, and reports it in `/metrics`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, mocks, provider_config, temp_dir, uds_get};
+use crate::common::{eventually, mocks, provider_config, temp_dir, uds_get};
 use s2iam::config::{ServeConfig, ServeOverrides};
 use s2iam::env::Env;
 use s2iam::provider::aws::{AwsCredentials, StsClient};
