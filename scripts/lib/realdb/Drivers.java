@@ -297,9 +297,12 @@ public class Drivers {
             }
         });
         for (HikariDataSource ds : pools.values()) ds.close();
-        // Debian's jars have no version in their manifest: HikariCP's is in the jar's name.
-        String hikari = Path.of(HikariDataSource.class.getProtectionDomain().getCodeSource().getLocation().toURI())
-                .toRealPath().getFileName().toString().replaceAll("^HikariCP-?|\\.jar$", "");
+        // Debian's HikariCP jar has no Implementation-Version, only the OSGi Bundle-Version.
+        String hikari;
+        try (var jar = new java.util.jar.JarFile(Path.of(
+                HikariDataSource.class.getProtectionDomain().getCodeSource().getLocation().toURI()).toFile())) {
+            hikari = jar.getManifest().getMainAttributes().getValue("Bundle-Version");
+        }
         System.out.println("{\"driver\": \"HikariCP " + hikari
                 + " + Connector/J\", \"settings\": \"defaults\", \"setup_ms\": " + p50(hsetup, 1e3) + ", \"rtt_us\": "
                 + p50(hrtt, 1e6) + ", \"stream_s\": " + p50(hstream, 1) + "}");
