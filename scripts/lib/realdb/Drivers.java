@@ -267,8 +267,8 @@ public class Drivers {
         for (Connection c : conns.values()) for (int i = 0; i < 200; i++) drain(c, "SELECT 1");
         var rtt = interleaved(nRtt, side -> drain(conns.get(side), "SELECT 1"));
         var streamed = interleaved(nStream, side -> drain(conns.get(side), stream));
+        String version = conns.get("proxy").getMetaData().getDriverVersion();
         for (Connection c : conns.values()) c.close();
-        String version = org.mariadb.jdbc.Driver.class.getPackage().getImplementationVersion();
         System.out.println("{\"driver\": \"Connector/J " + version + "\", \"settings\": \"defaults (no useSsl)\", \"setup_ms\": "
                 + p50(setup, 1e3) + ", \"rtt_us\": " + p50(rtt, 1e6) + ", \"stream_s\": " + p50(streamed, 1) + "}");
         // HikariCP: setup is a new pool's first connection; round trip and streaming are a
@@ -297,7 +297,13 @@ public class Drivers {
             }
         });
         for (HikariDataSource ds : pools.values()) ds.close();
-        System.out.println("{\"driver\": \"HikariCP " + HikariDataSource.class.getPackage().getImplementationVersion()
+        // Debian's HikariCP jar has no Implementation-Version, only the OSGi Bundle-Version.
+        String hikari;
+        try (var jar = new java.util.jar.JarFile(Path.of(
+                HikariDataSource.class.getProtectionDomain().getCodeSource().getLocation().toURI()).toFile())) {
+            hikari = jar.getManifest().getMainAttributes().getValue("Bundle-Version");
+        }
+        System.out.println("{\"driver\": \"HikariCP " + hikari
                 + " + Connector/J\", \"settings\": \"defaults\", \"setup_ms\": " + p50(hsetup, 1e3) + ", \"rtt_us\": "
                 + p50(hrtt, 1e6) + ", \"stream_s\": " + p50(hstream, 1) + "}");
     }
