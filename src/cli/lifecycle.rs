@@ -50,9 +50,19 @@ pub fn stop_signal() -> impl std::future::Future<Output = Stop> {
     let mut interrupt = signal(SignalKind::interrupt()).ok();
     async move {
         tokio::select! {
-            () = super::recv_or_pending(terminate.as_mut()) => Stop::Terminate,
-            () = super::recv_or_pending(interrupt.as_mut()) => Stop::Interrupt,
+            () = recv_or_pending(terminate.as_mut()) => Stop::Terminate,
+            () = recv_or_pending(interrupt.as_mut()) => Stop::Interrupt,
         }
+    }
+}
+
+/// One signal's next delivery; never, if its handler could not be installed.
+async fn recv_or_pending(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -135,15 +135,6 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-async fn recv_or_pending(signal: Option<&mut tokio::signal::unix::Signal>) {
-    match signal {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending::<()>().await,
-    }
-}
-
 /// Runs the parsed command line on a two-thread runtime: the exit code, with the
 /// error (if any) printed to stderr as `Error: ...`.
 pub fn main(cli: Cli) -> ExitCode {
