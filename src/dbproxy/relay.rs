@@ -282,7 +282,7 @@ fn kill_rewrite<CW, UW>(state: &State<'_, CW, UW>, packet: &[u8]) -> Option<Vec<
     let seq = *packet.get(3)?;
     let payload = packet.get(HEADER..)?;
     let shared = state.shared;
-    let (instead, why) = match kill::rewrite(payload, &shared.ids, state.query_attributes) {
+    let instead = match kill::rewrite(payload, &shared.ids, state.query_attributes) {
         kill::Rewrite::Keep => return None,
         kill::Rewrite::Translate {
             proxy_id,
@@ -290,14 +290,14 @@ fn kill_rewrite<CW, UW>(state: &State<'_, CW, UW>, packet: &[u8]) -> Option<Vec<
             payload,
         } => {
             tracing::debug!(proxy = %shared.config.name, proxy_id, thread, "KILL of a proxy connection id sent with the server's thread id");
-            (payload, None)
+            payload
         }
-        kill::Rewrite::Refuse { id, why, payload } => (payload, Some((id, why))),
+        kill::Rewrite::Refuse { id, why, payload } => {
+            // A client can send these at will: at a bounded rate (the id is a number).
+            crate::refusal!(shared.log, proxy = %shared.config.name, id = ?id, why, "database proxy: KILL sent as KILL of thread 0");
+            payload
+        }
     };
-    if let Some((id, why)) = why {
-        // A client can send these at will: at a bounded rate (the id is a number).
-        crate::refusal!(shared.log, proxy = %shared.config.name, id = ?id, why, "database proxy: KILL sent as KILL of thread 0");
-    }
     Some(frame(seq, None, &instead))
 }
 

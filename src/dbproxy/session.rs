@@ -8,9 +8,10 @@
 //! Traces: with tracing on, a session of an allowed caller is an
 //! `s2iam.db_proxy.session` server span from accept to close (a token fetched in
 //! line for its login is its child), naming the proxy, the workspace group, the
-//! caller's uid, the connection id the client was given, and the outcome (`relayed` or the failure's metric label), and
-//! a failure's message (escaped and cut, as the log has it; never a credential);
-//! a caller `allowed_uids` refuses starts none.
+//! caller's uid, the connection id the client was given, the outcome (`relayed`
+//! or the failure's metric label) and a failure's message (escaped and cut, as
+//! the log has it; never a credential); a caller `allowed_uids` refuses starts
+//! none.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
