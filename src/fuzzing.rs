@@ -1,8 +1,8 @@
-//! Entry points for the `fuzz/` crate (built only with the `fuzzing` feature):
-//! one function per family of parsers that read untrusted bytes — the config
-//! file, local API queries, durations, cloud metadata answers, STS XML, the auth
-//! service's answer, JWT claims, container credentials, session-policy rules and
-//! the database proxy's MySQL packets.
+//! Entry points for the `fuzz/` crate (built only with the `fuzzing` feature,
+//! through `s2iam_sidecar::fuzzing`, which adds the sidecar's parsers): one
+//! function per family of the library's parsers that read untrusted bytes —
+//! durations, cloud metadata answers, STS XML, the auth service's answer, JWT
+//! claims, container credentials and session-policy rules.
 //!
 //! Each function feeds its input to every parser of the family and ignores the
 //! result: a fuzz target fails only on a panic, a hang or an out-of-memory, and a
@@ -15,8 +15,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ServeConfig, ServeOverrides};
-use crate::env::Env;
 use crate::provider::aws::chain::{container, imds as instance_role, profile};
 use crate::provider::aws::sts;
 use crate::util::{parse_duration, MAX_DURATION};
@@ -26,16 +24,7 @@ fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
 
-/// A sidecar config file (TOML), validated as `serve --check` does.
-pub fn config_toml(data: &[u8]) {
-    let _ = ServeConfig::from_toml(
-        &text(data),
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    );
-}
-
-/// A duration as `--timeout`, the config file and `?expires=` take it. Whatever is
+/// A duration as `--timeout` and the config file take it (the sidecar adds `?expires=`). Whatever is
 /// accepted is within [`MAX_DURATION`].
 pub fn duration(data: &[u8]) {
     let input = text(data);
@@ -46,27 +35,18 @@ pub fn duration(data: &[u8]) {
             "{input:?} overflows the clock"
         );
     }
-    let _ = crate::serve::aws::parse_expires(&input);
     let _ = crate::util::parse_rfc3339(&input);
     let _ = crate::provider::aws::keys::parse_time(&input);
     let _ = crate::http::fetch::parse_retry_after(&input, SystemTime::now());
 }
 
-/// The query string of a local API request (`/v1/token/*`, `/v1/s3/presign`).
-pub fn local_api_query(data: &[u8]) {
-    let query = text(data);
-    let _ = crate::serve::api::parse_query(Some(&query), crate::serve::routes::TOKEN_PARAMS);
-    let _ = crate::serve::aws::presign_request(Some(&query));
-}
-
 /// Answers of the metadata services and cloud token endpoints (GCP, Azure, AWS
-/// IMDS role credentials), and the raw answer `s2iam probe` reads.
+/// IMDS role credentials), and the AWS shared config and `credential_process` output.
 pub fn metadata_response(data: &[u8]) {
     let body = text(data);
     crate::provider::gcp::fuzz_responses(&body);
     crate::provider::azure::fuzz_responses(&body);
     let _ = instance_role::parse("role", &body);
-    let _ = crate::sidecar_client::socket::parse_answer(data);
     let _ = profile::parse_ini(&body);
     let _ = profile::process::parse(data, std::time::SystemTime::UNIX_EPOCH);
 }
@@ -165,62 +145,5 @@ pub fn session_policy(data: &[u8]) {
     }
     for action in policy::S3Action::ALL {
         let _ = policy::allowed(&rules, action, bucket, key);
-    }
-}
-
-/// The database proxy's reading of MySQL packets, each from the same bytes:
-/// packet framing (and a write/read round trip of the bytes as a payload), the
-/// server's greeting, the client's handshake response and the login the proxy
-/// builds from it, the server's answers during the login (OK, ERR, auth
-/// switch, anything else), and a client's command read as a `KILL`.
-pub fn mysql_packets(data: &[u8]) {
-    use crate::dbproxy::{login, packet, session};
-    use mysql_common::constants::CapabilityFlags;
-
-    if let Some(Ok((_, payload))) = ready(packet::read(&mut &data[..], packet::HANDSHAKE_LIMIT)) {
-        assert!(payload.len() <= packet::HANDSHAKE_LIMIT);
-    }
-    let mut framed = Vec::new();
-    if let Some(Ok(next)) = ready(packet::write(&mut framed, 250, data)) {
-        let back = ready(packet::read(&mut framed.as_slice(), usize::MAX));
-        let Some(Ok((last, payload))) = back else {
-            panic!("a written packet does not read back: {back:?}");
-        };
-        assert_eq!(payload, data, "the payload changed in a round trip");
-        assert_eq!(last.wrapping_add(1), next, "sequence ids disagree");
-    }
-    let server_caps = match login::Greeting::from_packet(data.to_vec()) {
-        Ok(greeting) => {
-            let _ = greeting.for_client(1);
-            greeting.capabilities()
-        }
-        Err(_) => CapabilityFlags::all(),
-    };
-    if let Ok(client) = login::ClientLogin::parse(1, data.to_vec()) {
-        let _ = client.user();
-        let jwt = crate::Secret::new("eyJhbGciOiJub25lIn0.e30.");
-        let _ = client.upstream_response(server_caps, "u", &jwt);
-    }
-    let _ = login::login_reply(data);
-    let _ = session::server_message(data);
-    // A client's command as a possible KILL (the relay reads these from any client).
-    let ids = crate::dbproxy::kill::SessionIds::default();
-    let session = ids.open();
-    session.logged_in(7);
-    for query_attributes in [false, true] {
-        let _ = crate::dbproxy::kill::rewrite(data, &ids, query_attributes);
-    }
-    let _ = crate::dbproxy::kill::looks(data, false);
-    let _ = crate::dbproxy::kill::looks(data, true);
-}
-
-/// Polls `f` once: the readers and writers here are byte slices and vectors,
-/// which never wait, so one poll finishes (`None` if it did not).
-fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => Some(out),
-        std::task::Poll::Pending => None,
     }
 }

@@ -7,21 +7,21 @@
 //! |---|---|
 //! | every endpoint and its override | [`env::endpoints`] |
 //! | environment, files, clock, HTTP client (injected) | [`env`](mod@env), [`http`] |
-//! | AWS credentials vended to applications | [`aws_vending`], [`sidecar_client`] |
+//! | AWS credentials vended to applications | [`aws_vending`] |
 //! | which cloud (environment, then concurrent probes) | [`provider::detect`] |
 //! | identity headers on AWS, GCP, Azure | [`provider::aws`], [`provider::gcp`], [`provider::azure`] |
 //! | headers → JWT | [`exchange`] → [`token`] |
 //! | the whole flow, reusable | [`client`] |
 //! | keep tokens warm | [`cache`] |
 //! | traces (OpenTelemetry, OTLP/HTTP), off until configured | [`otel`] |
-//! | the sidecar | [`config`], [`serve`] |
-//! | connect without a token (database proxy) | [`dbproxy`] |
-//! | files rendered from tokens, after-render actions | [`render`] |
-//! | a command run with tokens in its environment | [`run`] |
 //! | why it does or does not work here (`s2iam doctor`) | [`doctor`] |
-//! | HTTP proxies to the Data and Management APIs | [`config::api_proxy`], [`serve::apiproxy`] |
 //!
-//! The module map, the import rules and how the tests reach every endpoint are in
+//! The sidecar (its config, the local API, the API and database proxies, templates,
+//! `run`, the sidecar's clients) is the `s2iam-sidecar` crate on top of this one, and
+//! the `s2iam` command the `s2iam-cli` crate on top of both. This crate needs no
+//! server, command line, config file or mocks: no axum, clap, toml.
+//!
+//! The crates, the module map, the import rules and how the tests reach every endpoint are in
 //! `docs/architecture.md` in the repository.
 //!
 //! A database JWT in three lines:
@@ -49,10 +49,6 @@
 pub mod aws_vending;
 pub mod cache;
 pub mod client;
-#[cfg(feature = "sidecar")]
-pub mod config;
-#[cfg(feature = "sidecar")]
-pub mod dbproxy;
 pub mod doctor;
 pub mod env;
 pub mod exchange;
@@ -60,22 +56,10 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-#[cfg(feature = "sidecar")]
-pub mod kube;
-#[cfg(feature = "sidecar")]
-pub mod listener;
 pub mod logging;
 pub mod otel;
 pub mod provider;
-#[cfg(feature = "sidecar")]
-pub mod render;
-#[cfg(feature = "sidecar")]
-pub mod run;
 pub mod secret;
-#[cfg(feature = "sidecar")]
-pub mod serve;
-#[cfg(feature = "sidecar")]
-pub mod sidecar_client;
 pub mod token;
 pub mod util;
 

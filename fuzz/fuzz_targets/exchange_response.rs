@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam::fuzzing::exchange_response(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam_sidecar::fuzzing::exchange_response(data));

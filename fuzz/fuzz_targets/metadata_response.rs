@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam::fuzzing::metadata_response(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam_sidecar::fuzzing::metadata_response(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam::fuzzing::mysql_packets(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam_sidecar::fuzzing::mysql_packets(data));

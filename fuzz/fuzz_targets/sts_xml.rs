@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam::fuzzing::sts_xml(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| s2iam_sidecar::fuzzing::sts_xml(data));

@@ -1,12 +1,8 @@
 //! Small shared helpers, importing nothing from the crate: times, durations,
-//! error snippets, atomic file writes, listener paths and binds, jsonwebtoken's
-//! cryptography on ring.
+//! error snippets, atomic file writes, jsonwebtoken's cryptography on ring.
 
 pub mod atomic_file;
-pub mod flags;
 pub(crate) mod jwt_crypto;
-pub mod tcp;
-pub mod unix_socket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,12 @@
 //! Shared test helpers: a mock cloud and auth service, ProviderConfigs pointed at
 //! them, and a tiny HTTP client for Unix sockets.
+//!
+//! The one copy for every package's integration tests: the sidecar's
+//! (`sidecar/tests`) and the binary's (`cli/tests`) include it with
+//! `#[path = ".../tests/common/mod.rs"] mod common;`, so a helper is written once
+//! whichever crate a test exercises (the library's own `tests/exchange.rs` needs
+//! none). A dev crate could not hand out the binary: `CARGO_BIN_EXE_s2iam` exists
+//! only in the test crates of the package that has the binary (`s2iam-cli`).
 
 #![allow(dead_code)]
 
@@ -141,11 +148,15 @@ pub fn s2iam_cmd(server: &TestServer) -> std::process::Command {
 /// A sidecar configuration for in-process tests: `toml` read with an empty
 /// environment, the Unix socket in `dir`, the auth service at `server` over
 /// plain HTTP. Tests add their own listeners and timings.
-pub fn sidecar_config(server: &TestServer, dir: &Path, toml: &str) -> s2iam::config::ServeConfig {
-    let mut c = s2iam::config::ServeConfig::from_toml(
+pub fn sidecar_config(
+    server: &TestServer,
+    dir: &Path,
+    toml: &str,
+) -> s2iam_sidecar::config::ServeConfig {
+    let mut c = s2iam_sidecar::config::ServeConfig::from_toml(
         toml,
         &Env::from_pairs::<&str, &str>([]),
-        &s2iam::config::ServeOverrides::default(),
+        &s2iam_sidecar::config::ServeOverrides::default(),
     )
     .expect("test config parses");
     c.listen.socket = Some(dir.join("s2iam.sock"));
@@ -157,9 +168,9 @@ pub fn sidecar_config(server: &TestServer, dir: &Path, toml: &str) -> s2iam::con
 /// The sidecar, in-process, on the mocks of `server`.
 pub async fn start_sidecar(
     server: &TestServer,
-    config: s2iam::config::ServeConfig,
-) -> s2iam::serve::Sidecar {
-    s2iam::serve::Sidecar::start(config, provider_config(server))
+    config: s2iam_sidecar::config::ServeConfig,
+) -> s2iam_sidecar::serve::Sidecar {
+    s2iam_sidecar::serve::Sidecar::start(config, provider_config(server))
         .await
         .expect("sidecar starts")
 }
@@ -186,12 +197,20 @@ pub mod google;
 /// The real `s2iam` binary with an empty environment and every cloud endpoint
 /// pointed at `server`; no auth service, no `PATH` (tests add what they need).
 pub fn s2iam_clouds(server: &TestServer) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_s2iam"));
+    let mut cmd = std::process::Command::new(s2iam_bin());
     cmd.env_clear();
     for (k, v) in s2iam::env::endpoints::mock_env(&server.cloud_url()) {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The `s2iam` binary cargo built for this test: only the `s2iam-cli` package's
+/// tests have it (`CARGO_BIN_EXE_s2iam`); a test elsewhere that asks for it fails
+/// saying where it belongs.
+pub fn s2iam_bin() -> &'static str {
+    option_env!("CARGO_BIN_EXE_s2iam")
+        .expect("only tests of the s2iam-cli package (cli/tests) run the s2iam binary")
 }
 
 /// Runs `cmd` to completion off the async runtime.
