@@ -209,8 +209,10 @@ pub fn s2iam_clouds(server: &TestServer) -> std::process::Command {
 /// tests have it (`CARGO_BIN_EXE_s2iam`); a test elsewhere that asks for it fails
 /// saying where it belongs.
 pub fn s2iam_bin() -> &'static str {
-    option_env!("CARGO_BIN_EXE_s2iam")
-        .expect("only tests of the s2iam-cli package (cli/tests) run the s2iam binary")
+    match option_env!("CARGO_BIN_EXE_s2iam") {
+        Some(path) => path,
+        None => panic!("only tests of the s2iam-cli package (cli/tests) run the s2iam binary"),
+    }
 }
 
 /// Runs `cmd` to completion off the async runtime.
