@@ -25,7 +25,7 @@
 //!   random point of the refresh period (after failures: not before
 //!   `retry_max`), so sidecars that fetched together (a node pool starting at
 //!   once, the end of an outage) refresh evenly spread from then on; see
-//!   `Cache::refresh_time` and `examples/fleet_sim.rs`.
+//!   `Cache::refresh_time` and `sidecar/examples/fleet_sim.rs`.
 //! - **Lazy mode** ([`RefreshMode::Lazy`], for CPU-throttled platforms): no
 //!   background refresher; a request that finds its value due refreshes it in
 //!   line (one fetch for all concurrent callers) and nothing runs between
@@ -770,7 +770,7 @@ where
     /// (±5 % jitter of a 40-minute period only spreads a burst over 4 minutes).
     /// A random phase spreads any burst evenly over a whole period at once:
     /// with N sidecars and period P the refresh rate is N / P from the first
-    /// period on (`examples/fleet_sim.rs`, scenario `mass-start`). The cost is
+    /// period on (`sidecar/examples/fleet_sim.rs`, scenario `mass-start`). The cost is
     /// one early refresh per start or recovery.
     ///
     /// After failures (`recovered`: a value held, refreshes failing) the point
@@ -813,7 +813,7 @@ where
     /// a uniformly random point of `retry_max`, the next ones `retry_max`
     /// (95–100 % of it) apart; never more than half of what the value has left
     /// (so the attempts crowd in before it expires instead of one landing
-    /// after). Why, measured with `examples/fleet_sim.rs` (10-minute outage):
+    /// after). Why, measured with `sidecar/examples/fleet_sim.rs` (10-minute outage):
     /// - not exponential from a second (Vault Agent's 1 s → 5 min): sidecars
     ///   fail at different moments of an outage and the recent ones retry most
     ///   often, so the service is hammered while down (6.5x the requests) and

@@ -145,7 +145,8 @@ async fn run(server: &s2iam_testserver::TestServer, rows: usize) {
         "stream": {"rows": rows, "bytes": bytes, "runs": streams,
                    "direct_mb_s": dm, "proxy_mb_s": pm, "ratio": stream_ratio},
     });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    // The workspace's target/ (this crate is cli/).
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("dbproxy.json"),

@@ -260,7 +260,8 @@ async fn run() {
         "rss_kib": {"idle": idle_rss, "after_load": loaded_rss, "peak": peak_rss, "anon_idle": idle_anon, "anon_after_load": loaded_anon},
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    // The workspace's target/ (this crate is cli/).
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("sidecar.json"),

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import Fail, Skip, check, main, need  # noqa: E402,F401
 ROOT = Path(__file__).resolve().parents[2]
 S2IAM = ROOT / "target" / "debug" / "s2iam"
-WORKLOADS = ROOT / "tests" / "data" / "kube" / "workloads.yaml"
+WORKLOADS = ROOT / "sidecar" / "tests" / "data" / "kube" / "workloads.yaml"
 WEBHOOK_DIR = ROOT / "deploy" / "kubernetes" / "webhook"
 OUT = ROOT / "target" / "inject-check"
 VENV = ROOT / "target" / "deploy-venv"

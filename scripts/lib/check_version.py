@@ -3,8 +3,8 @@
     python3 check_version.py BINARY BUILD_SCRIPT HEAD
 
 BINARY's `--version` is one line and `version --json` has exactly the build facts,
-with HEAD as the commit. BUILD_SCRIPT (s2iam's compiled build.rs) is then run as cargo
-runs it, on a copy of the crate's manifest outside any git work tree: the commit must be
+with HEAD as the commit. BUILD_SCRIPT (s2iam-cli's compiled build.rs) is then run as cargo
+runs it, on a copy of the crate's manifest (as `cli/` of a workspace) outside any git work tree: the commit must be
 "unknown", and with a `.cargo_vcs_info.json` (what `cargo package` writes into a crate
 tarball) the commit it names. Prints one line; exits non-zero with the reason.
 """
@@ -24,7 +24,7 @@ def build_env(script, crate_dir, target):
         CARGO_MANIFEST_DIR=crate_dir,
         TARGET=target,
         RUSTC="rustc",
-        CARGO_FEATURE_CLI="1",
+        CARGO_FEATURE_DEV="1",
         # git must not find the enclosing repository (the temporary directory's parents).
         GIT_CEILING_DIRECTORIES=os.path.dirname(crate_dir),
     )
@@ -47,16 +47,17 @@ def main():
     assert set(j) == {"version", "commit", "features", "target", "rustc"}, f"fields {sorted(j)}"
     assert f"s2iam {j['version']}\n" == line, f"version {j['version']} vs --version {line!r}"
     assert j["commit"] == head, f"commit {j['commit']} != HEAD {head} (a stale build?)"
-    assert "cli" in j["features"], f"features {j['features']}"
+    # s2iam-cli's own features (the production build has none of them).
+    assert set(j["features"]) <= {"dev", "aws-sdk", "aws-config"}, f"features {j['features']}"
     assert j["rustc"].startswith("rustc "), f"rustc {j['rustc']!r}"
 
     with tempfile.TemporaryDirectory() as tmp:
-        crate = os.path.join(tmp, "s2iam-" + j["version"])
-        os.mkdir(crate)
-        shutil.copy("Cargo.toml", crate)
+        crate = os.path.join(tmp, "s2iam-" + j["version"], "cli")
+        os.makedirs(crate)
+        shutil.copy("cli/Cargo.toml", crate)
         plain = build_env(script, crate, j["target"])
         assert plain.get("S2IAM_BUILD_COMMIT") == "unknown", f"without git: {plain}"
-        assert plain.get("S2IAM_BUILD_FEATURES") == "cli", f"features: {plain}"
+        assert plain.get("S2IAM_BUILD_FEATURES") == "dev", f"features: {plain}"
         sha = "0123456789abcdef0123456789abcdef01234567"
         with open(os.path.join(crate, ".cargo_vcs_info.json"), "w") as f:
             json.dump({"git": {"sha1": sha}, "path_in_vcs": ""}, f)

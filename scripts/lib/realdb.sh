@@ -19,7 +19,7 @@
 #   realdb_world DIR S2IAM TESTSERVER TOKEN_EXPIRY    → the whole test world: the mocks
 #       (cloud + auth service), MariaDB, and `s2iam serve` with the token API on a socket,
 #       a [[token]] sink file and two database proxies (one whose workspace group the
-#       server refuses); exports S2IAM_REALDB_* (see tests/real_database.rs), or sets
+#       server refuses); exports S2IAM_REALDB_* (see sidecar/tests/real_database.rs), or sets
 #       realdb_error and fails
 #
 # Needs root (the PAM service file goes in /etc/pam.d; the server runs with

@@ -4,7 +4,7 @@
 
 The crates are the ones BINARY carries in its `cargo auditable` list (read by
 audit_info.py), run-time ones only, with the dependency edges the list records, kept to
-those TREE.txt names: `cargo tree -p s2iam -e normal` for the features the binary reports
+those TREE.txt names: `cargo tree -p s2iam-cli -e normal` for the features the binary reports
 (`s2iam version --json`), which resolves features as the build did. The embedded list
 alone over-states: cargo auditable reads `cargo metadata`, which unifies features across
 the whole workspace, so the production binary's list names RustCrypto's rsa that only the

@@ -1,5 +1,5 @@
 //! `s2iam inject` and the admission webhook's mutation on every workload kind
-//! (tests/data/kube/workloads.yaml): what is added, idempotence, byte-identical
+//! (sidecar/tests/data/kube/workloads.yaml): what is added, idempotence, byte-identical
 //! pass-through, updates, the generated config, and AdmissionReviews (create and
 //! update, with and without the annotation, with s2iam already present) whose
 //! JSONPatch applied to the object equals `inject`'s output.

@@ -501,7 +501,7 @@ async fn a_short_tcp_token_file_is_refused() {
     server.shutdown().await;
 }
 
-/// A token already cached is answered before the router (src/serve/hot.rs): the
+/// A token already cached is answered before the router (sidecar/src/serve/hot.rs): the
 /// same status, headers and body as the router's first answer, counted the same,
 /// and never past a caller check (a cached token is refused to a wrong Host or
 /// bearer token, and the refusal is the router's).

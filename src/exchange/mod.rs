@@ -360,7 +360,7 @@ impl ExchangeClient {
                     // A caller holding a still-valid token (the cache's refresh)
                     // retries on its own schedule, spread over `retry_max`: a
                     // failure the server gave no time for (5xx, no answer) ends
-                    // the call. Why, measured with `examples/fleet_sim.rs`
+                    // the call. Why, measured with `sidecar/examples/fleet_sim.rs`
                     // (100,000 sidecars, 10-minute outage): retried in the call
                     // 0.2-1.4 s later, every refresh was four requests to a
                     // service that was down, and the refreshes in flight when
@@ -498,7 +498,7 @@ pub struct TransportRequest {
     pub attempt: u32,
 }
 
-/// Where exchange requests go instead of HTTP: `examples/fleet_sim.rs` puts
+/// Where exchange requests go instead of HTTP: `sidecar/examples/fleet_sim.rs` puts
 /// thousands of sidecars' real retry, cache and refresh code against one
 /// in-process auth service on Tokio's virtual clock, which sockets cannot run
 /// on. The answer is read exactly as an HTTP answer is.

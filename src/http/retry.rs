@@ -47,7 +47,7 @@ impl RetryPolicy {
 /// the millisecond, they all come back within one second again, late in it
 /// (they were the ones past the quota), after that second's quota is gone, and
 /// are turned away again — an echo every `Retry-After` seconds
-/// (`examples/fleet_sim.rs`, 100,000 sidecars after an outage: 133, 73, 40, 24
+/// (`sidecar/examples/fleet_sim.rs`, 100,000 sidecars after an outage: 133, 73, 40, 24
 /// rejections two seconds apart, each one another request to the service).
 pub fn after_retry_after(after: Duration) -> Duration {
     let half = after.checked_div(2).unwrap_or_default();

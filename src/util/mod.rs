@@ -36,7 +36,7 @@ pub fn from_unix(secs: u64) -> Option<SystemTime> {
 }
 
 /// The monotonic clock: `std::time::Instant::now()`, except under a Tokio
-/// runtime whose time is paused (tests, `examples/fleet_sim.rs`), where it is
+/// runtime whose time is paused (tests, `sidecar/examples/fleet_sim.rs`), where it is
 /// the runtime's virtual time, so expiry, refresh-ahead and backoff run on the
 /// same clock as `tokio::time::sleep`. Without Tokio's `test-util` feature (the
 /// release binary) this is `Instant::now()`; with it but never paused, one

@@ -714,7 +714,7 @@ async fn startup(state: Arc<AppState>) {
 /// doubling from 200 ms to 5 s while within `startup_timeout`, then up to 60 s.
 /// Each wait is drawn from [delay / 2, delay]: pods of a node pool started at
 /// once would otherwise probe their metadata servers in step (GKE's is not
-/// ready for the first seconds of a pod). `examples/fleet_sim.rs` runs it.
+/// ready for the first seconds of a pod). `sidecar/examples/fleet_sim.rs` runs it.
 pub fn startup_backoff(
     delay: Duration,
     elapsed: Duration,
