@@ -4,6 +4,10 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+/// The audit trail, in the same test binary (one link fewer).
+#[path = "serve/audit.rs"]
+mod audit;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The profile model: named credential profiles, where each one's credentials
 //! come from, and the `[aws]` settings around them (built by
-//! `crate::config::aws_profile` from the file).
+//! `s2iam_sidecar::config::aws_profile` from the file).
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! Spans: `s2iam.detect`, `s2iam.identity`, `s2iam.exchange` (from
 //! [`crate::client::Client`]), `s2iam.cache.refresh` (from
 //! [`crate::cache::Cache`]), `s2iam.api_proxy.request` (from the API proxies'
-//! `forward` module) and `s2iam.db_proxy.session` (from [`crate::dbproxy`]).
+//! `forward` module) and `s2iam.db_proxy.session` (from `s2iam_sidecar::dbproxy`).
 //! A span started while another runs in the same task is its child (the current span travels in a Tokio task-local,
 //! [`Span::scope`]). [`Tracer::span_from_remote`] continues a caller's W3C
 //! `traceparent` and [`Span::traceparent`] gives the one to send on (the API

@@ -2,12 +2,9 @@
 //! JSON line per token handed out, by the hot path and by the router alike,
 //! naming the caller's uid, the kind and a fingerprint — and never the token.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::time::Duration;
 
-use common::{mocks, sidecar_config, start_sidecar, temp_dir, uds_get, wait_ready};
+use crate::common::{mocks, sidecar_config, start_sidecar, temp_dir, uds_get, wait_ready};
 use s2iam_testserver::CloudConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
