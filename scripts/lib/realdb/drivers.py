@@ -216,6 +216,62 @@ def quick():
     check("SQLAlchemy (pymysql) straight to MariaDB, a fresh JWT per connection (do_connect)", sa_direct)
 
 
+def pool_lifetime(seconds):
+    """A SQLAlchemy pool (pool_pre_ping, no pool_recycle) through a proxy with
+    max_session_lifetime = 2s: the proxy closes idle pooled connections, the
+    pre-ping notices, the pool reconnects; zero failed queries."""
+    import random
+    import sqlalchemy
+    from sqlalchemy import event, text
+
+    port = int(os.environ["S2IAM_REALDB_LIFETIME_PROXY_PORT"])
+    engine = sqlalchemy.create_engine(
+        f"mysql+pymysql://{USER}@127.0.0.1:{port}/app",
+        pool_size=2, max_overflow=0, pool_pre_ping=True,
+        connect_args={"ssl_disabled": True})
+    physical = {"n": 0}
+
+    @event.listens_for(engine, "connect")
+    def on_connect(_dbapi, _record):
+        physical["n"] += 1
+
+    stop = time.monotonic() + seconds
+    counts = {"ok": 0, "failed": 0}
+    errors = []
+    lock = threading.Lock()
+
+    def worker(n):
+        rnd = random.Random(n)
+        while time.monotonic() < stop:
+            try:
+                with engine.connect() as c:
+                    got = c.execute(text("SELECT :n + 0"), {"n": n}).scalar()
+                    assert got == n, got
+                with lock:
+                    counts["ok"] += 1
+            except Exception as e:  # noqa: BLE001 - counted
+                with lock:
+                    counts["failed"] += 1
+                    errors.append(f"{type(e).__name__}: {e}")
+            time.sleep(rnd.uniform(0.0, 4.0))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    line = (f"SQLAlchemy pool (pool_pre_ping) through a proxy with max_session_lifetime=2s, "
+            f"{seconds}s: {counts['ok']} queries, {counts['failed']} failed, "
+            f"{physical['n']} physical connections")
+    # More connections than the pool holds: the proxy closed some, and the pool
+    # noticed before a query failed.
+    if counts["failed"] == 0 and counts["ok"] > 0 and physical["n"] > 2:
+        print("ok   " + line)
+    else:
+        print("FAIL " + line + ": " + "; ".join(errors[:3]))
+
+
 def pool(seconds):
     """SQLAlchemy pools through the proxy while tokens expire: zero failed queries."""
     import sqlalchemy
@@ -405,5 +461,7 @@ if __name__ == "__main__":
         quick()
     elif sys.argv[1] == "pool":
         pool(int(sys.argv[2]))
+    elif sys.argv[1] == "pool-lifetime":
+        pool_lifetime(int(sys.argv[2]))
     elif sys.argv[1] == "bench":
         bench()
