@@ -200,6 +200,10 @@ async fn a_client_with_no_password_runs_as_the_jwts_user() {
         "connection attributes carried: {:?}",
         login.connect_attributes
     );
+    assert!(
+        login.via_switch,
+        "SingleStore's greeting offers no long auth data: the JWT waits for the auth switch"
+    );
     w.shutdown().await;
 }
 
@@ -562,6 +566,77 @@ async fn idle_sessions_are_closed_after_the_idle_timeout() {
         "closed while idle"
     );
     w.shutdown().await;
+}
+
+/// `max_session_lifetime`: a busy session outlives it (never quiet between
+/// commands), a quiet one past it is closed, and the client's next
+/// connection logs in again; the metric counts the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_max_session_lifetime_close_at_a_quiet_moment() {
+    let w = world(
+        AuthConfig::default(),
+        &[("max_session_lifetime", "\"1s\"")],
+        "",
+    )
+    .await;
+    let mut conn = Conn::new(via_proxy(w.proxy_port())).await.unwrap();
+    let logins = w.db().logins().len();
+    let busy = std::time::Instant::now();
+    while busy.elapsed() < Duration::from_millis(2500) {
+        let rows: Vec<(i64, String)> = conn
+            .query("SELECT * FROM s2iam_rows LIMIT 2000")
+            .await
+            .expect("a busy session is not closed for its age");
+        assert_eq!(rows.len(), 2000);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = uds_get(&w.socket(), "/metrics").await.1;
+    let closed = "s2iam_dbproxy_sessions_closed_total{proxy=\"127.0.0.1:0\",reason=\"max_session_lifetime\"}";
+    assert!(m.contains(&format!("{closed} 0")), "{}", metrics_lines(&m));
+    // Quiet past the lifetime: closed within QUIET and a poll.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(
+        conn.query_drop("SELECT 1").await.is_err(),
+        "a quiet session past max_session_lifetime is closed"
+    );
+    let mut again = Conn::new(via_proxy(w.proxy_port())).await.unwrap();
+    current_user(&mut again).await;
+    assert_eq!(
+        w.db().logins().len(),
+        logins + 1,
+        "the next connection logged in"
+    );
+    let m = uds_get(&w.socket(), "/metrics").await.1;
+    assert!(m.contains(&format!("{closed} 1")), "{}", metrics_lines(&m));
+    again.disconnect().await.unwrap();
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_session_lifetime_has_a_range() {
+    for (value, ok) in [
+        ("\"0\"", true),
+        ("\"1s\"", true),
+        ("\"500ms\"", false),
+        ("\"31d\"", false),
+    ] {
+        let toml = format!(
+            "[[database_proxy]]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:3306\"\nworkspace_group_id = \"{WG}\"\nmax_session_lifetime = {value}\n"
+        );
+        let got = ServeConfig::from_toml(
+            &toml,
+            &Env::from_pairs::<&str, &str>([]),
+            &ServeOverrides::default(),
+        );
+        match (got, ok) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(
+                e.to_string().contains("max_session_lifetime") && e.to_string().contains("30days"),
+                "{e}"
+            ),
+            (got, _) => panic!("{value}: {:?}", got.map(|_| ())),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,9 +170,10 @@ realdb_world() {
   local user
   user=$(python3 -c 'import base64,json,sys; p=open(sys.argv[1]).read().split(".")[1]; print(json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["sub"])' "$tmp/first.jwt")
   realdb_start "$tmp/db" "$tmp/jwks.json" "$wg" "$user" || { realdb_error="MariaDB did not start"; return 1; }
-  local proxy_port wrong_port
+  local proxy_port wrong_port lifetime_port
   proxy_port=$(realdb_free_port)
   wrong_port=$(realdb_free_port)
+  lifetime_port=$(realdb_free_port)
   cat >"$tmp/s2iam.toml" <<EOF
 [listen]
 socket = "$tmp/s2iam.sock"
@@ -202,12 +203,21 @@ server_name = "$REALDB_SERVER_NAME"
 ca_file = "$REALDB_CA"
 workspace_group_id = "wg-not-this-server"
 user = "$user"
+[[database_proxy]]
+listen = "127.0.0.1:$lifetime_port"
+upstream = "127.0.0.1:$REALDB_PORT"
+server_name = "$REALDB_SERVER_NAME"
+ca_file = "$REALDB_CA"
+workspace_group_id = "$wg"
+user = "$user"
+max_session_lifetime = "2s"
 EOF
   env -i PATH="$PATH" HOME="$tmp" "${mock_env[@]}" "$s2iam" serve --config "$tmp/s2iam.toml" >"$tmp/sidecar.log" 2>&1 &
   realdb_pids+=($!)
   realdb_wait_for 30 test -s "$tmp/token" && realdb_wait_for 10 bash -c "echo >/dev/tcp/127.0.0.1/$proxy_port" ||
     { realdb_error="the sidecar did not start: $(tail -n 5 "$tmp/sidecar.log")"; return 1; }
   export S2IAM_REALDB_PROXY_PORT=$proxy_port S2IAM_REALDB_WRONG_PROXY_PORT=$wrong_port \
+    S2IAM_REALDB_LIFETIME_PROXY_PORT=$lifetime_port \
     S2IAM_REALDB_PORT=$REALDB_PORT S2IAM_REALDB_CA=$REALDB_CA S2IAM_REALDB_USER=$user \
     S2IAM_REALDB_TOKEN_FILE=$tmp/token S2IAM_REALDB_TMP=$tmp S2IAM_REALDB_WORKSPACE_GROUP=$wg \
     S2IAM_REALDB_SOCKET=$tmp/s2iam.sock

@@ -57,7 +57,8 @@ pub fn metadata_response(data: &[u8]) {
 /// packet framing (and a write/read round trip of the bytes as a payload), the
 /// server's greeting, the client's handshake response and the login the proxy
 /// builds from it, the server's answers during the login (OK, ERR, auth
-/// switch, anything else), and a client's command read as a `KILL`.
+/// switch, anything else), a client's command read as a `KILL`, and the
+/// server's stream followed for `max_session_lifetime` (whole, and cut in two).
 pub fn mysql_packets(data: &[u8]) {
     use crate::dbproxy::{login, packet, session};
     use mysql_common::constants::CapabilityFlags;
@@ -97,6 +98,32 @@ pub fn mysql_packets(data: &[u8]) {
     }
     let _ = crate::dbproxy::kill::looks(data, false);
     let _ = crate::dbproxy::kill::looks(data, true);
+    server_turns(data);
+}
+
+/// The server's bytes after a command (the first byte of `data` picks which),
+/// fed whole and cut in two: both readings agree.
+fn server_turns(data: &[u8]) {
+    use crate::dbproxy::lifetime::{Turns, Walker};
+    let Some((&command, stream)) = data.split_first() else {
+        return;
+    };
+    let run = |parts: &[&[u8]]| {
+        let mut turns = Turns::new(command & 1 == 1, true);
+        turns.command(command >> 1);
+        let mut walker = Walker::default();
+        for part in parts {
+            walker.feed(part, &mut turns);
+        }
+        turns.closable()
+    };
+    let whole = run(&[stream]);
+    let (a, b) = stream.split_at(stream.len() / 2);
+    assert_eq!(
+        whole,
+        run(&[a, b]),
+        "the reading depends on how reads split the stream"
+    );
 }
 
 /// Polls `f` once: the readers and writers here are byte slices and vectors,

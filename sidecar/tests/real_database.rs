@@ -6,7 +6,8 @@
 //! proxy that `scripts/check-real-database` starts, and it runs them with
 //! `--ignored` and these variables set:
 //! `S2IAM_REALDB_PROXY_PORT` (the proxy), `S2IAM_REALDB_WRONG_PROXY_PORT` (a proxy
-//! whose JWT is for another workspace group), `S2IAM_REALDB_PORT` (MariaDB),
+//! whose JWT is for another workspace group), `S2IAM_REALDB_LIFETIME_PROXY_PORT` (a
+//! proxy with `max_session_lifetime = "2s"`), `S2IAM_REALDB_PORT` (MariaDB),
 //! `S2IAM_REALDB_CA`, `S2IAM_REALDB_USER`, `S2IAM_REALDB_TOKEN_FILE` (the current
 //! JWT, kept fresh by the sidecar), `S2IAM_REALDB_TMP` (a scratch directory),
 //! `S2IAM_REALDB_POOL_SECONDS` (how long the pool and long-session tests run).
@@ -390,6 +391,67 @@ async fn a_long_transaction_outlives_its_jwt() {
         .await
         .unwrap();
     assert!(seconds < 35 || started.elapsed() > Duration::from_secs(35));
+}
+
+/// `max_session_lifetime` (2 s on this proxy) against a real server: a query
+/// silent for longer than that, a result with a pause between its rows and an
+/// open transaction are all kept; a session quiet between commands past it is
+/// closed, and its server-side session ends with it; the next connection is a
+/// new server session.
+#[tokio::test]
+#[ignore = "needs scripts/check-real-database"]
+async fn max_session_lifetime_closes_only_between_commands_outside_a_transaction() {
+    let opts = proxy().tcp_port(port("S2IAM_REALDB_LIFETIME_PROXY_PORT"));
+    let mut conn = Conn::new(opts.clone()).await.unwrap();
+    let first: u64 = conn
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    let slept: Option<i64> = conn.query_first("SELECT SLEEP(3)").await.unwrap();
+    assert_eq!(
+        slept,
+        Some(0),
+        "a query silent past the lifetime is answered"
+    );
+    let rows: Vec<(i64, i64)> = conn
+        .query("SELECT a, SLEEP(IF(a = 2, 1.5, 0)) FROM (SELECT 1 a UNION ALL SELECT 2 UNION ALL SELECT 3) t")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "a result with a pause in it arrives whole");
+    conn.query_drop("BEGIN").await.unwrap();
+    let _: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let same: Option<u64> = conn
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .expect("an open transaction is never closed for age");
+    assert_eq!(same, Some(first));
+    conn.query_drop("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        conn.query_drop("SELECT 1").await.is_err(),
+        "quiet between commands past the lifetime: closed"
+    );
+    let mut again = Conn::new(opts).await.unwrap();
+    let second: Option<u64> = again.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    assert_ne!(second, Some(first), "a new server session");
+    let mut gone = false;
+    for _ in 0..50 {
+        let left: Option<i64> = again
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {first}"
+            ))
+            .await
+            .unwrap();
+        if left == Some(0) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the closed session's server side ended");
+    again.disconnect().await.unwrap();
 }
 
 /// A `mysql_async` pool through the proxy while tokens expire every 30

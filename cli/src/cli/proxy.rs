@@ -49,6 +49,11 @@ pub struct ProxyArgs {
     /// Close a session after this long with no bytes either way ("0" = never).
     #[arg(long, default_value = "8h")]
     pub idle_timeout: String,
+    /// Close a session older than this at its next quiet moment between
+    /// commands, outside a transaction, so the client's next connection logs
+    /// in with the current JWT ("0" = never; 1s to 30d).
+    #[arg(long, default_value = "0")]
+    pub max_session_lifetime: String,
     /// On SIGTERM, how long open sessions may go on.
     #[arg(long, default_value = "30s")]
     pub drain_timeout: String,
@@ -86,6 +91,7 @@ impl ProxyArgs {
                 max_connections: Some(self.max_connections),
                 connect_timeout: Some(self.connect_timeout.clone()),
                 idle_timeout: Some(self.idle_timeout.clone()),
+                max_session_lifetime: Some(self.max_session_lifetime.clone()),
                 drain_timeout: Some(self.drain_timeout.clone()),
                 ..Default::default()
             },

@@ -219,6 +219,8 @@ impl fmt::Display for ServeConfig {
             writeln!(f, "  connect_timeout = {}", dur(p.connect_timeout))?;
             let idle = p.idle_timeout.map_or("(none)".to_string(), dur);
             writeln!(f, "  idle_timeout = {idle}")?;
+            let age = p.max_session_lifetime.map_or("(none)".to_string(), dur);
+            writeln!(f, "  max_session_lifetime = {age}")?;
             writeln!(f, "  drain_timeout = {}", dur(p.drain_timeout))?;
         }
         let a = &self.aws;

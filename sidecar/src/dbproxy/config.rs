@@ -16,6 +16,7 @@
 //! max_connections = 1000            # 1 ..= 100000
 //! connect_timeout = "10s"            # token + TCP + TLS + login (100ms ..= 10m)
 //! idle_timeout = "8h"                # no bytes either way this long: closed ("0" = never; ..= 30d)
+//! max_session_lifetime = "0"         # older than this: closed between commands, outside a transaction ("0" = never; 1s ..= 30d)
 //! drain_timeout = "30s"              # on shutdown, open sessions get this long (0 ..= 1h)
 //! ```
 
@@ -72,6 +73,8 @@ pub struct FileDatabaseProxy {
     pub connect_timeout: Option<String>,
     /// Close a session silent this long.
     pub idle_timeout: Option<String>,
+    /// Close a session older than this at its next quiet moment.
+    pub max_session_lifetime: Option<String>,
     /// How long open sessions may go on at shutdown.
     pub drain_timeout: Option<String>,
 }
@@ -111,6 +114,9 @@ pub struct DatabaseProxyConfig {
     pub connect_timeout: Duration,
     /// `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Sessions older than this are closed between commands, outside a
+    /// transaction ([`super::lifetime`]); `None`: never.
+    pub max_session_lifetime: Option<Duration>,
     /// How long open sessions may go on at shutdown.
     pub drain_timeout: Duration,
 }
@@ -259,6 +265,25 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
         Duration::from_secs(8 * 3600),
         IDLE_TIMEOUT,
     )?;
+    // 0 is "never"; anything else lies in MAX_SESSION_LIFETIME.
+    let max_session_lifetime = duration(
+        "max_session_lifetime",
+        &p.max_session_lifetime,
+        Duration::ZERO,
+        Duration::ZERO..=*super::lifetime::MAX_SESSION_LIFETIME.end(),
+    )?;
+    if !max_session_lifetime.is_zero()
+        && !super::lifetime::MAX_SESSION_LIFETIME.contains(&max_session_lifetime)
+    {
+        return Err(invalid(
+            setting("max_session_lifetime"),
+            format!(
+                "{} is outside 0 (never) or {}",
+                humantime::format_duration(max_session_lifetime),
+                show(&super::lifetime::MAX_SESSION_LIFETIME)
+            ),
+        ));
+    }
     let drain_timeout = duration(
         "drain_timeout",
         &p.drain_timeout,
@@ -299,6 +324,7 @@ pub fn build(i: usize, p: FileDatabaseProxy) -> Result<DatabaseProxyConfig, Conf
         max_connections,
         connect_timeout,
         idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
+        max_session_lifetime: Some(max_session_lifetime).filter(|d| !d.is_zero()),
         drain_timeout,
     })
 }

@@ -8,9 +8,12 @@
 //!                     ◀─── greeting (seq 0) ───────────
 //!                     ──── SSLRequest (seq 1) ─────────▶
 //!                     ═════ TLS (SNI, verified) ═══════
-//!                     ──── response (seq 2): user '*', JWT as mysql_clear_password,
-//!                          the client's capabilities, db, charset, attributes ─▶
-//!                     ◀─── [auth switch to mysql_clear_password → JWT again]
+//!                     ──── response (seq 2): user '*', the client's capabilities,
+//!                          db, charset, attributes, and the JWT as
+//!                          mysql_clear_password where the greeting offers long
+//!                          auth data (MariaDB, MySQL); SingleStore's offers
+//!                          none: mysql_native_password, no data ─▶
+//!                     ◀─── auth switch to mysql_clear_password; ─── the JWT ─▶
 //!                     ◀─── OK or ERR ─────────────────
 //!   ◀── the same OK or ERR (seq 2)
 //! ```
@@ -118,10 +121,6 @@ impl Greeting {
                 CapabilityFlags::CLIENT_PLUGIN_AUTH,
                 "authentication plugins",
             ),
-            (
-                CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
-                "long authentication data",
-            ),
         ];
         for (flag, what) in required {
             if !caps.contains(flag) {
@@ -144,8 +143,10 @@ impl Greeting {
     }
 
     /// What the proxy offers clients before it has reached SingleStore: the
-    /// flags every MySQL-protocol server SingleStore's clients meet has (no
-    /// `CLIENT_DEPRECATE_EOF` or session tracking), version 5.7.32, utf8mb4.
+    /// flags every MySQL-protocol server SingleStore's clients meet has, all of
+    /// them in SingleStore's own greeting ([`SINGLESTORE_CAPABILITIES`]; no
+    /// `CLIENT_DEPRECATE_EOF`, session tracking or long authentication data),
+    /// version 5.7.32, utf8_general_ci (33) as SingleStore's.
     pub fn conservative() -> Self {
         let caps = CapabilityFlags::CLIENT_LONG_PASSWORD
             | CapabilityFlags::CLIENT_FOUND_ROWS
@@ -161,8 +162,7 @@ impl Greeting {
             | CapabilityFlags::CLIENT_MULTI_RESULTS
             | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
             | CapabilityFlags::CLIENT_PLUGIN_AUTH
-            | CapabilityFlags::CLIENT_CONNECT_ATTRS
-            | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA;
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS;
         let g = HandshakePacket::new(
             10,
             &b"5.7.32"[..],
@@ -170,7 +170,7 @@ impl Greeting {
             [b'x'; 8],
             Some(&b"xxxxxxxxxxxx\0"[..]),
             caps,
-            45,
+            33,
             mysql_common::constants::StatusFlags::SERVER_STATUS_AUTOCOMMIT,
             Some(&b"mysql_native_password"[..]),
         );
@@ -337,8 +337,20 @@ impl ClientLogin {
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(u32::from_le_bytes)
             .ok_or_else(|| protocol("the client's handshake response is short".into()))?;
-        let mut password = jwt.expose().as_bytes().to_vec();
-        password.push(0);
+        // Without long authentication data (SingleStore's greeting offers
+        // none) the response's auth data has a 1-byte length, too short for a
+        // JWT: the response names `mysql_native_password` with no data, the
+        // server switches to `mysql_clear_password`, and the JWT goes in the
+        // switch response ([`LoginReply::SendPassword`]), as for the proxy's
+        // own `COM_CHANGE_USER`. With it (MariaDB, MySQL) the JWT goes at once.
+        let (password, plugin) =
+            if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+                let mut password = jwt.expose().as_bytes().to_vec();
+                password.push(0);
+                (password, AuthPlugin::MysqlClearPassword)
+            } else {
+                (Vec::new(), AuthPlugin::MysqlNativePassword)
+            };
         let attrs = r
             .connect_attributes()
             .filter(|_| caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS));
@@ -347,7 +359,7 @@ impl ClientLogin {
             (5, 7, 0),
             Some(user.as_bytes()),
             r.db_name(),
-            Some(AuthPlugin::MysqlClearPassword),
+            Some(plugin),
             caps,
             attrs,
             max_packet,
@@ -362,15 +374,25 @@ impl ClientLogin {
 }
 
 /// The client's flags as far as the server offers them, plus what the proxy's
-/// own login needs (all of which only concern the handshake).
+/// own login needs (all of which only concern the handshake): long
+/// authentication data only where the server offers it.
 pub fn upstream_capabilities(client: CapabilityFlags, server: CapabilityFlags) -> CapabilityFlags {
     (client & server)
         | CapabilityFlags::CLIENT_SSL
         | CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | (server & CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA)
 }
+
+/// The capability flags in SingleStore's greeting (0x801FF7DF, without
+/// `CLIENT_SSL`, which it sets where TLS is configured), as a third party's
+/// protocol tests give them (their fixture names SingleStoreDB Dev 0.2.35; no
+/// live SingleStore was reached from here to confirm): no
+/// `CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA`, `CLIENT_DEPRECATE_EOF` or
+/// `CLIENT_SESSION_TRACK`. The mock SingleStore's greeting is this plus TLS;
+/// the proxy's [`Greeting::conservative`] offers nothing outside it.
+pub const SINGLESTORE_CAPABILITIES: u32 = 0x801F_F7DF;
 
 /// What one packet from SingleStore during the login says.
 #[derive(Debug, PartialEq, Eq)]
@@ -406,10 +428,19 @@ pub fn login_reply(reply: &[u8]) -> Result<LoginReply, Failure> {
     }
 }
 
+/// The socket under the upstream TLS: buffered for reads, because rustls
+/// asks its transport for 4 KiB at a time, four system calls per 16 KiB
+/// record of a large result; the buffer takes what the socket has in one.
+/// Writes pass straight through.
+pub type UpstreamIo = tokio::io::BufReader<TcpStream>;
+
+/// Bytes read from the upstream socket at a time.
+const UPSTREAM_READ: usize = 64 * 1024;
+
 /// Where the upstream login ended.
 pub enum Outcome {
     /// Logged in: the OK packet to pass on, and the TLS stream to relay over.
-    Ok(Vec<u8>, Box<TlsStream<TcpStream>>),
+    Ok(Vec<u8>, Box<TlsStream<UpstreamIo>>),
     /// The server's error packet, to pass on.
     Refused(Vec<u8>),
 }
@@ -439,6 +470,7 @@ pub async fn upstream_login(
         .await
         .map_err(|e| io_failure("before TLS", e))?;
     let shown = server_name.to_str().into_owned();
+    let tcp = tokio::io::BufReader::with_capacity(UPSTREAM_READ, tcp);
     let mut io = tls.connect(server_name, tcp).await.map_err(|e| {
         Failure::new(
             FailureReason::Tls,
@@ -585,6 +617,49 @@ mod tests {
             .unwrap_err()
             .message
             .contains("(type empty)"));
+    }
+
+    /// SingleStore's greeting (its flags, version 5.7.32, utf8_general_ci, a
+    /// 21-byte scramble, `mysql_native_password`): accepted, and the JWT
+    /// waits for the auth switch, since the greeting offers no long
+    /// authentication data.
+    #[test]
+    fn singlestores_greeting_logs_in_through_an_auth_switch() {
+        let caps = CapabilityFlags::from_bits_truncate(SINGLESTORE_CAPABILITIES)
+            | CapabilityFlags::CLIENT_SSL;
+        let g = HandshakePacket::new(
+            10,
+            &b"5.7.32"[..],
+            11,
+            *b"gve'V,rQ",
+            Some(&b"\"{v/;mYHB8.;\0"[..]),
+            caps,
+            33,
+            mysql_common::constants::StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            Some(&b"mysql_native_password"[..]),
+        );
+        let greeting = Greeting::from_packet(packet::encode(&g)).expect("SingleStore's greeting");
+        assert_eq!(auth_data_len(&packet::encode(&g)), Some(21));
+        let login = ClientLogin::parse(1, seed("response")).unwrap();
+        let jwt = Secret::new("header.claims.signature");
+        let (up_caps, _, bytes) = login
+            .upstream_response(greeting.capabilities(), "*", &jwt)
+            .unwrap();
+        assert!(!up_caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA));
+        let up = HandshakeResponse::deserialize((), &mut ParseBuf(&bytes)).unwrap();
+        assert_eq!(up.auth_plugin(), Some(&AuthPlugin::MysqlNativePassword));
+        assert_eq!(up.scramble_buf(), b"");
+        assert!(
+            !bytes.windows(6).any(|w| w == b"header"),
+            "the JWT waits for the switch"
+        );
+        // The proxy's offer before SingleStore is reached is within it.
+        let offered = Greeting::conservative().capabilities();
+        assert_eq!(
+            offered.difference(caps),
+            CapabilityFlags::empty(),
+            "offered what SingleStore lacks"
+        );
     }
 
     #[test]

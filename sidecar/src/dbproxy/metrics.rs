@@ -6,7 +6,9 @@
 //!   reached the relay, by [`FailureReason`];
 //! - `s2iam_dbproxy_bytes_total{proxy,direction}`: bytes relayed after login
 //!   (`to_upstream`, `to_client`);
-//! - `s2iam_dbproxy_connect_seconds{proxy}`: histogram of accept → login OK.
+//! - `s2iam_dbproxy_connect_seconds{proxy}`: histogram of accept → login OK;
+//! - `s2iam_dbproxy_sessions_closed_total{proxy,reason}`: sessions the proxy
+//!   closed itself (`idle_timeout`, `max_session_lifetime`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -76,6 +78,10 @@ pub struct ProxyCounters {
     pub to_upstream: AtomicU64,
     /// Bytes relayed SingleStore → client.
     pub to_client: AtomicU64,
+    /// Sessions closed after `idle_timeout`.
+    pub closed_idle: AtomicU64,
+    /// Sessions closed for being older than `max_session_lifetime`.
+    pub closed_age: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     connect_count: AtomicU64,
     connect_micros: AtomicU64,
@@ -183,6 +189,25 @@ impl DbProxyMetrics {
                     esc(p),
                     r.label(),
                     c.failures(r)
+                );
+            }
+        }
+        header(
+            out,
+            "s2iam_dbproxy_sessions_closed_total",
+            "counter",
+            "Database proxy sessions the proxy closed itself, by reason.",
+        );
+        for (p, c) in proxies.iter() {
+            for (reason, n) in [
+                ("idle_timeout", &c.closed_idle),
+                ("max_session_lifetime", &c.closed_age),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "s2iam_dbproxy_sessions_closed_total{{proxy=\"{}\",reason=\"{reason}\"}} {}",
+                    esc(p),
+                    load(n)
                 );
             }
         }

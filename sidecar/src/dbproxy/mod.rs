@@ -9,6 +9,8 @@
 //! - [`session`]: one connection: limits, token, login.
 //! - [`relay`]: after the login, bytes both ways; `COM_CHANGE_USER` is answered
 //!   by the proxy with its own login, never forwarded.
+//! - [`lifetime`]: `max_session_lifetime`, and how the relay knows a session
+//!   is between commands.
 //! - [`kill`]: the connection id in each client's greeting (the proxy's own),
 //!   and a client's `KILL` of one sent with the server's thread id.
 //! - [`tls`], [`packet`], [`metrics`].
@@ -27,6 +29,7 @@
 
 pub mod config;
 pub mod kill;
+pub mod lifetime;
 pub mod login;
 pub mod metrics;
 pub mod packet;

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 use mysql_common::constants::CapabilityFlags;
 
 use super::kill;
+use super::lifetime::{self, Turns, Walker};
 use super::login::{self, codes, LoginReply};
 use super::packet;
 use super::Shared;
@@ -43,6 +44,8 @@ use s2iam::secret::Secret;
 
 /// `COM_CHANGE_USER`.
 pub const COM_CHANGE_USER: u8 = 0x11;
+/// `COM_QUIT`: the proxy's own, upstream, when it closes a session for age.
+const COM_QUIT: u8 = 0x01;
 /// Payloads of 2^24 - 1 bytes continue in the next packet.
 const MAX_CHUNK: usize = 0xFF_FFFF;
 /// A `COM_CHANGE_USER` is small (user, 1-byte-long auth data, database,
@@ -62,6 +65,11 @@ struct Packets {
     /// `CLIENT_QUERY_ATTRIBUTES` was agreed: a `COM_QUERY`'s text comes after
     /// the attribute counts.
     query_attributes: bool,
+    /// Keep the first byte of each command in `commands` (for
+    /// `max_session_lifetime`, see [`lifetime`]).
+    track: bool,
+    /// Commands begun since the caller last took them.
+    commands: Vec<u8>,
 }
 
 /// What the front of the client's bytes holds.
@@ -107,7 +115,10 @@ impl Packets {
                         let payload = data.get(start..end).unwrap_or_default();
                         let whole = payload.len() == len;
                         match self.inspect(command, payload, whole) {
-                            Some(true) if whole && at == 0 => return Front::Inspect(len),
+                            Some(true) if whole && at == 0 => {
+                                self.began(command);
+                                return Front::Inspect(len);
+                            }
                             Some(true) if whole || more => return Front::Pass(at),
                             None if more => return Front::Pass(at),
                             // Not a KILL, or a KILL cut by the end of a
@@ -117,10 +128,20 @@ impl Packets {
                     }
                     Some(_) => {}
                 }
+                if let Some(&command) = data.get(start) {
+                    self.began(command);
+                }
             }
             self.continues = len == MAX_CHUNK;
             self.left = len;
             at = at.saturating_add(HEADER);
+        }
+    }
+
+    /// A command begins (it is about to pass).
+    fn began(&mut self, command: u8) {
+        if self.track {
+            self.commands.push(command);
         }
     }
 
@@ -319,6 +340,8 @@ struct State<'a, CW, UW> {
     client: tokio::sync::Mutex<CW>,
     upstream: tokio::sync::Mutex<UW>,
     pending: Mutex<Option<Pending>>,
+    /// Where the conversation is, when `max_session_lifetime` is set.
+    turns: Option<Mutex<Turns>>,
     last: AtomicU64,
     epoch: Instant,
 }
@@ -328,6 +351,13 @@ where
     CW: AsyncWrite + Unpin,
     UW: AsyncWrite + Unpin,
 {
+    /// Applies `f` to the turns, when they are followed.
+    fn turns(&self, f: impl FnOnce(&mut Turns)) {
+        if let Some(t) = &self.turns {
+            f(&mut t.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     fn touch(&self) {
         self.last
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -368,15 +398,21 @@ where
 {
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
+    let compressed = caps.contains(CapabilityFlags::CLIENT_COMPRESS);
+    let turns = shared.config.max_session_lifetime.map(|_| {
+        let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        Mutex::new(Turns::new(deprecate_eof, !compressed))
+    });
     let state = State {
         shared,
-        compressed: caps.contains(CapabilityFlags::CLIENT_COMPRESS),
+        compressed,
         query_attributes: caps.contains(CapabilityFlags::CLIENT_QUERY_ATTRIBUTES),
         plugin_auth: caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH),
         attributes: caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS),
         client: tokio::sync::Mutex::new(cw),
         upstream: tokio::sync::Mutex::new(uw),
         pending: Mutex::new(None),
+        turns,
         last: AtomicU64::new(0),
         epoch: Instant::now(),
     };
@@ -401,16 +437,64 @@ where
             tracing::warn!(proxy = %shared.config.name, error = %why, "database proxy session closed");
         }
     };
-    match shared.config.idle_timeout {
-        None => both.await,
-        Some(idle) => {
-            tokio::select! {
-                _ = both => {}
-                _ = idle_watch(&state.last, state.epoch, idle) => {
-                    tracing::info!(proxy = %shared.config.name, "database proxy session closed after idle_timeout");
+    let idle = async {
+        match shared.config.idle_timeout {
+            Some(idle) => idle_watch(&state.last, state.epoch, idle).await,
+            None => std::future::pending().await,
+        }
+    };
+    let age = async {
+        match shared.config.max_session_lifetime {
+            Some(max) => lifetime_watch(&state, max).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = both => {}
+        _ = idle => {
+            shared.counters.closed_idle.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(proxy = %shared.config.name, "database proxy session closed after idle_timeout");
+        }
+        _ = age => {
+            shared.counters.closed_age.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(proxy = %shared.config.name, "database proxy session closed between commands: older than max_session_lifetime");
+        }
+    }
+}
+
+/// Returns once the session is older than `max`, between commands, outside a
+/// transaction and silent both ways for [`lifetime::QUIET`]; then sends
+/// `COM_QUIT` upstream (so the server ends the session cleanly, as if the
+/// client had quit) unless a byte moved meanwhile.
+async fn lifetime_watch<CW, UW>(state: &State<'_, CW, UW>, max: Duration)
+where
+    CW: AsyncWrite + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    tokio::time::sleep(max.saturating_sub(state.epoch.elapsed())).await;
+    loop {
+        let last = state.last.load(Ordering::Relaxed);
+        let quiet = state
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last));
+        let mut closable = false;
+        state.turns(|t| closable = t.closable());
+        if closable && quiet >= lifetime::QUIET {
+            if let Ok(mut uw) = state.upstream.try_lock() {
+                if state.last.load(Ordering::Relaxed) == last {
+                    let _ = uw.write_all(&frame(0, None, &[COM_QUIT])).await;
+                    let _ = uw.flush().await;
                 }
             }
+            return;
         }
+        let wait = if closable {
+            lifetime::QUIET.saturating_sub(quiet)
+        } else {
+            lifetime::QUIET
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
     }
 }
 
@@ -425,6 +509,7 @@ where
     let mut held: Vec<u8> = Vec::new();
     let mut packets = Packets {
         query_attributes: state.query_attributes,
+        track: state.turns.is_some() && !state.compressed,
         ..Packets::default()
     };
     loop {
@@ -466,7 +551,12 @@ where
     let mut used = 0usize;
     loop {
         let rest = data.get(used..).unwrap_or_default();
-        match packets.front(rest, true) {
+        let front = packets.front(rest, true);
+        // Before the command passes: the server's answer cannot come first.
+        if !packets.commands.is_empty() {
+            state.turns(|t| packets.commands.drain(..).for_each(|c| t.command(c)));
+        }
+        match front {
             Front::Pass(0) => return Ok(used),
             Front::Pass(k) => {
                 forward(state, &rest[..k]).await?;
@@ -615,6 +705,8 @@ where
             return Err(refuse_change_user(state, "no database token within connect_timeout").await)
         }
     };
+    // The reply is the proxy's to read; the turns start again after it.
+    state.turns(|t| t.command(COM_CHANGE_USER));
     let own = change.upstream(&config.user, state.plugin_auth, state.attributes);
     let (done, answered) = oneshot::channel();
     *state.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(Pending { jwt, done });
@@ -624,7 +716,9 @@ where
     tracing::debug!(proxy = %config.name, "COM_CHANGE_USER answered with the proxy's own login");
     // The downstream half reads the reply and passes it on; the client waits
     // for it, so nothing else comes from it meanwhile.
-    answered.await.map_err(|_| Stop::Closed)
+    answered.await.map_err(|_| Stop::Closed)?;
+    state.turns(Turns::changed_user);
+    Ok(())
 }
 
 /// Tells the client its `COM_CHANGE_USER` is refused, and why; the session ends.
@@ -656,6 +750,8 @@ where
 {
     let mut buf = vec![0u8; 64 * 1024];
     let mut reply: Option<Reply> = None;
+    let mut walker = Walker::default();
+    let follow = state.turns.is_some() && !state.compressed;
     loop {
         let n = match ur.read(&mut buf).await {
             Ok(0) | Err(_) => return Stop::Closed,
@@ -671,6 +767,10 @@ where
                 .map(Reply::new);
         }
         let Some(r) = reply.as_mut() else {
+            // Before the client sees the bytes: it answers only after that.
+            if follow {
+                state.turns(|t| walker.feed(&buf[..n], t));
+            }
             if let Err(stop) = state.to_client(&buf[..n]).await {
                 return stop;
             }
@@ -688,6 +788,12 @@ where
                 let rest = std::mem::take(&mut r.raw);
                 if let Some(done) = reply.take().map(|r| r.pending.done) {
                     let _ = done.send(());
+                }
+                // The reply was read whole packets at a time: the next byte
+                // starts a packet.
+                walker = Walker::default();
+                if follow {
+                    state.turns(|t| walker.feed(&rest, t));
                 }
                 if !rest.is_empty() {
                     if let Err(stop) = state.to_client(&rest).await {

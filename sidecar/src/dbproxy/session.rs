@@ -98,7 +98,7 @@ fn session_span(shared: &Shared, peer: &Peer, connection_id: u32) -> Span {
     span
 }
 
-type Upstream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
+type Upstream = Box<tokio_rustls::client::TlsStream<login::UpstreamIo>>;
 
 /// Everything up to the login OK: (its sequence id for the client, the OK
 /// packet, the upstream stream, the capabilities agreed with the server), or

@@ -84,6 +84,9 @@ pub struct LoginRecord {
     pub capabilities: u32,
     /// A `COM_CHANGE_USER` on an open connection rather than a first login.
     pub change_user: bool,
+    /// The JWT came in an auth-switch response (as it must: the greeting
+    /// offers no long authentication data), not in the first response.
+    pub via_switch: bool,
 }
 
 impl Shared {

@@ -25,10 +25,11 @@ use tokio::net::TcpStream;
 use super::packet::{self, ResultSet};
 use super::{LoginRecord, Shared};
 
-/// Version string in the greeting (SingleStore reports a MySQL 5.7 version).
-pub const SERVER_VERSION: &str = "5.7.32-s2iam-mock-singlestore";
-/// utf8mb4_general_ci.
-const DEFAULT_COLLATION: u8 = 45;
+/// Version string in the greeting: SingleStore's (it reports a MySQL 5.7
+/// version; `SELECT @@memsql_version` has its own).
+pub const SERVER_VERSION: &str = "5.7.32";
+/// utf8_general_ci, as SingleStore's greeting names.
+const DEFAULT_COLLATION: u8 = 33;
 /// Handshake packets are small; a JWT is a few kilobytes.
 const HANDSHAKE_LIMIT: usize = 64 * 1024;
 const COMMAND_LIMIT: usize = 16 * 1024 * 1024;
@@ -40,25 +41,15 @@ const ER_SYNTAX: u16 = 1064;
 const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 const ER_NO_SUCH_THREAD: u16 = 1094;
 
-/// The capabilities the mock offers.
+/// The capabilities SingleStore's greeting offers (0x801FF7DF, as a third
+/// party's protocol tests give them for SingleStoreDB Dev 0.2.35; the same
+/// value is `s2iam::dbproxy::login::SINGLESTORE_CAPABILITIES`), plus TLS,
+/// which SingleStore's cloud requires for JWT logins. Among them: no
+/// `CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA` (so a JWT, longer than 250 bytes,
+/// comes in an auth-switch response), no `CLIENT_DEPRECATE_EOF` (result sets
+/// end with EOF packets), no session tracking.
 pub fn server_capabilities() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_FOUND_ROWS
-        | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
-        | CapabilityFlags::CLIENT_IGNORE_SPACE
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_INTERACTIVE
-        | CapabilityFlags::CLIENT_SSL
-        | CapabilityFlags::CLIENT_TRANSACTIONS
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+    CapabilityFlags::from_bits_truncate(0x801F_F7DF) | CapabilityFlags::CLIENT_SSL
 }
 
 type Io = Box<dyn Stream>;
@@ -137,7 +128,8 @@ async fn login(
     let capabilities = response.capabilities() & server_capabilities();
     let user = String::from_utf8_lossy(response.user()).into_owned();
     let mut seq = seq.wrapping_add(1);
-    let password = if response.auth_plugin() == Some(&AuthPlugin::MysqlClearPassword) {
+    let via_switch = response.auth_plugin() != Some(&AuthPlugin::MysqlClearPassword);
+    let password = if !via_switch {
         response.scramble_buf().to_vec()
     } else if capabilities.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
         let switch = AuthSwitchRequest::new(&b"mysql_clear_password"[..], &b""[..]);
@@ -170,6 +162,7 @@ async fn login(
         connect_attributes: response.connect_attributes().unwrap_or_default(),
         capabilities: capabilities.bits(),
         change_user: false,
+        via_switch,
     });
     match outcome {
         Ok(user) => {
@@ -318,6 +311,7 @@ async fn change_user(
         connect_attributes: Default::default(),
         capabilities: session.capabilities.bits(),
         change_user: true,
+        via_switch: true,
     });
     let seq = seq.wrapping_add(1);
     match outcome {
