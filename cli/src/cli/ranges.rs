@@ -13,7 +13,8 @@ use s2iam::util::parse_duration;
 pub const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(3600);
 /// `run --grace`: 0 (SIGKILL at once) up to an hour.
 pub const GRACE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
-/// `dev --exit-after`.
+/// `dev --exit-after` (the `dev` feature's command).
+#[cfg(feature = "dev")]
 pub const EXIT_AFTER: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600);
 
@@ -42,6 +43,7 @@ pub fn grace(text: &str) -> Result<Duration, String> {
 }
 
 /// Value parser of `dev --exit-after` ([`EXIT_AFTER`]).
+#[cfg(feature = "dev")]
 pub fn exit_after(text: &str) -> Result<Duration, String> {
     duration_in(text, &EXIT_AFTER)
 }
@@ -59,6 +61,7 @@ mod tests {
         assert_eq!(grace("0").unwrap(), Duration::ZERO);
         let e = grace("2h").unwrap_err();
         assert!(e.contains("0s ..= 1h"), "{e}");
+        #[cfg(feature = "dev")]
         assert!(exit_after("0").is_err() && exit_after("30days").is_ok());
     }
 }
