@@ -340,7 +340,7 @@ impl Walker {
     pub fn feed(&mut self, mut data: &[u8], turns: &mut Turns) {
         loop {
             if self.left == 0 && self.header.len() < 4 {
-                let k = (4 - self.header.len()).min(data.len());
+                let k = 4usize.saturating_sub(self.header.len()).min(data.len());
                 self.header.extend_from_slice(&data[..k]);
                 data = &data[k..];
                 if self.header.len() < 4 {
