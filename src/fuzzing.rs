@@ -15,7 +15,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::provider::aws::chain::{container, imds as instance_role, profile};
+use crate::provider::aws::chain::{container, imds as instance_role, shared_config};
 use crate::provider::aws::sts;
 use crate::util::{parse_duration, MAX_DURATION};
 
@@ -47,8 +47,8 @@ pub fn metadata_response(data: &[u8]) {
     crate::provider::gcp::fuzz_responses(&body);
     crate::provider::azure::fuzz_responses(&body);
     let _ = instance_role::parse("role", &body);
-    let _ = profile::parse_ini(&body);
-    let _ = profile::process::parse(data, std::time::SystemTime::UNIX_EPOCH);
+    let _ = shared_config::parse_ini(&body);
+    let _ = shared_config::process::parse(data, std::time::SystemTime::UNIX_EPOCH);
 }
 
 /// An STS answer: AssumeRole, AssumeRoleWithWebIdentity, GetCallerIdentity, or an

@@ -243,7 +243,7 @@ async fn credential_source_environment_instance_metadata_and_container() {
         let cfg = config(&server, &vars, &aws_config, "");
         let loaded = if profile == "env" {
             s2iam::provider::aws::chain::Chain::default()
-                .with(s2iam::provider::aws::chain::profile::SharedConfig::default())
+                .with(s2iam::provider::aws::chain::shared_config::SharedConfig::default())
                 .load(&cfg)
                 .await
                 .unwrap()

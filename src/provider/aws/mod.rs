@@ -70,7 +70,7 @@ pub struct AwsProvider {
     role_arn: Option<String>,
     /// Shared config profile credentials (`credential_process`, assumed roles)
     /// kept until shortly before they expire; clones share it.
-    profiles: chain::profile::Cache,
+    profiles: chain::shared_config::Cache,
 }
 
 /// Temporary credentials ready to present, and how they were obtained.

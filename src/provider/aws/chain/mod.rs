@@ -6,7 +6,7 @@
 //!
 //! 1. environment keys ([`env::EnvKeys`]): `AWS_ACCESS_KEY_ID`,
 //!    `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`;
-//! 2. the shared config and credentials files ([`profile::SharedConfig`]): profile
+//! 2. the shared config and credentials files ([`shared_config::SharedConfig`]): profile
 //!    `AWS_PROFILE` (or `default`) of `~/.aws/config` merged with
 //!    `~/.aws/credentials`: static keys, `credential_process`, `role_arn` with
 //!    `source_profile` chains, `credential_source` or `web_identity_token_file`
@@ -33,7 +33,7 @@
 pub mod container;
 pub mod env;
 pub mod imds;
-pub mod profile;
+pub mod shared_config;
 #[cfg(feature = "aws-config")]
 pub mod sdk;
 pub mod web_identity;
@@ -216,10 +216,10 @@ pub struct Chain {
 impl Chain {
     /// The AWS SDKs' default order. `sts_region` is the region of web identity's
     /// STS call; `profiles` keeps resolved profile credentials between loads.
-    pub fn default_for(cfg: &ProviderConfig, sts_region: &str, profiles: &profile::Cache) -> Self {
+    pub fn default_for(cfg: &ProviderConfig, sts_region: &str, profiles: &shared_config::Cache) -> Self {
         let chain = Self::default()
             .with(env::EnvKeys)
-            .with(profile::SharedConfig::new(profiles.clone()))
+            .with(shared_config::SharedConfig::new(profiles.clone()))
             .with(web_identity::WebIdentity::from_env(cfg, sts_region))
             .with(container::ContainerCredentials)
             .with(imds::InstanceRole);
@@ -270,7 +270,7 @@ impl Chain {
 /// Runs the default chain. `sts_region` is the region for web identity's STS call.
 /// Profile credentials are not kept between calls: see [`load_with`].
 pub async fn load(cfg: &ProviderConfig, sts_region: &str) -> Result<Loaded, ChainError> {
-    load_with(cfg, sts_region, &profile::Cache::default()).await
+    load_with(cfg, sts_region, &shared_config::Cache::default()).await
 }
 
 /// Runs the default chain, reusing profile credentials kept in `profiles` until
@@ -278,7 +278,7 @@ pub async fn load(cfg: &ProviderConfig, sts_region: &str) -> Result<Loaded, Chai
 pub async fn load_with(
     cfg: &ProviderConfig,
     sts_region: &str,
-    profiles: &profile::Cache,
+    profiles: &shared_config::Cache,
 ) -> Result<Loaded, ChainError> {
     Chain::default_for(cfg, sts_region, profiles)
         .load(cfg)
@@ -292,10 +292,10 @@ pub fn plan(cfg: &ProviderConfig) -> String {
     if cfg.env.is_set("AWS_ACCESS_KEY_ID") || cfg.env.is_set("AWS_SECRET_ACCESS_KEY") {
         return CredentialSource::Environment.as_str().to_string();
     }
-    match profile::SharedConfig::plan(cfg) {
+    match shared_config::SharedConfig::plan(cfg) {
         Ok(Some(plan)) => return plan.to_string(),
         Ok(None) => {}
-        Err(profile::ProfileError::Resolve(e)) if e.needs_sdk() && cfg!(feature = "aws-config") => {
+        Err(shared_config::ProfileError::Resolve(e)) if e.needs_sdk() && cfg!(feature = "aws-config") => {
             return CredentialSource::AwsSdk.as_str().to_string()
         }
         Err(e) => return format!("{}: {e}", CredentialSource::SharedConfig),

@@ -1,6 +1,6 @@
 //! The AWS SDK's default credential chain (`aws-config`), last in the chain
 //! (feature `aws-config` only): SSO (`sso_session`, `sso_start_url`), `aws login`
-//! (`login_session`) and any profile the native [`super::profile`] source does
+//! (`login_session`) and any profile the native [`super::shared_config`] source does
 //! not resolve, which defers to it ([`super::Skip::Deferred`]).
 //!
 //! The SDK reads the *process's* environment and files (aws-config injects

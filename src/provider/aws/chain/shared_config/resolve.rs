@@ -434,7 +434,7 @@ pub fn value<'a>(keys: &'a HashMap<String, String>, key: &str) -> Option<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::aws::chain::profile::files::merge;
+    use crate::provider::aws::chain::shared_config::files::merge;
 
     const ROLE: &str = "arn:aws:iam::123456789012:role/";
 
