@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use crate::env::ProviderConfig;
 use crate::exchange::{
     ExchangeClient, ExchangeConfig, ExchangeError, ExchangeRequest, JwtType, ServerUrl,
 };
 use crate::otel::{SpanKind, Tracer};
 use crate::provider::detect::{detect_provider, DetectOptions, DEFAULT_DETECT_TIMEOUT};
 use crate::provider::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderConfig,
-    ProviderError, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderError,
+    DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME,
 };
 use crate::token::Token;
 use crate::util::{instant_after, mono_now};

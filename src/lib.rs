@@ -64,11 +64,11 @@ pub mod token;
 pub mod util;
 
 pub use client::{get_api_jwt, get_database_jwt, Client, Error, JwtOptions, TokenRequest};
+pub use env::ProviderConfig;
 pub use exchange::{ExchangeConfig, ExchangeError, JwtType};
 pub use provider::detect::{detect_provider, DetectError, DetectOptions, Detection};
 pub use provider::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderConfig,
-    ProviderError,
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderError,
 };
 pub use secret::Secret;
 pub use token::Token;

@@ -8,8 +8,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use s2iam::exchange::{
-    ExchangeClient, ExchangeConfig, ExchangeError, ExchangeRequest, JwtType, RetryPolicy, ServerUrl,
+    ExchangeClient, ExchangeConfig, ExchangeError, ExchangeRequest, JwtType, ServerUrl,
 };
+use s2iam::http::RetryPolicy;
 use s2iam::provider::{CloudIdentity, CloudProvider, IdentityHeaders};
 use s2iam_testserver::{CloudConfig, FaultRule, TestServer, TestServerConfig};
 

@@ -36,14 +36,14 @@ pub fn config_toml(data: &[u8]) {
 /// library's parsers (`s2iam::fuzzing::duration`), then the local API's.
 pub fn duration(data: &[u8]) {
     s2iam::fuzzing::duration(data);
-    let _ = crate::serve::aws::parse_expires(&text(data));
+    let _ = crate::serve::aws_routes::parse_expires(&text(data));
 }
 
 /// The query string of a local API request (`/v1/token/*`, `/v1/s3/presign`).
 pub fn local_api_query(data: &[u8]) {
     let query = text(data);
-    let _ = crate::serve::api::parse_query(Some(&query), crate::serve::routes::TOKEN_PARAMS);
-    let _ = crate::serve::aws::presign_request(Some(&query));
+    let _ = crate::serve::local_api::parse_query(Some(&query), crate::serve::routes::TOKEN_PARAMS);
+    let _ = crate::serve::aws_routes::presign_request(Some(&query));
 }
 
 /// Answers of the metadata services and cloud token endpoints

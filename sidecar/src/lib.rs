@@ -7,7 +7,7 @@
 //! |---|---|
 //! | the sidecar's configuration | [`config`] |
 //! | the one door of every local surface | [`listener`] |
-//! | the token API and the API proxies (`s2iam serve`) | [`serve`], [`config::api_proxy`], [`serve::apiproxy`] |
+//! | the token API and the API proxies (`s2iam serve`) | [`serve`], [`config::api_proxy`], [`serve::api_proxy`] |
 //! | connect without a token (database proxy, `s2iam proxy`) | [`dbproxy`] |
 //! | files rendered from tokens, after-render actions | [`render`] |
 //! | a command run with tokens in its environment (`s2iam run`) | [`run`] |

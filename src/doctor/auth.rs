@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use super::clock::DateSample;
 use super::proxy::Analysis;
 use super::{millis, within, Check, DoctorOptions};
+use crate::env::ProviderConfig;
 use crate::exchange::ServerUrl;
 use crate::http::{error_chain, fetch, TransportError};
-use crate::provider::ProviderConfig;
 
 /// The check's id.
 pub const ID: &str = "auth_service";

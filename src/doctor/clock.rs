@@ -11,8 +11,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{within, Check};
+use crate::env::ProviderConfig;
 use crate::http::fetch;
-use crate::provider::ProviderConfig;
 
 /// The check's id.
 pub const ID: &str = "clock_skew";

@@ -6,11 +6,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{millis, within, Check, DoctorOptions};
+use crate::env::ProviderConfig;
 use crate::provider::aws::AwsProvider;
 use crate::provider::azure::AzureProvider;
 use crate::provider::detect::fast_detect;
 use crate::provider::gcp::GcpProvider;
-use crate::provider::{CloudProvider, ProbeError, ProviderConfig};
+use crate::provider::{CloudProvider, ProbeError};
 
 /// The check's id.
 pub const ID: &str = "detect";

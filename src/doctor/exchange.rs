@@ -7,8 +7,9 @@
 
 use super::{Check, DoctorOptions};
 use crate::client::{Client, JwtOptions, TokenRequest};
+use crate::env::ProviderConfig;
 use crate::exchange::{ExchangeConfig, ExchangeError, JwtType};
-use crate::provider::{CloudProvider, ProviderConfig};
+use crate::provider::CloudProvider;
 
 /// The check's id.
 pub const ID: &str = "exchange";

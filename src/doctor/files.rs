@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Check, Status};
-use crate::provider::ProviderConfig;
+use crate::env::ProviderConfig;
 use crate::util::{from_unix, rfc3339};
 
 /// The check's id.

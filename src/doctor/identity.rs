@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use super::principal::{self, Candidate};
 use super::{within, Check, DoctorOptions};
+use crate::env::ProviderConfig;
 use crate::provider::aws::{AwsProvider, CredentialSource, StsClient};
-use crate::provider::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider, ProviderConfig,
-};
+use crate::provider::{CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, Provider};
 
 /// The credentials check's id.
 pub const ID: &str = "credentials";

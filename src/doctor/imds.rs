@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use super::{millis, Check, Status};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, TransportError};
 use crate::provider::aws::imds::IMDS_TIMEOUT;
-use crate::provider::ProviderConfig;
 
 /// The check's id.
 pub const ID: &str = "imds_hop_limit";

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::clock::DateSample;
 use super::{millis, Check};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, Reply, TransportError};
-use crate::provider::{CloudProvider, ProviderConfig};
+use crate::provider::CloudProvider;
 
 /// The check's id.
 pub const ID: &str = "metadata";

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::provider::{CloudProvider, ProviderConfig};
+use crate::env::ProviderConfig;
+use crate::provider::CloudProvider;
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use hyper_util::client::proxy::matcher::Matcher;
 
 use super::{Check, DoctorOptions};
+use crate::env::ProviderConfig;
 use crate::http::{display_url, ProxySettings, NEVER_PROXIED};
-use crate::provider::ProviderConfig;
 
 /// The check's id.
 pub const ID: &str = "proxy";

@@ -33,6 +33,8 @@ use crate::util::{instant_after, mono_now};
 use response::{parse_success, server_message, status_hint};
 pub use server_url::ServerUrl;
 
+use crate::http::RetryPolicy;
+
 /// The longest `Retry-After` obeyed; a server asking for more is retried sooner.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -203,12 +205,9 @@ impl ExchangeError {
     }
 }
 
-/// Retries of transient failures (connection errors, 429, 5xx): the same policy
-/// type the metadata clients use. The exchange's own deadline (the caller's
-/// timeout) bounds it as well as `budget`.
-pub use crate::provider::RetryPolicy;
-
-/// The exchange's default retries: four attempts, 200 ms doubling to 5 s.
+/// The exchange's default retries (of transient failures: connection errors,
+/// 429, 5xx; the same [`RetryPolicy`] the metadata clients use; the caller's
+/// timeout bounds it as well as `budget`): four attempts, 200 ms doubling to 5 s.
 pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 4,
     base_delay: Duration::from_millis(200),

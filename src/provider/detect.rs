@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use super::aws::AwsProvider;
 use super::azure::AzureProvider;
 use super::gcp::GcpProvider;
-use super::{CloudProvider, ProbeError, Provider, ProviderConfig};
+use super::{CloudProvider, ProbeError, Provider};
+use crate::env::ProviderConfig;
 
 /// Reference default for the whole detection (the Go client's 5 s).
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(5);

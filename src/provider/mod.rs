@@ -19,8 +19,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::env::ProviderConfig;
-pub use crate::http::RetryPolicy;
+use crate::env::ProviderConfig;
 use crate::secret::Secret;
 
 /// A cloud s2iam knows.

@@ -17,7 +17,7 @@ pub struct CredentialProcessArgs {
 /// `s2iam credential-process`: one line of JSON on stdout, nothing secret on stderr.
 pub async fn run(args: &CredentialProcessArgs, out: &mut impl Write) -> Result<(), CliError> {
     logging::init(false);
-    let v = s2iam_sidecar::sidecar_client::aws::credentials(
+    let v = s2iam_sidecar::sidecar_client::aws_credentials::credentials(
         &args.source.options(),
         &args.source.profile,
     )

@@ -5,8 +5,9 @@ use std::io::Write;
 use clap::Args;
 
 use s2iam::client::Error;
+use s2iam::env::ProviderConfig;
 use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
-use s2iam::provider::{CloudProvider, ProviderConfig};
+use s2iam::provider::CloudProvider;
 
 use super::flags::{parse_provider, IdentityFlags};
 use super::{logging, CliError};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 
 use super::flags::{parse_provider, IdentityFlags};
 use super::{logging, CliError};

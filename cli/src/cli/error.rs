@@ -21,7 +21,7 @@ pub enum CliError {
     #[error(transparent)]
     Flow(#[from] s2iam::client::Error),
     #[error(transparent)]
-    Aws(#[from] s2iam_sidecar::sidecar_client::aws::LocalError),
+    Aws(#[from] s2iam_sidecar::sidecar_client::aws_credentials::LocalError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error(transparent)]

@@ -56,9 +56,9 @@ pub struct AwsSourceArgs {
 
 impl AwsSourceArgs {
     /// The sidecar client's options.
-    pub fn options(&self) -> s2iam_sidecar::sidecar_client::aws::LocalOptions {
-        let provider_config = s2iam::provider::ProviderConfig::from_env();
-        s2iam_sidecar::sidecar_client::aws::LocalOptions {
+    pub fn options(&self) -> s2iam_sidecar::sidecar_client::aws_credentials::LocalOptions {
+        let provider_config = s2iam::ProviderConfig::from_env();
+        s2iam_sidecar::sidecar_client::aws_credentials::LocalOptions {
             socket: s2iam_sidecar::sidecar_client::default_socket(
                 self.socket.as_deref(),
                 &provider_config.env,

@@ -70,7 +70,7 @@ async fn recv_or_pending(signal: Option<&mut tokio::signal::unix::Signal>) {
 pub async fn serve(
     settings: &LifecycleConfig,
     config: s2iam_sidecar::config::ServeConfig,
-    provider_config: s2iam::provider::ProviderConfig,
+    provider_config: s2iam::ProviderConfig,
     signal: impl std::future::Future<Output = Stop>,
 ) -> Result<ExitCode, CliError> {
     let stop = s2iam_sidecar::serve::run_with(config, provider_config, settings, signal).await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 
 use super::{logging, shutdown_signal, CliError};
 

@@ -41,7 +41,7 @@ pub async fn run(command: &S3Command, out: &mut impl Write) -> Result<(), CliErr
     let expires = args
         .expires
         .as_deref()
-        .map(s2iam_sidecar::serve::aws::parse_expires)
+        .map(s2iam_sidecar::serve::aws_routes::parse_expires)
         .transpose()
         .map_err(CliError::Usage)?;
     let req = s2iam::aws_vending::PresignRequest {
@@ -51,7 +51,8 @@ pub async fn run(command: &S3Command, out: &mut impl Write) -> Result<(), CliErr
         method: Some(args.method.clone()),
         expires,
     };
-    let p = s2iam_sidecar::sidecar_client::aws::presign(&args.source.options(), &req).await?;
+    let p = s2iam_sidecar::sidecar_client::aws_credentials::presign(&args.source.options(), &req)
+        .await?;
     if args.json {
         writeln!(out, "{}", p.json())?;
     } else {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 
 use super::{logging, CliError};
 

@@ -6,8 +6,8 @@ use std::io::Write;
 use clap::Args;
 
 use s2iam::client::{Client, JwtOptions, TokenRequest};
+use s2iam::env::ProviderConfig;
 use s2iam::exchange::{ExchangeConfig, JwtType};
-use s2iam::provider::ProviderConfig;
 use s2iam::util::rfc3339;
 
 use super::flags::{parse_provider, IdentityFlags};

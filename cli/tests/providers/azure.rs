@@ -15,11 +15,11 @@ use crate::common::{bearer, claims, exchange_api_token, mocks as start, refused_
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use s2iam::env::ProviderConfig;
 use s2iam::env::{Env, Fs};
+use s2iam::http::RetryPolicy;
 use s2iam::provider::azure::{AzureProvider, PROBE_TIMEOUT};
-use s2iam::provider::{
-    CloudProvider, IdentityRequest, ProbeError, ProviderConfig, ProviderError, RetryPolicy,
-};
+use s2iam::provider::{CloudProvider, IdentityRequest, ProbeError, ProviderError};
 use s2iam::{detect_provider, DetectOptions, IdentityHeaders};
 use s2iam_testserver::{ArcChallenge, AzureIdentity, CloudConfig, FaultRule, TestServer};
 

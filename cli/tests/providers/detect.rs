@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{mock_env, mocks};
+use s2iam::env::ProviderConfig;
 use s2iam::env::{Env, Fs};
 use s2iam::provider::detect::{detect_provider, DetectOptions, DetectionMethod};
-use s2iam::provider::{CloudProvider, ProbeError, ProviderConfig};
+use s2iam::provider::{CloudProvider, ProbeError};
 use s2iam_testserver::{CloudConfig, FaultRule};
 
 fn closed_port_env() -> Env {

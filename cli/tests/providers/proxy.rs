@@ -7,9 +7,10 @@
 use std::sync::{Arc, Mutex};
 
 use crate::common::mocks;
+use s2iam::env::ProviderConfig;
 use s2iam::env::{Env, Fs};
 use s2iam::provider::aws::AwsProvider;
-use s2iam::provider::{IdentityRequest, ProviderConfig};
+use s2iam::provider::IdentityRequest;
 use s2iam_testserver::CloudConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -17,7 +17,8 @@ use super::metrics::DbProxyMetrics;
 use super::{token_request, DatabaseProxy, ProxyError, TokenSource};
 use s2iam::cache::{Cache, CachePolicy, Fetcher};
 use s2iam::client::{Client, JwtOptions, TokenRequest};
-use s2iam::provider::{ProviderConfig, DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
+use s2iam::env::ProviderConfig;
+use s2iam::provider::{DEFAULT_GCP_AUDIENCE, DEFAULT_ROLE_SESSION_NAME};
 use s2iam::token::Token;
 
 /// What `s2iam proxy` runs: one proxy, and how to reach the auth service.

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::config::{ServeConfig, ServeOverrides};
+use s2iam::env::ProviderConfig;
 use s2iam::exchange::JwtType;
-use s2iam::provider::ProviderConfig;
 use s2iam::util::instant_after;
 pub use source::{Fetched, Source, TokenSpec};
 

@@ -16,9 +16,9 @@ use super::{ServeError, Sidecar};
 use crate::config::api_proxy::{ApiProxyConfig, ProxyToken};
 use crate::config::{LogFormat, ServeConfig, Sink, WarmToken};
 use s2iam::env::endpoints::mock_env;
+use s2iam::env::ProviderConfig;
 use s2iam::env::{Env, Fs};
 use s2iam::exchange::JwtType;
-use s2iam::provider::ProviderConfig;
 
 /// What `s2iam dev` runs.
 #[derive(Debug, Clone)]

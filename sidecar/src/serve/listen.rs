@@ -8,7 +8,7 @@
 //! after it: the `Host` header (loopback names only, against DNS rebinding) and,
 //! when `tcp_token_file` is set, an exact `Authorization: Bearer <token>` (except
 //! on the AWS routes, which take the raw container-credentials token instead; see
-//! [`super::aws`]).
+//! [`super::aws_routes`]).
 //!
 //! Caps, timeouts, header limits, socket files and the drain are the listener's
 //! (`listen.*` settings, see `ConnLimits`).
@@ -29,8 +29,8 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::limits::Caller;
+use super::local_api::{api_error, constant_time_eq, is_aws_path, ViaTcp};
 use super::{hot, routes};
 use super::{AppState, ServeError};
 use crate::listener::http::HttpLimits;

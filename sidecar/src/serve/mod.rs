@@ -1,7 +1,7 @@
 //! `s2iam serve`: the sidecar. It owns the workload's identity, keeps the configured
 //! tokens warm in a [`Cache`], and serves tokens to local processes over a Unix
 //! socket and, optionally, loopback HTTP (see [`routes`] for the API). Its
-//! [`apiproxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
+//! [`api_proxy`] listeners forward HTTP to SingleStore's APIs with those tokens added.
 //!
 //! Start-up: listeners first (so `/healthz` answers at once), then detection, retried
 //! with backoff within `startup_timeout` (and more slowly after it: a metadata service
@@ -14,10 +14,9 @@
 //! SIGHUP is logged and ignored.
 
 pub mod adopt;
-pub mod api;
-pub mod apiproxy;
+pub mod api_proxy;
 pub mod audit;
-pub mod aws;
+pub mod aws_routes;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod encoded;
@@ -25,6 +24,7 @@ mod hot;
 pub mod lifecycle;
 pub mod limits;
 pub mod listen;
+pub mod local_api;
 pub mod metrics;
 pub mod once;
 pub mod routes;
@@ -42,7 +42,8 @@ use crate::config::{ServeConfig, Sink};
 use s2iam::aws_vending::AwsCredentialVendor;
 use s2iam::cache::{Cache, CacheError, Fetcher};
 use s2iam::client::{Client, Error, TokenRequest};
-use s2iam::provider::{CloudIdentity, ProviderConfig};
+use s2iam::env::ProviderConfig;
+use s2iam::provider::CloudIdentity;
 use s2iam::secret::Secret;
 use s2iam::token::Token;
 use s2iam::util::rfc3339;
@@ -79,7 +80,7 @@ pub enum ServeError {
     /// An API proxy could not start.
     #[error(transparent)]
     /// An API proxy could not start.
-    ApiProxy(#[from] apiproxy::ApiProxyError),
+    ApiProxy(#[from] api_proxy::ApiProxyError),
     #[error("cannot read the TCP bearer token file {path}: {source}")]
     /// The TCP bearer token file could not be read.
     TokenFile {
@@ -225,7 +226,7 @@ fn warm_requests(config: &ServeConfig) -> Vec<TokenRequest> {
         }
     }
     for proxy in &config.api_proxies {
-        let req = apiproxy::forward::token_request(proxy, config);
+        let req = api_proxy::forward::token_request(proxy, config);
         if !requests.contains(&req) {
             requests.push(req);
         }
@@ -259,7 +260,7 @@ pub struct Sidecar {
     pub state: Arc<AppState>,
     listeners: Vec<listen::Running>,
     database_proxies: Vec<crate::dbproxy::DatabaseProxy>,
-    api_proxies: Vec<apiproxy::Running>,
+    api_proxies: Vec<api_proxy::Running>,
     background: Vec<tokio::task::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -361,7 +362,7 @@ impl Sidecar {
             &stopped,
         )
         .await?;
-        let api_proxies = apiproxy::start_all(state.clone(), &env, stopped.clone()).await?;
+        let api_proxies = api_proxy::start_all(state.clone(), &env, stopped.clone()).await?;
         let mut background = Vec::new();
         background.push(tokio::spawn(startup(state.clone())));
         let tick = state.config.cache.tick;

@@ -15,7 +15,7 @@ use crate::render::context::Values;
 use crate::render::{Outcome, Renderer};
 use s2iam::aws_vending::AwsCredentialVendor;
 use s2iam::client::{Client, TokenRequest};
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 use s2iam::util::atomic_file as sinks;
 
 /// What `--once` could not do, every reason (never a token).

@@ -10,8 +10,8 @@
 //! | `GET /startupz` | 200 from the first time `/readyz` would say 200 on (the startupProbe) |
 //! | `POST /quitquitquit` | stop the sidecar (exit 0); see [`super::lifecycle`] |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /v1/aws/credentials/{profile}` | AWS container credentials (see [`super::aws`]) |
-//! | `GET /v1/s3/presign?...` | a presigned S3 URL (see [`super::aws`]) |
+//! | `GET /v1/aws/credentials/{profile}` | AWS container credentials (see [`super::aws_routes`]) |
+//! | `GET /v1/s3/presign?...` | a presigned S3 URL (see [`super::aws_routes`]) |
 //!
 //! Token routes also take `assumeRole` (if allowed by `access.assume_roles`) and
 //! `audience` (GCP). `?format=raw` or `Accept: text/plain` returns the bare token.
@@ -30,8 +30,8 @@ use axum::routing::get;
 use axum::Extension;
 use axum::{Json, Router};
 
-use super::api::{api_error, ApiError};
 use super::limits::Caller;
+use super::local_api::{api_error, ApiError};
 use super::{describe, AppState};
 use s2iam::cache::GetError;
 use s2iam::client::{Error, TokenRequest};
@@ -44,8 +44,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/token/database", get(database_token))
         .route("/v1/token/api", get(api_token))
         .route("/v1/identity", get(identity))
-        .route("/v1/aws/credentials/{profile}", get(super::aws::credentials))
-        .route("/v1/s3/presign", get(super::aws::presign))
+        .route("/v1/aws/credentials/{profile}", get(super::aws_routes::credentials))
+        .route("/v1/s3/presign", get(super::aws_routes::presign))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/startupz", get(startupz))
@@ -98,7 +98,7 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
 async fn database_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
-    via_tcp: Option<Extension<super::api::ViaTcp>>,
+    via_tcp: Option<Extension<super::local_api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -110,7 +110,7 @@ async fn database_token(
 async fn api_token(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
-    via_tcp: Option<Extension<super::api::ViaTcp>>,
+    via_tcp: Option<Extension<super::local_api::ViaTcp>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -193,7 +193,7 @@ pub(crate) struct TokenParams<'a> {
 
 impl<'a> TokenParams<'a> {
     /// Parses a query string, refusing unknown and repeated parameters (with
-    /// the messages of [`super::api::parse_query`]).
+    /// the messages of [`super::local_api::parse_query`]).
     pub(crate) fn parse(query: Option<&'a str>) -> Result<Self, ApiError> {
         let mut params = Self::default();
         for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {

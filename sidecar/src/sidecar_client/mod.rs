@@ -2,7 +2,7 @@
 //! ask `s2iam serve` over its Unix socket.
 //!
 //! - [`socket`]: one `GET` over the Unix socket (`s2iam probe`);
-//! - [`aws`]: AWS credentials and presigned S3 URLs from the sidecar
+//! - [`aws_credentials`]: AWS credentials and presigned S3 URLs from the sidecar
 //!   (`s2iam credential-process`, `s2iam s3 presign`), resolved in-process from
 //!   the config file when no sidecar answers;
 //! - `sdk` (feature `aws-sdk`): the same as a credentials provider for the AWS
@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub mod aws;
+pub mod aws_credentials;
 #[cfg(feature = "aws-sdk")]
 pub mod sdk;
 pub mod socket;

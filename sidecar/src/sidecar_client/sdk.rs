@@ -20,9 +20,9 @@ use std::time::Duration;
 use aws_credential_types::provider::{self, error::CredentialsError, ProvideCredentials};
 use aws_credential_types::Credentials;
 
-use super::aws::{self as local, LocalOptions};
+use super::aws_credentials::{self as local, LocalOptions};
 use s2iam::aws_vending::{AwsCredentialVendor, VendedCredentials};
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 
 #[derive(Debug, Clone)]
 enum Source {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-pub use crate::http::TransportError;
+use crate::http::TransportError;
 use crate::http::{fetch, retry_answers, RetryPolicy};
 
 /// How many times a request is sent when it keeps getting 429 or 5xx.

@@ -18,7 +18,8 @@
 
 use std::time::Duration;
 
-use super::http::{self, TransportError};
+use super::http;
+use crate::http::TransportError;
 use crate::secret::Secret;
 
 /// Per-request timeout: IMDS is link-local and answers in milliseconds.

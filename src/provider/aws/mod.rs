@@ -38,9 +38,10 @@ pub mod sts;
 use std::collections::BTreeMap;
 
 use super::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
-    ProviderError, DEFAULT_ROLE_SESSION_NAME,
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderError,
+    DEFAULT_ROLE_SESSION_NAME,
 };
+use crate::env::ProviderConfig;
 pub use chain::CredentialSource;
 use imds::{Imds, ImdsError};
 pub use keys::AwsCredentials;
@@ -233,7 +234,7 @@ fn upstream(e: &StsError) -> ProviderError {
 }
 
 fn probe_error(e: &ImdsError) -> ProbeError {
-    use http::TransportError as T;
+    use crate::http::TransportError as T;
     match e {
         ImdsError::Transport(T::Refused { url }) => ProbeError::Refused { url: url.clone() },
         ImdsError::Transport(T::Timeout { url, timeout_ms }) => ProbeError::Timeout {

@@ -22,12 +22,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::http::{self, TransportError};
+use super::http;
 use super::keys::{parse_time, AwsCredentials};
 use super::sigv4;
 use crate::env::aws_endpoints::{AwsEndpoint, EndpointError};
 use crate::env::skew::{self, ClockSkew};
 use crate::env::{Clock, ProviderConfig};
+use crate::http::TransportError;
 use crate::secret::Secret;
 
 /// The STS API version sent with every action.

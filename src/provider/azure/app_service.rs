@@ -12,8 +12,9 @@
 
 use std::time::Duration;
 
-use super::super::{ProviderConfig, ProviderError};
+use super::super::ProviderError;
 use super::token::{AccessToken, Source};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 

@@ -20,8 +20,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::super::{ProviderConfig, ProviderError};
+use super::super::ProviderError;
 use super::token::{AccessToken, Source};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, Step};
 use crate::Secret;
 

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::token::{parse_expires_on, AccessToken};
+use crate::env::ProviderConfig;
 use crate::Secret;
 
 /// azure-identity's `process_timeout` default.

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::{ProbeError, ProviderConfig, ProviderError};
+use super::super::{ProbeError, ProviderError};
 use super::token::{AccessToken, Compute, Source};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, TransportError};
 
 pub(super) const INSTANCE_PATH: &str = "/metadata/instance?api-version=2021-02-01";

@@ -65,9 +65,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
-    ProviderError,
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderError,
 };
+use crate::env::ProviderConfig;
 use crate::http::RetryPolicy;
 use token::{Compute, Origin};
 

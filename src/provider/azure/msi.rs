@@ -18,8 +18,9 @@
 
 use std::time::Duration;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::token::{AccessToken, Origin, Source};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 

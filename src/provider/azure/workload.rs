@@ -16,8 +16,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::token::{AccessToken, Source};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, RetryPolicy};
 use crate::Secret;
 

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::super::ProviderConfig;
+use crate::env::ProviderConfig;
 use crate::Secret;
 
 /// Google's OAuth 2.0 token endpoint, when an `authorized_user` file names none.

@@ -54,9 +54,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderConfig,
-    ProviderError,
+    CloudIdentity, CloudProvider, IdentityHeaders, IdentityRequest, ProbeError, ProviderError,
 };
+use crate::env::ProviderConfig;
 use crate::http::{fetch, RetryPolicy};
 
 /// Per-request timeout of the detection probe. A real metadata server answers in

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::adc::{self, AuthorizedUser, ServiceAccountKey, UrlUse};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, Step, TransportError};
 use crate::Secret;
 

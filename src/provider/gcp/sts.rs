@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::adc::{self, ExternalAccount, UrlUse};
 use super::oauth::{oauth_error, CLOUD_PLATFORM};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, retry, GaveUp, Reply, RetryPolicy, Step, TransportError};
 use crate::Secret;
 

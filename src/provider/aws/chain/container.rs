@@ -21,9 +21,10 @@ use serde::Deserialize;
 use super::{
     AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
 };
-use crate::provider::aws::http::{self, TransportError};
+use crate::env::ProviderConfig;
+use crate::http::TransportError;
+use crate::provider::aws::http;
 use crate::provider::aws::keys::parse_time;
-use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
 /// Per-request timeout. The EKS Pod Identity agent calls EKS Auth before it

@@ -4,7 +4,7 @@
 use super::{
     AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
 };
-use crate::provider::ProviderConfig;
+use crate::env::ProviderConfig;
 use crate::secret::Secret;
 
 /// The environment-keys source.

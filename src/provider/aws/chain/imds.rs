@@ -10,11 +10,11 @@ use serde::Deserialize;
 use super::{
     AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
 };
-use crate::provider::aws::http::TransportError;
+use crate::env::ProviderConfig;
+use crate::http::TransportError;
 use crate::provider::aws::imds::{Imds, ImdsError};
 use crate::provider::aws::keys::parse_time;
 use crate::provider::aws::region_from_env;
-use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
 const ROLES_PATH: &str = "meta-data/iam/security-credentials/";

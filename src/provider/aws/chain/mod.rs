@@ -33,9 +33,9 @@
 pub mod container;
 pub mod env;
 pub mod imds;
-pub mod shared_config;
 #[cfg(feature = "aws-config")]
 pub mod sdk;
+pub mod shared_config;
 pub mod web_identity;
 
 use std::fmt;
@@ -43,7 +43,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use super::keys::AwsCredentials;
-use crate::provider::ProviderConfig;
+use crate::env::ProviderConfig;
 
 /// Which source the chain took credentials from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,11 @@ pub struct Chain {
 impl Chain {
     /// The AWS SDKs' default order. `sts_region` is the region of web identity's
     /// STS call; `profiles` keeps resolved profile credentials between loads.
-    pub fn default_for(cfg: &ProviderConfig, sts_region: &str, profiles: &shared_config::Cache) -> Self {
+    pub fn default_for(
+        cfg: &ProviderConfig,
+        sts_region: &str,
+        profiles: &shared_config::Cache,
+    ) -> Self {
         let chain = Self::default()
             .with(env::EnvKeys)
             .with(shared_config::SharedConfig::new(profiles.clone()))
@@ -295,7 +299,9 @@ pub fn plan(cfg: &ProviderConfig) -> String {
     match shared_config::SharedConfig::plan(cfg) {
         Ok(Some(plan)) => return plan.to_string(),
         Ok(None) => {}
-        Err(shared_config::ProfileError::Resolve(e)) if e.needs_sdk() && cfg!(feature = "aws-config") => {
+        Err(shared_config::ProfileError::Resolve(e))
+            if e.needs_sdk() && cfg!(feature = "aws-config") =>
+        {
             return CredentialSource::AwsSdk.as_str().to_string()
         }
         Err(e) => return format!("{}: {e}", CredentialSource::SharedConfig),

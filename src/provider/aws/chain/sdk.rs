@@ -16,7 +16,7 @@ use aws_credential_types::provider::ProvideCredentials as _;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider as TlsProvider};
 
 use super::{AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, Skip};
-use crate::provider::ProviderConfig;
+use crate::env::ProviderConfig;
 use crate::secret::Secret;
 
 /// The AWS SDK's default chain as a source.

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use super::{
     AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, SourceError,
 };
+use crate::env::ProviderConfig;
 use crate::provider::aws::sts::{AssumeRoleRequest, StsClient, StsError};
-use crate::provider::{ProviderConfig, DEFAULT_ROLE_SESSION_NAME};
+use crate::provider::DEFAULT_ROLE_SESSION_NAME;
 use crate::secret::Secret;
 
 /// The web identity source, as configured by the environment.

@@ -24,10 +24,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::super::super::aws::sigv4;
-use super::super::super::ProviderConfig;
 use super::super::super::ProviderError;
 use super::super::adc::{self, ExternalAccount, UrlUse};
 use super::{no_identity, upstream};
+use crate::env::ProviderConfig;
 use crate::http::fetch;
 use crate::Secret;
 

@@ -28,9 +28,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::super::super::{ProviderConfig, ProviderError};
+use super::super::super::ProviderError;
 use super::super::adc::{ExecutableSource, ExternalAccount};
 use super::no_identity;
+use crate::env::ProviderConfig;
 use crate::Secret;
 
 /// The variable that must be `1` for any executable to run.

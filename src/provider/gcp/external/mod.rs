@@ -24,9 +24,10 @@ pub(super) mod executable;
 use std::path::Path;
 use std::time::Duration;
 
-use super::super::{CloudProvider, ProviderConfig, ProviderError};
+use super::super::{CloudProvider, ProviderError};
 use super::adc::{self, ExternalAccount, SourceFormat, UrlUse};
 use super::{impersonate, sts};
+use crate::env::ProviderConfig;
 use crate::http::{fetch, RetryPolicy};
 use crate::Secret;
 

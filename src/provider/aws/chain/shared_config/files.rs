@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::provider::ProviderConfig;
+use crate::env::ProviderConfig;
 
 /// One profile's keys (lowercased) with their values, after merging.
 pub type Section = HashMap<String, String>;

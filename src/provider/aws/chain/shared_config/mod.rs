@@ -37,9 +37,10 @@ use super::{
     AwsCredentials, CredentialSource, ProvideCredentials, ProvideFuture, Provided, Skip,
     SourceError,
 };
+use crate::env::ProviderConfig;
 use crate::provider::aws::sts::{AssumeRoleRequest, StsClient, StsError};
 use crate::provider::aws::{region_from_env, DEFAULT_REGION};
-use crate::provider::{ProviderConfig, DEFAULT_ROLE_SESSION_NAME};
+use crate::provider::DEFAULT_ROLE_SESSION_NAME;
 use crate::secret::Secret;
 
 pub use files::parse_ini;

@@ -23,10 +23,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
+use crate::env::ProviderConfig;
 use crate::logging;
 use crate::provider::aws::keys::parse_time;
 use crate::provider::aws::AwsCredentials;
-use crate::provider::ProviderConfig;
 use crate::secret::Secret;
 
 /// How long the command may run when `S2IAM_CREDENTIAL_PROCESS_TIMEOUT` is unset.

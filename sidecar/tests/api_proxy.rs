@@ -41,7 +41,7 @@ impl World {
         )
         .await
         .unwrap();
-        let dir = temp_dir("apiproxy");
+        let dir = temp_dir("api_proxy");
         let mut c = ServeConfig::from_toml(
             "",
             &Env::from_pairs::<&str, &str>([]),

@@ -25,14 +25,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-use super::api::{constant_time_eq, parse_query, ViaTcp};
+use super::local_api::{constant_time_eq, parse_query, ViaTcp};
 use super::AppState;
 use s2iam::aws_vending::{PresignRequest, VendError};
 use s2iam::logging::field;
 
 /// A refusal in the container-credentials error shape.
 pub fn aws_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    super::api::json_line(
+    super::local_api::json_line(
         status,
         &serde_json::json!({"code": code, "message": message.into()}),
     )

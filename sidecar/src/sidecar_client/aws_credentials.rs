@@ -17,7 +17,7 @@ use s2iam::aws_vending::{
     VendedCredentials,
 };
 use s2iam::client::Client;
-use s2iam::provider::ProviderConfig;
+use s2iam::env::ProviderConfig;
 
 /// Why the command failed. Never contains a credential.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! What the routes and the listeners share: the JSON error shape, query parsing,
 //! the via-TCP marker, which paths are AWS routes, and a constant-time compare
-//! for tokens. It imports no sibling, so `routes`, `aws` and `listen` can all use
+//! for tokens. It imports no sibling, so `routes`, `aws_routes` and `listen` can all use
 //! it without importing each other in a circle.
 
 use std::collections::HashMap;
