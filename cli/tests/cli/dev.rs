@@ -17,31 +17,51 @@ async fn dev_serves_tokens_as_the_readme_says() {
             .unwrap()
             .port()
     };
-    let (port, data_port, mgmt_port) = (free_port(), free_port(), free_port());
-    let mut child = Proc(
-        s2iam_with_auth(None)
-            .args([
-                "dev",
-                "--exit-after",
-                "60s",
-                "--tcp",
-                &format!("127.0.0.1:{port}"),
-                "--mysql",
-                "127.0.0.1:0",
-                "--data-api-proxy",
-                &format!("127.0.0.1:{data_port}"),
-                "--management-api-proxy",
-                &format!("127.0.0.1:{mgmt_port}"),
-                "--dir",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let socket = dir.join("s2iam.sock");
-    assert!(eventually(Duration::from_secs(20), async || socket.exists()).await);
+    // The ports are free when picked and bound by `dev` a moment later: another test
+    // can take one in between (seen once in CI). A start that fails is retried with
+    // new ports; its stderr says why.
+    let mut started = None;
+    let mut why = String::new();
+    for attempt in 0..3 {
+        let (port, data_port, mgmt_port) = (free_port(), free_port(), free_port());
+        let stderr = dir.join(format!("dev-stderr-{attempt}"));
+        let mut child = Proc(
+            s2iam_with_auth(None)
+                .args([
+                    "dev",
+                    "--exit-after",
+                    "60s",
+                    "--tcp",
+                    &format!("127.0.0.1:{port}"),
+                    "--mysql",
+                    "127.0.0.1:0",
+                    "--data-api-proxy",
+                    &format!("127.0.0.1:{data_port}"),
+                    "--management-api-proxy",
+                    &format!("127.0.0.1:{mgmt_port}"),
+                    "--dir",
+                ])
+                .arg(&dir)
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let up = eventually(Duration::from_secs(20), async || {
+            socket.exists() || matches!(child.0.try_wait(), Ok(Some(_)))
+        })
+        .await;
+        if up && socket.exists() {
+            started = Some((child, port, data_port, mgmt_port));
+            break;
+        }
+        drop(child);
+        why = std::fs::read_to_string(&stderr).unwrap_or_default();
+    }
+    let Some((mut child, port, data_port, mgmt_port)) = started else {
+        panic!("s2iam dev did not start in 3 attempts; last stderr:\n{why}");
+    };
     assert!(
         eventually(Duration::from_secs(20), async || uds_get(
             &socket, "/readyz"
