@@ -25,6 +25,8 @@
 
 use std::time::Duration;
 
+use super::packet::MAX_CHUNK;
+
 /// `max_session_lifetime`: 0 (never) or 1 second up to 30 days.
 pub const MAX_SESSION_LIFETIME: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(30 * 24 * 3600);
@@ -38,9 +40,6 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// How many of a packet's first bytes [`Turns`] reads: an OK packet's status
 /// comes after two length-encoded integers (up to 9 bytes each).
 pub const HEAD: usize = 32;
-
-/// Payloads of 2^24 - 1 bytes continue in the next packet.
-const MAX_CHUNK: usize = 0xFF_FFFF;
 
 /// `SERVER_STATUS_IN_TRANS`.
 const IN_TRANS: u16 = 0x0001;
@@ -300,18 +299,15 @@ impl Turns {
 }
 
 /// A length-encoded integer at the front of `b`: (value, bytes it took).
+/// `mysql_common`'s reader does the decoding; its NULL (`0xFB`) and error
+/// (`0xFF`) markers read as 0 there, but here they are no count at all.
 fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
-    let width = match *b.first()? {
-        n @ 0..=0xFA => return Some((u64::from(n), 1)),
-        0xFC => 2,
-        0xFD => 3,
-        0xFE => 8,
-        _ => return None,
-    };
-    let bytes = b.get(1..1usize.saturating_add(width))?;
-    let mut v = [0u8; 8];
-    v[..width].copy_from_slice(bytes);
-    Some((u64::from_le_bytes(v), width.saturating_add(1)))
+    if matches!(b.first(), Some(0xFB | 0xFF)) {
+        return None;
+    }
+    let mut buf = mysql_common::io::ParseBuf(b);
+    let value = buf.checked_eat_lenenc_int()?;
+    Some((value, b.len().saturating_sub(buf.0.len())))
 }
 
 /// Cuts the server's plain (uncompressed) byte stream into packets as it

@@ -13,7 +13,7 @@ use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Payloads of 2^24 - 1 bytes continue in the next packet.
-const MAX_CHUNK: usize = 0xFF_FFFF;
+pub const MAX_CHUNK: usize = 0xFF_FFFF;
 
 /// Handshake packets are small; a JWT is a few kilobytes.
 pub const HANDSHAKE_LIMIT: usize = 256 * 1024;

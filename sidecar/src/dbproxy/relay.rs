@@ -38,7 +38,7 @@ use mysql_common::constants::CapabilityFlags;
 use super::kill;
 use super::lifetime::{self, Turns, Walker};
 use super::login::{self, codes, LoginReply};
-use super::packet;
+use super::packet::{self, MAX_CHUNK};
 use super::Shared;
 use s2iam::secret::Secret;
 
@@ -46,8 +46,6 @@ use s2iam::secret::Secret;
 pub const COM_CHANGE_USER: u8 = 0x11;
 /// `COM_QUIT`: the proxy's own, upstream, when it closes a session for age.
 const COM_QUIT: u8 = 0x01;
-/// Payloads of 2^24 - 1 bytes continue in the next packet.
-const MAX_CHUNK: usize = 0xFF_FFFF;
 /// A `COM_CHANGE_USER` is small (user, 1-byte-long auth data, database,
 /// attributes); one larger than this is refused.
 const CHANGE_USER_LIMIT: usize = 64 * 1024;
