@@ -535,14 +535,28 @@ async fn bench_mysql_async() {
         bench_count("S2IAM_BENCH_STREAM", 5),
     );
     let [sp, sd] = bench_setup(n_setup, proxy).await;
-    let mut conns = [
-        Conn::new(proxy()).await.unwrap(),
-        Conn::new(direct()).await.unwrap(),
-    ];
-    let mut rtt: [Vec<f64>; 2] = Default::default();
-    let mut stream: [Vec<f64>; 2] = Default::default();
+    // Round trip and streaming: through the proxy, direct, and direct through the bench's
+    // plain TCP forwarder (`S2IAM_REALDB_HOP_PORT`: one more process on the path, no
+    // protocol work in it) when it runs one.
+    let mut sides = vec![("proxy", proxy()), ("direct", direct())];
+    if let Ok(hop) = std::env::var("S2IAM_REALDB_HOP_PORT") {
+        sides.push(("hop", direct().tcp_port(hop.parse().unwrap())));
+    }
+    let mut conns = Vec::new();
+    for (_, opts) in &sides {
+        conns.push(Conn::new(opts.clone()).await.unwrap());
+    }
+    let order = |i: usize| -> Vec<usize> {
+        let mut ks: Vec<usize> = (0..sides.len()).collect();
+        if i % 2 == 1 {
+            ks.reverse();
+        }
+        ks
+    };
+    let mut rtt = vec![Vec::new(); sides.len()];
+    let mut stream = vec![Vec::new(); sides.len()];
     for i in 0..n_rtt.saturating_add(100) {
-        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for k in order(i) {
             let t = Instant::now();
             let _: Option<i64> = conns[k].query_first("SELECT 1").await.unwrap();
             if i >= 100 {
@@ -551,7 +565,7 @@ async fn bench_mysql_async() {
         }
     }
     for i in 0..n_stream {
-        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for k in order(i) {
             let t = Instant::now();
             let rows: Vec<(i64, Vec<u8>)> = conns[k]
                 .query("SELECT id, payload FROM stream")
@@ -564,17 +578,21 @@ async fn bench_mysql_async() {
     for c in conns {
         c.disconnect().await.unwrap();
     }
-    let [rp, rd] = rtt.map(p50);
-    let [tp, td] = stream.map(p50);
-    println!(
-        "BENCH {{\"driver\": \"mysql_async (Rust)\", \"settings\": \"prefer_socket(false), no TLS options\", \"setup_ms\": {{\"proxy\": {:.3}, \"direct\": {:.3}}}, \"rtt_us\": {{\"proxy\": {:.1}, \"direct\": {:.1}}}, \"stream_s\": {{\"proxy\": {:.4}, \"direct\": {:.4}}}}}",
-        sp * 1e3,
-        sd * 1e3,
-        rp * 1e6,
-        rd * 1e6,
-        tp,
-        td
-    );
+    let medians = |samples: Vec<Vec<f64>>, scale: f64| -> serde_json::Value {
+        let by_side = sides
+            .iter()
+            .zip(samples)
+            .map(|((side, _), v)| (side.to_string(), serde_json::json!(p50(v) * scale)));
+        serde_json::Value::Object(by_side.collect())
+    };
+    let line = serde_json::json!({
+        "driver": "mysql_async (Rust)",
+        "settings": "prefer_socket(false), no TLS options",
+        "setup_ms": {"proxy": sp * 1e3, "direct": sd * 1e3},
+        "rtt_us": medians(rtt, 1e6),
+        "stream_s": medians(stream, 1.0),
+    });
+    println!("BENCH {line}");
     // The defaults through the proxy: `prefer_socket` (true) makes mysql_async read
     // `@@socket` after a TCP login to 127.0.0.1 and try to reconnect through that Unix
     // socket, the server's, past the proxy (here the server is on this machine, so it

@@ -29,8 +29,17 @@ public class Drivers {
     static final String EXPECTED = USER + "@%";
     static final String PROXY_URL = "jdbc:mariadb://127.0.0.1:" + System.getenv("S2IAM_REALDB_PROXY_PORT")
             + "/app?useServerPrepStmts=true";
-    static final String DIRECT_URL = "jdbc:mariadb://127.0.0.1:" + System.getenv("S2IAM_REALDB_PORT")
-            + "/app?useSsl=true&serverSslCert=" + System.getenv("S2IAM_REALDB_CA");
+    static final String DIRECT_URL = directUrl(System.getenv("S2IAM_REALDB_PORT"));
+    // scripts/bench-real-database: a plain TCP forwarder to the server (the "hop" side: the
+    // direct connection with one more process on its path and no protocol work in it).
+    static final String HOP_PORT = System.getenv().getOrDefault("S2IAM_REALDB_HOP_PORT", "");
+    // Setup: through the proxy and direct; round trip and streaming also through the hop.
+    static final String[] SETUP_SIDES = {"proxy", "direct"};
+    static final String[] OPEN_SIDES = HOP_PORT.isEmpty() ? SETUP_SIDES : new String[] {"proxy", "direct", "hop"};
+
+    static String directUrl(String port) {
+        return "jdbc:mariadb://127.0.0.1:" + port + "/app?useSsl=true&serverSslCert=" + System.getenv("S2IAM_REALDB_CA");
+    }
 
     static String jwt() throws Exception {
         return Files.readString(Path.of(System.getenv("S2IAM_REALDB_TOKEN_FILE"))).trim();
@@ -191,11 +200,16 @@ public class Drivers {
     }
 
     static java.util.Map<String, List<Double>> interleaved(int n, Timed fn) throws Exception {
+        return interleaved(n, fn, SETUP_SIDES);
+    }
+
+    static java.util.Map<String, List<Double>> interleaved(int n, Timed fn, String[] sides) throws Exception {
         java.util.Map<String, List<Double>> out = new java.util.LinkedHashMap<>();
-        out.put("proxy", new ArrayList<>());
-        out.put("direct", new ArrayList<>());
+        for (String side : sides) out.put(side, new ArrayList<>());
+        List<String> reversed = new ArrayList<>(List.of(sides));
+        Collections.reverse(reversed);
         for (int i = 0; i < n; i++) {
-            for (String side : i % 2 == 0 ? new String[] {"proxy", "direct"} : new String[] {"direct", "proxy"}) {
+            for (String side : i % 2 == 0 ? List.of(sides) : reversed) {
                 long t = System.nanoTime();
                 fn.run(side);
                 out.get(side).add((System.nanoTime() - t) / 1e9);
@@ -225,7 +239,7 @@ public class Drivers {
 
     static Connection open(String side) throws Exception {
         return side.equals("proxy") ? DriverManager.getConnection(PROXY_URL, USER, "")
-                : DriverManager.getConnection(DIRECT_URL, USER, jwt());
+                : DriverManager.getConnection(side.equals("hop") ? directUrl(HOP_PORT) : DIRECT_URL, USER, jwt());
     }
 
     static HikariConfig hikariFor(String side, int size) throws Exception {
@@ -234,7 +248,7 @@ public class Drivers {
             cfg.setJdbcUrl(PROXY_URL);
             cfg.setPassword("");
         } else {
-            cfg.setJdbcUrl(DIRECT_URL);
+            cfg.setJdbcUrl(side.equals("hop") ? directUrl(HOP_PORT) : DIRECT_URL);
             cfg.setPassword(jwt());
         }
         cfg.setUsername(USER);
@@ -262,11 +276,10 @@ public class Drivers {
             }
         });
         java.util.Map<String, Connection> conns = new java.util.HashMap<>();
-        conns.put("proxy", open("proxy"));
-        conns.put("direct", open("direct"));
+        for (String side : OPEN_SIDES) conns.put(side, open(side));
         for (Connection c : conns.values()) for (int i = 0; i < 200; i++) drain(c, "SELECT 1");
-        var rtt = interleaved(nRtt, side -> drain(conns.get(side), "SELECT 1"));
-        var streamed = interleaved(nStream, side -> drain(conns.get(side), stream));
+        var rtt = interleaved(nRtt, side -> drain(conns.get(side), "SELECT 1"), OPEN_SIDES);
+        var streamed = interleaved(nStream, side -> drain(conns.get(side), stream), OPEN_SIDES);
         String version = conns.get("proxy").getMetaData().getDriverVersion();
         for (Connection c : conns.values()) c.close();
         System.out.println("{\"driver\": \"Connector/J " + version + "\", \"settings\": \"defaults (no useSsl)\", \"setup_ms\": "
@@ -279,23 +292,21 @@ public class Drivers {
             }
         });
         java.util.Map<String, HikariDataSource> pools = new java.util.HashMap<>();
-        pools.put("proxy", new HikariDataSource(hikariFor("proxy", 1)));
-        pools.put("direct", new HikariDataSource(hikariFor("direct", 1)));
+        for (String side : OPEN_SIDES) pools.put(side, new HikariDataSource(hikariFor(side, 1)));
         Timed checkout = side -> {
             try (Connection c = pools.get(side).getConnection()) {
                 drain(c, "SELECT 1");
             }
         };
         for (int i = 0; i < 200; i++) {
-            checkout.run("proxy");
-            checkout.run("direct");
+            for (String side : OPEN_SIDES) checkout.run(side);
         }
-        var hrtt = interleaved(nRtt, checkout);
+        var hrtt = interleaved(nRtt, checkout, OPEN_SIDES);
         var hstream = interleaved(nStream, side -> {
             try (Connection c = pools.get(side).getConnection()) {
                 drain(c, stream);
             }
-        });
+        }, OPEN_SIDES);
         for (HikariDataSource ds : pools.values()) ds.close();
         // Debian's HikariCP jar has no Implementation-Version, only the OSGi Bundle-Version.
         String hikari;

@@ -5,7 +5,8 @@
 //   node drivers.cjs check          one line per case: "ok   NAME" / "FAIL NAME: why"
 //   node drivers.cjs pool SECONDS   a mysql2 pool through the proxy, 4 workers; zero failures
 //   node drivers.cjs bench          scripts/bench-real-database: connection setup, SELECT 1
-//                                   round trip, a large result; proxy and direct; JSON lines
+//                                   round trip, a large result; proxy, direct (and the hop);
+//                                   JSON lines
 //
 // Through the proxy mysql2 needs nothing special: no password, no ssl option (it never
 // builds a TLS context unless asked).
@@ -16,6 +17,9 @@ const mysql = require('mysql2/promise');
 const env = process.env;
 const PROXY_PORT = Number(env.S2IAM_REALDB_PROXY_PORT);
 const DB_PORT = Number(env.S2IAM_REALDB_PORT);
+// scripts/bench-real-database: a plain TCP forwarder to the server (the "hop" side: the
+// direct connection with one more process on its path and no protocol work in it).
+const HOP_PORT = Number(env.S2IAM_REALDB_HOP_PORT || 0);
 const USER = env.S2IAM_REALDB_USER;
 const EXPECTED = `${USER}@%`;
 const jwt = () => fs.readFileSync(env.S2IAM_REALDB_TOKEN_FILE, 'utf8').trim();
@@ -145,10 +149,13 @@ async function pool(seconds) {
 const STREAM = 'SELECT id, payload FROM stream';
 const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const now = () => Number(process.hrtime.bigint()) / 1e9;
-async function interleaved(n, fn) {
-  const out = { proxy: [], direct: [] };
+// Setup: through the proxy and direct; round trip and streaming also through the hop.
+const SETUP_SIDES = ['proxy', 'direct'];
+const OPEN_SIDES = HOP_PORT ? ['proxy', 'direct', 'hop'] : SETUP_SIDES;
+async function interleaved(n, fn, sides = SETUP_SIDES) {
+  const out = Object.fromEntries(sides.map((side) => [side, []]));
   for (let i = 0; i < n; i += 1) {
-    for (const side of i % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy']) {
+    for (const side of i % 2 === 0 ? sides : [...sides].reverse()) {
       const t = now();
       await fn(side);
       out[side].push(now() - t);
@@ -162,16 +169,17 @@ async function bench() {
   const nSetup = Number(env.S2IAM_BENCH_SETUP || 40);
   const nRtt = Number(env.S2IAM_BENCH_RTT || 2000);
   const nStream = Number(env.S2IAM_BENCH_STREAM || 5);
-  const opts = { proxy: proxy(), direct: direct() };
+  const opts = { proxy: proxy(), direct: direct(), hop: direct({ port: HOP_PORT }) };
   const setup = await interleaved(nSetup, async (side) => {
     const c = await mysql.createConnection(opts[side]);
     await c.query('SELECT 1');
     await c.end();
   });
-  const conns = { proxy: await mysql.createConnection(opts.proxy), direct: await mysql.createConnection(opts.direct) };
-  for (const side of ['proxy', 'direct']) for (let i = 0; i < 50; i += 1) await conns[side].query('SELECT 1');
-  const rtt = await interleaved(nRtt, (side) => conns[side].query('SELECT 1'));
-  const stream = await interleaved(nStream, (side) => conns[side].query(STREAM));
+  const conns = {};
+  for (const side of OPEN_SIDES) conns[side] = await mysql.createConnection(opts[side]);
+  for (const side of OPEN_SIDES) for (let i = 0; i < 50; i += 1) await conns[side].query('SELECT 1');
+  const rtt = await interleaved(nRtt, (side) => conns[side].query('SELECT 1'), OPEN_SIDES);
+  const stream = await interleaved(nStream, (side) => conns[side].query(STREAM), OPEN_SIDES);
   for (const c of Object.values(conns)) await c.end();
   console.log(JSON.stringify({
     driver: `mysql2 ${require('mysql2/package.json').version}`, settings: 'defaults (no ssl option)',
@@ -186,11 +194,10 @@ async function bench() {
     await p.query('SELECT 1');
     await p.end();
   });
-  const pools = { proxy: mysql.createPool({ ...opts.proxy, connectionLimit: 1 }),
-    direct: mysql.createPool({ ...opts.direct, connectionLimit: 1 }) };
-  for (const side of ['proxy', 'direct']) for (let i = 0; i < 50; i += 1) await pools[side].query('SELECT 1');
-  const prtt = await interleaved(nRtt, (side) => pools[side].query('SELECT 1'));
-  const pstream = await interleaved(nStream, (side) => pools[side].query(STREAM));
+  const pools = Object.fromEntries(OPEN_SIDES.map((side) => [side, mysql.createPool({ ...opts[side], connectionLimit: 1 })]));
+  for (const side of OPEN_SIDES) for (let i = 0; i < 50; i += 1) await pools[side].query('SELECT 1');
+  const prtt = await interleaved(nRtt, (side) => pools[side].query('SELECT 1'), OPEN_SIDES);
+  const pstream = await interleaved(nStream, (side) => pools[side].query(STREAM), OPEN_SIDES);
   for (const p of Object.values(pools)) await p.end();
   console.log(JSON.stringify({
     driver: `mysql2 ${require('mysql2/package.json').version} pool`, settings: 'defaults (no ssl option)',

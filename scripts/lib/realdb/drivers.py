@@ -24,6 +24,9 @@ import pymysql
 
 PROXY_PORT = int(os.environ["S2IAM_REALDB_PROXY_PORT"])
 DB_PORT = int(os.environ["S2IAM_REALDB_PORT"])
+# scripts/bench-real-database: a plain TCP forwarder to the server (the "hop" side: the direct
+# connection with one more process on its path and no protocol work in it).
+HOP_PORT = int(os.environ.get("S2IAM_REALDB_HOP_PORT") or 0)
 CA = os.environ["S2IAM_REALDB_CA"]
 USER = os.environ["S2IAM_REALDB_USER"]
 TOKEN_FILE = os.environ["S2IAM_REALDB_TOKEN_FILE"]
@@ -40,8 +43,8 @@ def pymysql_proxy(**kw):
                            ssl_disabled=True, **kw)
 
 
-def pymysql_direct(**kw):
-    return pymysql.connect(host="127.0.0.1", port=DB_PORT, user=USER, password=jwt(),
+def pymysql_direct(port=DB_PORT, **kw):
+    return pymysql.connect(host="127.0.0.1", port=port, user=USER, password=jwt(),
                            database="app", ssl_ca=CA, ssl_verify_cert=True, **kw)
 
 
@@ -334,8 +337,16 @@ def interleaved(n, sides, fn):
     return out
 
 
+def open_sides(hop=True):
+    """Round trip and streaming: through the proxy, direct, and (when the bench runs the
+    plain forwarder and the driver has a hop side) direct through it."""
+    return ["proxy", "direct"] + (["hop"] if HOP_PORT and hop else [])
+
+
 def bench_one(driver, settings, connect, query, n_setup, n_rtt, n_stream, report_rtt=True):
-    """connect[side]() opens a connection; query(conn, sql) runs it and reads every row."""
+    """connect[side]() opens a connection; query(conn, sql) runs it and reads every row.
+    Setup is measured through the proxy and direct; round trip and streaming also through
+    the hop (see open_sides)."""
     import json
 
     sides = ["proxy", "direct"]
@@ -349,6 +360,7 @@ def bench_one(driver, settings, connect, query, n_setup, n_rtt, n_stream, report
     s = interleaved(n_setup, sides, setup)
     result["setup_ms"] = {k: round(p50(v) * 1e3, 3) for k, v in s.items()}
     if report_rtt:
+        sides = open_sides("hop" in connect)
         conns = {side: connect[side]() for side in sides}
         for side in sides:  # warm
             for _ in range(50):
@@ -373,17 +385,21 @@ def bench():
             cur.fetchall()
 
     bench_one("PyMySQL 1.2.4", "ssl_disabled=True",
-              {"proxy": pymysql_proxy, "direct": pymysql_direct}, dbapi_query, n_setup, n_rtt, n_stream)
+              {"proxy": pymysql_proxy, "direct": pymysql_direct, "hop": lambda: pymysql_direct(port=HOP_PORT)},
+              dbapi_query, n_setup, n_rtt, n_stream)
     bench_one("PyMySQL 1.2.4", "default settings (no TLS option)",
               {"proxy": lambda: pymysql.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, database="app"),
                "direct": pymysql_direct}, dbapi_query, max(10, n_setup // 2), 0, 0, report_rtt=False)
 
     import singlestoredb
+
+    def s2_direct(port=DB_PORT):
+        return singlestoredb.connect(host="127.0.0.1", port=port, user=USER, password=jwt(), database="app",
+                                     ssl_ca=CA, ssl_verify_cert=True)
     bench_one("singlestoredb 1.18.1", "ssl_disabled=True",
               {"proxy": lambda: singlestoredb.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, password="",
                                                       database="app", ssl_disabled=True),
-               "direct": lambda: singlestoredb.connect(host="127.0.0.1", port=DB_PORT, user=USER, password=jwt(),
-                                                       database="app", ssl_ca=CA, ssl_verify_cert=True)},
+               "direct": s2_direct, "hop": lambda: s2_direct(HOP_PORT)},
               dbapi_query, n_setup, n_rtt, n_stream)
     bench_one("singlestoredb 1.18.1", "default settings (no TLS option)",
               {"proxy": lambda: singlestoredb.connect(host="127.0.0.1", port=PROXY_PORT, user=USER, password="",
@@ -401,7 +417,8 @@ def bench():
             e = sqlalchemy.create_engine(f"mysql+pymysql://{USER}@127.0.0.1:{PROXY_PORT}/app",
                                          connect_args={"ssl_disabled": True}, **kw)
         else:
-            e = sqlalchemy.create_engine(f"mysql+pymysql://{USER}@127.0.0.1:{DB_PORT}/app",
+            port = HOP_PORT if side == "hop" else DB_PORT
+            e = sqlalchemy.create_engine(f"mysql+pymysql://{USER}@127.0.0.1:{port}/app",
                                          connect_args={"ssl_ca": CA, "ssl_verify_cert": True}, **kw)
 
             @sqlalchemy.event.listens_for(e, "do_connect")
@@ -412,8 +429,8 @@ def bench():
     # Setup: a new physical connection each time (NullPool); round trip and streaming: a
     # checkout from a warm pool (pool_pre_ping, reset on return), the query, the checkin.
     fresh = {side: engine(side, poolclass=NullPool) for side in ("proxy", "direct")}
-    pooled = {side: engine(side, pool_size=1, pool_pre_ping=True, pool_recycle=1800)
-              for side in ("proxy", "direct")}
+    sides = open_sides()
+    pooled = {side: engine(side, pool_size=1, pool_pre_ping=True, pool_recycle=1800) for side in sides}
 
     class Checkout:
         def __init__(self, e):
@@ -433,7 +450,6 @@ def bench():
               {"proxy": lambda: fresh["proxy"].connect(), "direct": lambda: fresh["direct"].connect()},
               sa_query, n_setup, 0, 0, report_rtt=False)
     import json
-    sides = ["proxy", "direct"]
     # Round trip and streaming on an open connection: one checked out of a warm pool and
     # held, as the other drivers' open connections.
     held = {side: pooled[side].connect() for side in sides}
