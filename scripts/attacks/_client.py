@@ -111,6 +111,8 @@ def login(target, user):
 
 
 def status_of(s):
+    """The answer's status code, or `closed:WHY:NB` (how the read ended, and the
+    bytes read before) when no status line came."""
     data = b""
     try:
         while b"\r\n" not in data:
@@ -118,9 +120,9 @@ def status_of(s):
             if not c:
                 break
             data += c
-    except OSError:
-        pass
-    return data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "closed"
+    except OSError as e:
+        return "closed:%s:%dB" % (type(e).__name__, len(data))
+    return data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "closed:eof:%dB" % len(data)
 
 
 def wait_stdin():
@@ -194,11 +196,14 @@ try:
     elif mode == "bighead":
         s = connect(target)
         head = b"GET /api/v2/ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * int(sys.argv[3]) + b"\r\n\r\n"
+        sent = ""
         try:
             s.sendall(head)
-        except OSError:
-            pass
-        print(status_of(s))
+        except OSError as e:
+            sent = "/send:" + type(e).__name__
+        st = status_of(s)
+        # How sending ended says more only when no status came.
+        print(st + sent if st.startswith("closed") else st)
     elif mode == "names":
         n, size = int(sys.argv[3]), int(sys.argv[4])
         refused = 0

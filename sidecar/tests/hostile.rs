@@ -189,3 +189,93 @@ async fn json_answers_end_with_a_newline() {
     sidecar.shutdown().await;
     server.shutdown().await;
 }
+
+/// The sidecar on loopback TCP only.
+async fn tcp_sidecar(server: &TestServer) -> Sidecar {
+    let mut c = ServeConfig::from_toml(
+        "",
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.listen.socket = None;
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    Sidecar::start(c, provider_config(server)).await.unwrap()
+}
+
+/// A CI run of `scripts/attacks/05-memory` saw "closed" instead of 431 for a
+/// 390 KB request head: the sidecar answered and closed with the client's bytes
+/// unread, and the kernel's reset can destroy an answer not yet read. Now it
+/// reads and drops the rest: a client that keeps sending after the 431 is never
+/// reset, reads the 431 and a clean end, and its last bytes are taken; one that
+/// goes quiet without closing is closed soon after.
+#[tokio::test]
+async fn an_oversized_head_gets_431_and_a_clean_close_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = mocks(CloudConfig::gcp()).await;
+    let sidecar = tcp_sidecar(&server).await;
+    let addr = sidecar.tcp_addr().unwrap();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ";
+    let chunk = vec![b'p'; 16 * 1024];
+
+    // Keeps sending (the header never ends) until the answer has ended, then
+    // 512 KB more, then closes its side.
+    let (mut r, mut w) = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap()
+        .into_split();
+    let (answered_tx, mut answered) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn({
+        let chunk = chunk.clone();
+        async move {
+            w.write_all(head).await?;
+            while !*answered.borrow_and_update() {
+                tokio::select! {
+                    sent = w.write_all(&chunk) => sent?,
+                    _ = answered.changed() => {}
+                }
+            }
+            for _ in 0..32 {
+                w.write_all(&chunk).await?;
+            }
+            w.shutdown().await
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        r.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the sidecar closes the connection");
+    let _ = answered_tx.send(true);
+    let sent = writer.await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text:?}");
+    assert!(read.is_ok(), "reading the answer: {read:?}");
+    assert!(
+        sent.is_ok(),
+        "the sidecar reset the connection while the client was still sending: {sent:?}"
+    );
+
+    // Sends part of a head past the limit, then nothing, never closing.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head).await.unwrap();
+    for _ in 0..4 {
+        s.write_all(&chunk).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("a quiet lingering connection is closed");
+    assert!(read.is_ok(), "{read:?}");
+    assert!(answer.starts_with(b"HTTP/1.1 431 "));
+
+    sidecar.shutdown().await;
+    server.shutdown().await;
+}

@@ -2,7 +2,8 @@
 //! proxies) runs its connections on: hyper with a header-size limit, a
 //! header-read timeout (a request head, or the next one on a keep-alive
 //! connection, must arrive within it), an idle timeout, a bounded write buffer,
-//! and a graceful close on the stop signal.
+//! a graceful close on the stop signal, and a lingering close (`linger`: a last
+//! answer is never lost to a reset).
 //!
 //! Both timeouts are judged by the connection's own periodic tick from plain
 //! counters, not by a timer per request (hyper's header-read timer put an
@@ -82,8 +83,7 @@ pub async fn serve<S, B>(
         .max_buf_size(limits.max_header_bytes.max(8192).saturating_mul(2))
         .max_header_size(limits.max_header_bytes)
         .keep_alive(limits.keep_alive);
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
+    let mut conn = builder.serve_connection(io, service);
     // Both timeouts are judged at this tick: a connection is closed at most one
     // tick after its timeout, never before.
     let check = limits
@@ -94,21 +94,76 @@ pub async fn serve<S, B>(
         .max(Duration::from_millis(10));
     let mut watch = Watch::new(&progress);
     let mut shutting_down = false;
-    loop {
+    let ended = loop {
         tokio::select! {
-            _ = conn.as_mut() => return,
+            ended = &mut conn => break ended,
             _ = stopped.wait_for(|s| *s), if !shutting_down => {
                 shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
             _ = tokio::time::sleep(check) => {
                 if let Some(why) = watch.expired(&progress, limits) {
+                    // A timeout cuts the connection: no lingering for a client
+                    // that is too slow or has gone quiet.
                     tracing::debug!("closing connection: {why}");
                     return;
                 }
             }
         }
+    };
+    let io = conn.into_parts().io.into_inner().inner;
+    linger(io, ended.is_err()).await;
+}
+
+/// Longest a closed connection is read for after its last answer.
+const LINGER_MAX: Duration = Duration::from_secs(2);
+/// A lingering connection that sends nothing for this long is closed.
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+/// Most bytes read and dropped from a lingering connection.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Closes a connection hyper has finished with, without destroying its last
+/// answer.
+///
+/// Why: closing a TCP socket with bytes still unread makes the kernel send a
+/// reset, and a reset can wipe out an answer the client has not read yet (RFC
+/// 9112 §9.6). A client still sending a request the driver refused (a 431 for
+/// a 390 KB head) then sees "connection reset" instead of the 431, as a CI run
+/// of `scripts/attacks/05-memory` once did. So when bytes are waiting, or the
+/// connection ended on an error (the client is mid-request), the write side is
+/// shut (the answer and a FIN are out) and whatever the client still sends is
+/// read and dropped until it closes, is quiet for [`LINGER_QUIET`], or
+/// [`LINGER_MAX`] or [`LINGER_BYTES`] is reached, as Apache and nginx do. A
+/// connection that ended cleanly with nothing unread closes at once.
+async fn linger(mut io: Stream, ended_on_error: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 512];
+    match io.try_read(&mut buf) {
+        Ok(0) => return, // the client has closed: nothing can follow
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ended_on_error => {}
+        Err(_) => return,
     }
+    // hyper has already shut the write side when it finished cleanly; again is
+    // harmless, and an error here (the peer reset) only ends the lingering early.
+    let _ = io.shutdown().await;
+    let mut buf = vec![0u8; 16 * 1024];
+    let start = tokio::time::Instant::now();
+    let deadline = start.checked_add(LINGER_MAX).unwrap_or(start);
+    let mut dropped = 0usize;
+    while dropped < LINGER_BYTES {
+        let now = tokio::time::Instant::now();
+        let quiet = now.checked_add(LINGER_QUIET).unwrap_or(now).min(deadline);
+        match tokio::time::timeout_at(quiet, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped = dropped.saturating_add(n),
+            _ => break,
+        }
+    }
+    tracing::debug!(
+        dropped,
+        ms = start.elapsed().as_millis() as u64,
+        "lingering close"
+    );
 }
 
 /// A service counting the requests begun and answered (for the header-read

@@ -125,6 +125,14 @@ impl Stream {
             Stream::Tcp(s) => s.try_write(bytes),
         };
     }
+
+    /// Reads what is waiting, never waiting (`WouldBlock` when nothing is).
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => s.try_read(buf),
+        }
+    }
 }
 
 impl AsyncRead for Stream {
