@@ -236,6 +236,10 @@ async fn an_oversized_head_gets_431_and_a_clean_close_not_a_reset() {
                     sent = w.write_all(&chunk) => sent?,
                     _ = answered.changed() => {}
                 }
+                // The reader runs between chunks, as a client reading while it
+                // sends would (else tokio's budget lets 2 MiB go first, half the
+                // sidecar's 4 MiB lingering limit).
+                tokio::task::yield_now().await;
             }
             for _ in 0..32 {
                 w.write_all(&chunk).await?;
