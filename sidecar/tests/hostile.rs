@@ -26,6 +26,21 @@ async fn sidecar(server: &TestServer, auth_url: String, tag: &str) -> Sidecar {
         .expect("sidecar starts")
 }
 
+/// The sidecar on loopback TCP only.
+async fn tcp_sidecar(server: &TestServer) -> Sidecar {
+    let mut c = ServeConfig::from_toml(
+        "",
+        &Env::from_pairs::<&str, &str>([]),
+        &ServeOverrides::default(),
+    )
+    .unwrap();
+    c.listen.socket = None;
+    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
+    c.client.server_url = Some(server.exchange_url_template());
+    c.client.allow_http = true;
+    Sidecar::start(c, provider_config(server)).await.unwrap()
+}
+
 /// `exp = u64::MAX` with no `expires_at` panicked the sidecar on every request; an
 /// already expired token was served as 200; a non-JWT was passed to callers.
 #[tokio::test]
@@ -99,17 +114,7 @@ async fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
 #[tokio::test]
 async fn tcp_host_parsing_is_strict() {
     let server = mocks(CloudConfig::gcp()).await;
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = None;
-    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
-    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let sidecar = tcp_sidecar(&server).await;
     let addr = sidecar.tcp_addr().unwrap();
     let get = |hosts: &[&str]| {
         let mut head = "GET /healthz HTTP/1.1\r\n".to_string();
@@ -188,21 +193,6 @@ async fn json_answers_end_with_a_newline() {
     }
     sidecar.shutdown().await;
     server.shutdown().await;
-}
-
-/// The sidecar on loopback TCP only.
-async fn tcp_sidecar(server: &TestServer) -> Sidecar {
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = None;
-    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
-    Sidecar::start(c, provider_config(server)).await.unwrap()
 }
 
 /// A CI run of `scripts/attacks/05-memory` saw "closed" instead of 431 for a
