@@ -138,19 +138,18 @@ const LINGER_BYTES: usize = 4 * 1024 * 1024;
 async fn linger(mut io: Stream, ended_on_error: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 512];
-    match io.try_read(&mut buf) {
+    let mut dropped = match io.try_read(&mut buf) {
         Ok(0) => return, // the client has closed: nothing can follow
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ended_on_error => {}
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ended_on_error => 0,
         Err(_) => return,
-    }
+    };
     // hyper has already shut the write side when it finished cleanly; again is
     // harmless, and an error here (the peer reset) only ends the lingering early.
     let _ = io.shutdown().await;
     let mut buf = vec![0u8; 16 * 1024];
     let start = tokio::time::Instant::now();
     let deadline = start.checked_add(LINGER_MAX).unwrap_or(start);
-    let mut dropped = 0usize;
     while dropped < LINGER_BYTES {
         let now = tokio::time::Instant::now();
         let quiet = now.checked_add(LINGER_QUIET).unwrap_or(now).min(deadline);
