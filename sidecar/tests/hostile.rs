@@ -4,41 +4,24 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::{fixed_auth, mocks, provider_config, temp_dir, uds_get, unsigned_jwt};
-use s2iam::env::Env;
-use s2iam_sidecar::config::{ServeConfig, ServeOverrides};
+use common::{
+    fixed_auth, mocks, provider_config, sidecar_config, start_sidecar, tcp_sidecar_config,
+    temp_dir, uds_get, unsigned_jwt,
+};
 use s2iam_sidecar::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, TestServer};
 
+/// The sidecar on a Unix socket only, asking the auth service at `auth_url`.
 async fn sidecar(server: &TestServer, auth_url: String, tag: &str) -> Sidecar {
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(temp_dir(tag).join("s2iam.sock"));
+    let mut c = sidecar_config(server, &temp_dir(tag), "");
     c.listen.tcp = None;
     c.client.server_url = Some(auth_url);
-    c.client.allow_http = true;
-    Sidecar::start(c, provider_config(server))
-        .await
-        .expect("sidecar starts")
+    start_sidecar(server, c).await
 }
 
 /// The sidecar on loopback TCP only.
 async fn tcp_sidecar(server: &TestServer) -> Sidecar {
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = None;
-    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
-    Sidecar::start(c, provider_config(server)).await.unwrap()
+    start_sidecar(server, tcp_sidecar_config(server, "")).await
 }
 
 /// `exp = u64::MAX` with no `expires_at` panicked the sidecar on every request; an
@@ -148,16 +131,8 @@ async fn tcp_host_parsing_is_strict() {
 async fn a_missing_socket_directory_is_refused_not_created() {
     let server = mocks(CloudConfig::gcp()).await;
     let dir = temp_dir("socket-dir").join("not-made-by-s2iam");
-    let mut c = ServeConfig::from_toml(
-        "",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(dir.join("s2iam.sock"));
+    let mut c = sidecar_config(&server, &dir, "");
     c.listen.tcp = None;
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
     let err = match Sidecar::start(c, provider_config(&server)).await {
         Ok(_) => panic!("a socket in a missing directory was accepted"),
         Err(e) => e.to_string(),
@@ -203,7 +178,7 @@ async fn json_answers_end_with_a_newline() {
 /// goes quiet without closing is closed soon after.
 #[tokio::test]
 async fn an_oversized_head_gets_431_and_a_clean_close_not_a_reset() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = mocks(CloudConfig::gcp()).await;
     let sidecar = tcp_sidecar(&server).await;
     let addr = sidecar.tcp_addr().unwrap();
@@ -237,13 +212,7 @@ async fn an_oversized_head_gets_431_and_a_clean_close_not_a_reset() {
             w.shutdown().await
         }
     });
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        r.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the sidecar closes the connection");
+    let (answer, read) = read_until_closed(&mut r).await;
     let _ = answered_tx.send(true);
     let sent = writer.await.unwrap();
     let text = String::from_utf8_lossy(&answer);
@@ -260,16 +229,26 @@ async fn an_oversized_head_gets_431_and_a_clean_close_not_a_reset() {
     for _ in 0..4 {
         s.write_all(&chunk).await.unwrap();
     }
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        s.read_to_end(&mut answer),
-    )
-    .await
-    .expect("a quiet lingering connection is closed");
+    let (answer, read) = read_until_closed(&mut s).await;
     assert!(read.is_ok(), "{read:?}");
     assert!(answer.starts_with(b"HTTP/1.1 431 "));
 
     sidecar.shutdown().await;
     server.shutdown().await;
+}
+
+/// Reads until the sidecar closes the connection: what came, and how reading
+/// ended. Bound: 30 s, to catch a connection never closed.
+async fn read_until_closed<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> (Vec<u8>, std::io::Result<usize>) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        r.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the sidecar closes the connection within 30 s");
+    (answer, read)
 }

@@ -153,13 +153,28 @@ pub fn sidecar_config(
     dir: &Path,
     toml: &str,
 ) -> s2iam_sidecar::config::ServeConfig {
+    let mut c = mock_auth_config(server, toml);
+    c.listen.socket = Some(dir.join("s2iam.sock"));
+    c
+}
+
+/// The same, listening on a random loopback TCP port only (no Unix socket).
+pub fn tcp_sidecar_config(server: &TestServer, toml: &str) -> s2iam_sidecar::config::ServeConfig {
+    let mut c = mock_auth_config(server, toml);
+    c.listen.socket = None;
+    c.listen.tcp = Some("127.0.0.1:0".parse().expect("a socket address"));
+    c
+}
+
+/// `toml` read with an empty environment, the auth service at `server` over
+/// plain HTTP; the listeners as the file (or its defaults) says.
+fn mock_auth_config(server: &TestServer, toml: &str) -> s2iam_sidecar::config::ServeConfig {
     let mut c = s2iam_sidecar::config::ServeConfig::from_toml(
         toml,
         &Env::from_pairs::<&str, &str>([]),
         &s2iam_sidecar::config::ServeOverrides::default(),
     )
     .expect("test config parses");
-    c.listen.socket = Some(dir.join("s2iam.sock"));
     c.client.server_url = Some(server.exchange_url_template());
     c.client.allow_http = true;
     c

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use crate::common::{eventually, mocks, provider_config, temp_dir, uds_get};
-use s2iam::env::Env;
+use crate::common::{
+    eventually, mocks, provider_config, sidecar_config, start_sidecar, tcp_sidecar_config,
+    temp_dir, uds_get,
+};
 use s2iam::provider::aws::{AwsCredentials, StsClient};
 use s2iam::secret::Secret;
-use s2iam_sidecar::config::{ServeConfig, ServeOverrides};
-use s2iam_sidecar::serve::Sidecar;
 use s2iam_testserver::{CloudConfig, TestServer};
 
 /// The mock's long-lived user keys as s2iam credentials.
@@ -142,16 +142,8 @@ async fn the_sidecar_reports_the_skew_in_metrics() {
     let offset = 20 * 60;
     let server = mocks(CloudConfig::aws().with_clock_offset(offset)).await;
     let dir = temp_dir("skew-metrics");
-    let mut c = ServeConfig::from_toml(
-        "[identity]\nprovider = \"aws\"\n",
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = Some(dir.join("s2iam.sock"));
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
-    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let c = sidecar_config(&server, &dir, "[identity]\nprovider = \"aws\"\n");
+    let sidecar = start_sidecar(&server, c).await;
     let socket = dir.join("s2iam.sock");
     // A token needs the AWS identity: STS refuses, s2iam corrects and retries.
     let (status, body) = uds_get(&socket, "/v1/token/api").await;
@@ -193,17 +185,7 @@ async fn presigned_urls_are_signed_on_awss_clock_once_the_skew_is_known() {
          [[aws_profile]]\nname = \"data\"\nsource = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/data\"\n",
         dir.join("aws-token").display()
     );
-    let mut c = ServeConfig::from_toml(
-        &toml,
-        &Env::from_pairs::<&str, &str>([]),
-        &ServeOverrides::default(),
-    )
-    .unwrap();
-    c.listen.socket = None;
-    c.listen.tcp = Some("127.0.0.1:0".parse().unwrap());
-    c.client.server_url = Some(server.exchange_url_template());
-    c.client.allow_http = true;
-    let sidecar = Sidecar::start(c, provider_config(&server)).await.unwrap();
+    let sidecar = start_sidecar(&server, tcp_sidecar_config(&server, &toml)).await;
     let token = std::fs::read_to_string(dir.join("aws-token")).unwrap();
     let resp = reqwest::Client::new()
         .get(format!(
